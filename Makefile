@@ -1,0 +1,28 @@
+# wingold — every target works on a fresh Debian 12 machine.
+CARGO ?= cargo
+BIN := target/release/wingold
+DEMO_DIR ?= target/demo
+
+.PHONY: setup build test demo bench lint clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+test: setup
+	$(CARGO) test --release
+
+demo: build
+	@scripts/demo.sh "$(BIN)" "$(DEMO_DIR)"
+
+bench: setup
+	$(CARGO) bench --bench image_read
+
+lint: setup
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --release -- -D warnings
+
+clean:
+	$(CARGO) clean

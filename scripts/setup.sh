@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what wingold's build, tests and demo need on Debian 12, only what is missing.
+set -euo pipefail
+
+PACKAGES=(
+  pkg-config libclang-dev build-essential
+  libhivex-dev libhivex-bin          # hives (and hivexget/hivexregedit as test oracles)
+  ntfs-3g ntfs-3g-dev                # NTFS (and ntfsls/ntfscat/ntfsfix/mkntfs for tests)
+  qemu-utils                         # qemu-img, qemu-io: test oracles and fixtures
+  fdisk gdisk                        # sfdisk, sgdisk: partitioned test disks
+  xorriso xz-utils                   # fixture ISOs, the hive corpus
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install a Rust toolchain (rustup) and run again" >&2
+  exit 1
+fi

@@ -1,0 +1,81 @@
+//! `wingold disks`: the system disk (HDA) and the temporary virtio disk (HDB).
+
+use crate::image::{self, create_qcow2, CreateOptions};
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct DisksArgs {
+    /// The VM's id: the disks are named vm_N.qcow2 and temp_N.qcow2.
+    #[arg(long)]
+    id: u32,
+    /// Where to create them.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Size of the system disk (HDA); K, M, G, T are powers of 1024.
+    #[arg(long, default_value = "20G", value_parser = image::parse_size)]
+    hda_size: u64,
+    /// Size of the temporary virtio disk (HDB) that makes Windows install the
+    /// virtio storage driver.
+    #[arg(long, default_value = "1G", value_parser = image::parse_size)]
+    hdb_size: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Disk {
+    role: &'static str,
+    path: PathBuf,
+    format: &'static str,
+    virtual_size: u64,
+}
+
+pub fn run(args: DisksArgs) -> anyhow::Result<()> {
+    let hda = args.dir.join(format!("vm_{}.qcow2", args.id));
+    let hdb = args.dir.join(format!("temp_{}.qcow2", args.id));
+    // Refuse before creating anything, so that a refusal writes nothing.
+    for path in [&hda, &hdb] {
+        if path.exists() {
+            return Err(image::Error::Exists { path: path.clone() }.into());
+        }
+    }
+    create_qcow2(&hda, &CreateOptions::new(args.hda_size)).context("creating the system disk")?;
+    if let Err(e) = create_qcow2(&hdb, &CreateOptions::new(args.hdb_size)) {
+        let _ = std::fs::remove_file(&hda);
+        return Err(e).context("creating the temporary virtio disk");
+    }
+    let disks = [
+        Disk {
+            role: "hda",
+            path: hda,
+            format: "qcow2",
+            virtual_size: args.hda_size.div_ceil(512) * 512,
+        },
+        Disk {
+            role: "hdb",
+            path: hdb,
+            format: "qcow2",
+            virtual_size: args.hdb_size.div_ceil(512) * 512,
+        },
+    ];
+    if args.json {
+        return super::print_json(&serde_json::json!({ "disks": disks }));
+    }
+    for d in &disks {
+        let what = if d.role == "hda" {
+            "system disk (HDA)"
+        } else {
+            "temporary virtio disk (HDB)"
+        };
+        println!(
+            "{}: {what}, qcow2, {} bytes",
+            d.path.display(),
+            d.virtual_size
+        );
+    }
+    Ok(())
+}

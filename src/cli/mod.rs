@@ -1,0 +1,73 @@
+//! The command line: clap definitions, dispatch, human and `--json` output, exit codes.
+//!
+//! Results go to stdout, progress and diagnostics to stderr. Exit codes: 0 done (or
+//! nothing to do), 1 failed, 2 bad usage or bad input.
+
+#![forbid(unsafe_code)]
+
+mod disks;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad usage or bad input.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code for an operation that failed on good input.
+pub const EXIT_FAILED: i32 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wingold",
+    version,
+    about = "Builds ready-to-clone Windows guest images for Linux KVM hosts, offline",
+    long_about = "Builds ready-to-clone Windows guest images for Linux KVM hosts: disks for \
+                  the installer, offline registry settings written straight into the disk \
+                  image (no running guest, no mount, no root), golden images and clones.\n\n\
+                  Exit codes: 0 done or nothing to do, 1 failed, 2 bad usage or bad input."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the system disk (HDA) and the temporary virtio disk (HDB) for VM N.
+    Disks(disks::DisksArgs),
+    /// Show what an image holds: format, backing chain, partitions.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Disks(args) => disks::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    }
+}
+
+/// Maps an error chain to the exit code: 2 when any cause is bad input.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    let bad_input = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::image::Error>()
+            .is_some_and(|e| e.is_bad_input())
+            || cause.downcast_ref::<BadInput>().is_some()
+    });
+    if bad_input {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// An error in what the user gave us, found by the CLI itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Creating empty qcow2 images and overlays.
+//!
+//! We write the few metadata clusters ourselves (qcow2-rs cannot set a backing
+//! file, and its formatter is meant for tests): header, one refcount table sized
+//! for the whole disk, one refcount block, and the L1 table. The result is
+//! deterministic: the same options give the same bytes.
+//!
+//! The file is written under a temporary name beside the target, synced, then
+//! linked into place, which fails if the target exists: nothing is overwritten
+//! and no partial image is ever visible under the target name.
+
+use super::qcow2::{EXT_BACKING_FORMAT, EXT_END, QCOW_MAGIC};
+use super::{Error, Format, Result, SECTOR_SIZE};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Virtual size in bytes (rounded up to whole sectors).
+    pub size: u64,
+    /// log2 of the cluster size; 16 (64 KiB) as qemu-img does by default.
+    pub cluster_bits: u32,
+    /// The backing image and its format, for an overlay. The path is stored as given:
+    /// pass an absolute one so the overlay works from any directory.
+    pub backing: Option<(PathBuf, Format)>,
+}
+
+impl CreateOptions {
+    pub fn new(size: u64) -> Self {
+        CreateOptions {
+            size,
+            cluster_bits: 16,
+            backing: None,
+        }
+    }
+}
+
+const HEADER_LENGTH: u32 = 112;
+const REFCOUNT_ORDER: u32 = 4;
+
+/// Builds the image's bytes.
+fn layout(opts: &CreateOptions) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::BadSize {
+        text: opts.size.to_string(),
+        reason,
+    };
+    if !(12..=21).contains(&opts.cluster_bits) {
+        return Err(bad(format!(
+            "cluster size 2^{} is outside 4 KiB to 2 MiB",
+            opts.cluster_bits
+        )));
+    }
+    let size = opts.size.div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+    if size == 0 || size > 1u64 << 50 {
+        return Err(bad(
+            "a qcow2 disk must be between 512 bytes and 1 PiB".into()
+        ));
+    }
+    let cluster = 1u64 << opts.cluster_bits;
+    let l2_span = (cluster / 8) * cluster;
+    let l1_entries = size.div_ceil(l2_span);
+    let l1_clusters = (l1_entries * 8).div_ceil(cluster).max(1);
+    // One refcount block covers cluster*8/16 clusters. Size the table for a fully
+    // allocated disk plus its metadata, so that it never has to grow.
+    let clusters_per_block = cluster * 8 / (1 << REFCOUNT_ORDER);
+    let host_max = size + size / (cluster / 8) + 64 * cluster;
+    let blocks = host_max.div_ceil(cluster).div_ceil(clusters_per_block);
+    let rt_clusters = (blocks * 8).div_ceil(cluster).max(1);
+
+    let rt_offset = cluster;
+    let rb_offset = rt_offset + rt_clusters * cluster;
+    let l1_offset = rb_offset + cluster;
+    let total_clusters = l1_offset / cluster + l1_clusters;
+    if total_clusters > clusters_per_block {
+        return Err(bad("the metadata does not fit one refcount block".into()));
+    }
+    let mut img = vec![0u8; (total_clusters * cluster) as usize];
+
+    // Header (docs/interop/qcow2.txt), version 3, zlib, no features.
+    let h = &mut img[..];
+    h[0..4].copy_from_slice(QCOW_MAGIC);
+    h[4..8].copy_from_slice(&3u32.to_be_bytes());
+    h[20..24].copy_from_slice(&opts.cluster_bits.to_be_bytes());
+    h[24..32].copy_from_slice(&size.to_be_bytes());
+    h[36..40].copy_from_slice(&(l1_entries as u32).to_be_bytes());
+    h[40..48].copy_from_slice(&l1_offset.to_be_bytes());
+    h[48..56].copy_from_slice(&rt_offset.to_be_bytes());
+    h[56..60].copy_from_slice(&(rt_clusters as u32).to_be_bytes());
+    h[96..100].copy_from_slice(&REFCOUNT_ORDER.to_be_bytes());
+    h[100..104].copy_from_slice(&HEADER_LENGTH.to_be_bytes());
+
+    let mut at = HEADER_LENGTH as usize;
+    if let Some((backing, format)) = &opts.backing {
+        let fmt = format.to_string();
+        let name = backing.to_str().ok_or_else(|| Error::NotAnImage {
+            path: backing.clone(),
+            reason: "the backing path is not UTF-8".into(),
+        })?;
+        h[at..at + 4].copy_from_slice(&EXT_BACKING_FORMAT.to_be_bytes());
+        h[at + 4..at + 8].copy_from_slice(&(fmt.len() as u32).to_be_bytes());
+        h[at + 8..at + 8 + fmt.len()].copy_from_slice(fmt.as_bytes());
+        at += 8 + fmt.len().div_ceil(8) * 8;
+        // End marker, then the name.
+        h[at..at + 8].copy_from_slice(&[0; 8]);
+        at += 8;
+        if name.len() > 1023 || at + name.len() > 4096 {
+            return Err(Error::NotAnImage {
+                path: backing.clone(),
+                reason: "the backing path is too long for a qcow2 header (1023 bytes)".into(),
+            });
+        }
+        h[8..16].copy_from_slice(&(at as u64).to_be_bytes());
+        h[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
+        h[at..at + name.len()].copy_from_slice(name.as_bytes());
+    } else {
+        h[at..at + 4].copy_from_slice(&EXT_END.to_be_bytes());
+    }
+
+    // Refcount table: one block, at rb_offset.
+    let rt = rt_offset as usize;
+    img[rt..rt + 8].copy_from_slice(&rb_offset.to_be_bytes());
+    // Refcount block: every cluster so far is used once.
+    let rb = rb_offset as usize;
+    for i in 0..total_clusters as usize {
+        img[rb + 2 * i..rb + 2 * i + 2].copy_from_slice(&1u16.to_be_bytes());
+    }
+    Ok(img)
+}
+
+/// Creates a qcow2 image at `path`, refusing to replace an existing file.
+pub fn create_qcow2(path: &Path, opts: &CreateOptions) -> Result<()> {
+    let bytes = layout(opts)?;
+    if path.exists() {
+        return Err(Error::Exists {
+            path: path.to_owned(),
+        });
+    }
+    let tmp = temp_name(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::open(&tmp, e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&tmp, "write", e))?;
+        std::fs::hard_link(&tmp, path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::Exists {
+                path: path.to_owned(),
+            },
+            _ => Error::io(path, "linking into place", e),
+        })
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result?;
+    sync_parent(path);
+    Ok(())
+}
+
+/// `.NAME.wingold-tmp.PID` beside `path`.
+pub(crate) fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.wingold-tmp.{}", std::process::id()))
+}
+
+/// Makes a new directory entry durable; best effort.
+pub(crate) fn sync_parent(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

@@ -1,0 +1,289 @@
+//! Disk images as byte-addressable block devices.
+//!
+//! Everything above this layer (NTFS, hives, the golden pipeline) sees a disk as a
+//! [`BlockDev`]: a length and reads and writes at any byte offset and length.
+//! This module owns the formats (qcow2 through `qcow2-rs`, raw files), overlays
+//! whose backing file is another image, partition tables (MBR and GPT) and
+//! [`PartitionView`]s that slice a device. It knows nothing of NTFS or Windows.
+//!
+//! The single entry point is [`open`], which sniffs the magic and picks the format.
+
+mod create;
+mod error;
+mod lock;
+mod partition;
+mod qcow2;
+mod raw;
+mod size;
+
+pub use create::{create_qcow2, CreateOptions};
+pub use error::{Error, Result};
+pub use lock::Access;
+pub use partition::{
+    probe_filesystem, scan_partitions, Partition, PartitionTable, Role, TableKind,
+};
+pub use qcow2::Qcow2Image;
+pub use raw::RawImage;
+pub use size::parse_size;
+
+use std::io::Read;
+use std::path::Path;
+
+/// Logical sector size assumed for partition tables and qcow2-rs I/O.
+pub const SECTOR_SIZE: u64 = 512;
+
+/// A block device addressed in bytes.
+///
+/// Implementations accept any offset and length within `len()`; those that sit on
+/// sector-granular storage do read-modify-write of partial sectors themselves.
+pub trait BlockDev {
+    /// Size of the device in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether the device is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `buf` from `offset`. Reading past `len()` is an error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Writes `buf` at `offset`. Writing past `len()` is an error.
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()>;
+
+    /// Makes every write so far durable (data and metadata).
+    fn flush(&self) -> Result<()>;
+
+    /// Whether writes are allowed.
+    fn is_writable(&self) -> bool;
+}
+
+impl<T: BlockDev + ?Sized> BlockDev for Box<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        (**self).write_at(offset, buf)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn is_writable(&self) -> bool {
+        (**self).is_writable()
+    }
+}
+
+/// Checks that `[offset, offset + len)` lies within a device of `size` bytes.
+pub(crate) fn check_range(size: u64, offset: u64, len: usize) -> Result<()> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::OutOfRange { offset, len, size }),
+    }
+}
+
+/// The image formats wingold recognises by their magic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Qcow2,
+    Raw,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Qcow2 => "qcow2",
+            Format::Raw => "raw",
+        })
+    }
+}
+
+/// Magic numbers of formats we do not handle, so that they are refused by name
+/// instead of being taken for raw disks.
+const FOREIGN_MAGICS: &[(&[u8], &str)] = &[
+    (b"KDMV", "VMDK"),
+    (b"vhdxfile", "VHDX"),
+    (b"conectix", "VHD"),
+    (b"<<< Oracle VM VirtualBox Disk Image >>>", "VDI"),
+    (b"QED\0", "QED"),
+];
+
+/// Reads the first bytes of `path` and tells which format it holds.
+pub fn sniff(path: &Path) -> Result<Format> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::open(path, e))?;
+    let size = file.metadata().map_err(|e| Error::open(path, e))?.len();
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Error::NotAnImage {
+            path: path.to_owned(),
+            reason: "it is a directory".into(),
+        });
+    }
+    if size == 0 {
+        return Err(Error::NotAnImage {
+            path: path.to_owned(),
+            reason: "the file is empty".into(),
+        });
+    }
+    let mut head = [0u8; 64];
+    let n = read_up_to(&mut file, &mut head).map_err(|e| Error::open(path, e))?;
+    let head = &head[..n];
+    if head.starts_with(qcow2::QCOW_MAGIC) {
+        return Ok(Format::Qcow2);
+    }
+    for (magic, name) in FOREIGN_MAGICS {
+        if head.starts_with(magic) {
+            return Err(Error::NotAnImage {
+                path: path.to_owned(),
+                reason: format!(
+                    "it is a {name} image; convert it with `qemu-img convert -O qcow2`"
+                ),
+            });
+        }
+    }
+    if size % SECTOR_SIZE != 0 {
+        return Err(Error::NotAnImage {
+            path: path.to_owned(),
+            reason: format!(
+                "not a qcow2 image, and its size ({size} bytes) is not a whole number of \
+                 512-byte sectors, so it is no raw disk either"
+            ),
+        });
+    }
+    Ok(Format::Raw)
+}
+
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read(&mut buf[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+/// An opened image of any supported format.
+pub enum Image {
+    Qcow2(Qcow2Image),
+    Raw(RawImage),
+}
+
+impl Image {
+    /// The format of the top layer.
+    pub fn format(&self) -> Format {
+        match self {
+            Image::Qcow2(_) => Format::Qcow2,
+            Image::Raw(_) => Format::Raw,
+        }
+    }
+
+    fn dev(&self) -> &dyn BlockDev {
+        match self {
+            Image::Qcow2(q) => q,
+            Image::Raw(r) => r,
+        }
+    }
+}
+
+impl BlockDev for Image {
+    fn len(&self) -> u64 {
+        self.dev().len()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.dev().read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.dev().write_at(offset, buf)
+    }
+    fn flush(&self) -> Result<()> {
+        self.dev().flush()
+    }
+    fn is_writable(&self) -> bool {
+        self.dev().is_writable()
+    }
+}
+
+/// Opens an image by sniffing its magic: qcow2 (with its backing chain) or raw.
+///
+/// `Access::ReadWrite` takes the same OFD locks QEMU takes, so an image that a
+/// running QEMU holds is refused instead of being corrupted under it.
+pub fn open(path: &Path, access: Access) -> Result<Image> {
+    Ok(match sniff(path)? {
+        Format::Qcow2 => Image::Qcow2(Qcow2Image::open(path, access)?),
+        Format::Raw => Image::Raw(RawImage::open(path, access)?),
+    })
+}
+
+/// A window of `len` bytes at `start` on another device: a partition.
+pub struct PartitionView<D> {
+    dev: D,
+    start: u64,
+    len: u64,
+}
+
+impl<D: BlockDev> PartitionView<D> {
+    /// Slices `dev`; the window must lie within it.
+    pub fn new(dev: D, start: u64, len: u64) -> Result<Self> {
+        check_range(dev.len(), start, 0)?;
+        match start.checked_add(len) {
+            Some(end) if end <= dev.len() => Ok(PartitionView { dev, start, len }),
+            _ => Err(Error::OutOfRange {
+                offset: start,
+                len: len as usize,
+                size: dev.len(),
+            }),
+        }
+    }
+
+    /// Where the window starts on the underlying device.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Gives the underlying device back.
+    pub fn into_inner(self) -> D {
+        self.dev
+    }
+}
+
+impl<D: BlockDev> BlockDev for PartitionView<D> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(self.len, offset, buf.len())?;
+        self.dev.read_at(self.start + offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        check_range(self.len, offset, buf.len())?;
+        self.dev.write_at(self.start + offset, buf)
+    }
+    fn flush(&self) -> Result<()> {
+        self.dev.flush()
+    }
+    fn is_writable(&self) -> bool {
+        self.dev.is_writable()
+    }
+}
+
+impl<D: BlockDev + ?Sized> BlockDev for &D {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        (**self).write_at(offset, buf)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn is_writable(&self) -> bool {
+        (**self).is_writable()
+    }
+}

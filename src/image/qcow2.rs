@@ -1,0 +1,628 @@
+//! qcow2 images through `qcow2-rs`, behind a guard and our own backing chain.
+//!
+//! qcow2-rs does the mapping, allocation and refcount work. Around it this module:
+//! - reads and checks the header itself first and refuses, by name, what qcow2-rs
+//!   cannot handle safely (see [`Header::check`]), so that no bad image reaches code
+//!   that panics or corrupts;
+//! - hides the backing file from qcow2-rs and follows the chain itself (qcow2-rs
+//!   resolves backing names against the current directory, panics when the file is
+//!   missing and cannot use raw bases); clusters not allocated in this layer are
+//!   read from the base, and written as whole clusters merged with the base's data;
+//! - owns the header on disk: when qcow2-rs rewrites it (L1 or refcount table moved)
+//!   only those fields are taken over, so extensions and the backing name survive;
+//! - accepts any byte offset and length (qcow2-rs wants 512-byte-aligned I/O).
+
+use super::lock::{lock_image, Access};
+use super::{check_range, BlockDev, Error, Image, Result, SECTOR_SIZE};
+use futures::executor::block_on;
+use qcow2_rs::dev::{Qcow2Dev, Qcow2DevParams};
+use qcow2_rs::error::Qcow2Result;
+use qcow2_rs::meta::{MappingSource, Qcow2Header};
+use qcow2_rs::ops::Qcow2IoOps;
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub(crate) const QCOW_MAGIC: &[u8] = b"QFI\xfb";
+
+/// Header extension types (docs/interop/qcow2.txt).
+pub(crate) const EXT_END: u32 = 0;
+pub(crate) const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
+
+/// Incompatible feature bits.
+const INCOMPAT_DIRTY: u64 = 1 << 0;
+const INCOMPAT_CORRUPT: u64 = 1 << 1;
+const INCOMPAT_DATA_FILE: u64 = 1 << 2;
+const INCOMPAT_COMPRESSION: u64 = 1 << 3;
+const INCOMPAT_EXTL2: u64 = 1 << 4;
+
+/// Smallest cluster size qcow2-rs handles correctly for writes (found by trying).
+const MIN_CLUSTER_BITS: u32 = 12;
+const MAX_CLUSTER_BITS: u32 = 21;
+/// Longest backing chain followed; deeper ones are almost surely loops.
+const MAX_CHAIN_DEPTH: usize = 16;
+
+/// The fields of a qcow2 header that wingold looks at (big-endian on disk).
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub version: u32,
+    pub backing_file_offset: u64,
+    pub backing_file_size: u32,
+    pub cluster_bits: u32,
+    pub size: u64,
+    pub crypt_method: u32,
+    pub l1_size: u32,
+    pub l1_table_offset: u64,
+    pub refcount_table_offset: u64,
+    pub refcount_table_clusters: u32,
+    pub nb_snapshots: u32,
+    pub incompatible_features: u64,
+    pub autoclear_features: u64,
+    pub refcount_order: u32,
+    pub header_length: u32,
+    pub backing_file: Option<String>,
+    pub backing_format: Option<String>,
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Header {
+    /// Parses the first cluster (or as much of it as the file has).
+    pub fn parse(path: &Path, buf: &[u8]) -> Result<Header> {
+        let corrupt = |r: &str| Error::corrupt(path, r);
+        if buf.len() < 72 || !buf.starts_with(QCOW_MAGIC) {
+            return Err(corrupt("the header is truncated"));
+        }
+        let version = be32(buf, 4);
+        if version != 2 && version != 3 {
+            return Err(Error::unsupported(
+                path,
+                format!("qcow2 version {version}"),
+                "convert it with `qemu-img convert -O qcow2`",
+            ));
+        }
+        let mut h = Header {
+            version,
+            backing_file_offset: be64(buf, 8),
+            backing_file_size: be32(buf, 16),
+            cluster_bits: be32(buf, 20),
+            size: be64(buf, 24),
+            crypt_method: be32(buf, 32),
+            l1_size: be32(buf, 36),
+            l1_table_offset: be64(buf, 40),
+            refcount_table_offset: be64(buf, 48),
+            refcount_table_clusters: be32(buf, 56),
+            nb_snapshots: be32(buf, 60),
+            incompatible_features: 0,
+            autoclear_features: 0,
+            refcount_order: 4,
+            header_length: 72,
+            backing_file: None,
+            backing_format: None,
+        };
+        if version == 3 {
+            if buf.len() < 104 {
+                return Err(corrupt("the version 3 header is truncated"));
+            }
+            h.incompatible_features = be64(buf, 72);
+            h.autoclear_features = be64(buf, 88);
+            h.refcount_order = be32(buf, 96);
+            h.header_length = be32(buf, 100);
+            if h.header_length < 104 || h.header_length as usize > buf.len() {
+                return Err(corrupt("the header length is invalid"));
+            }
+        }
+        if !(9..=MAX_CLUSTER_BITS).contains(&h.cluster_bits) {
+            return Err(corrupt(&format!(
+                "cluster_bits {} is invalid",
+                h.cluster_bits
+            )));
+        }
+        let cluster = 1usize << h.cluster_bits;
+        // Header extensions (version 3 only), up to the end marker.
+        if version == 3 {
+            let mut at = h.header_length as usize;
+            loop {
+                if at + 8 > buf.len().min(cluster) {
+                    return Err(corrupt("header extensions run past the first cluster"));
+                }
+                let (kind, len) = (be32(buf, at), be32(buf, at + 4) as usize);
+                if kind == EXT_END {
+                    break;
+                }
+                let data = at + 8;
+                if data + len > buf.len().min(cluster) {
+                    return Err(corrupt("a header extension runs past the first cluster"));
+                }
+                if kind == EXT_BACKING_FORMAT {
+                    h.backing_format =
+                        Some(String::from_utf8_lossy(&buf[data..data + len]).into_owned());
+                }
+                at = data + len.div_ceil(8) * 8;
+            }
+        }
+        if h.backing_file_offset != 0 {
+            let start = h.backing_file_offset as usize;
+            let end = start.saturating_add(h.backing_file_size as usize);
+            if h.backing_file_size > 1023 || end > buf.len().min(cluster) {
+                return Err(corrupt(
+                    "the backing file name lies outside the first cluster",
+                ));
+            }
+            let name = std::str::from_utf8(&buf[start..end])
+                .map_err(|_| corrupt("the backing file name is not UTF-8"))?;
+            h.backing_file = Some(name.to_owned());
+        }
+        Ok(h)
+    }
+
+    /// Refuses, with a reason and a way out, what qcow2-rs cannot handle safely.
+    pub fn check(&self, path: &Path, file_len: u64, access: Access) -> Result<()> {
+        let write = access == Access::ReadWrite;
+        let unsupported = |what: &str, hint: &str| Err(Error::unsupported(path, what, hint));
+        let convert = "make a plain copy with `qemu-img convert -O qcow2 IN OUT`";
+        if self.crypt_method != 0 {
+            return unsupported("an encrypted image", "decrypt it with `qemu-img convert`");
+        }
+        let f = self.incompatible_features;
+        if f & INCOMPAT_CORRUPT != 0 {
+            return Err(Error::corrupt(
+                path,
+                "QEMU marked it corrupt; repair it with `qemu-img check -r all`",
+            ));
+        }
+        if f & INCOMPAT_DATA_FILE != 0 {
+            return unsupported("an external data file", convert);
+        }
+        if f & INCOMPAT_COMPRESSION != 0 {
+            return unsupported(
+                "a compression type other than zlib (zstd)",
+                "convert it with `qemu-img convert -O qcow2 -o compression_type=zlib`",
+            );
+        }
+        if f & INCOMPAT_EXTL2 != 0 {
+            return unsupported("extended L2 entries (subclusters)", convert);
+        }
+        let unknown = f & !(INCOMPAT_DIRTY
+            | INCOMPAT_CORRUPT
+            | INCOMPAT_DATA_FILE
+            | INCOMPAT_COMPRESSION
+            | INCOMPAT_EXTL2);
+        if unknown != 0 {
+            return unsupported(
+                &format!("unknown incompatible feature bits {unknown:#x}"),
+                convert,
+            );
+        }
+        if write && f & INCOMPAT_DIRTY != 0 {
+            return unsupported(
+                "writing an image marked dirty (QEMU did not close it cleanly)",
+                "repair it with `qemu-img check -r all` first",
+            );
+        }
+        if self.cluster_bits < MIN_CLUSTER_BITS {
+            return unsupported(
+                &format!("a cluster size of {} bytes", 1u64 << self.cluster_bits),
+                "convert it with `qemu-img convert -O qcow2 -o cluster_size=64k`",
+            );
+        }
+        if write && self.nb_snapshots != 0 {
+            return unsupported(
+                &format!(
+                    "writing an image with {} internal snapshot(s)",
+                    self.nb_snapshots
+                ),
+                "delete them with `qemu-img snapshot -d`, or write to an overlay instead",
+            );
+        }
+        if write && self.refcount_order != 4 {
+            return unsupported(
+                &format!("writing with {}-bit refcounts", 1u32 << self.refcount_order),
+                "convert it with `qemu-img convert -O qcow2 -o refcount_bits=16`",
+            );
+        }
+        if self.size % SECTOR_SIZE != 0 {
+            return unsupported(
+                &format!("a virtual size of {} bytes (not whole sectors)", self.size),
+                "resize it with `qemu-img resize` to a multiple of 512 bytes",
+            );
+        }
+        let cluster = 1u64 << self.cluster_bits;
+        let l2_span = (cluster / 8) * cluster;
+        let needed_l1 = self.size.div_ceil(l2_span);
+        if (self.l1_size as u64) < needed_l1 {
+            return Err(Error::corrupt(
+                path,
+                "the L1 table is too small for the disk size",
+            ));
+        }
+        let within = |off: u64, len: u64| {
+            off % cluster == 0 && off.checked_add(len).is_some_and(|end| end <= file_len)
+        };
+        if !within(self.l1_table_offset, self.l1_size as u64 * 8) {
+            return Err(Error::corrupt(
+                path,
+                "the L1 table lies outside the file (is it truncated?)",
+            ));
+        }
+        if self.refcount_table_clusters == 0
+            || !within(
+                self.refcount_table_offset,
+                self.refcount_table_clusters as u64 * cluster,
+            )
+        {
+            return Err(Error::corrupt(
+                path,
+                "the refcount table lies outside the file (is it truncated?)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Fields qcow2-rs may change when it rewrites the header; everything else on disk
+/// (extensions, backing file name) is ours and kept.
+const MUTABLE_FIELDS: &[(usize, usize)] = &[(36, 4), (40, 8), (48, 8), (56, 4)];
+
+/// qcow2-rs's I/O engine over our locked file. Short reads and failed writes are
+/// errors, never panics; header rewrites keep what qcow2-rs does not know about.
+struct FileIo {
+    file: File,
+    header: RefCell<Vec<u8>>,
+    header_len: usize,
+}
+
+impl Qcow2IoOps for FileIo {
+    async fn read_to(&self, offset: u64, buf: &mut [u8]) -> Qcow2Result<usize> {
+        self.file.read_exact_at(buf, offset)?;
+        Ok(buf.len())
+    }
+
+    async fn write_from(&self, offset: u64, buf: &[u8]) -> Qcow2Result<()> {
+        if offset == 0 {
+            let mut header = self.header.borrow_mut();
+            for &(at, len) in MUTABLE_FIELDS {
+                header[at..at + len].copy_from_slice(&buf[at..at + len]);
+            }
+            self.file.write_all_at(&header[..self.header_len], 0)?;
+            return Ok(());
+        }
+        self.file.write_all_at(buf, offset)?;
+        Ok(())
+    }
+
+    async fn fallocate(&self, offset: u64, len: usize, _flags: u32) -> Qcow2Result<()> {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        use std::os::fd::AsRawFd;
+        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        // On failure qcow2-rs falls back to writing zeros.
+        fallocate(self.file.as_raw_fd(), flags, offset as i64, len as i64)
+            .map_err(std::io::Error::from)?;
+        Ok(())
+    }
+
+    async fn fsync(&self, _offset: u64, _len: usize, _flags: u32) -> Qcow2Result<()> {
+        self.file.sync_data()?;
+        Ok(())
+    }
+}
+
+/// A qcow2 image, possibly an overlay over a backing chain.
+pub struct Qcow2Image {
+    dev: Qcow2Dev<FileIo>,
+    path: PathBuf,
+    len: u64,
+    cluster_size: u64,
+    writable: bool,
+    backing: Option<Box<Image>>,
+    header: Header,
+    /// A second handle on the same open file description, for fsync.
+    file: File,
+}
+
+fn qerr<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl Fn(qcow2_rs::error::Qcow2Error) -> Error + 'a {
+    move |e| Error::Qcow2 {
+        path: path.to_owned(),
+        op,
+        reason: format!("{e:?}"),
+    }
+}
+
+impl Qcow2Image {
+    /// Opens a qcow2 image and its backing chain (always read-only below the top).
+    pub fn open(path: &Path, access: Access) -> Result<Self> {
+        Self::open_at_depth(path, access, 0)
+    }
+
+    fn open_at_depth(path: &Path, access: Access, depth: usize) -> Result<Self> {
+        let writable = access == Access::ReadWrite;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| Error::open(path, e))?;
+        lock_image(&file, path, access)?;
+        let file_len = file.metadata().map_err(|e| Error::open(path, e))?.len();
+
+        let mut first = vec![0u8; (1usize << MAX_CLUSTER_BITS).min(file_len as usize)];
+        file.read_exact_at(&mut first, 0)
+            .map_err(|e| Error::io(path, "reading the header", e))?;
+        let header = Header::parse(path, &first)?;
+        header.check(path, file_len, access)?;
+        let cluster_size = 1u64 << header.cluster_bits;
+        first.truncate(cluster_size as usize);
+
+        // Writers must clear autoclear bits they do not maintain (qcow2.txt), e.g.
+        // persistent dirty bitmaps, which our writes would make stale.
+        if writable && header.version == 3 && header.autoclear_features != 0 {
+            first[88..96].fill(0);
+            file.write_all_at(&first[88..96], 88)
+                .map_err(|e| Error::io(path, "clearing autoclear features", e))?;
+        }
+
+        let backing = match &header.backing_file {
+            None => None,
+            Some(name) => Some(Box::new(open_backing(path, name, &header, depth)?)),
+        };
+
+        // qcow2-rs sees the header without a backing file: we follow the chain.
+        let mut hidden = first.clone();
+        hidden[8..20].fill(0);
+        let q_header = Qcow2Header::from_buf(&hidden).map_err(qerr(path, "header parsing"))?;
+        let params = Qcow2DevParams::new(9, None, None, !writable, false);
+        let header_len = (header.backing_file_offset as usize + header.backing_file_size as usize)
+            .max(first.len().min(4096));
+        let sync_handle = file
+            .try_clone()
+            .map_err(|e| Error::io(path, "duplicating the handle", e))?;
+        let io = FileIo {
+            file,
+            header: RefCell::new(first),
+            header_len,
+        };
+        let dev = Qcow2Dev::new(path, q_header, &params, io).map_err(qerr(path, "open"))?;
+        block_on(dev.qcow2_prep_io()).map_err(qerr(path, "loading tables"))?;
+        Ok(Qcow2Image {
+            dev,
+            path: path.to_owned(),
+            len: header.size,
+            cluster_size,
+            writable,
+            backing,
+            header,
+            file: sync_handle,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn cluster_size(&self) -> u64 {
+        self.cluster_size
+    }
+
+    /// The backing file name as stored in the header.
+    pub fn backing_file(&self) -> Option<&str> {
+        self.header.backing_file.as_deref()
+    }
+
+    /// The backing image, opened read-only.
+    pub fn backing(&self) -> Option<&Image> {
+        self.backing.as_deref()
+    }
+
+    pub fn snapshot_count(&self) -> u32 {
+        self.header.nb_snapshots
+    }
+
+    fn mapping(&self, offset: u64) -> Result<MappingSource> {
+        let m = block_on(self.dev.get_mapping(offset)).map_err(qerr(&self.path, "mapping"))?;
+        Ok(m.source)
+    }
+
+    /// Reads sector-aligned data of this layer only (unallocated reads as zeros).
+    fn read_layer(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let n = block_on(self.dev.read_at(buf, offset)).map_err(qerr(&self.path, "read"))?;
+        if n != buf.len() {
+            return Err(Error::Qcow2 {
+                path: self.path.clone(),
+                op: "read",
+                reason: format!("short read: {n} of {} bytes", buf.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads sector-aligned data, following the backing chain.
+    fn read_aligned(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let Some(base) = &self.backing else {
+            return self.read_layer(offset, buf);
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let in_cluster = at % self.cluster_size;
+            let n = ((self.cluster_size - in_cluster) as usize).min(buf.len() - done);
+            let part = &mut buf[done..done + n];
+            match self.mapping(at)? {
+                MappingSource::Unallocated | MappingSource::Backing => read_base(base, at, part)?,
+                _ => self.read_layer(at, part)?,
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Writes sector-aligned data. Clusters not yet allocated in this layer are
+    /// written whole, merged with what the chain below holds, because qcow2-rs
+    /// knows nothing of our backing chain.
+    fn write_aligned(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let werr = qerr(&self.path, "write");
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let in_cluster = at % self.cluster_size;
+            let n = ((self.cluster_size - in_cluster) as usize).min(buf.len() - done);
+            let whole = in_cluster == 0 && n as u64 == self.cluster_size;
+            let part = &buf[done..done + n];
+            let in_place = whole || self.mapping(at)? == MappingSource::DataFile;
+            if in_place {
+                block_on(self.dev.write_at(part, at)).map_err(&werr)?;
+            } else {
+                let start = at - in_cluster;
+                let len = self.cluster_size.min(self.len - start) as usize;
+                let mut cluster = vec![0u8; len];
+                self.read_aligned(start, &mut cluster)?;
+                cluster[in_cluster as usize..in_cluster as usize + n].copy_from_slice(part);
+                block_on(self.dev.write_at(&cluster, start)).map_err(&werr)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// Reads from a base that may be shorter than the overlay: past its end is zeros.
+fn read_base(base: &Image, offset: u64, buf: &mut [u8]) -> Result<()> {
+    let avail = base.len().saturating_sub(offset).min(buf.len() as u64) as usize;
+    if avail > 0 {
+        base.read_at(offset, &mut buf[..avail])?;
+    }
+    buf[avail..].fill(0);
+    Ok(())
+}
+
+fn open_backing(path: &Path, name: &str, header: &Header, depth: usize) -> Result<Image> {
+    let resolved = resolve_backing(path, name);
+    let wrap = |source: Error| Error::Backing {
+        path: path.to_owned(),
+        backing: resolved.clone(),
+        source: Box::new(source),
+    };
+    if depth + 1 >= MAX_CHAIN_DEPTH {
+        return Err(wrap(Error::corrupt(
+            &resolved,
+            format!("the backing chain is deeper than {MAX_CHAIN_DEPTH} (a loop?)"),
+        )));
+    }
+    let format = match header.backing_format.as_deref() {
+        Some("raw") => super::Format::Raw,
+        Some("qcow2") => super::Format::Qcow2,
+        Some(other) => {
+            return Err(wrap(Error::unsupported(
+                &resolved,
+                format!("a backing file of format {other:?}"),
+                "use a qcow2 or raw base",
+            )))
+        }
+        None => super::sniff(&resolved).map_err(wrap)?,
+    };
+    let image = match format {
+        super::Format::Raw => super::RawImage::open(&resolved, Access::ReadOnly).map(Image::Raw),
+        super::Format::Qcow2 => {
+            Qcow2Image::open_at_depth(&resolved, Access::ReadOnly, depth + 1).map(Image::Qcow2)
+        }
+    };
+    image.map_err(wrap)
+}
+
+/// QEMU resolves a relative backing name against the overlay's folder.
+fn resolve_backing(path: &Path, name: &str) -> PathBuf {
+    let name = Path::new(name);
+    if name.is_absolute() {
+        return name.to_owned();
+    }
+    path.parent()
+        .map(|dir| dir.join(name))
+        .unwrap_or_else(|| name.to_owned())
+}
+
+impl BlockDev for Qcow2Image {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(self.len, offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (start, end) = aligned_span(offset, buf.len());
+        if start == offset && end == offset + buf.len() as u64 {
+            return self.read_aligned(offset, buf);
+        }
+        let mut bounce = vec![0u8; (end - start) as usize];
+        self.read_aligned(start, &mut bounce)?;
+        let skip = (offset - start) as usize;
+        buf.copy_from_slice(&bounce[skip..skip + buf.len()]);
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        check_range(self.len, offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (start, end) = aligned_span(offset, buf.len());
+        if start == offset && end == offset + buf.len() as u64 {
+            return self.write_aligned(offset, buf);
+        }
+        // Read-modify-write of the partial first and last sectors.
+        let mut bounce = vec![0u8; (end - start) as usize];
+        let last = bounce.len() - SECTOR_SIZE as usize;
+        self.read_aligned(start, &mut bounce[..SECTOR_SIZE as usize])?;
+        if last > 0 {
+            self.read_aligned(end - SECTOR_SIZE, &mut bounce[last..])?;
+        }
+        let skip = (offset - start) as usize;
+        bounce[skip..skip + buf.len()].copy_from_slice(buf);
+        self.write_aligned(start, &bounce)
+    }
+
+    fn flush(&self) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
+        block_on(self.dev.flush_meta()).map_err(qerr(&self.path, "metadata flush"))?;
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io(&self.path, "fsync", e))
+    }
+
+    fn is_writable(&self) -> bool {
+        self.writable
+    }
+}
+
+/// The sector-aligned span covering `len` bytes at `offset`.
+fn aligned_span(offset: u64, len: usize) -> (u64, u64) {
+    let start = offset - offset % SECTOR_SIZE;
+    let end = (offset + len as u64).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+    (start, end)
+}
+
+impl Drop for Qcow2Image {
+    fn drop(&mut self) {
+        // Metadata that qcow2-rs still caches must reach the file; errors here
+        // cannot be reported, so callers that care call flush() first.
+        if self.writable && self.dev.need_flush_meta() {
+            let _ = block_on(self.dev.flush_meta());
+        }
+    }
+}

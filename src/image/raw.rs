@@ -1,0 +1,76 @@
+//! Raw disk images: the file is the disk.
+
+use super::lock::{lock_image, Access};
+use super::{check_range, BlockDev, Error, Result};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub struct RawImage {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    writable: bool,
+}
+
+impl RawImage {
+    /// Opens `path` as a raw disk, locked as QEMU would lock it.
+    pub fn open(path: &Path, access: Access) -> Result<Self> {
+        let writable = access == Access::ReadWrite;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| Error::open(path, e))?;
+        lock_image(&file, path, access)?;
+        let len = file.metadata().map_err(|e| Error::open(path, e))?.len();
+        Ok(RawImage {
+            file,
+            path: path.to_owned(),
+            len,
+            writable,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl BlockDev for RawImage {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(self.len, offset, buf.len())?;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io(&self.path, "read", e))
+    }
+
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        check_range(self.len, offset, buf.len())?;
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::io(&self.path, "write", e))
+    }
+
+    fn flush(&self) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io(&self.path, "fsync", e))
+    }
+
+    fn is_writable(&self) -> bool {
+        self.writable
+    }
+}
