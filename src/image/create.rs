@@ -179,3 +179,20 @@ pub(crate) fn sync_parent(path: &Path) {
         let _ = d.sync_all();
     }
 }
+
+/// Creates a qcow2 overlay at `path` whose backing file is `base` (qcow2 or raw).
+///
+/// The base's absolute path is stored, so the overlay opens from any directory;
+/// the overlay has the base's virtual size. The base is opened read-only to check
+/// it, and is never written.
+pub fn create_overlay(path: &Path, base: &Path) -> Result<()> {
+    let abs = std::fs::canonicalize(base).map_err(|e| Error::open(base, e))?;
+    let image = super::open(&abs, super::Access::ReadOnly)?;
+    let opts = CreateOptions {
+        size: super::BlockDev::len(&image),
+        cluster_bits: 16,
+        backing: Some((abs, image.format())),
+    };
+    drop(image);
+    create_qcow2(path, &opts)
+}

@@ -19,10 +19,11 @@ use qcow2_rs::dev::{Qcow2Dev, Qcow2DevParams};
 use qcow2_rs::error::Qcow2Result;
 use qcow2_rs::meta::{MappingSource, Qcow2Header};
 use qcow2_rs::ops::Qcow2IoOps;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 pub(crate) const QCOW_MAGIC: &[u8] = b"QFI\xfb";
 
@@ -275,13 +276,20 @@ const MUTABLE_FIELDS: &[(usize, usize)] = &[(36, 4), (40, 8), (48, 8), (56, 4)];
 /// errors, never panics; header rewrites keep what qcow2-rs does not know about.
 struct FileIo {
     file: File,
+    /// Set when a read hit the end of the file: the image is truncated.
+    hit_eof: Rc<Cell<bool>>,
     header: RefCell<Vec<u8>>,
     header_len: usize,
 }
 
 impl Qcow2IoOps for FileIo {
     async fn read_to(&self, offset: u64, buf: &mut [u8]) -> Qcow2Result<usize> {
-        self.file.read_exact_at(buf, offset)?;
+        if let Err(e) = self.file.read_exact_at(buf, offset) {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.hit_eof.set(true);
+            }
+            return Err(e.into());
+        }
         Ok(buf.len())
     }
 
@@ -325,6 +333,7 @@ pub struct Qcow2Image {
     header: Header,
     /// A second handle on the same open file description, for fsync.
     file: File,
+    hit_eof: Rc<Cell<bool>>,
 }
 
 fn qerr<'a>(
@@ -385,13 +394,24 @@ impl Qcow2Image {
         let sync_handle = file
             .try_clone()
             .map_err(|e| Error::io(path, "duplicating the handle", e))?;
+        let hit_eof = Rc::new(Cell::new(false));
         let io = FileIo {
             file,
+            hit_eof: hit_eof.clone(),
             header: RefCell::new(first),
             header_len,
         };
         let dev = Qcow2Dev::new(path, q_header, &params, io).map_err(qerr(path, "open"))?;
-        block_on(dev.qcow2_prep_io()).map_err(qerr(path, "loading tables"))?;
+        block_on(dev.qcow2_prep_io()).map_err(|e| {
+            if hit_eof.get() {
+                Error::corrupt(
+                    path,
+                    "its tables lie past the end of the file (is it truncated?)",
+                )
+            } else {
+                qerr(path, "loading tables")(e)
+            }
+        })?;
         Ok(Qcow2Image {
             dev,
             path: path.to_owned(),
@@ -401,6 +421,7 @@ impl Qcow2Image {
             backing,
             header,
             file: sync_handle,
+            hit_eof,
         })
     }
 
@@ -426,14 +447,29 @@ impl Qcow2Image {
         self.header.nb_snapshots
     }
 
+    /// Turns a qcow2-rs error into ours; a read past the end of the file means the
+    /// image is truncated, which is bad input rather than a failed operation.
+    fn qerr(&self, op: &'static str) -> impl Fn(qcow2_rs::error::Qcow2Error) -> Error + '_ {
+        move |e| {
+            if self.hit_eof.replace(false) {
+                Error::corrupt(
+                    &self.path,
+                    "its tables point past the end of the file (is it truncated?)",
+                )
+            } else {
+                qerr(&self.path, op)(e)
+            }
+        }
+    }
+
     fn mapping(&self, offset: u64) -> Result<MappingSource> {
-        let m = block_on(self.dev.get_mapping(offset)).map_err(qerr(&self.path, "mapping"))?;
+        let m = block_on(self.dev.get_mapping(offset)).map_err(self.qerr("mapping"))?;
         Ok(m.source)
     }
 
     /// Reads sector-aligned data of this layer only (unallocated reads as zeros).
     fn read_layer(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let n = block_on(self.dev.read_at(buf, offset)).map_err(qerr(&self.path, "read"))?;
+        let n = block_on(self.dev.read_at(buf, offset)).map_err(self.qerr("read"))?;
         if n != buf.len() {
             return Err(Error::Qcow2 {
                 path: self.path.clone(),
@@ -468,7 +504,7 @@ impl Qcow2Image {
     /// written whole, merged with what the chain below holds, because qcow2-rs
     /// knows nothing of our backing chain.
     fn write_aligned(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        let werr = qerr(&self.path, "write");
+        let werr = self.qerr("write");
         let mut done = 0;
         while done < buf.len() {
             let at = offset + done as u64;
@@ -599,7 +635,7 @@ impl BlockDev for Qcow2Image {
         if !self.writable {
             return Ok(());
         }
-        block_on(self.dev.flush_meta()).map_err(qerr(&self.path, "metadata flush"))?;
+        block_on(self.dev.flush_meta()).map_err(self.qerr("metadata flush"))?;
         self.file
             .sync_all()
             .map_err(|e| Error::io(&self.path, "fsync", e))

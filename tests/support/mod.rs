@@ -1,0 +1,118 @@
+//! Helpers shared by the integration tests: running the external tools that build
+//! fixtures and check our output, and deterministic test data.
+//!
+//! A missing tool is a loud failure that names the package to install (`make test`
+//! installs them all), never a silent pass.
+
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Debian package that provides each external tool the tests use.
+const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-img", "qemu-utils"),
+    ("qemu-io", "qemu-utils"),
+    ("sfdisk", "fdisk"),
+    ("sgdisk", "gdisk"),
+    ("mkntfs", "ntfs-3g"),
+];
+
+/// Runs `tool args…`, panicking with its stderr when it fails.
+pub fn run(tool: &str, args: &[&str]) -> Output {
+    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
+        let pkg = TOOL_PACKAGES
+            .iter()
+            .find(|(t, _)| *t == tool)
+            .map(|(_, p)| *p)
+            .unwrap_or("?");
+        panic!("TEST CANNOT RUN: `{tool}` is not runnable ({e}); install Debian package {pkg} (make setup)")
+    });
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn run_json(tool: &str, args: &[&str]) -> serde_json::Value {
+    let out = run(tool, args);
+    serde_json::from_slice(&out.stdout).expect("tool printed JSON")
+}
+
+/// The wingold binary built for this test run.
+pub fn wingold() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wingold"))
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let bytes = std::fs::read(path).expect("read file to hash");
+    format!("{:x}", Sha256::digest(&bytes))
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), different for each seed.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A raw file of `size` bytes filled with `pattern(seed)`.
+pub fn write_pattern_file(path: &Path, seed: u64, size: usize) -> Vec<u8> {
+    let data = pattern(seed, size);
+    std::fs::write(path, &data).expect("write pattern file");
+    data
+}
+
+/// Converts any image to raw with qemu-img (flattening its backing chain) and returns
+/// the bytes: qemu's own view of the disk.
+pub fn qemu_view(image: &Path, dir: &Path) -> Vec<u8> {
+    let raw = dir.join(format!(
+        "{}.qemu-view.raw",
+        image.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_file(&raw);
+    run("qemu-img", &["convert", "-O", "raw", s(image), s(&raw)]);
+    let bytes = std::fs::read(&raw).expect("read converted image");
+    std::fs::remove_file(&raw).unwrap();
+    bytes
+}
+
+/// `qemu-img check` must find nothing wrong.
+pub fn assert_qemu_check_clean(image: &Path) {
+    let out = Command::new("qemu-img")
+        .args(["check", s(image)])
+        .output()
+        .expect("TEST CANNOT RUN: qemu-img missing (Debian qemu-utils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("No errors were found"),
+        "qemu-img check {}: {text}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("wingold-test")
+        .tempdir()
+        .expect("create temp dir")
+}
+
+pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
