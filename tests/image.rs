@@ -248,8 +248,46 @@ fn overlay_written_by_qemu_io_reads_back_through_our_chain() {
     );
     model[70000..71000].fill(0x11);
     model[MIB as usize..MIB as usize + 65536].fill(0);
-    let img = image::open(&top, Access::ReadOnly).unwrap();
-    let mut got = vec![0u8; model.len()];
-    img.read_at(0, &mut got).unwrap();
-    assert!(got == model);
+    {
+        let img = image::open(&top, Access::ReadWrite).unwrap();
+        let mut got = vec![0u8; model.len()];
+        img.read_at(0, &mut got).unwrap();
+        assert!(
+            got == model,
+            "qemu-io's writes do not read back through our chain"
+        );
+        // Partial writes into the zero-flagged cluster and into qemu's copied-up one.
+        write_unaligned_cases(&img, &mut model, MIB - 5000);
+        img.flush().unwrap();
+    }
+    assert_qemu_check_clean(&top);
+    assert!(qemu_view(&top, dir.path()) == model);
+}
+
+#[test]
+fn images_made_by_qemu_img_take_writes() {
+    let dir = tempdir();
+    let plain = path_in(&dir, "plain.qcow2");
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", s(&plain), "24M"],
+    );
+    let src = path_in(&dir, "src.raw");
+    write_pattern_file(&src, 6, 24 * MIB as usize);
+    let packed = path_in(&dir, "packed.qcow2");
+    run(
+        "qemu-img",
+        &["convert", "-c", "-O", "qcow2", s(&src), s(&packed)],
+    );
+    for path in [plain, packed] {
+        let mut model = qemu_view(&path, dir.path());
+        {
+            let img = image::open(&path, Access::ReadWrite).unwrap();
+            write_unaligned_cases(&img, &mut model, 0);
+            write_unaligned_cases(&img, &mut model, 10 * MIB + 3);
+            img.flush().unwrap();
+        }
+        assert_qemu_check_clean(&path);
+        assert!(qemu_view(&path, dir.path()) == model, "{}", path.display());
+    }
 }

@@ -282,13 +282,35 @@ struct FileIo {
     header_len: usize,
 }
 
+impl FileIo {
+    /// Whether `[offset, offset + len)` lies within the L1 table rounded up to sectors.
+    fn in_l1_tail(&self, offset: u64, len: usize) -> bool {
+        let h = self.header.borrow();
+        let l1_offset = be64(&h, 40);
+        let l1_bytes = (be32(&h, 36) as u64 * 8).div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+        offset >= l1_offset && offset + len as u64 <= l1_offset + l1_bytes
+    }
+}
+
 impl Qcow2IoOps for FileIo {
     async fn read_to(&self, offset: u64, buf: &mut [u8]) -> Qcow2Result<usize> {
-        if let Err(e) = self.file.read_exact_at(buf, offset) {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                self.hit_eof.set(true);
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
             }
-            return Err(e.into());
+        }
+        if done < buf.len() {
+            // qemu writes the L1 table's entries only, and qcow2-rs reads it in whole
+            // sectors: that tail reads as zeros, as in QEMU. Anything else is missing.
+            if !self.in_l1_tail(offset, buf.len()) {
+                self.hit_eof.set(true);
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            buf[done..].fill(0);
         }
         Ok(buf.len())
     }
