@@ -11,7 +11,7 @@ setup:
 build: setup
 	$(CARGO) build --release
 
-test: setup
+test: setup lint
 	$(CARGO) test --release
 
 demo: build
@@ -20,7 +20,7 @@ demo: build
 bench: setup
 	$(CARGO) bench --bench image_read
 
-lint: setup
+lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --release -- -D warnings
 

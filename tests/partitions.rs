@@ -6,8 +6,11 @@ use serde_json::Value;
 use support::*;
 use wingold::image::{self, scan_partitions, Access, Role, TableKind};
 
+/// (number, start sector, sectors, type, name): what `sfdisk --json` tells of a partition.
+type Row = (u32, u64, u64, String, Option<String>);
+
 /// Our table, reduced to what `sfdisk --json` reports, for comparison.
-fn ours(path: &std::path::Path) -> (TableKind, Vec<(u32, u64, u64, String, Option<String>)>) {
+fn ours(path: &std::path::Path) -> (TableKind, Vec<Row>) {
     let img = image::open(path, Access::ReadOnly).unwrap();
     let table = scan_partitions(&img, path).unwrap();
     let parts = table
@@ -26,7 +29,7 @@ fn ours(path: &std::path::Path) -> (TableKind, Vec<(u32, u64, u64, String, Optio
     (table.kind, parts)
 }
 
-fn sfdisk_view(raw: &std::path::Path) -> Vec<(u32, u64, u64, String, Option<String>)> {
+fn sfdisk_view(raw: &std::path::Path) -> Vec<Row> {
     let json = run_json("sfdisk", &["--json", s(raw)]);
     let node_prefix = s(raw).to_owned();
     json["partitiontable"]["partitions"]

@@ -22,7 +22,7 @@ pub use lock::Access;
 pub use partition::{
     probe_filesystem, scan_partitions, Partition, PartitionTable, Role, TableKind,
 };
-pub use qcow2::Qcow2Image;
+pub use qcow2::{panic_is_guarded, Qcow2Image};
 pub use raw::RawImage;
 pub use size::parse_size;
 
@@ -168,7 +168,7 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
 
 /// An opened image of any supported format.
 pub enum Image {
-    Qcow2(Qcow2Image),
+    Qcow2(Box<Qcow2Image>),
     Raw(RawImage),
 }
 
@@ -213,7 +213,7 @@ impl BlockDev for Image {
 /// running QEMU holds is refused instead of being corrupted under it.
 pub fn open(path: &Path, access: Access) -> Result<Image> {
     Ok(match sniff(path)? {
-        Format::Qcow2 => Image::Qcow2(Qcow2Image::open(path, access)?),
+        Format::Qcow2 => Image::Qcow2(Box::new(Qcow2Image::open(path, access)?)),
         Format::Raw => Image::Raw(RawImage::open(path, access)?),
     })
 }

@@ -335,9 +335,7 @@ pub fn probe_filesystem(dev: &dyn BlockDev) -> Result<&'static str> {
     let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
     Ok(if at(3, b"NTFS    ") {
         "ntfs"
-    } else if at(82, b"FAT32   ") {
-        "vfat"
-    } else if at(54, b"FAT12   ") || at(54, b"FAT16   ") {
+    } else if at(82, b"FAT32   ") || at(54, b"FAT12   ") || at(54, b"FAT16   ") {
         "vfat"
     } else if at(1080, &[0x53, 0xef]) {
         "ext"

@@ -14,7 +14,6 @@
 
 use super::lock::{lock_image, Access};
 use super::{check_range, BlockDev, Error, Image, Result, SECTOR_SIZE};
-use futures::executor::block_on;
 use qcow2_rs::dev::{Qcow2Dev, Qcow2DevParams};
 use qcow2_rs::error::Qcow2Result;
 use qcow2_rs::meta::{MappingSource, Qcow2Header};
@@ -43,6 +42,34 @@ const MIN_CLUSTER_BITS: u32 = 12;
 const MAX_CLUSTER_BITS: u32 = 21;
 /// Longest backing chain followed; deeper ones are almost surely loops.
 const MAX_CHAIN_DEPTH: usize = 16;
+
+thread_local! {
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the current thread is inside a call into qcow2-rs, whose panics we catch
+/// and turn into errors (the panic hook stays quiet for those).
+pub fn panic_is_guarded() -> bool {
+    GUARDED.with(Cell::get)
+}
+
+/// Runs a qcow2-rs future to completion. qcow2-rs asserts and unwraps on some damaged
+/// images; such a panic becomes an error here instead of reaching the user.
+fn block_on<T>(fut: impl std::future::Future<Output = Qcow2Result<T>>) -> Qcow2Result<T> {
+    let was = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        futures::executor::block_on(fut)
+    }));
+    GUARDED.with(|g| g.set(was));
+    result.unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(std::io::Error::other(format!("qcow2-rs gave up on this image: {msg}")).into())
+    })
+}
 
 /// The fields of a qcow2 header that wingold looks at (big-endian on disk).
 #[derive(Debug, Clone)]
@@ -409,7 +436,8 @@ impl Qcow2Image {
         // qcow2-rs sees the header without a backing file: we follow the chain.
         let mut hidden = first.clone();
         hidden[8..20].fill(0);
-        let q_header = Qcow2Header::from_buf(&hidden).map_err(qerr(path, "header parsing"))?;
+        let q_header = Qcow2Header::from_buf(&hidden)
+            .map_err(|e| Error::corrupt(path, format!("the header is invalid: {e:?}")))?;
         let params = Qcow2DevParams::new(9, None, None, !writable, false);
         let header_len = (header.backing_file_offset as usize + header.backing_file_size as usize)
             .max(first.len().min(4096));
@@ -423,7 +451,8 @@ impl Qcow2Image {
             header: RefCell::new(first),
             header_len,
         };
-        let dev = Qcow2Dev::new(path, q_header, &params, io).map_err(qerr(path, "open"))?;
+        let dev = block_on(async { Qcow2Dev::new(path, q_header, &params, io) })
+            .map_err(|e| Error::corrupt(path, format!("qcow2-rs cannot open it: {e:?}")))?;
         block_on(dev.qcow2_prep_io()).map_err(|e| {
             if hit_eof.get() {
                 Error::corrupt(
@@ -493,10 +522,21 @@ impl Qcow2Image {
     fn read_layer(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let n = block_on(self.dev.read_at(buf, offset)).map_err(self.qerr("read"))?;
         if n != buf.len() {
+            // qcow2-rs reports a failed cluster read inside a longer read as a short
+            // read and drops the cause; our I/O engine remembers whether it was EOF.
+            if self.hit_eof.replace(false) {
+                return Err(Error::corrupt(
+                    &self.path,
+                    "its tables point past the end of the file (is it truncated?)",
+                ));
+            }
             return Err(Error::Qcow2 {
                 path: self.path.clone(),
                 op: "read",
-                reason: format!("short read: {n} of {} bytes", buf.len()),
+                reason: format!(
+                    "only {n} of {} bytes at offset {offset} could be read;                      `qemu-img check` may tell why",
+                    buf.len()
+                ),
             });
         }
         Ok(())
@@ -588,9 +628,8 @@ fn open_backing(path: &Path, name: &str, header: &Header, depth: usize) -> Resul
     };
     let image = match format {
         super::Format::Raw => super::RawImage::open(&resolved, Access::ReadOnly).map(Image::Raw),
-        super::Format::Qcow2 => {
-            Qcow2Image::open_at_depth(&resolved, Access::ReadOnly, depth + 1).map(Image::Qcow2)
-        }
+        super::Format::Qcow2 => Qcow2Image::open_at_depth(&resolved, Access::ReadOnly, depth + 1)
+            .map(|q| Image::Qcow2(Box::new(q))),
     };
     image.map_err(wrap)
 }
