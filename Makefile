@@ -11,7 +11,7 @@ setup:
 build: setup
 	$(CARGO) build --release
 
-test: setup lint
+test: lint
 	$(CARGO) test --release
 
 demo: build
@@ -20,7 +20,7 @@ demo: build
 bench: setup
 	$(CARGO) bench --bench image_read
 
-lint:
+lint: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --release -- -D warnings
 
