@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,79 @@
+//! Errors of the NTFS layer, each saying what happened and, where Windows can fix it,
+//! what to do there.
+
+use std::io;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What to do inside Windows when its volume is not safe to write offline.
+pub const SHUTDOWN_HINT: &str = "boot Windows, run `powercfg /h off` as administrator, \
+                                 then shut down fully with `shutdown /s /t 0`";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{volume}: no NTFS filesystem here ({reason})")]
+    NotNtfs { volume: String, reason: String },
+
+    #[error("{volume}: Windows is hibernated or used Fast Startup ({evidence}); {SHUTDOWN_HINT}")]
+    Hibernated { volume: String, evidence: String },
+
+    #[error(
+        "{volume}: the NTFS volume is marked dirty (Windows wants chkdsk); boot Windows, \
+         run `chkdsk /f` on it, then shut down fully"
+    )]
+    Dirty { volume: String },
+
+    #[error("{volume}: libntfs-3g cannot mount it: {reason}")]
+    Mount { volume: String, reason: String },
+
+    #[error(
+        "{volume}: the volume came up read-only, so nothing would be written; {SHUTDOWN_HINT}"
+    )]
+    NotWritable { volume: String },
+
+    #[error("{volume}: {path}: not found")]
+    NotFound { volume: String, path: String },
+
+    #[error("{volume}: {path}: not a directory")]
+    NotADirectory { volume: String, path: String },
+
+    #[error("{volume}: {path}: invalid path ({reason})")]
+    BadPath {
+        volume: String,
+        path: String,
+        reason: String,
+    },
+
+    #[error("{volume}: {path}: {op} failed: {reason}")]
+    Op {
+        volume: String,
+        path: String,
+        op: &'static str,
+        reason: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the volume is open read-only")]
+    ReadOnly,
+
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
+}
+
+impl Error {
+    /// Whether the error is the input being wrong or unsafe to use (exit code 2).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::NotNtfs { .. }
+            | Error::Hibernated { .. }
+            | Error::Dirty { .. }
+            | Error::Mount { .. }
+            | Error::NotFound { .. }
+            | Error::NotADirectory { .. }
+            | Error::BadPath { .. } => true,
+            Error::Image(e) => e.is_bad_input(),
+            Error::NotWritable { .. } | Error::Op { .. } | Error::ReadOnly => false,
+        }
+    }
+}
