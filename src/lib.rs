@@ -6,5 +6,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod hive;
 pub mod image;
 pub mod ntfs;

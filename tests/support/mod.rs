@@ -118,3 +118,21 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
+
+/// A hive from the shared corpus (`../shared/corpus` or `$WINGOLD_CORPUS`),
+/// decompressed into `dir`. Missing corpus: a loud failure naming where to put it.
+pub fn corpus_hive(dir: &Path, name: &str) -> PathBuf {
+    let root = std::env::var_os("WINGOLD_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    let xz = root.join(format!("{name}.xz"));
+    assert!(
+        xz.exists(),
+        "TEST CANNOT RUN: the hive corpus is missing ({}); set WINGOLD_CORPUS to the folder holding {name}.xz",
+        xz.display()
+    );
+    let out = dir.join(name);
+    let data = run("xz", &["-dc", s(&xz)]).stdout;
+    std::fs::write(&out, data).unwrap();
+    out
+}
