@@ -4,7 +4,8 @@ set -euo pipefail
 
 PACKAGES=(
   pkg-config libclang-dev build-essential
-  libhivex-dev libhivex-bin          # hives (and hivexget/hivexregedit as test oracles)
+  libhivex-dev libhivex-bin          # hives (and hivexget, hivexsh as test oracles)
+  libwin-hivex-perl                  # hivexregedit: fixture hives from .reg text, test oracle
   ntfs-3g ntfs-3g-dev                # NTFS (and ntfsls/ntfscat/ntfsfix/mkntfs for tests)
   qemu-utils                         # qemu-img, qemu-io: test oracles and fixtures
   fdisk gdisk                        # sfdisk, sgdisk: partitioned test disks

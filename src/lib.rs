@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod guest;
 pub mod hive;
 pub mod image;
 pub mod ntfs;

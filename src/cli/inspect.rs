@@ -1,8 +1,10 @@
 //! `wingold inspect`: what an image holds.
 
+use crate::guest::{self, Windows};
 use crate::image::{
     self, probe_filesystem, scan_partitions, Access, BlockDev, Image, PartitionView,
 };
+use crate::ntfs::Volume;
 use clap::Args;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ pub struct InspectArgs {
     json: bool,
 }
 
-/// `inspect --json` output. Field names are part of the CLI contract.
+/// `inspect --json` output. Field names are part of the CLI contract (README).
 #[derive(Debug, Serialize)]
 struct Report {
     image: PathBuf,
@@ -27,6 +29,9 @@ struct Report {
     partition_table: image::TableKind,
     disk_id: String,
     partitions: Vec<PartitionReport>,
+    windows: Option<Windows>,
+    /// Why no Windows was found, when `windows` is null.
+    no_windows_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +45,10 @@ struct PartitionReport {
     #[serde(flatten)]
     partition: image::Partition,
     filesystem: &'static str,
+    /// NTFS only: the volume label.
+    label: Option<String>,
+    /// NTFS only: `clean`, `dirty`, `hibernated`, or `unreadable: why`.
+    ntfs_state: Option<String>,
 }
 
 fn backing_chain(img: &Image) -> Vec<Layer> {
@@ -60,21 +69,46 @@ fn backing_chain(img: &Image) -> Vec<Layer> {
     out
 }
 
+/// Label and state of an NTFS partition; a volume that will not mount is reported,
+/// not fatal: inspect shows what it can.
+fn ntfs_state(view: &dyn BlockDev, name: &str) -> (Option<String>, String) {
+    let state = Volume::open(view, name, Access::ReadOnly).and_then(|v| v.state());
+    match state {
+        Ok(s) if s.hibernated.is_some() => (Some(s.label), "hibernated".into()),
+        Ok(s) if s.dirty => (Some(s.label), "dirty".into()),
+        Ok(s) => (Some(s.label), "clean".into()),
+        Err(e) => (None, format!("unreadable: {e}")),
+    }
+}
+
 fn report(path: &Path) -> anyhow::Result<Report> {
     let img = image::open(path, Access::ReadOnly)?;
     let table = scan_partitions(&img, path)?;
     let mut partitions = Vec::new();
     for p in table.partitions {
-        let filesystem = if p.role == image::Role::Extended {
-            "extended"
+        let (filesystem, label, state) = if p.role == image::Role::Extended {
+            ("extended", None, None)
         } else {
-            probe_filesystem(&PartitionView::new(&img, p.start, p.size)?)?
+            let view = PartitionView::new(&img, p.start, p.size)?;
+            match probe_filesystem(&view)? {
+                "ntfs" => {
+                    let (label, state) = ntfs_state(&view, &format!("partition {}", p.number));
+                    ("ntfs", label, Some(state))
+                }
+                fs => (fs, None, None),
+            }
         };
         partitions.push(PartitionReport {
             partition: p,
             filesystem,
+            label,
+            ntfs_state: state,
         });
     }
+    let (windows, no_windows_reason) = match guest::find_windows(&img, path) {
+        Ok(w) => (Some(w), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     Ok(Report {
         image: path.to_owned(),
         format: img.format(),
@@ -83,6 +117,8 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         partition_table: table.kind,
         disk_id: table.disk_id,
         partitions,
+        windows,
+        no_windows_reason,
     })
 }
 
@@ -110,19 +146,60 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     );
     for p in &r.partitions {
         let q = &p.partition;
+        let mut extra = String::new();
+        if let Some(label) = p.label.as_deref().filter(|l| !l.is_empty()) {
+            extra += &format!("  \"{label}\"");
+        }
+        if let Some(state) = &p.ntfs_state {
+            extra += &format!("  {state}");
+        }
         println!(
-            "  {:>2}  start {:>12}  size {:>12}  type {:<36}  {}{}",
-            q.number,
-            q.start,
-            q.size,
-            q.type_id,
-            p.filesystem,
-            q.name
-                .as_deref()
-                .filter(|n| !n.is_empty())
-                .map(|n| format!("  \"{n}\""))
-                .unwrap_or_default()
+            "  {:>2}  start {:>12}  size {:>12}  type {:<36}  {}{extra}",
+            q.number, q.start, q.size, q.type_id, p.filesystem
         );
+    }
+    match (&r.windows, &r.no_windows_reason) {
+        (Some(w), _) => {
+            println!(
+                "Windows: {} ({}, {} {}, version {}, build {}), on partition {} at {}",
+                w.product_name,
+                w.osinfo,
+                w.variant,
+                w.arch,
+                w.version,
+                w.build.map(|b| b.to_string()).unwrap_or_else(|| "?".into()),
+                w.partition,
+                w.system_root
+            );
+            if let Some(ed) = &w.edition_id {
+                println!("  edition: {ed}");
+            }
+            let cs = &w.control_sets;
+            println!(
+                "  control sets: current {}, default {}, last known good {}",
+                cs.current,
+                cs.default.as_deref().unwrap_or("-"),
+                cs.last_known_good.as_deref().unwrap_or("-")
+            );
+            for h in &w.hives {
+                println!(
+                    "  hive {:<9} {:>10} bytes  {}  (sequence {}/{}, checksum {}){}",
+                    h.name,
+                    h.size,
+                    if h.clean { "clean" } else { "DIRTY" },
+                    h.header.primary_sequence,
+                    h.header.secondary_sequence,
+                    if h.header.checksum_valid { "ok" } else { "BAD" },
+                    if h.logs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", logs: {}", h.logs.join(" "))
+                    }
+                );
+            }
+        }
+        (None, Some(reason)) => println!("Windows: none found: {reason}"),
+        (None, None) => {}
     }
     Ok(())
 }

@@ -52,6 +52,15 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         cause
             .downcast_ref::<crate::image::Error>()
             .is_some_and(|e| e.is_bad_input())
+            || cause
+                .downcast_ref::<crate::ntfs::Error>()
+                .is_some_and(|e| e.is_bad_input())
+            || cause
+                .downcast_ref::<crate::hive::Error>()
+                .is_some_and(|e| e.is_bad_input())
+            || cause
+                .downcast_ref::<crate::guest::Error>()
+                .is_some_and(|e| e.is_bad_input())
             || cause.downcast_ref::<BadInput>().is_some()
     });
     if bad_input {

@@ -765,6 +765,23 @@ impl<'a> Volume<'a> {
         Ok(buf)
     }
 
+    /// Up to `len` bytes of `path` from `offset` (fewer at the end of the file).
+    pub fn read_range(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let ino = self.open_inode(self.must_lookup(path)?, path)?;
+        let attr = self.open_data(&ino, path)?;
+        let len = attr.size().saturating_sub(offset).min(len as u64) as usize;
+        let mut buf = vec![0u8; len];
+        let n = self.pread(&attr, offset, &mut buf, path)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// The size of `path`'s unnamed data stream.
+    pub fn file_size(&self, path: &str) -> Result<u64> {
+        let ino = self.open_inode(self.must_lookup(path)?, path)?;
+        Ok(self.open_data(&ino, path)?.size())
+    }
+
     /// Lists a directory (long names only, no `.`/`..`), sorted by name.
     pub fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
         let dir = self.open_inode(self.must_lookup(path)?, path)?;

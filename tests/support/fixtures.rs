@@ -190,3 +190,142 @@ pub fn extract_partition(image: &Path, offset: u64, len: u64, out: &Path) {
     );
     std::fs::remove_file(&raw).unwrap();
 }
+
+/// A minimal PE file (MZ header, PE signature, machine type): enough for the
+/// architecture check, which reads what libguestfs reads of cmd.exe.
+pub fn minimal_pe(machine: u16) -> Vec<u8> {
+    let mut b = vec![0u8; 512];
+    b[0..2].copy_from_slice(b"MZ");
+    b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    b[0x80..0x84].copy_from_slice(b"PE\0\0");
+    b[0x84..0x86].copy_from_slice(&machine.to_le_bytes());
+    b
+}
+
+pub const MACHINE_I386: u16 = 0x014c;
+pub const MACHINE_AMD64: u16 = 0x8664;
+
+/// A hive made by `hivexregedit --merge` of `tests/fixtures/<reg>` into an empty hive.
+pub fn hive_from_reg(dir: &Path, reg: &str, prefix: &str) -> Vec<u8> {
+    let out = dir.join(format!("{reg}.hive"));
+    std::fs::write(&out, hivex::EMPTY_HIVE_TEMPLATE).unwrap();
+    let reg_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(reg);
+    run(
+        "hivexregedit",
+        &["--merge", "--prefix", prefix, s(&out), s(&reg_path)],
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    bytes
+}
+
+/// Which phony Windows to build.
+pub struct WindowsSpec {
+    /// `.reg` file under tests/fixtures for the SOFTWARE hive.
+    pub software_reg: &'static str,
+    pub machine: u16,
+    pub table: Table,
+    /// The system root folder as that Windows spells it.
+    pub root: &'static str,
+    /// Corpus hive used as SYSTEM (`SYSTEM`, or the dirty `SYSTEM_2`).
+    pub system_hive: &'static str,
+}
+
+pub const WIN2K3R2_X86: WindowsSpec = WindowsSpec {
+    software_reg: "software-2k3r2-x86.reg",
+    machine: MACHINE_I386,
+    table: Table::Mbr,
+    root: "WINDOWS",
+    system_hive: "SYSTEM",
+};
+
+pub const WIN2K22_X64: WindowsSpec = WindowsSpec {
+    software_reg: "software-2k22-x64.reg",
+    machine: MACHINE_AMD64,
+    table: Table::Gpt,
+    root: "Windows",
+    system_hive: "SYSTEM",
+};
+
+/// A phony Windows disk (qcow2) and where its Windows partition lies.
+pub struct PhonyWindows {
+    pub image: PathBuf,
+    pub win_offset: u64,
+    pub win_size: u64,
+    pub win_partition: u32,
+}
+
+pub const WIN_PART_SIZE: u64 = 96 * MIB;
+
+/// Builds a disk with a small "System Reserved" NTFS partition and the Windows NTFS
+/// partition holding the hives (SOFTWARE from .reg text, SYSTEM and SAM from the
+/// shared corpus), transaction logs beside SYSTEM, and a minimal cmd.exe.
+/// `extra` adds files to the Windows volume (e.g. a hiberfil.sys).
+pub fn phony_windows(dir: &Path, spec: &WindowsSpec, extra: Vec<Entry>) -> PhonyWindows {
+    let config = format!("{}/System32/config", spec.root);
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut entries = vec![
+        Entry::File(
+            leak(format!("{config}/SYSTEM")),
+            std::fs::read(super::corpus_hive(dir, spec.system_hive)).unwrap(),
+        ),
+        Entry::File(
+            leak(format!("{config}/SOFTWARE")),
+            hive_from_reg(dir, spec.software_reg, "HKEY_LOCAL_MACHINE\\SOFTWARE"),
+        ),
+        Entry::File(
+            leak(format!("{config}/SAM")),
+            std::fs::read(super::corpus_hive(dir, "SAM")).unwrap(),
+        ),
+        Entry::File(leak(format!("{config}/SYSTEM.LOG1")), vec![0u8; 8192]),
+        Entry::File(leak(format!("{config}/SYSTEM.LOG2")), Vec::new()),
+        Entry::File(
+            leak(format!("{}/System32/cmd.exe", spec.root)),
+            minimal_pe(spec.machine),
+        ),
+        Entry::Dir("Program Files"),
+    ];
+    entries.extend(extra);
+    let sysres = dir.join("sysres.ntfs");
+    ntfs_volume(
+        &sysres,
+        8 * MIB,
+        "System Reserved",
+        &[Entry::File("bootmgr", b"phony".to_vec())],
+    );
+    let win = dir.join("win.ntfs");
+    ntfs_volume(&win, WIN_PART_SIZE, "Windows", &entries);
+    let raw = dir.join("phony.raw");
+    let kind =
+        |mbr: &'static str, gpt: &'static str| if spec.table == Table::Mbr { mbr } else { gpt };
+    let offsets = disk(
+        &raw,
+        112 * MIB,
+        spec.table,
+        &[
+            Part {
+                size: 8 * MIB,
+                volume: Some(sysres.clone()),
+                kind: kind("7", "2700"),
+            },
+            Part {
+                size: WIN_PART_SIZE,
+                volume: Some(win.clone()),
+                kind: kind("7", "0700"),
+            },
+        ],
+    );
+    let image = dir.join("phony.qcow2");
+    run("qemu-img", &["convert", "-O", "qcow2", s(&raw), s(&image)]);
+    for f in [raw, sysres, win] {
+        std::fs::remove_file(f).unwrap();
+    }
+    PhonyWindows {
+        image,
+        win_offset: offsets[1],
+        win_size: WIN_PART_SIZE,
+        win_partition: 2,
+    }
+}

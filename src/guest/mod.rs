@@ -1,0 +1,370 @@
+//! Finding Windows on a disk: the system volume, version, edition, architecture,
+//! control sets, and the state of every hive file.
+//!
+//! Everything here reads: volumes are mounted read-only, hives are read on
+//! temporary copies. Version naming follows reference/windows-offline.md §0 (as
+//! libguestfs' inspection does).
+
+#![forbid(unsafe_code)]
+
+use crate::hive::{self, HeaderState, Hive};
+use crate::image::{self, probe_filesystem, Access, BlockDev, PartitionView, Role};
+use crate::ntfs::{self, Volume};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Image(#[from] image::Error),
+    #[error(transparent)]
+    Ntfs(#[from] ntfs::Error),
+    #[error(transparent)]
+    Hive(#[from] hive::Error),
+    #[error("{}: no Windows installation found ({reason})", path.display())]
+    NoWindows {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{hive}: {what} is missing, so this is no usable Windows hive")]
+    Missing { hive: String, what: String },
+}
+
+impl Error {
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Image(e) => e.is_bad_input(),
+            Error::Ntfs(e) => e.is_bad_input(),
+            Error::Hive(e) => e.is_bad_input(),
+            Error::NoWindows { .. } | Error::Missing { .. } => true,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Folders a Windows system root may have (`WINNT` for NT 4 and 2000).
+const SYSTEM_ROOTS: [&str; 2] = ["Windows", "WINNT"];
+/// Hive files under `System32\config`, and the names Windows gives them.
+pub const HIVE_FILES: [&str; 5] = ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"];
+const CURRENT_VERSION: &str = "Microsoft\\Windows NT\\CurrentVersion";
+/// PE machine types (winnt.h `IMAGE_FILE_MACHINE_*`).
+const MACHINE_I386: u16 = 0x014c;
+const MACHINE_AMD64: u16 = 0x8664;
+const MACHINE_ARM64: u16 = 0xaa64;
+/// Windows 11 is Windows 10.0 with build 22000 or later (§0).
+const WINDOWS_11_FIRST_BUILD: u32 = 22000;
+
+/// `HKLM\SYSTEM\Select`: which `ControlSet00N` is which.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlSets {
+    pub current: String,
+    pub default: Option<String>,
+    pub last_known_good: Option<String>,
+    pub failed: Option<String>,
+}
+
+/// One hive file and the state of its header and logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct HiveFile {
+    pub name: String,
+    /// Path on the volume, e.g. `Windows\System32\config\SYSTEM`.
+    pub path: String,
+    pub size: u64,
+    #[serde(flatten)]
+    pub header: HeaderState,
+    pub clean: bool,
+    /// Transaction logs beside it (`SYSTEM.LOG1`, …).
+    pub logs: Vec<String>,
+}
+
+/// A Windows installation found on a disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct Windows {
+    /// The partition holding it (Linux numbering), its offset and size.
+    pub partition: u32,
+    #[serde(skip)]
+    pub partition_start: u64,
+    #[serde(skip)]
+    pub partition_size: u64,
+    /// `\Windows` (or `\WINNT`), as spelled on the volume.
+    pub system_root: String,
+    pub product_name: String,
+    /// `major.minor`: from CurrentMajor/MinorVersionNumber on 10+, else CurrentVersion.
+    pub version: String,
+    pub major_version: u32,
+    pub minor_version: u32,
+    pub build: Option<u32>,
+    pub edition_id: Option<String>,
+    pub installation_type: Option<String>,
+    /// `client` or `server`.
+    pub variant: &'static str,
+    /// libosinfo short id, e.g. `win2k3r2`, `win2k22`, `win10`.
+    pub osinfo: String,
+    /// `x86`, `x64` or `arm64`.
+    pub arch: &'static str,
+    pub control_sets: ControlSets,
+    pub hives: Vec<HiveFile>,
+}
+
+impl Windows {
+    /// Path of a hive file on the volume, e.g. `hive_path("SYSTEM")`.
+    pub fn hive_path(&self, name: &str) -> String {
+        format!(
+            "{}\\System32\\config\\{name}",
+            self.system_root.trim_start_matches('\\')
+        )
+    }
+}
+
+/// Looks for Windows on every NTFS partition of `img` (`path` names it in errors).
+pub fn find_windows(img: &dyn BlockDev, path: &Path) -> Result<Windows> {
+    let table = image::scan_partitions(img, path)?;
+    let mut seen = Vec::new();
+    for p in table.partitions.iter().filter(|p| p.role != Role::Extended) {
+        let view = PartitionView::new(img, p.start, p.size)?;
+        if probe_filesystem(&view)? != "ntfs" {
+            continue;
+        }
+        let vol = Volume::open(
+            &view,
+            &format!("{}: partition {}", path.display(), p.number),
+            Access::ReadOnly,
+        )?;
+        for root in SYSTEM_ROOTS {
+            let sys = format!("{root}\\System32\\config\\SYSTEM");
+            let soft = format!("{root}\\System32\\config\\SOFTWARE");
+            if vol.lookup(&sys)?.is_some() && vol.lookup(&soft)?.is_some() {
+                return inspect_volume(&vol, p.number, p.start, p.size, root);
+            }
+        }
+        seen.push(p.number.to_string());
+    }
+    Err(Error::NoWindows {
+        path: path.to_owned(),
+        reason: if seen.is_empty() {
+            "no NTFS partition".into()
+        } else {
+            format!(
+                "no Windows\\System32\\config\\SYSTEM and SOFTWARE on NTFS partition(s) {}",
+                seen.join(", ")
+            )
+        },
+    })
+}
+
+fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) -> Result<Windows> {
+    // The system root as the volume spells it.
+    let system_root = vol
+        .list("")?
+        .into_iter()
+        .find(|e| e.name.eq_ignore_ascii_case(root))
+        .map(|e| format!("\\{}", e.name))
+        .unwrap_or_else(|| format!("\\{root}"));
+    let config = format!("{root}\\System32\\config");
+    let software = Hive::open_read("SOFTWARE", &vol.read_file(&format!("{config}\\SOFTWARE"))?)?;
+    let system = Hive::open_read("SYSTEM", &vol.read_file(&format!("{config}\\SYSTEM"))?)?;
+
+    let text = |h: &Hive, key: &str, name: &str| -> Result<Option<String>> {
+        Ok(h.value(key, name)?.and_then(|v| v.as_string()))
+    };
+    let dword = |h: &Hive, key: &str, name: &str| -> Result<Option<u32>> {
+        Ok(h.value(key, name)?.and_then(|v| v.as_dword()))
+    };
+    let product_name =
+        text(&software, CURRENT_VERSION, "ProductName")?.ok_or_else(|| Error::Missing {
+            hive: "SOFTWARE".into(),
+            what: format!("{CURRENT_VERSION}\\ProductName"),
+        })?;
+    let (major_version, minor_version) = match (
+        dword(&software, CURRENT_VERSION, "CurrentMajorVersionNumber")?,
+        dword(&software, CURRENT_VERSION, "CurrentMinorVersionNumber")?,
+    ) {
+        (Some(major), minor) => (major, minor.unwrap_or(0)),
+        _ => {
+            let cv = text(&software, CURRENT_VERSION, "CurrentVersion")?.unwrap_or_default();
+            let mut parts = cv.split('.').map(|p| p.trim().parse::<u32>().ok());
+            match (parts.next().flatten(), parts.next().flatten()) {
+                (Some(a), Some(b)) => (a, b),
+                _ => {
+                    return Err(Error::Missing {
+                        hive: "SOFTWARE".into(),
+                        what: format!("{CURRENT_VERSION}\\CurrentVersion (a version number)"),
+                    })
+                }
+            }
+        }
+    };
+    let build = match text(&software, CURRENT_VERSION, "CurrentBuildNumber")? {
+        Some(b) => b.trim().parse().ok(),
+        None => {
+            text(&software, CURRENT_VERSION, "CurrentBuild")?.and_then(|b| b.trim().parse().ok())
+        }
+    };
+    let edition_id = text(&software, CURRENT_VERSION, "EditionID")?;
+    let installation_type = text(&software, CURRENT_VERSION, "InstallationType")?;
+    let control_sets = control_sets(&system)?;
+    let variant = variant(
+        &system,
+        &control_sets,
+        installation_type.as_deref(),
+        &product_name,
+    )?;
+    let osinfo = osinfo(major_version, minor_version, build, variant, &product_name);
+    let arch = arch(vol, root)?;
+    let hives = hive_files(vol, &config)?;
+    Ok(Windows {
+        partition: number,
+        partition_start: start,
+        partition_size: size,
+        system_root,
+        product_name,
+        version: format!("{major_version}.{minor_version}"),
+        major_version,
+        minor_version,
+        build,
+        edition_id,
+        installation_type,
+        variant,
+        osinfo,
+        arch,
+        control_sets,
+        hives,
+    })
+}
+
+fn control_sets(system: &Hive) -> Result<ControlSets> {
+    let name = |n: Option<u32>| n.filter(|&n| n > 0).map(|n| format!("ControlSet{n:03}"));
+    let get = |v: &str| -> Result<Option<u32>> {
+        Ok(system.value("Select", v)?.and_then(|v| v.as_dword()))
+    };
+    let current = name(get("Current")?).ok_or_else(|| Error::Missing {
+        hive: "SYSTEM".into(),
+        what: "Select\\Current".into(),
+    })?;
+    Ok(ControlSets {
+        current,
+        default: name(get("Default")?),
+        last_known_good: name(get("LastKnownGood")?),
+        failed: name(get("Failed")?),
+    })
+}
+
+/// Client or server: InstallationType (Vista+), else the product name, else
+/// `ProductOptions\ProductType` (WinNT is a client; ServerNT and LanmanNT servers).
+fn variant(
+    system: &Hive,
+    sets: &ControlSets,
+    installation_type: Option<&str>,
+    product: &str,
+) -> Result<&'static str> {
+    if let Some(t) = installation_type {
+        return Ok(if t.to_ascii_lowercase().contains("server") {
+            "server"
+        } else {
+            "client"
+        });
+    }
+    if product.contains("Server") {
+        return Ok("server");
+    }
+    let key = format!("{}\\Control\\ProductOptions", sets.current);
+    let product_type = system
+        .value(&key, "ProductType")?
+        .and_then(|v| v.as_string());
+    Ok(match product_type.as_deref() {
+        Some("ServerNT") | Some("LanmanNT") => "server",
+        _ => "client",
+    })
+}
+
+/// The libosinfo short id, per reference/windows-offline.md §0.
+fn osinfo(major: u32, minor: u32, build: Option<u32>, variant: &str, product: &str) -> String {
+    let server = variant == "server";
+    let id = match (major, minor) {
+        (5, 1) => "winxp",
+        (5, 2) if product.contains("XP") => "winxp",
+        (5, 2) if product.contains("R2") => "win2k3r2",
+        (5, 2) => "win2k3",
+        (6, 0) if server => "win2k8",
+        (6, 0) => "winvista",
+        (6, 1) if server => "win2k8r2",
+        (6, 1) => "win7",
+        (6, 2) if server => "win2k12",
+        (6, 2) => "win8",
+        (6, 3) if server => "win2k12r2",
+        (6, 3) => "win8.1",
+        (10, 0) if server => {
+            return ["2025", "2022", "2019", "2016"]
+                .iter()
+                .find(|year| product.contains(*year))
+                .map(|year| format!("win2k{}", &year[2..]))
+                .unwrap_or_else(|| "win2k16".into());
+        }
+        (10, 0) if build.is_some_and(|b| b >= WINDOWS_11_FIRST_BUILD) => "win11",
+        (10, 0) => "win10",
+        _ => return format!("windows-{major}.{minor}"),
+    };
+    id.to_owned()
+}
+
+/// The architecture, from the PE header of System32\cmd.exe (as libguestfs does).
+fn arch(vol: &Volume, root: &str) -> Result<&'static str> {
+    let path = format!("{root}\\System32\\cmd.exe");
+    let missing = |what: &str| Error::Missing {
+        hive: path.clone(),
+        what: what.into(),
+    };
+    let head = vol.read_range(&path, 0, 4096).map_err(|e| match e {
+        ntfs::Error::NotFound { .. } => missing("the file (needed for the architecture)"),
+        e => e.into(),
+    })?;
+    if head.len() < 0x40 || &head[0..2] != b"MZ" {
+        return Err(missing("an MZ header"));
+    }
+    let pe = u32::from_le_bytes(head[0x3c..0x40].try_into().expect("4")) as usize;
+    if head.len() < pe + 6 || &head[pe..pe + 4] != b"PE\0\0" {
+        return Err(missing("a PE header"));
+    }
+    Ok(match u16::from_le_bytes([head[pe + 4], head[pe + 5]]) {
+        MACHINE_I386 => "x86",
+        MACHINE_AMD64 => "x64",
+        MACHINE_ARM64 => "arm64",
+        _ => return Err(missing("a known PE machine type")),
+    })
+}
+
+fn hive_files(vol: &Volume, config: &str) -> Result<Vec<HiveFile>> {
+    let listing = vol.list(config)?;
+    let mut out = Vec::new();
+    for wanted in HIVE_FILES {
+        let Some(entry) = listing
+            .iter()
+            .find(|e| !e.is_dir && e.name.eq_ignore_ascii_case(wanted))
+        else {
+            continue;
+        };
+        let path = format!("{config}\\{}", entry.name);
+        let head = vol.read_range(&path, 0, hive::BASE_BLOCK_LEN)?;
+        let header = HeaderState::parse(&path, &head)?;
+        let logs = listing
+            .iter()
+            .filter(|e| {
+                let upper = e.name.to_ascii_uppercase();
+                ["LOG", "LOG1", "LOG2"]
+                    .iter()
+                    .any(|ext| upper == format!("{wanted}.{ext}"))
+            })
+            .map(|e| e.name.clone())
+            .collect();
+        out.push(HiveFile {
+            name: wanted.to_owned(),
+            size: vol.file_size(&path)?,
+            clean: header.is_clean(),
+            header,
+            path,
+            logs,
+        });
+    }
+    Ok(out)
+}

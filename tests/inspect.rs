@@ -1,0 +1,120 @@
+//! `wingold inspect` on phony Windows disks built from .reg text and the corpus.
+
+mod support;
+
+use serde_json::Value;
+use support::fixtures::{self, Entry, WIN2K22_X64, WIN2K3R2_X86};
+use support::*;
+
+fn inspect_json(image: &std::path::Path) -> Value {
+    let out = wingold()
+        .args(["inspect", "--json", s(image)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn detects_windows_server_2003_r2_x86() {
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &WIN2K3R2_X86, vec![]);
+    let r = inspect_json(&w.image);
+    let win = &r["windows"];
+    assert_eq!(win["product_name"], "Microsoft Windows Server 2003 R2");
+    assert_eq!(win["version"], "5.2");
+    assert_eq!(win["build"], 3790);
+    assert_eq!(win["arch"], "x86");
+    assert_eq!(win["variant"], "server");
+    assert_eq!(win["osinfo"], "win2k3r2");
+    assert_eq!(win["system_root"], "\\WINDOWS");
+    assert_eq!(win["partition"], 2);
+    // The corpus SYSTEM hive says Select\Current = 1.
+    assert_eq!(win["control_sets"]["current"], "ControlSet001");
+    assert_eq!(r["partition_table"], "mbr");
+}
+
+#[test]
+fn detects_windows_server_2022_x64_and_hive_states() {
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let r = inspect_json(&w.image);
+    let win = &r["windows"];
+    assert_eq!(win["product_name"], "Windows Server 2022 Datacenter");
+    // CurrentMajor/MinorVersionNumber win over CurrentVersion ("6.3").
+    assert_eq!(win["version"], "10.0");
+    assert_eq!(win["build"], 20348);
+    assert_eq!(win["arch"], "x64");
+    assert_eq!(win["edition_id"], "ServerDatacenter");
+    assert_eq!(win["osinfo"], "win2k22");
+    assert_eq!(r["partition_table"], "gpt");
+    let hives = win["hives"].as_array().unwrap();
+    let system = hives.iter().find(|h| h["name"] == "SYSTEM").unwrap();
+    assert_eq!(system["clean"], true);
+    assert_eq!(system["primary_sequence"], 13983);
+    assert_eq!(
+        system["logs"],
+        serde_json::json!(["SYSTEM.LOG1", "SYSTEM.LOG2"])
+    );
+    let parts = r["partitions"].as_array().unwrap();
+    assert_eq!(parts[1]["label"], "Windows");
+    assert_eq!(parts[1]["ntfs_state"], "clean");
+    assert_eq!(parts[0]["label"], "System Reserved");
+}
+
+#[test]
+fn reports_a_dirty_hive_and_a_hibernated_volume() {
+    let dir = tempdir();
+    let mut hiber = b"hibr".to_vec();
+    hiber.resize(8192, 0);
+    let spec = fixtures::WindowsSpec {
+        system_hive: "SYSTEM_2",
+        ..WIN2K22_X64
+    };
+    let w = fixtures::phony_windows(dir.path(), &spec, vec![Entry::File("hiberfil.sys", hiber)]);
+    let r = inspect_json(&w.image);
+    assert_eq!(r["partitions"][1]["ntfs_state"], "hibernated");
+    let hives = r["windows"]["hives"].as_array().unwrap();
+    let system = hives.iter().find(|h| h["name"] == "SYSTEM").unwrap();
+    assert_eq!(system["clean"], false);
+    assert_eq!(
+        (
+            system["primary_sequence"].as_u64(),
+            system["secondary_sequence"].as_u64()
+        ),
+        (Some(205), Some(204))
+    );
+}
+
+#[test]
+fn says_clearly_when_there_is_no_windows() {
+    let dir = tempdir();
+    let vol = dir.path().join("data.ntfs");
+    fixtures::ntfs_volume(
+        &vol,
+        16 * fixtures::MIB,
+        "Data",
+        &[Entry::File("readme.txt", b"hi".to_vec())],
+    );
+    let raw = dir.path().join("data.raw");
+    fixtures::disk(
+        &raw,
+        32 * fixtures::MIB,
+        fixtures::Table::Mbr,
+        &[fixtures::Part {
+            size: 16 * fixtures::MIB,
+            volume: Some(vol),
+            kind: "7",
+        }],
+    );
+    let r = inspect_json(&raw);
+    assert!(r["windows"].is_null());
+    let reason = r["no_windows_reason"].as_str().unwrap();
+    assert!(reason.contains("no Windows installation found"), "{reason}");
+    let human = wingold().args(["inspect", s(&raw)]).output().unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains("Windows: none found"));
+}
