@@ -178,3 +178,55 @@ fn read_only_volume_refuses_writes() {
     assert!(rw.is_err(), "a read-only image gave a writable volume");
     let _ = img.len();
 }
+
+#[test]
+fn fragmented_file_is_replaced_grown_and_shrunk() {
+    let dir = tempdir();
+    let vol = dir.path().join("frag.ntfs");
+    let original = pattern(20, 3_000_000);
+    fixtures::fragmented_volume(&vol, 32 * MIB, "hive", &original);
+    let runs = fixtures::run_count(&vol, "/hive");
+    assert!(
+        runs >= 150,
+        "the fixture is not fragmented enough: {runs} runs"
+    );
+
+    let raw = dir.path().join("frag.raw");
+    let offsets = fixtures::disk(
+        &raw,
+        40 * MIB,
+        Table::Gpt,
+        &[Part {
+            size: 32 * MIB,
+            volume: Some(vol.clone()),
+            kind: "0700",
+        }],
+    );
+    let mut previous = original;
+    for (round, len) in [3_500_000usize, 1_000_000, 3_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pattern(30 + round as u64, len);
+        {
+            let img = image::open(&raw, Access::ReadWrite).unwrap();
+            let part = PartitionView::new(&img, offsets[0], 32 * MIB).unwrap();
+            let v = Volume::open(&part, "fragmented", Access::ReadWrite).unwrap();
+            assert!(
+                v.read_file("HIVE").unwrap() == previous,
+                "round {round}: read differs"
+            );
+            v.write_file("hive", &data)
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            v.close().unwrap();
+            img.flush().unwrap();
+        }
+        fixtures::extract_partition(&raw, offsets[0], 32 * MIB, &vol);
+        assert!(
+            ntfscat(&vol, "/hive") == data,
+            "round {round}: ntfscat differs"
+        );
+        assert_ntfsfix_clean(&vol);
+        previous = data;
+    }
+}

@@ -847,10 +847,7 @@ impl<'a> Volume<'a> {
         dir.close().map_err(|e| self.op_error(path, "closing", e))?;
         {
             let attr = self.open_data(&ino, path)?;
-            // SAFETY: attr is open on a volume mounted read-write.
-            if unsafe { sys::ntfs_attr_truncate(attr.na.as_ptr(), data.len() as i64) } != 0 {
-                return Err(self.op_error(path, "resizing", errno()));
-            }
+            self.resize(&attr, data.len() as u64, path)?;
             let mut done = 0;
             while done < data.len() {
                 // SAFETY: attr is open; the buffer holds the count passed.
@@ -877,6 +874,42 @@ impl<'a> Volume<'a> {
             )
         };
         ino.close().map_err(|e| self.op_error(path, "closing", e))
+    }
+
+    /// Sets the size of `attr`'s data, allocating (not leaving sparse) what grows.
+    ///
+    /// libntfs-3g's allocator takes one free run per 4 KiB bitmap block and zone
+    /// pass, so a large allocation fails with ENOSPC on a volume whose free space
+    /// lies in small holes (an aged Windows disk). Then we grow one cluster-sized step
+    /// at a time, which fills the holes, as ntfs-3g's FUSE driver does with its
+    /// small writes.
+    fn resize(&self, attr: &DataAttr, len: u64, path: &str) -> Result<()> {
+        let truncate = |size: u64| -> std::result::Result<(), std::io::Error> {
+            // SAFETY: attr is open on a volume mounted read-write.
+            match unsafe { sys::ntfs_attr_truncate_solid(attr.na.as_ptr(), size as i64) } {
+                0 => Ok(()),
+                _ => Err(errno()),
+            }
+        };
+        let old = attr.size();
+        match truncate(len) {
+            Ok(()) => return Ok(()),
+            Err(e) if len > old && e.raw_os_error() == Some(libc::ENOSPC) => take_log(),
+            Err(e) => return Err(self.op_error(path, "resizing", e)),
+        };
+        let step = self.cluster_size();
+        let mut size = old;
+        while size < len {
+            size = (size + step).min(len);
+            truncate(size).map_err(|e| self.op_error(path, "growing", e))?;
+        }
+        Ok(())
+    }
+
+    fn cluster_size(&self) -> u64 {
+        // SAFETY: vol is mounted; cluster_size is a plain field before any
+        // configuration-dependent part of the struct.
+        unsafe { (*self.vol.as_ptr()).cluster_size as u64 }
     }
 
     /// Unmounts, writing everything back; reports any failure on the way.

@@ -329,3 +329,56 @@ pub fn phony_windows(dir: &Path, spec: &WindowsSpec, extra: Vec<Entry>) -> Phony
         win_partition: 2,
     }
 }
+
+/// An NTFS volume whose free space is left only in small holes, then `file`
+/// (`data`) written into it, so that its data lies in hundreds of runs:
+/// fill with 8 KiB files, delete every other one, plug the larger free areas
+/// (ntfs-3g's allocator takes the largest first) until about `data.len()` is free,
+/// write the file, then delete the plugs.
+pub fn fragmented_volume(path: &Path, size: u64, file: &str, data: &[u8]) {
+    ntfs_volume(path, size, "Fragmented", &[]);
+    with_fuse_mount(path, |mnt| {
+        let fill = mnt.join("fill");
+        let plug = mnt.join("plug");
+        std::fs::create_dir(&fill).unwrap();
+        std::fs::create_dir(&plug).unwrap();
+        let small = vec![0x5au8; 8192];
+        let mut n = 0;
+        while std::fs::write(fill.join(format!("f{n}")), &small).is_ok() {
+            n += 1;
+        }
+        for i in (0..=n).step_by(2) {
+            let _ = std::fs::remove_file(fill.join(format!("f{i}")));
+        }
+        let avail = || {
+            let st = nix::sys::statvfs::statvfs(mnt).unwrap();
+            st.blocks_available() as u64 * st.fragment_size() as u64
+        };
+        let chunk = vec![0xa5u8; 65536];
+        let mut k = 0;
+        while avail() > data.len() as u64 + 300 * 1024 {
+            std::fs::write(plug.join(format!("p{k}")), &chunk).unwrap();
+            k += 1;
+        }
+        std::fs::write(mnt.join(file), data).unwrap();
+        // Room to grow, in the plugs' places: libntfs-3g cannot grow a file into a
+        // nearly full volume of tiny holes.
+        std::fs::remove_dir_all(&plug).unwrap();
+    });
+}
+
+/// How many runs the data of `file` has, as ntfsinfo counts them.
+pub fn run_count(volume: &Path, file: &str) -> usize {
+    let out = run("ntfsinfo", &["-v", "-F", file, s(volume)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Total runs:"))
+        .unwrap_or_else(|| panic!("ntfsinfo printed no run count for {file}"));
+    line["Total runs:".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
