@@ -382,3 +382,32 @@ pub fn run_count(volume: &Path, file: &str) -> usize {
         .parse()
         .unwrap()
 }
+
+/// Sets the `$Volume` dirty flag (VOLUME_IS_DIRTY in `$VOLUME_INFORMATION`) in an
+/// NTFS volume image, in `$MFT` and `$MFTMirr` alike, as Windows leaves it when
+/// chkdsk is due.
+pub fn set_volume_dirty(volume: &Path) {
+    let mut v = std::fs::read(volume).unwrap();
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    let cluster = u16_at(&v, 0x0b) * v[0x0d] as usize;
+    let mft = u64::from_le_bytes(v[0x30..0x38].try_into().unwrap()) as usize * cluster;
+    let mirr = u64::from_le_bytes(v[0x38..0x40].try_into().unwrap()) as usize * cluster;
+    let per = v[0x40] as i8;
+    let rec = if per < 0 { 1usize << -per } else { per as usize * cluster };
+    for base in [mft, mirr] {
+        let r = base + 3 * rec;
+        assert_eq!(&v[r..r + 4], b"FILE", "no MFT record 3 where the boot sector says");
+        let mut at = r + u16_at(&v, r + 0x14);
+        loop {
+            let kind = u32::from_le_bytes(v[at..at + 4].try_into().unwrap());
+            assert_ne!(kind, 0xffff_ffff, "$VOLUME_INFORMATION not found");
+            if kind == 0x70 {
+                let value = at + u16_at(&v, at + 0x14);
+                v[value + 0x0a] |= 1;
+                break;
+            }
+            at += u32::from_le_bytes(v[at + 4..at + 8].try_into().unwrap()) as usize;
+        }
+    }
+    std::fs::write(volume, v).unwrap();
+}
