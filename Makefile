@@ -19,6 +19,7 @@ demo: build
 
 bench: setup
 	$(CARGO) bench --bench image_read
+	$(CARGO) bench --bench ntfs_rewrite
 
 lint: setup
 	$(CARGO) fmt --check

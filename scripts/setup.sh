@@ -10,6 +10,7 @@ PACKAGES=(
   qemu-utils                         # qemu-img, qemu-io: test oracles and fixtures
   fdisk gdisk                        # sfdisk, sgdisk: partitioned test disks
   xorriso xz-utils                   # fixture ISOs, the hive corpus
+  time                               # /usr/bin/time: peak memory in make bench
 )
 
 missing=()

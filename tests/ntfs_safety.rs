@@ -16,7 +16,11 @@ fn disk_with(dir: &Path, volume: &Path) -> (std::path::PathBuf, u64) {
         &raw,
         48 * MIB,
         Table::Gpt,
-        &[Part { size: 32 * MIB, volume: Some(volume.to_owned()), kind: "0700" }],
+        &[Part {
+            size: 32 * MIB,
+            volume: Some(volume.to_owned()),
+            kind: "0700",
+        }],
     );
     let qcow = dir.join("disk.qcow2");
     run("qemu-img", &["convert", "-O", "qcow2", s(&raw), s(&qcow)]);
@@ -55,14 +59,21 @@ fn hiberfil(magic: &[u8]) -> Entry {
 #[test]
 fn hibernated_volume_is_refused() {
     let dir = tempdir();
-    let msg = refused(&volume_with(dir.path(), &[hiberfil(b"hibr")]), |e| matches!(e, Error::Hibernated { .. }));
-    assert!(msg.contains("powercfg /h off") && msg.contains("hibr"), "{msg}");
+    let msg = refused(&volume_with(dir.path(), &[hiberfil(b"hibr")]), |e| {
+        matches!(e, Error::Hibernated { .. })
+    });
+    assert!(
+        msg.contains("powercfg /h off") && msg.contains("hibr"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn resuming_hiberfile_is_refused() {
     let dir = tempdir();
-    let msg = refused(&volume_with(dir.path(), &[hiberfil(b"WAKE")]), |e| matches!(e, Error::Hibernated { .. }));
+    let msg = refused(&volume_with(dir.path(), &[hiberfil(b"WAKE")]), |e| {
+        matches!(e, Error::Hibernated { .. })
+    });
     assert!(msg.contains("WAKE"), "{msg}");
 }
 

@@ -383,6 +383,8 @@ pub struct Qcow2Image {
     /// A second handle on the same open file description, for fsync.
     file: File,
     hit_eof: Rc<Cell<bool>>,
+    /// Written since the last flush: flushing a clean image costs no fsync.
+    dirty: Cell<bool>,
 }
 
 fn qerr<'a>(
@@ -412,9 +414,18 @@ impl Qcow2Image {
         lock_image(&file, path, access)?;
         let file_len = file.metadata().map_err(|e| Error::open(path, e))?.len();
 
-        let mut first = vec![0u8; (1usize << MAX_CLUSTER_BITS).min(file_len as usize)];
-        file.read_exact_at(&mut first, 0)
-            .map_err(|e| Error::io(path, "reading the header", e))?;
+        // The header lies in the first cluster; read its size from the fixed part.
+        let read_head = |len: u64| -> Result<Vec<u8>> {
+            let mut buf = vec![0u8; len.min(file_len) as usize];
+            file.read_exact_at(&mut buf, 0)
+                .map_err(|e| Error::io(path, "reading the header", e))?;
+            Ok(buf)
+        };
+        let mut first = read_head(4096)?;
+        let bits = first.get(20..24).map(|b| be32(b, 0)).unwrap_or(0);
+        if (MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&bits) && bits > 12 {
+            first = read_head(1 << bits)?;
+        }
         let header = Header::parse(path, &first)?;
         header.check(path, file_len, access)?;
         let cluster_size = 1u64 << header.cluster_bits;
@@ -473,6 +484,7 @@ impl Qcow2Image {
             header,
             file: sync_handle,
             hit_eof,
+            dirty: Cell::new(false),
         })
     }
 
@@ -676,6 +688,7 @@ impl BlockDev for Qcow2Image {
         if buf.is_empty() {
             return Ok(());
         }
+        self.dirty.set(true);
         let (start, end) = aligned_span(offset, buf.len());
         if start == offset && end == offset + buf.len() as u64 {
             return self.write_aligned(offset, buf);
@@ -693,13 +706,15 @@ impl BlockDev for Qcow2Image {
     }
 
     fn flush(&self) -> Result<()> {
-        if !self.writable {
+        if !self.writable || !self.dirty.get() {
             return Ok(());
         }
         block_on(self.dev.flush_meta()).map_err(self.qerr("metadata flush"))?;
         self.file
             .sync_all()
-            .map_err(|e| Error::io(&self.path, "fsync", e))
+            .map_err(|e| Error::io(&self.path, "fsync", e))?;
+        self.dirty.set(false);
+        Ok(())
     }
 
     fn is_writable(&self) -> bool {

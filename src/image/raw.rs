@@ -11,6 +11,8 @@ pub struct RawImage {
     path: PathBuf,
     len: u64,
     writable: bool,
+    /// Written since the last flush: flushing a clean image costs no fsync.
+    dirty: std::cell::Cell<bool>,
 }
 
 impl RawImage {
@@ -29,6 +31,7 @@ impl RawImage {
             path: path.to_owned(),
             len,
             writable,
+            dirty: std::cell::Cell::new(false),
         })
     }
 
@@ -56,18 +59,21 @@ impl BlockDev for RawImage {
             });
         }
         check_range(self.len, offset, buf.len())?;
+        self.dirty.set(true);
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| Error::io(&self.path, "write", e))
     }
 
     fn flush(&self) -> Result<()> {
-        if !self.writable {
+        if !self.writable || !self.dirty.get() {
             return Ok(());
         }
         self.file
             .sync_all()
-            .map_err(|e| Error::io(&self.path, "fsync", e))
+            .map_err(|e| Error::io(&self.path, "fsync", e))?;
+        self.dirty.set(false);
+        Ok(())
     }
 
     fn is_writable(&self) -> bool {

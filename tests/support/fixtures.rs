@@ -393,10 +393,18 @@ pub fn set_volume_dirty(volume: &Path) {
     let mft = u64::from_le_bytes(v[0x30..0x38].try_into().unwrap()) as usize * cluster;
     let mirr = u64::from_le_bytes(v[0x38..0x40].try_into().unwrap()) as usize * cluster;
     let per = v[0x40] as i8;
-    let rec = if per < 0 { 1usize << -per } else { per as usize * cluster };
+    let rec = if per < 0 {
+        1usize << -per
+    } else {
+        per as usize * cluster
+    };
     for base in [mft, mirr] {
         let r = base + 3 * rec;
-        assert_eq!(&v[r..r + 4], b"FILE", "no MFT record 3 where the boot sector says");
+        assert_eq!(
+            &v[r..r + 4],
+            b"FILE",
+            "no MFT record 3 where the boot sector says"
+        );
         let mut at = r + u16_at(&v, r + 0x14);
         loop {
             let kind = u32::from_le_bytes(v[at..at + 4].try_into().unwrap());
