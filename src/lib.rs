@@ -10,3 +10,4 @@ pub mod guest;
 pub mod hive;
 pub mod image;
 pub mod ntfs;
+pub mod reg;

@@ -1,6 +1,6 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
     // Panics caught inside the image layer become ordinary errors; any other panic
@@ -11,8 +11,12 @@ fn main() {
             eprintln!("wingold: internal error (a bug, please report it): {text}");
         }
     }));
-    let args = wingold::cli::Cli::parse();
-    if let Err(err) = wingold::cli::run(args) {
+    let matches = wingold::cli::Cli::command().get_matches();
+    let args = match wingold::cli::Cli::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    if let Err(err) = wingold::cli::run(args, Some(&matches)) {
         eprintln!("wingold: {err:#}");
         std::process::exit(wingold::cli::exit_code(&err));
     }

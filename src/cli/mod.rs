@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod disks;
+mod inject;
 mod inspect;
 
 use clap::{Parser, Subcommand};
@@ -34,15 +35,21 @@ pub struct Cli {
 pub enum Command {
     /// Create the system disk (HDA) and the temporary virtio disk (HDB) for VM N.
     Disks(disks::DisksArgs),
-    /// Show what an image holds: format, backing chain, partitions.
+    /// Show what an image holds: format, backing chain, partitions, Windows, hives.
     Inspect(inspect::InspectArgs),
+    /// Write registry settings (built-in profiles, .reg files) into a Windows image, offline.
+    Inject(inject::InjectArgs),
 }
 
-/// Runs one command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one command. `matches` gives the command line's order of options where it
+/// matters (inject applies profiles and .reg files in the order given).
+pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
     match cli.command {
         Command::Disks(args) => disks::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Inject(args) => {
+            inject::run(args, matches.and_then(|m| m.subcommand_matches("inject")))
+        }
     }
 }
 
@@ -60,6 +67,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 .is_some_and(|e| e.is_bad_input())
             || cause
                 .downcast_ref::<crate::guest::Error>()
+                .is_some_and(|e| e.is_bad_input())
+            || cause
+                .downcast_ref::<crate::reg::Error>()
                 .is_some_and(|e| e.is_bad_input())
             || cause.downcast_ref::<BadInput>().is_some()
     });

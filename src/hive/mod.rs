@@ -37,12 +37,34 @@ pub enum Error {
         path: String,
         reason: String,
     },
+
+    #[error(
+        "{name}: the hive is dirty ({why}): changes are pending in its transaction logs, \
+         which wingold does not replay; boot Windows and shut it down fully \
+         (`shutdown /s /t 0`), then try again"
+    )]
+    Dirty { name: String, why: String },
+
+    #[error("{name}: {path}: {op} failed")]
+    Write {
+        name: String,
+        path: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{name}: the hive was opened read-only")]
+    ReadOnly { name: String },
 }
 
 impl Error {
     /// Whether the error is the input being wrong (exit code 2).
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, Error::NotAHive { .. } | Error::Open { .. })
+        matches!(
+            self,
+            Error::NotAHive { .. } | Error::Open { .. } | Error::Dirty { .. }
+        )
     }
 }
 
@@ -98,6 +120,20 @@ impl HeaderState {
     pub fn is_clean(&self) -> bool {
         self.checksum_valid && self.primary_sequence == self.secondary_sequence
     }
+
+    /// Why the hive is dirty, when it is.
+    pub fn dirty_reason(&self) -> Option<String> {
+        if !self.checksum_valid {
+            Some("the header checksum is wrong".into())
+        } else if self.primary_sequence != self.secondary_sequence {
+            Some(format!(
+                "primary sequence {} != secondary sequence {}",
+                self.primary_sequence, self.secondary_sequence
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// Registry value types (winnt.h `REG_*`).
@@ -140,16 +176,37 @@ impl RegValue {
     }
 }
 
-/// An open hive (read-only for now), staged in a temporary file for hivex.
+/// An open hive, staged in a temporary file for hivex. Writes stay in hivex's
+/// memory until [`Hive::commit`], which returns the new bytes; dropping the hive
+/// discards them.
 pub struct Hive {
     name: String,
     handle: HivexHandle,
-    _file: tempfile::NamedTempFile,
+    file: tempfile::NamedTempFile,
+    writable: bool,
 }
 
 impl Hive {
     /// Opens `bytes` as a hive; `name` names it in errors (e.g. `SYSTEM`).
     pub fn open_read(name: &str, bytes: &[u8]) -> Result<Hive> {
+        Self::open(name, bytes, false)
+    }
+
+    /// Opens `bytes` for editing. A dirty hive (bad checksum, or sequence numbers
+    /// that differ) is refused: hivex would silently "clean" it and lose what its
+    /// logs hold (reference/windows-offline.md §4b).
+    pub fn open_write(name: &str, bytes: &[u8]) -> Result<Hive> {
+        let header = HeaderState::parse(name, bytes)?;
+        if let Some(why) = header.dirty_reason() {
+            return Err(Error::Dirty {
+                name: name.to_owned(),
+                why,
+            });
+        }
+        Self::open(name, bytes, true)
+    }
+
+    fn open(name: &str, bytes: &[u8], writable: bool) -> Result<Hive> {
         HeaderState::parse(name, bytes)?;
         let temp = |source| Error::Temp {
             name: name.to_owned(),
@@ -162,15 +219,20 @@ impl Hive {
         file.write_all(bytes)
             .and_then(|_| file.flush())
             .map_err(temp)?;
-        let handle =
-            HivexHandle::open(file.path(), OpenFlags::empty()).map_err(|source| Error::Open {
-                name: name.to_owned(),
-                source,
-            })?;
+        let flags = if writable {
+            OpenFlags::WRITE
+        } else {
+            OpenFlags::empty()
+        };
+        let handle = HivexHandle::open(file.path(), flags).map_err(|source| Error::Open {
+            name: name.to_owned(),
+            source,
+        })?;
         Ok(Hive {
             name: name.to_owned(),
             handle,
-            _file: file,
+            file,
+            writable,
         })
     }
 
@@ -225,6 +287,158 @@ impl Hive {
             let (kind, data) =
                 ffi::value_value(&self.handle, v).map_err(|e| self.read_err(path, e))?;
             return Ok(Some(RegValue { kind, data }));
+        }
+        Ok(None)
+    }
+    fn write_err(&self, path: &str, op: &'static str, source: std::io::Error) -> Error {
+        Error::Write {
+            name: self.name.clone(),
+            path: path.to_owned(),
+            op,
+            source,
+        }
+    }
+
+    fn require_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(Error::ReadOnly {
+                name: self.name.clone(),
+            })
+        }
+    }
+
+    /// Creates the key at `path` and its missing parents, as regedit does; returns
+    /// the paths of the keys it added (parents first).
+    pub fn create_key(&mut self, path: &str) -> Result<Vec<String>> {
+        self.require_writable()?;
+        let mut node = ffi::root(&self.handle).map_err(|e| self.read_err(path, e))?;
+        let mut walked: Vec<&str> = Vec::new();
+        let mut added = Vec::new();
+        for part in path.split('\\').filter(|p| !p.is_empty()) {
+            walked.push(part);
+            node = match self.child(node, part, path)? {
+                Some(next) => next,
+                None => {
+                    let next = ffi::add_child(&self.handle, node, part)
+                        .map_err(|e| self.write_err(path, "creating the key", e))?;
+                    added.push(walked.join("\\"));
+                    next
+                }
+            };
+        }
+        Ok(added)
+    }
+
+    /// Deletes the key at `path` with everything below it; a missing key is fine.
+    /// Returns whether it existed.
+    pub fn delete_key(&mut self, path: &str) -> Result<bool> {
+        self.require_writable()?;
+        if path.split('\\').all(|p| p.is_empty()) {
+            return Err(self.write_err(
+                path,
+                "deleting",
+                std::io::Error::other("the root key of a hive cannot be deleted"),
+            ));
+        }
+        let Some(node) = self.key(path)? else {
+            return Ok(false);
+        };
+        ffi::delete_child(&self.handle, node)
+            .map_err(|e| self.write_err(path, "deleting the key", e))?;
+        Ok(true)
+    }
+
+    /// Sets value `name` of the key at `path` (created if missing) to `kind` and
+    /// `data`, byte for byte. Returns the value it replaced.
+    pub fn set_value(
+        &mut self,
+        path: &str,
+        name: &str,
+        kind: u32,
+        data: &[u8],
+    ) -> Result<Option<RegValue>> {
+        self.require_writable()?;
+        self.create_key(path)?;
+        let old = self.value(path, name)?;
+        let node = self.key(path)?.expect("just created");
+        // Keep the existing spelling of the name, as Windows does.
+        let existing = self
+            .value_name(node, name, path)?
+            .unwrap_or_else(|| name.to_owned());
+        ffi::set_value(&self.handle, node, &existing, kind, data)
+            .map_err(|e| self.write_err(path, "setting a value", e))?;
+        Ok(old)
+    }
+
+    /// Deletes value `name` of the key at `path`; returns it, or None when absent.
+    pub fn delete_value(&mut self, path: &str, name: &str) -> Result<Option<RegValue>> {
+        self.require_writable()?;
+        let Some(node) = self.key(path)? else {
+            return Ok(None);
+        };
+        let wanted = name.to_uppercase();
+        let mut kept = Vec::new();
+        let mut removed = None;
+        for v in ffi::values(&self.handle, node) {
+            let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
+            let (kind, data) =
+                ffi::value_value(&self.handle, v).map_err(|e| self.read_err(path, e))?;
+            if key.to_uppercase() == wanted {
+                removed = Some(RegValue { kind, data });
+            } else {
+                kept.push((key, kind, data));
+            }
+        }
+        if removed.is_some() {
+            ffi::set_values(&self.handle, node, &kept)
+                .map_err(|e| self.write_err(path, "deleting a value", e))?;
+        }
+        Ok(removed)
+    }
+
+    /// Writes the hive out (hivex sets both sequence numbers and the checksum) and
+    /// returns its new bytes.
+    pub fn commit(self) -> Result<Vec<u8>> {
+        self.require_writable()?;
+        ffi::commit(&self.handle).map_err(|e| self.write_err("", "committing", e))?;
+        std::fs::read(self.file.path()).map_err(|e| self.write_err("", "reading back", e))
+    }
+
+    /// Every value under the key at `path`, as (name, value), in hive order.
+    pub fn values(&self, path: &str) -> Result<Vec<(String, RegValue)>> {
+        let Some(node) = self.key(path)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for v in ffi::values(&self.handle, node) {
+            let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
+            let (kind, data) =
+                ffi::value_value(&self.handle, v).map_err(|e| self.read_err(path, e))?;
+            out.push((key, RegValue { kind, data }));
+        }
+        Ok(out)
+    }
+
+    /// The names of the subkeys of the key at `path`.
+    pub fn subkeys(&self, path: &str) -> Result<Vec<String>> {
+        let Some(node) = self.key(path)? else {
+            return Ok(Vec::new());
+        };
+        ffi::children(&self.handle, node)
+            .into_iter()
+            .map(|c| ffi::node_name(&self.handle, c).map_err(|e| self.read_err(path, e)))
+            .collect()
+    }
+
+    fn value_name(&self, node: NodeH, name: &str, path: &str) -> Result<Option<String>> {
+        let wanted = name.to_uppercase();
+        for v in ffi::values(&self.handle, node) {
+            let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
+            if key.to_uppercase() == wanted {
+                return Ok(Some(key));
+            }
         }
         Ok(None)
     }
@@ -305,6 +519,75 @@ mod ffi {
     pub fn value_key(h: &Hive, v: ValueH) -> io::Result<String> {
         // SAFETY: as for node_name().
         unsafe { take_string(sys::hivex_value_key(h.as_handle(), v)) }
+    }
+
+    fn cstring(s: &str) -> io::Result<std::ffi::CString> {
+        std::ffi::CString::new(s).map_err(|_| io::Error::other("a name holds a NUL character"))
+    }
+
+    pub fn add_child(h: &Hive, parent: NodeH, name: &str) -> io::Result<NodeH> {
+        let c = cstring(name)?;
+        // SAFETY: h is open for writing and parent came from it; c is NUL-terminated.
+        match unsafe { sys::hivex_node_add_child(h.as_handle(), parent, c.as_ptr()) } {
+            0 => Err(io::Error::last_os_error()),
+            n => Ok(n),
+        }
+    }
+
+    pub fn delete_child(h: &Hive, node: NodeH) -> io::Result<()> {
+        // SAFETY: h is open for writing and node came from it.
+        match unsafe { sys::hivex_node_delete_child(h.as_handle(), node) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    pub fn set_value(h: &Hive, node: NodeH, name: &str, kind: u32, data: &[u8]) -> io::Result<()> {
+        let c = cstring(name)?;
+        let v = sys::hive_set_value {
+            key: c.as_ptr() as *mut _,
+            t: kind as sys::hive_type,
+            len: data.len(),
+            value: data.as_ptr() as *mut _,
+        };
+        // SAFETY: h is open for writing, node came from it; hivex copies the name and
+        // data, which live for the call.
+        match unsafe { sys::hivex_node_set_value(h.as_handle(), node, &v, 0) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    pub fn set_values(h: &Hive, node: NodeH, values: &[(String, u32, Vec<u8>)]) -> io::Result<()> {
+        let names: Vec<std::ffi::CString> = values
+            .iter()
+            .map(|(n, _, _)| cstring(n))
+            .collect::<io::Result<_>>()?;
+        let raw: Vec<sys::hive_set_value> = values
+            .iter()
+            .zip(&names)
+            .map(|((_, kind, data), c)| sys::hive_set_value {
+                key: c.as_ptr() as *mut _,
+                t: *kind as sys::hive_type,
+                len: data.len(),
+                value: data.as_ptr() as *mut _,
+            })
+            .collect();
+        // SAFETY: h is open for writing, node came from it; the array and what it
+        // points to live for the call, and hivex copies them.
+        match unsafe { sys::hivex_node_set_values(h.as_handle(), node, raw.len(), raw.as_ptr(), 0) }
+        {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    pub fn commit(h: &Hive) -> io::Result<()> {
+        // SAFETY: h is open for writing; NULL commits to the file it was opened from.
+        match unsafe { sys::hivex_commit(h.as_handle(), std::ptr::null(), 0) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
     }
 
     /// The value's type number and raw bytes.

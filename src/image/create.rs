@@ -161,7 +161,7 @@ pub fn create_qcow2(path: &Path, opts: &CreateOptions) -> Result<()> {
 }
 
 /// `.NAME.wingold-tmp.PID` beside `path`.
-pub(crate) fn temp_name(path: &Path) -> PathBuf {
+pub fn temp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -195,4 +195,18 @@ pub fn create_overlay(path: &Path, base: &Path) -> Result<()> {
     };
     drop(image);
     create_qcow2(path, &opts)
+}
+
+/// Moves a finished file from its temporary name to `path`, refusing to replace
+/// anything there (link, then unlink the temporary name), and makes it durable.
+pub fn publish(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::hard_link(tmp, path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::Exists {
+            path: path.to_owned(),
+        },
+        _ => Error::io(path, "linking into place", e),
+    })?;
+    std::fs::remove_file(tmp).map_err(|e| Error::io(tmp, "removing the temporary name", e))?;
+    sync_parent(path);
+    Ok(())
 }

@@ -1,0 +1,421 @@
+//! Registry edits as data: `.reg` files parse to [`RegEdit`]s, registry paths map
+//! to hive files, and [`apply`] runs the edits on the hives, recording every change.
+//! A dry run is the same call whose results are not written back.
+//!
+//! This module sees hives as bytes (through `hive`); it knows nothing of NTFS or
+//! images.
+
+#![forbid(unsafe_code)]
+
+mod parse;
+pub mod profiles;
+
+pub use parse::{parse, utf16z, ParseError, Version};
+
+use crate::guest::ControlSets;
+use crate::hive::{self, Hive, RegValue};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One edit, with the file and line it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegEdit {
+    pub file: String,
+    pub line: usize,
+    pub op: Op,
+}
+
+/// What an edit does. Keys are full registry paths as written (`HKEY_LOCAL_MACHINE\…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    CreateKey {
+        key: String,
+    },
+    DeleteKey {
+        key: String,
+    },
+    SetValue {
+        key: String,
+        name: String,
+        kind: u32,
+        data: Vec<u8>,
+    },
+    DeleteValue {
+        key: String,
+        name: String,
+    },
+}
+
+impl Op {
+    fn key(&self) -> &str {
+        match self {
+            Op::CreateKey { key } | Op::DeleteKey { key } => key,
+            Op::SetValue { key, .. } | Op::DeleteValue { key, .. } => key,
+        }
+    }
+}
+
+/// The hive files an edit may touch (`System32\config\<NAME>`).
+pub const HIVES: [&str; 5] = ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{file}:{line}: {key}: {reason}")]
+    Root {
+        file: String,
+        line: usize,
+        key: String,
+        reason: String,
+    },
+    #[error("{file}:{line}")]
+    Hive {
+        file: String,
+        line: usize,
+        #[source]
+        source: hive::Error,
+    },
+    #[error(transparent)]
+    Open(#[from] hive::Error),
+    #[error("hive {hive}: {reason}")]
+    Load {
+        hive: &'static str,
+        reason: String,
+        bad_input: bool,
+    },
+}
+
+impl Error {
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Root { .. } => true,
+            Error::Hive { source, .. } | Error::Open(source) => source.is_bad_input(),
+            Error::Load { bad_input, .. } => *bad_input,
+        }
+    }
+}
+
+/// Where a registry key lives: a hive file and the path inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub hive: &'static str,
+    pub path: String,
+}
+
+/// Maps a full registry key to the hive(s) holding it. `CurrentControlSet` becomes
+/// the control set `Select\Current` names, and also `Select\Default` when that one
+/// differs (reference/windows-offline.md §2a).
+pub fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, String> {
+    let parts: Vec<&str> = key.split('\\').collect();
+    let root = parts[0].to_ascii_uppercase();
+    let rest = &parts[1..];
+    let first = rest
+        .first()
+        .map(|s| s.to_ascii_uppercase())
+        .unwrap_or_default();
+    let join = |p: &[&str]| p.join("\\");
+    match root.as_str() {
+        "HKEY_LOCAL_MACHINE" | "HKLM" => {
+            let hive = match first.as_str() {
+                "SYSTEM" => "SYSTEM",
+                "SOFTWARE" => "SOFTWARE",
+                "SAM" => "SAM",
+                "SECURITY" => "SECURITY",
+                "" => return Err("HKEY_LOCAL_MACHINE itself is not a hive; name one below it".into()),
+                _ => {
+                    return Err(format!(
+                        "HKEY_LOCAL_MACHINE\\{} is not a hive file wingold edits \
+                         (SYSTEM, SOFTWARE, SAM, SECURITY)",
+                        rest[0]
+                    ))
+                }
+            };
+            let inner = &rest[1..];
+            if hive == "SYSTEM" && inner.first().is_some_and(|p| p.eq_ignore_ascii_case("CurrentControlSet")) {
+                let mut sets_used = vec![sets.current.clone()];
+                if let Some(d) = sets.default.as_ref().filter(|d| **d != sets.current) {
+                    sets_used.push(d.clone());
+                }
+                return Ok(sets_used
+                    .into_iter()
+                    .map(|set| Target {
+                        hive,
+                        path: std::iter::once(set.as_str())
+                            .chain(inner[1..].iter().copied())
+                            .collect::<Vec<_>>()
+                            .join("\\"),
+                    })
+                    .collect());
+            }
+            Ok(vec![Target { hive, path: join(inner) }])
+        }
+        "HKEY_USERS" | "HKU" if first == ".DEFAULT" => Ok(vec![Target {
+            hive: "DEFAULT",
+            path: join(&rest[1..]),
+        }]),
+        "HKEY_USERS" | "HKU" => Err(
+            "only HKEY_USERS\\.DEFAULT is supported (user profiles are not edited offline)".into(),
+        ),
+        "HKEY_CURRENT_USER" | "HKCU" => Err(
+            "HKEY_CURRENT_USER has no meaning offline (there is no current user); \
+             use HKEY_USERS\\.DEFAULT for the logon screen's settings"
+                .into(),
+        ),
+        "HKEY_CLASSES_ROOT" | "HKCR" => Err(
+            "HKEY_CLASSES_ROOT is a merged view; write to HKEY_LOCAL_MACHINE\\SOFTWARE\\Classes".into(),
+        ),
+        _ => Err(format!(
+            "unknown root {:?}: expected HKEY_LOCAL_MACHINE\\SYSTEM, \\SOFTWARE, \\SAM, \\SECURITY or HKEY_USERS\\.DEFAULT",
+            parts[0]
+        )),
+    }
+}
+
+/// Checks that every edit's key maps to a hive, before anything is read or written.
+pub fn check_roots(edits: &[RegEdit], sets: &ControlSets) -> Result<(), Error> {
+    for e in edits {
+        map_key(e.op.key(), sets).map_err(|reason| Error::Root {
+            file: e.file.clone(),
+            line: e.line,
+            key: e.op.key().to_owned(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+/// A value as the plan shows it: type and bytes (hex in JSON), and a readable form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValueView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The raw bytes, hex.
+    pub data: String,
+    /// A readable rendering (numbers, strings), when the type has one.
+    pub display: Option<String>,
+}
+
+impl From<&RegValue> for ValueView {
+    fn from(v: &RegValue) -> Self {
+        ValueView {
+            kind: type_name(v.kind),
+            data: v.data.iter().map(|b| format!("{b:02x}")).collect(),
+            display: display(v),
+        }
+    }
+}
+
+/// `REG_DWORD`, … or `REG_0x1234` for unknown type numbers.
+pub fn type_name(kind: u32) -> String {
+    match kind {
+        0 => "REG_NONE".into(),
+        1 => "REG_SZ".into(),
+        2 => "REG_EXPAND_SZ".into(),
+        3 => "REG_BINARY".into(),
+        4 => "REG_DWORD".into(),
+        5 => "REG_DWORD_BIG_ENDIAN".into(),
+        6 => "REG_LINK".into(),
+        7 => "REG_MULTI_SZ".into(),
+        8 => "REG_RESOURCE_LIST".into(),
+        9 => "REG_FULL_RESOURCE_DESCRIPTOR".into(),
+        10 => "REG_RESOURCE_REQUIREMENTS_LIST".into(),
+        11 => "REG_QWORD".into(),
+        n => format!("REG_{n:#x}"),
+    }
+}
+
+fn display(v: &RegValue) -> Option<String> {
+    match v.kind {
+        4 if v.data.len() == 4 => v.as_dword().map(|n| format!("{n} ({n:#x})")),
+        11 if v.data.len() == 8 => {
+            let n = u64::from_le_bytes(v.data[..8].try_into().ok()?);
+            Some(format!("{n} ({n:#x})"))
+        }
+        1 | 2 => v.as_string().map(|s| format!("{s:?}")),
+        7 => {
+            let units: Vec<u16> = v
+                .data
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            let parts: Vec<String> = units
+                .split(|&u| u == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| format!("{:?}", String::from_utf16_lossy(p)))
+                .collect();
+            Some(format!("[{}]", parts.join(", ")))
+        }
+        _ => None,
+    }
+}
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    KeyAdded,
+    KeyDeleted,
+    ValueAdded,
+    ValueChanged,
+    ValueDeleted,
+}
+
+/// One change to one hive.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub hive: &'static str,
+    /// Path inside the hive (control sets spelled out).
+    pub key: String,
+    /// The value's name (`""` for the default value); None for key changes.
+    pub value: Option<String>,
+    pub action: Action,
+    pub old: Option<ValueView>,
+    pub new: Option<ValueView>,
+    /// `file:line` of the edit.
+    pub source: String,
+}
+
+/// What the edits leave behind: (key path, upper-cased value name) → value, or
+/// None where the value was deleted.
+pub type Expected = BTreeMap<(String, String), Option<RegValue>>;
+
+/// The result of running edits on one hive.
+#[derive(Debug)]
+pub struct HiveResult {
+    pub hive: &'static str,
+    pub changes: Vec<Change>,
+    /// The hive's new bytes, when anything changed.
+    pub bytes: Option<Vec<u8>>,
+    /// Every value the edits leave set or deleted, for verification.
+    pub expected: Expected,
+}
+
+/// Runs `edits` in order on the hives `load` provides (by file name), recording
+/// each change. Hives are opened for writing (a dirty one is refused); only hives
+/// with changes are committed. Nothing is written anywhere: the caller decides.
+pub fn apply(
+    edits: &[RegEdit],
+    sets: &ControlSets,
+    mut load: impl FnMut(&'static str) -> Result<Vec<u8>, Error>,
+) -> Result<Vec<HiveResult>, Error> {
+    check_roots(edits, sets)?;
+    let mut open: BTreeMap<&'static str, (Hive, Vec<Change>, Expected)> = BTreeMap::new();
+    for e in edits {
+        let at = |source: hive::Error| Error::Hive {
+            file: e.file.clone(),
+            line: e.line,
+            source,
+        };
+        let src = format!("{}:{}", e.file, e.line);
+        for t in map_key(e.op.key(), sets).expect("checked above") {
+            if !open.contains_key(t.hive) {
+                let bytes = load(t.hive)?;
+                let h = Hive::open_write(t.hive, &bytes)?;
+                open.insert(t.hive, (h, Vec::new(), BTreeMap::new()));
+            }
+            let (h, changes, expected) = open.get_mut(t.hive).expect("inserted");
+            let change = |key: String,
+                          value: Option<String>,
+                          action,
+                          old: Option<&RegValue>,
+                          new: Option<&RegValue>| Change {
+                hive: t.hive,
+                key,
+                value,
+                action,
+                old: old.map(ValueView::from),
+                new: new.map(ValueView::from),
+                source: src.clone(),
+            };
+            match &e.op {
+                Op::CreateKey { .. } => {
+                    for k in h.create_key(&t.path).map_err(at)? {
+                        changes.push(change(k, None, Action::KeyAdded, None, None));
+                    }
+                }
+                Op::DeleteKey { .. } => {
+                    if h.delete_key(&t.path).map_err(at)? {
+                        changes.push(change(t.path.clone(), None, Action::KeyDeleted, None, None));
+                        let prefix = format!("{}\\", t.path.to_uppercase());
+                        expected.retain(|(k, _), _| {
+                            let k = k.to_uppercase();
+                            k != t.path.to_uppercase() && !k.starts_with(&prefix)
+                        });
+                    }
+                }
+                Op::SetValue {
+                    name, kind, data, ..
+                } => {
+                    for k in h.create_key(&t.path).map_err(at)? {
+                        changes.push(change(k, None, Action::KeyAdded, None, None));
+                    }
+                    let new = RegValue {
+                        kind: *kind,
+                        data: data.clone(),
+                    };
+                    let old = h.value(&t.path, name).map_err(at)?;
+                    if old.as_ref() != Some(&new) {
+                        h.set_value(&t.path, name, *kind, data).map_err(at)?;
+                        let action = if old.is_some() {
+                            Action::ValueChanged
+                        } else {
+                            Action::ValueAdded
+                        };
+                        changes.push(change(
+                            t.path.clone(),
+                            Some(name.clone()),
+                            action,
+                            old.as_ref(),
+                            Some(&new),
+                        ));
+                    }
+                    expected.insert((t.path.clone(), name.to_uppercase()), Some(new));
+                }
+                Op::DeleteValue { name, .. } => {
+                    if let Some(old) = h.delete_value(&t.path, name).map_err(at)? {
+                        changes.push(change(
+                            t.path.clone(),
+                            Some(name.clone()),
+                            Action::ValueDeleted,
+                            Some(&old),
+                            None,
+                        ));
+                    }
+                    expected.insert((t.path.clone(), name.to_uppercase()), None);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (name, (h, changes, expected)) in open {
+        let bytes = if changes.is_empty() {
+            None
+        } else {
+            Some(h.commit()?)
+        };
+        out.push(HiveResult {
+            hive: name,
+            changes,
+            bytes,
+            expected,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads back every value the edits left set (or deleted) from `bytes`, the hive as
+/// written; returns the first mismatch as text.
+pub fn verify(result: &HiveResult, bytes: &[u8]) -> Result<(), String> {
+    let h = Hive::open_read(result.hive, bytes).map_err(|e| e.to_string())?;
+    for ((path, name), want) in &result.expected {
+        let got = h.value(path, name).map_err(|e| e.to_string())?;
+        if got.as_ref() != want.as_ref() {
+            return Err(format!(
+                "{}\\{path}\\{name}: read back {:?}, expected {:?}",
+                result.hive,
+                got.as_ref().map(ValueView::from),
+                want.as_ref().map(ValueView::from)
+            ));
+        }
+    }
+    Ok(())
+}
