@@ -281,3 +281,34 @@ fn in_place_writes_the_image_itself() {
         "1"
     );
 }
+
+#[test]
+fn inspect_shows_each_profile_setting_before_and_after() {
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let settings = |image: &Path| -> Vec<Value> {
+        let out = wingold()
+            .args(["inspect", "--json", s(image)])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        r["settings"].as_array().unwrap().clone()
+    };
+    let before = settings(&w.image);
+    let policy = before
+        .iter()
+        .find(|s| s["value"] == "NoAutoUpdate")
+        .unwrap();
+    assert!(
+        policy["current"].is_null(),
+        "absent shows as absent: {policy}"
+    );
+    assert_eq!(policy["matches"], false);
+    let out = dir.path().join("golden.qcow2");
+    let (code, _, err) = inject(&[s(&w.image), "--output", s(&out), "--profile", "all"]);
+    assert_eq!(code, Some(0), "{err}");
+    let after = settings(&out);
+    assert_eq!(after.len(), before.len());
+    assert!(after.iter().all(|s| s["matches"] == true), "{after:?}");
+}

@@ -408,36 +408,43 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
         r.windows.osinfo,
         r.windows.control_sets.join(", ")
     );
+    let show = |v: &Option<reg::ValueView>| {
+        v.as_ref()
+            .map(|v| {
+                let shown = v
+                    .display
+                    .clone()
+                    .unwrap_or_else(|| format!("hex:{}", v.data));
+                format!("{} {shown}", v.kind)
+            })
+            .unwrap_or_default()
+    };
     for c in &r.changes {
-        let what = match (&c.value, c.action) {
-            (None, _) => String::new(),
-            (Some(v), _) if v.is_empty() => " (default)".into(),
-            (Some(v), _) => format!(" {v}"),
+        let key = format!("{}\\{}", c.hive, c.key);
+        let name = match c.value.as_deref() {
+            Some("") => "@".to_owned(),
+            Some(v) => v.to_owned(),
+            None => String::new(),
         };
-        let show = |v: &Option<reg::ValueView>| {
-            v.as_ref()
-                .map(|v| {
-                    format!(
-                        "{} {}",
-                        v.kind,
-                        v.display
-                            .clone()
-                            .unwrap_or_else(|| format!("hex:{}", v.data))
-                    )
-                })
-                .unwrap_or_else(|| "-".into())
-        };
-        println!(
-            "  {:<13} {}\\{}{what}: {} -> {}",
-            format!("{:?}", c.action),
-            c.hive,
-            c.key,
-            show(&c.old),
-            show(&c.new)
-        );
+        match c.action {
+            reg::Action::KeyAdded => println!("  + {key}"),
+            reg::Action::KeyDeleted => println!("  - {key}"),
+            reg::Action::ValueAdded => println!("  + {key}: {name} = {}", show(&c.new)),
+            reg::Action::ValueChanged => {
+                println!(
+                    "  ~ {key}: {name} = {} (was {})",
+                    show(&c.new),
+                    show(&c.old)
+                )
+            }
+            reg::Action::ValueDeleted => println!("  - {key}: {name} (was {})", show(&c.old)),
+        }
     }
     let hives: std::collections::BTreeSet<&str> = r.changes.iter().map(|c| c.hive).collect();
     println!("{} change(s) in {} hive(s)", r.changes.len(), hives.len());
+    for log in &r.logs_truncated {
+        println!("  emptied the stale transaction log {log}");
+    }
     for cmd in &r.first_boot_commands {
         println!("  first boot (no registry form): {cmd}");
     }

@@ -5,6 +5,7 @@ use crate::image::{
     self, probe_filesystem, scan_partitions, Access, BlockDev, Image, PartitionView,
 };
 use crate::ntfs::Volume;
+use crate::reg::{self, profiles};
 use clap::Args;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,10 @@ struct Report {
     windows: Option<Windows>,
     /// Why no Windows was found, when `windows` is null.
     no_windows_reason: Option<String>,
+    /// Every value the built-in profiles set, and what the image holds now.
+    settings: Vec<reg::Setting>,
+    /// Why the settings could not be read, if they could not.
+    settings_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,6 +86,20 @@ fn ntfs_state(view: &dyn BlockDev, name: &str) -> (Option<String>, String) {
     }
 }
 
+fn current_settings(img: &dyn BlockDev, w: &Windows) -> anyhow::Result<Vec<reg::Setting>> {
+    let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
+    let vol = Volume::open(&part, "settings", Access::ReadOnly)?;
+    let family = profiles::Family::of(w.major_version);
+    Ok(reg::settings(family, &w.control_sets, |hive| {
+        vol.read_file(&w.hive_path(hive))
+            .map_err(|e| reg::Error::Load {
+                hive,
+                bad_input: e.is_bad_input(),
+                reason: e.to_string(),
+            })
+    })?)
+}
+
 fn report(path: &Path) -> anyhow::Result<Report> {
     let img = image::open(path, Access::ReadOnly)?;
     let table = scan_partitions(&img, path)?;
@@ -109,7 +128,16 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         Ok(w) => (Some(w), None),
         Err(e) => (None, Some(e.to_string())),
     };
+    let (settings, settings_error) = match &windows {
+        None => (Vec::new(), None),
+        Some(w) => match current_settings(&img, w) {
+            Ok(s) => (s, None),
+            Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+        },
+    };
     Ok(Report {
+        settings,
+        settings_error,
         image: path.to_owned(),
         format: img.format(),
         virtual_size: img.len(),
@@ -200,6 +228,41 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         }
         (None, Some(reason)) => println!("Windows: none found: {reason}"),
         (None, None) => {}
+    }
+    if !r.settings.is_empty() {
+        println!("settings of the built-in profiles:");
+    }
+    for st in &r.settings {
+        let now = st
+            .current
+            .as_ref()
+            .map(|v| {
+                v.display
+                    .clone()
+                    .unwrap_or_else(|| format!("hex:{}", v.data))
+            })
+            .unwrap_or_else(|| "absent".into());
+        let want = st
+            .wanted
+            .display
+            .clone()
+            .unwrap_or_else(|| format!("hex:{}", st.wanted.data));
+        println!(
+            "  {} {:<13} {}\\{}\\{} = {now}{}",
+            if st.matches { "ok" } else { "--" },
+            st.profile,
+            st.hive,
+            st.key,
+            st.value,
+            if st.matches {
+                String::new()
+            } else {
+                format!("  (profile sets {want})")
+            }
+        );
+    }
+    if let Some(e) = &r.settings_error {
+        println!("settings: cannot read them: {e}");
     }
     Ok(())
 }

@@ -419,3 +419,68 @@ pub fn verify(result: &HiveResult, bytes: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// One value a built-in profile sets, and what the hive holds now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setting {
+    pub profile: &'static str,
+    pub hive: &'static str,
+    pub key: String,
+    pub value: String,
+    pub wanted: ValueView,
+    /// None when the value (or its key) is absent.
+    pub current: Option<ValueView>,
+    pub matches: bool,
+}
+
+/// The current state of every value the built-in profiles set for `family`.
+pub fn settings(
+    family: profiles::Family,
+    sets: &ControlSets,
+    mut load: impl FnMut(&'static str) -> Result<Vec<u8>, Error>,
+) -> Result<Vec<Setting>, Error> {
+    let mut hives: BTreeMap<&'static str, Hive> = BTreeMap::new();
+    let mut out = Vec::new();
+    for p in profiles::PROFILES {
+        let edits = p
+            .edits(family)
+            .expect("built-in profiles parse (unit-tested)");
+        for e in &edits {
+            let Op::SetValue {
+                key,
+                name,
+                kind,
+                data,
+            } = &e.op
+            else {
+                continue;
+            };
+            for t in map_key(key, sets).map_err(|reason| Error::Root {
+                file: e.file.clone(),
+                line: e.line,
+                key: key.clone(),
+                reason,
+            })? {
+                if !hives.contains_key(t.hive) {
+                    let bytes = load(t.hive)?;
+                    hives.insert(t.hive, Hive::open_read(t.hive, &bytes)?);
+                }
+                let current = hives[t.hive].value(&t.path, name)?;
+                let wanted = RegValue {
+                    kind: *kind,
+                    data: data.clone(),
+                };
+                out.push(Setting {
+                    profile: p.name,
+                    hive: t.hive,
+                    key: t.path,
+                    value: name.clone(),
+                    matches: current.as_ref() == Some(&wanted),
+                    wanted: ValueView::from(&wanted),
+                    current: current.as_ref().map(ValueView::from),
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -46,7 +46,7 @@ pub fn run_json(tool: &str, args: &[&str]) -> serde_json::Value {
 
 /// The wingold binary built for this test run.
 pub fn wingold() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wingold"))
+    Command::new(option_env!("CARGO_BIN_EXE_wingold").expect("only integration tests run wingold"))
 }
 
 pub fn s(p: &Path) -> &str {
