@@ -8,7 +8,6 @@
 //! the hive corpus in ../shared/corpus or $WINGOLD_CORPUS.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use support::fixtures;
