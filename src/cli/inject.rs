@@ -37,6 +37,9 @@ pub struct InjectArgs {
     /// Show what would change; write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// The partition holding Windows (Linux numbering); found by looking when omitted.
+    #[arg(long, value_name = "N")]
+    partition: Option<u32>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -301,7 +304,7 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
     }
 
     let input = image::open(&image_path, Access::ReadOnly)?;
-    let w = guest::find_windows(&input, &image_path)?;
+    let w = guest::find_windows_on(&input, &image_path, args.partition)?;
     let family = profiles::Family::of(w.major_version);
     let (sources, edits, first_boot) = load_sources(&order, family)?;
     reg::check_roots(&edits, &w.control_sets)?;

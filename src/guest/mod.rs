@@ -12,6 +12,7 @@ use crate::image::{self, probe_filesystem, Access, BlockDev, PartitionView, Role
 use crate::ntfs::{self, Volume};
 use serde::Serialize;
 use std::path::Path;
+use Error::Ntfs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -119,9 +120,37 @@ impl Windows {
 
 /// Looks for Windows on every NTFS partition of `img` (`path` names it in errors).
 pub fn find_windows(img: &dyn BlockDev, path: &Path) -> Result<Windows> {
+    find_windows_on(img, path, None)
+}
+
+/// As [`find_windows`], but only on partition `only` when given; that partition
+/// must exist and hold NTFS.
+pub fn find_windows_on(img: &dyn BlockDev, path: &Path, only: Option<u32>) -> Result<Windows> {
     let table = image::scan_partitions(img, path)?;
     let mut seen = Vec::new();
+    if let Some(n) = only {
+        let Some(p) = table.partitions.iter().find(|p| p.number == n) else {
+            return Err(Error::NoWindows {
+                path: path.to_owned(),
+                reason: format!("there is no partition {n}"),
+            });
+        };
+        let fs = if p.role == Role::Extended {
+            "extended"
+        } else {
+            probe_filesystem(&PartitionView::new(img, p.start, p.size)?)?
+        };
+        if fs != "ntfs" {
+            return Err(Ntfs(ntfs::Error::NotNtfs {
+                volume: format!("{}: partition {n}", path.display()),
+                reason: format!("it holds {fs}"),
+            }));
+        }
+    }
     for p in table.partitions.iter().filter(|p| p.role != Role::Extended) {
+        if only.is_some_and(|n| n != p.number) {
+            continue;
+        }
         let view = PartitionView::new(img, p.start, p.size)?;
         if probe_filesystem(&view)? != "ntfs" {
             continue;

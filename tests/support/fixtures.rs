@@ -264,6 +264,17 @@ pub const WIN_PART_SIZE: u64 = 96 * MIB;
 /// shared corpus), transaction logs beside SYSTEM, and a minimal cmd.exe.
 /// `extra` adds files to the Windows volume (e.g. a hiberfil.sys).
 pub fn phony_windows(dir: &Path, spec: &WindowsSpec, extra: Vec<Entry>) -> PhonyWindows {
+    phony_windows_with(dir, spec, extra, |_| {})
+}
+
+/// As [`phony_windows`], with `tweak` run on the Windows volume image before it is
+/// spliced into the disk (to damage it, mark it dirty, …).
+pub fn phony_windows_with(
+    dir: &Path,
+    spec: &WindowsSpec,
+    extra: Vec<Entry>,
+    tweak: impl FnOnce(&Path),
+) -> PhonyWindows {
     let config = format!("{}/System32/config", spec.root);
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let mut entries = vec![
@@ -297,6 +308,7 @@ pub fn phony_windows(dir: &Path, spec: &WindowsSpec, extra: Vec<Entry>) -> Phony
     );
     let win = dir.join("win.ntfs");
     ntfs_volume(&win, WIN_PART_SIZE, "Windows", &entries);
+    tweak(&win);
     let raw = dir.join("phony.raw");
     let kind =
         |mbr: &'static str, gpt: &'static str| if spec.table == Table::Mbr { mbr } else { gpt };

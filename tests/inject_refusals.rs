@@ -1,0 +1,199 @@
+//! What inject refuses: exit code 2, one line naming the file and the reason, no
+//! output (not even a temporary file), the input byte-identical.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use support::fixtures::{self, Entry, WindowsSpec, WIN2K22_X64};
+use support::*;
+
+struct Case {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    image: PathBuf,
+}
+
+fn case(spec: &WindowsSpec, extra: Vec<Entry>, tweak: impl FnOnce(&Path)) -> Case {
+    let dir = tempdir();
+    let w = fixtures::phony_windows_with(dir.path(), spec, extra, tweak);
+    Case {
+        dir: dir.path().to_owned(),
+        image: w.image,
+        _dir: dir,
+    }
+}
+
+/// Runs inject with `args` after IMAGE and --output; checks the refusal contract and
+/// returns the message.
+fn refused(c: &Case, args: &[&str]) -> String {
+    let before = sha256_file(&c.image);
+    let listing = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let files_before = listing(&c.dir);
+    let out = c.dir.join("golden.qcow2");
+    let res = wingold()
+        .args(["inject", s(&c.image), "--output", s(&out)])
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "an output was left behind");
+    assert_eq!(listing(&c.dir), files_before, "a file was left behind");
+    assert_eq!(sha256_file(&c.image), before, "the input was written");
+    err
+}
+
+fn reg_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn dirty_hive_is_refused() {
+    let c = case(
+        &WindowsSpec {
+            system_hive: "SYSTEM_2",
+            ..WIN2K22_X64
+        },
+        vec![],
+        |_| {},
+    );
+    let err = refused(&c, &["--profile", "crash-dump"]);
+    assert!(
+        err.contains("dirty") && err.contains("205") && err.contains("204"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_reg_syntax_names_file_line_and_column() {
+    let c = case(&WIN2K22_X64, vec![], |_| {});
+    let r = reg_file(
+        &c.dir.clone(),
+        "bad.reg",
+        "Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\n\"A\"=dword:123456789\n",
+    );
+    // The .reg file sits in the same folder: the listing check covers it.
+    let err = refused(&c, &["--reg", s(&r)]);
+    assert!(err.contains("bad.reg:4:11"), "{err}");
+    assert!(err.contains("1 to 8 hex digits"), "{err}");
+}
+
+#[test]
+fn unknown_root_is_refused_with_its_line() {
+    let c = case(&WIN2K22_X64, vec![], |_| {});
+    let r = reg_file(
+        &c.dir.clone(),
+        "hkcu.reg",
+        "Windows Registry Editor Version 5.00\n\n[HKEY_CURRENT_USER\\Software\\X]\n\"A\"=\"b\"\n",
+    );
+    let err = refused(&c, &["--reg", s(&r)]);
+    assert!(
+        err.contains("hkcu.reg:3") && err.contains("HKEY_CURRENT_USER"),
+        "{err}"
+    );
+}
+
+#[test]
+fn image_without_windows_is_refused() {
+    let dir = tempdir();
+    let vol = dir.path().join("data.ntfs");
+    fixtures::ntfs_volume(&vol, 16 * fixtures::MIB, "Data", &[]);
+    let raw = dir.path().join("data.raw");
+    fixtures::disk(
+        &raw,
+        32 * fixtures::MIB,
+        fixtures::Table::Mbr,
+        &[fixtures::Part {
+            size: 16 * fixtures::MIB,
+            volume: Some(vol.clone()),
+            kind: "7",
+        }],
+    );
+    std::fs::remove_file(vol).unwrap();
+    let c = Case {
+        dir: dir.path().to_owned(),
+        image: raw,
+        _dir: dir,
+    };
+    let err = refused(&c, &["--profile", "all"]);
+    assert!(err.contains("no Windows installation found"), "{err}");
+}
+
+#[test]
+fn hibernated_windows_is_refused() {
+    let mut hiber = b"hibr".to_vec();
+    hiber.resize(8192, 0);
+    let c = case(
+        &WIN2K22_X64,
+        vec![Entry::File("hiberfil.sys", hiber)],
+        |_| {},
+    );
+    let err = refused(&c, &["--profile", "all"]);
+    assert!(err.contains("powercfg /h off"), "{err}");
+}
+
+#[test]
+fn dirty_ntfs_volume_is_refused() {
+    let c = case(&WIN2K22_X64, vec![], fixtures::set_volume_dirty);
+    let err = refused(&c, &["--profile", "all"]);
+    assert!(err.contains("chkdsk"), "{err}");
+}
+
+#[test]
+fn non_ntfs_partition_asked_for_is_refused() {
+    let c = case(&WIN2K22_X64, vec![], |_| {});
+    let err = refused(&c, &["--profile", "all", "--partition", "3"]);
+    assert!(err.contains("no partition 3"), "{err}");
+    // A disk whose first partition holds no filesystem at all.
+    let dir = tempdir();
+    let raw = dir.path().join("mixed.raw");
+    fixtures::disk(
+        &raw,
+        32 * fixtures::MIB,
+        fixtures::Table::Mbr,
+        &[fixtures::Part {
+            size: 8 * fixtures::MIB,
+            volume: None,
+            kind: "83",
+        }],
+    );
+    let c = Case {
+        dir: dir.path().to_owned(),
+        image: raw,
+        _dir: dir,
+    };
+    let err = refused(&c, &["--profile", "all", "--partition", "1"]);
+    assert!(
+        err.contains("no NTFS filesystem") && err.contains("partition 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_ntfs_boot_sector_is_refused() {
+    let c = case(&WIN2K22_X64, vec![], |vol| {
+        let mut b = std::fs::read(vol).unwrap();
+        b[0x0b..0x0e].fill(0);
+        std::fs::write(vol, b).unwrap();
+    });
+    let err = refused(&c, &["--profile", "all"]);
+    assert!(err.contains("cannot mount"), "{err}");
+}
+
+#[test]
+fn unknown_profile_is_refused() {
+    let c = case(&WIN2K22_X64, vec![], |_| {});
+    let err = refused(&c, &["--profile", "turbo"]);
+    assert!(err.contains("unknown profile \"turbo\""), "{err}");
+}
