@@ -180,7 +180,7 @@ impl Parser<'_> {
             .rposition(|c| !c.is_whitespace())
             .expect("line is not blank");
         if t[end] != ']' {
-            return Err(self.err(l, end, "expected `]` at the end of the key line"));
+            return Err(self.err(l, end + 1, "expected `]` at the end of the key line"));
         }
         let mut inner_start = start + 1;
         let delete = t.get(inner_start) == Some(&'-');
