@@ -20,6 +20,7 @@ demo: build
 bench: setup
 	$(CARGO) bench --bench image_read
 	$(CARGO) bench --bench ntfs_rewrite
+	$(CARGO) bench --bench inject
 
 lint: setup
 	$(CARGO) fmt --check

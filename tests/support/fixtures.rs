@@ -275,6 +275,18 @@ pub fn phony_windows_with(
     extra: Vec<Entry>,
     tweak: impl FnOnce(&Path),
 ) -> PhonyWindows {
+    phony_windows_sized(dir, spec, extra, tweak, WIN_PART_SIZE)
+}
+
+/// As [`phony_windows_with`], with a Windows partition of `win_size` bytes (the disk
+/// is 16 MiB larger).
+pub fn phony_windows_sized(
+    dir: &Path,
+    spec: &WindowsSpec,
+    extra: Vec<Entry>,
+    tweak: impl FnOnce(&Path),
+    win_size: u64,
+) -> PhonyWindows {
     let config = format!("{}/System32/config", spec.root);
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let mut entries = vec![
@@ -307,14 +319,14 @@ pub fn phony_windows_with(
         &[Entry::File("bootmgr", b"phony".to_vec())],
     );
     let win = dir.join("win.ntfs");
-    ntfs_volume(&win, WIN_PART_SIZE, "Windows", &entries);
+    ntfs_volume(&win, win_size, "Windows", &entries);
     tweak(&win);
     let raw = dir.join("phony.raw");
     let kind =
         |mbr: &'static str, gpt: &'static str| if spec.table == Table::Mbr { mbr } else { gpt };
     let offsets = disk(
         &raw,
-        112 * MIB,
+        win_size + 16 * MIB,
         spec.table,
         &[
             Part {
@@ -323,7 +335,7 @@ pub fn phony_windows_with(
                 kind: kind("7", "2700"),
             },
             Part {
-                size: WIN_PART_SIZE,
+                size: win_size,
                 volume: Some(win.clone()),
                 kind: kind("7", "0700"),
             },
@@ -337,7 +349,7 @@ pub fn phony_windows_with(
     PhonyWindows {
         image,
         win_offset: offsets[1],
-        win_size: WIN_PART_SIZE,
+        win_size,
         win_partition: 2,
     }
 }

@@ -1,0 +1,174 @@
+//! `make bench`: `wingold inject --profile all` on a 2 GiB qcow2 holding the real
+//! 11 MiB SYSTEM hive, whole process, image I/O included, beside:
+//! - `hivexregedit --merge` of the same settings into the already-extracted SYSTEM
+//!   and SOFTWARE hives (the C library's floor: no image, no NTFS);
+//! - libguestfs `virt-win-reg --merge` on the same image, when it is installed
+//!   (it boots a helper VM; said so when it is not installed).
+//! Median of several rounds, side by side; ratios reported.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use support::fixtures;
+use wingold::reg::{profiles, Op};
+
+const ROUNDS: usize = 7;
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn secs(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The settings of every NT 6 profile as .reg text for one hive, with
+/// CurrentControlSet spelled ControlSet001 and every parent key spelled out, as
+/// hivexregedit needs.
+fn reg_for(hive: &str) -> String {
+    let prefix = format!("HKEY_LOCAL_MACHINE\\{hive}\\");
+    let mut out = String::from("Windows Registry Editor Version 5.00\n\n");
+    let mut seen = std::collections::BTreeSet::new();
+    for p in profiles::PROFILES {
+        for e in p.edits(profiles::Family::Nt6).unwrap() {
+            let Op::SetValue {
+                key, name, data, ..
+            } = &e.op
+            else {
+                continue;
+            };
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let rest = rest.replacen("CurrentControlSet", "ControlSet001", 1);
+            let parts: Vec<&str> = rest.split('\\').collect();
+            for i in 1..=parts.len() {
+                let k = parts[..i].join("\\");
+                if seen.insert(k.clone()) {
+                    out += &format!("[{prefix}{k}]\n\n");
+                }
+            }
+            let n = u32::from_le_bytes(data[..4].try_into().unwrap());
+            out += &format!("[{prefix}{rest}]\n\"{name}\"=dword:{n:08x}\n\n");
+        }
+    }
+    out
+}
+
+fn main() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-inject");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    eprintln!("bench: building a 2 GiB phony Windows Server 2022 disk");
+    let w = fixtures::phony_windows_sized(
+        &dir,
+        &fixtures::WIN2K22_X64,
+        vec![],
+        |_| {},
+        2032 * fixtures::MIB,
+    );
+    let wingold = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/wingold");
+    run(Command::new("cargo").args(["build", "--release", "--quiet", "--bin", "wingold"]));
+
+    // The floor: the hives already extracted, merged in place by hivexregedit.
+    let part = dir.join("part.raw");
+    fixtures::extract_partition(&w.image, w.win_offset, w.win_size, &part);
+    let mut extracted = Vec::new();
+    for hive in ["SYSTEM", "SOFTWARE"] {
+        let data = Command::new("ntfscat")
+            .arg(&part)
+            .arg(format!("/Windows/System32/config/{hive}"))
+            .output()
+            .unwrap()
+            .stdout;
+        let path = dir.join(hive);
+        std::fs::write(&path, data).unwrap();
+        let reg = dir.join(format!("{hive}.reg"));
+        std::fs::write(&reg, reg_for(hive)).unwrap();
+        extracted.push((hive, path, reg));
+    }
+    std::fs::remove_file(&part).unwrap();
+
+    let (mut ours, mut floor) = (vec![], vec![]);
+    for round in 0..ROUNDS {
+        let out = dir.join(format!("golden{round}.qcow2"));
+        ours.push(secs(|| {
+            run(Command::new(&wingold)
+                .args(["inject", "--profile", "all", "--output"])
+                .arg(&out)
+                .arg(&w.image));
+        }));
+        std::fs::remove_file(&out).unwrap();
+        let copies: Vec<(String, PathBuf, PathBuf)> = extracted
+            .iter()
+            .map(|(hive, path, reg)| {
+                let copy = dir.join(format!("{hive}.round"));
+                std::fs::copy(path, &copy).unwrap();
+                (format!("HKEY_LOCAL_MACHINE\\{hive}"), copy, reg.clone())
+            })
+            .collect();
+        floor.push(secs(|| {
+            for (prefix, copy, reg) in &copies {
+                run(Command::new("hivexregedit")
+                    .args(["--merge", "--prefix", prefix])
+                    .arg(copy)
+                    .arg(reg));
+            }
+        }));
+    }
+    let (o, f) = (median(ours), median(floor));
+    println!("inject --profile all into a 2 GiB qcow2 with the real 11 MiB SYSTEM hive (median of {ROUNDS}):");
+    println!(
+        "  wingold inject (whole process, overlay, NTFS, verify)   {:>7.1} ms",
+        o * 1000.0
+    );
+    println!(
+        "  hivexregedit --merge on extracted SYSTEM + SOFTWARE    {:>7.1} ms",
+        f * 1000.0
+    );
+    println!(
+        "  ratio to the hivexregedit floor: {:.2}x   (target <= 1.5x)",
+        o / f
+    );
+    let vwr = Command::new("virt-win-reg").arg("--help").output();
+    match vwr {
+        Ok(help) if help.status.success() => {
+            let reg = dir.join("all.reg");
+            std::fs::write(&reg, reg_for("SYSTEM") + &reg_for("SOFTWARE")[38..]).unwrap();
+            let copy = dir.join("vwr.qcow2");
+            run(Command::new("cp").arg(&w.image).arg(&copy));
+            let t = secs(|| {
+                run(Command::new("virt-win-reg")
+                    .env("LIBGUESTFS_BACKEND", "direct")
+                    .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+                    .arg("--merge")
+                    .arg(&copy)
+                    .arg(&reg));
+            });
+            println!(
+                "  virt-win-reg --merge (one run)                         {:>7.1} ms",
+                t * 1000.0
+            );
+            println!("  ratio virt-win-reg / wingold: {:.1}x", t / o);
+        }
+        _ => println!(
+            "  virt-win-reg: not installed, so not measured (Debian libguestfs-tools, which \
+             needs QEMU from bookworm-backports and a kernel in /boot here)"
+        ),
+    }
+}
