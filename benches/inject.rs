@@ -4,6 +4,7 @@
 //!   and SOFTWARE hives (the C library's floor: no image, no NTFS);
 //! - libguestfs `virt-win-reg --merge` on the same image, when it is installed
 //!   (it boots a helper VM; said so when it is not installed).
+//!
 //! Median of several rounds, side by side; ratios reported.
 
 #[path = "../tests/support/mod.rs"]
