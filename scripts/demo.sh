@@ -5,24 +5,28 @@ bin=$(realpath "$1")
 dir=$2
 rm -rf "$dir"
 mkdir -p "$dir"
-cd "$dir"
+dir=$(realpath "$dir")
 step() { printf '\n== %s\n' "$*"; }
 
 step "wingold disks --id 10: the system disk (HDA) and the temporary virtio disk (HDB)"
-"$bin" disks --id 10 --hda-size 20G --hdb-size 1G
-step "qemu-img check / info on what it made"
-qemu-img check vm_10.qcow2
-qemu-img info vm_10.qcow2
+"$bin" disks --id 10 --dir "$dir" --hda-size 20G --hdb-size 1G
+qemu-img check -q "$dir/vm_10.qcow2" && echo "qemu-img check: clean"
 
-step "a partitioned test disk (MBR: a System Reserved partition, a Windows partition)"
-truncate -s 256M phony.raw
-printf 'label: dos\n,100M,7,*\n,,7\n' | sfdisk -q phony.raw
-truncate -s 100M part1.ntfs
-mkntfs -q -F -f -L "System Reserved" -p 2048 -s 512 -H 255 -S 63 part1.ntfs >/dev/null 2>&1
-dd if=part1.ntfs of=phony.raw bs=1M seek=1 conv=notrunc status=none
-rm part1.ntfs
-qemu-img convert -O qcow2 phony.raw phony.qcow2
-step "wingold inspect phony.qcow2"
-"$bin" inspect phony.qcow2
+step "a phony Windows Server 2022 disk, built by the test fixture builder"
+phony=$(cargo run --release --quiet --example phony_windows -- "$dir/phony" 2k22)
+echo "$phony"
 
-printf '\nFiles are in %s\n' "$(pwd)"
+step "wingold inspect: partitions, Windows, hives, and the settings as they are"
+"$bin" inspect "$phony"
+
+step "wingold inject --profile all --dry-run: the plan, nothing written"
+"$bin" inject "$phony" --profile all --dry-run | tail -n 5
+
+step "wingold inject --profile all: written into an overlay, verified"
+"$bin" inject "$phony" --profile all --output "$dir/golden.qcow2" | tail -n 6
+qemu-img info --backing-chain "$dir/golden.qcow2" | grep -E '^(image|backing file):'
+
+step "wingold inspect golden.qcow2: every setting now as the profiles want it"
+"$bin" inspect "$dir/golden.qcow2" | sed -n '/^settings/,$p'
+
+printf '\nFiles are in %s\n' "$dir"
