@@ -9,5 +9,6 @@ pub mod cli;
 pub mod guest;
 pub mod hive;
 pub mod image;
+pub mod launch;
 pub mod ntfs;
 pub mod reg;

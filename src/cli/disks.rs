@@ -21,6 +21,17 @@ pub struct DisksArgs {
     /// virtio storage driver.
     #[arg(long, default_value = "1G", value_parser = image::parse_size)]
     hdb_size: u64,
+    /// The Windows installation ISO: with --virtio-iso, the install recipe is printed.
+    #[arg(long, requires = "virtio_iso")]
+    iso: Option<PathBuf>,
+    /// The virtio-win ISO.
+    #[arg(long, requires = "iso")]
+    virtio_iso: Option<PathBuf>,
+    /// Write the install recipe to this sh script instead of printing it.
+    #[arg(long, requires = "iso")]
+    script: Option<PathBuf>,
+    #[command(flatten)]
+    vm: super::launch::VmArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -38,11 +49,22 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
     let hda = args.dir.join(format!("vm_{}.qcow2", args.id));
     let hdb = args.dir.join(format!("temp_{}.qcow2", args.id));
     // Refuse before creating anything, so that a refusal writes nothing.
-    for path in [&hda, &hdb] {
+    let mut outputs = vec![&hda, &hdb];
+    outputs.extend(args.script.as_ref());
+    for path in outputs {
         if path.exists() {
             return Err(image::Error::Exists { path: path.clone() }.into());
         }
     }
+    let recipe = match (&args.iso, &args.virtio_iso) {
+        (Some(iso), Some(virtio)) => Some(super::launch::vm(
+            args.id,
+            &hda,
+            Some((iso.clone(), virtio.clone(), hdb.clone())),
+            &args.vm,
+        )?),
+        _ => None,
+    };
     create_qcow2(&hda, &CreateOptions::new(args.hda_size)).context("creating the system disk")?;
     if let Err(e) = create_qcow2(&hdb, &CreateOptions::new(args.hdb_size)) {
         let _ = std::fs::remove_file(&hda);
@@ -62,8 +84,15 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
             virtual_size: args.hdb_size.div_ceil(512) * 512,
         },
     ];
+    if let (Some(script), Some(vm)) = (&args.script, &recipe) {
+        write_script(script, &vm.sh())?;
+    }
     if args.json {
-        return super::print_json(&serde_json::json!({ "disks": disks }));
+        return super::print_json(&serde_json::json!({
+            "disks": disks,
+            "install_recipe": recipe.as_ref().map(|vm| vm.argv()),
+            "script": args.script,
+        }));
     }
     for d in &disks {
         let what = if d.role == "hda" {
@@ -77,5 +106,32 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
             d.virtual_size
         );
     }
+    match (&recipe, &args.script) {
+        (Some(_), Some(script)) => println!("install recipe: {}", script.display()),
+        (Some(vm), None) => print!("{}", vm.sh()),
+        (None, _) => println!("(give --iso and --virtio-iso for the install recipe)"),
+    }
     Ok(())
+}
+
+/// Writes an executable script under a temporary name, then moves it into place.
+fn write_script(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = image::temp_name(path);
+    let result = (|| -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        image::publish(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

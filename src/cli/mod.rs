@@ -8,6 +8,7 @@
 mod disks;
 mod inject;
 mod inspect;
+mod launch;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Write registry settings (built-in profiles, .reg files) into a Windows image, offline.
     Inject(inject::InjectArgs),
+    /// Print how to start a VM: a sh script, a QEMU argv (JSON) or libvirt XML.
+    Launch(launch::LaunchArgs),
 }
 
 /// Runs one command. `matches` gives the command line's order of options where it
@@ -50,6 +53,7 @@ pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
         Command::Inject(args) => {
             inject::run(args, matches.and_then(|m| m.subcommand_matches("inject")))
         }
+        Command::Launch(args) => launch::run(args),
     }
 }
 
@@ -71,6 +75,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             || cause
                 .downcast_ref::<crate::reg::Error>()
                 .is_some_and(|e| e.is_bad_input())
+            || cause.downcast_ref::<crate::launch::Error>().is_some()
             || cause.downcast_ref::<BadInput>().is_some()
     });
     if bad_input {

@@ -1,0 +1,131 @@
+//! `wingold launch`: the QEMU command line (sh, argv JSON) or libvirt XML for a VM.
+
+use super::BadInput;
+use crate::image;
+use crate::launch::{self, Accel, Install, Net, Vm};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Sh,
+    Argv,
+    Libvirt,
+}
+
+/// What both `launch` and `disks` take to describe a VM.
+#[derive(Debug, Args, Clone)]
+pub struct VmArgs {
+    /// Guest memory; K, M, G, T are powers of 1024.
+    #[arg(long, default_value = "1G", value_parser = image::parse_size)]
+    pub memory: u64,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub cpus: u32,
+    /// First five octets of the MAC; the VM id is the sixth (VM 10 → …:0a).
+    #[arg(long, default_value = launch::DEFAULT_MAC_BASE)]
+    pub mac_base: String,
+    /// Network: a host tap interface tap<ID>, QEMU user networking, or none.
+    #[arg(long, value_enum, default_value = "tap")]
+    pub net: Net,
+    /// VNC listen address; the display number is the VM id. `none` for no VNC.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub vnc: String,
+    /// Accelerator: kvm, tcg, or auto (KVM, else TCG).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: Accel,
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// The system disk (HDA).
+    image: PathBuf,
+    /// The VM's id: last MAC octet, tap<ID>, VNC display.
+    #[arg(long)]
+    id: u32,
+    /// The installer recipe: boot the Windows ISO, HDA on IDE, HDB on virtio.
+    #[arg(long, requires_all = ["windows_iso", "virtio_iso", "hdb"])]
+    install: bool,
+    /// The Windows installation ISO (with --install).
+    #[arg(long, requires = "install")]
+    windows_iso: Option<PathBuf>,
+    /// The virtio-win ISO (with --install).
+    #[arg(long, requires = "install")]
+    virtio_iso: Option<PathBuf>,
+    /// The temporary virtio disk (with --install).
+    #[arg(long, requires = "install")]
+    hdb: Option<PathBuf>,
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Output: a runnable sh script, a JSON argv array, or libvirt domain XML.
+    #[arg(long, value_enum, default_value = "sh")]
+    format: Format,
+}
+
+fn format_of(path: &Path) -> anyhow::Result<String> {
+    // A disk that does not exist yet is taken for qcow2 (what `wingold disks` makes).
+    if !path.exists() {
+        return Ok("qcow2".into());
+    }
+    Ok(image::sniff(path)?.to_string())
+}
+
+/// Absolute paths, so the recipe works from any directory.
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(std::path::absolute(path)?)
+}
+
+/// Builds the VM from the common arguments.
+pub fn vm(
+    id: u32,
+    hda: &Path,
+    install: Option<(PathBuf, PathBuf, PathBuf)>,
+    a: &VmArgs,
+) -> anyhow::Result<Vm> {
+    let mac = launch::mac_for(&a.mac_base, id).map_err(|e| BadInput(e.to_string()))?;
+    let install = match install {
+        None => None,
+        Some((windows_iso, virtio_iso, hdb)) => Some(Install {
+            hdb_format: format_of(&hdb)?,
+            windows_iso: absolute(&windows_iso)?,
+            virtio_iso: absolute(&virtio_iso)?,
+            hdb: absolute(&hdb)?,
+        }),
+    };
+    Ok(Vm {
+        id,
+        name: format!("wingold-vm{id}"),
+        hda_format: format_of(hda)?,
+        hda: absolute(hda)?,
+        memory_mib: (a.memory / (1 << 20)).max(1),
+        cpus: a.cpus,
+        mac,
+        net: a.net,
+        vnc: (a.vnc != "none").then(|| a.vnc.clone()),
+        accel: a.accel,
+        install,
+    })
+}
+
+pub fn render(vm: &Vm, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Sh => vm.sh(),
+        Format::Argv => serde_json::to_string_pretty(&vm.argv())? + "\n",
+        Format::Libvirt => vm.libvirt(),
+    })
+}
+
+pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
+    let install = match (args.install, args.windows_iso, args.virtio_iso, args.hdb) {
+        (true, Some(w), Some(v), Some(h)) => Some((w, v, h)),
+        (false, ..) => None,
+        _ => {
+            return Err(
+                BadInput("--install needs --windows-iso, --virtio-iso and --hdb".into()).into(),
+            )
+        }
+    };
+    let vm = vm(args.id, &args.image, install, &args.vm)?;
+    print!("{}", render(&vm, args.format)?);
+    Ok(())
+}

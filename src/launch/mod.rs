@@ -1,0 +1,334 @@
+//! How to start a Windows guest: QEMU argument vectors, runnable sh scripts and
+//! libvirt domain XML, for the installer (HDA on IDE, the temporary HDB on virtio so
+//! that Windows installs the virtio storage driver, both ISOs as CD-ROMs) and for
+//! everyday runs (HDA alone, on virtio).
+//!
+//! Plain data in, text out: nothing here starts a process or touches an image.
+
+#![forbid(unsafe_code)]
+
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The QEMU binary the recipes call.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// Default MAC prefix: Xen's OUI 00:16:3e, as the seed script used, then ff:ff.
+pub const DEFAULT_MAC_BASE: &str = "00:16:3e:ff:ff";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid MAC base {0:?}: expected five hex octets like 00:16:3e:ff:ff")]
+    MacBase(String),
+    #[error("invalid MAC base {0:?}: the first octet has the multicast bit set")]
+    Multicast(String),
+    #[error("VM id {0} does not fit the last octet of a MAC address (0-255)")]
+    IdTooLarge(u32),
+}
+
+/// How the guest is networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Net {
+    /// A host tap interface `tap<id>` (made beforehand by the admin, no scripts run).
+    Tap,
+    /// QEMU's user-mode network (no setup, outbound only).
+    User,
+    /// No network.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+    /// KVM, falling back to TCG where KVM is unavailable.
+    Auto,
+}
+
+/// What the installer needs beside HDA.
+#[derive(Debug, Clone, Serialize)]
+pub struct Install {
+    pub windows_iso: PathBuf,
+    pub virtio_iso: PathBuf,
+    /// The temporary virtio disk (HDB).
+    pub hdb: PathBuf,
+    pub hdb_format: String,
+}
+
+/// One VM's recipe.
+#[derive(Debug, Clone, Serialize)]
+pub struct Vm {
+    pub id: u32,
+    pub name: String,
+    pub hda: PathBuf,
+    pub hda_format: String,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub mac: String,
+    pub net: Net,
+    /// VNC listen address; the display number is the VM id.
+    pub vnc: Option<String>,
+    pub accel: Accel,
+    pub install: Option<Install>,
+}
+
+/// The MAC for VM `id`: the five octets of `base`, then `id` as the last octet
+/// (VM 10 gets `…:0a`: the id's value, not its decimal digits read as hex as the old
+/// seed script did, so every id 0-255 maps to a distinct address).
+pub fn mac_for(base: &str, id: u32) -> Result<String, Error> {
+    let octets: Vec<&str> = base.split(':').collect();
+    let valid = octets.len() == 5
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()));
+    if !valid {
+        return Err(Error::MacBase(base.to_owned()));
+    }
+    let first = u8::from_str_radix(octets[0], 16).expect("checked");
+    if first & 1 != 0 {
+        return Err(Error::Multicast(base.to_owned()));
+    }
+    if id > 255 {
+        return Err(Error::IdTooLarge(id));
+    }
+    Ok(format!("{}:{id:02x}", base.to_ascii_lowercase()))
+}
+
+/// A QEMU option value with its commas doubled, as QEMU's option parser requires.
+fn qv(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn qp(path: &Path) -> String {
+    qv(&path.to_string_lossy())
+}
+
+impl Vm {
+    /// The argument vector, program first.
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![QEMU.into(), "-name".into(), qv(&self.name)];
+        match self.accel {
+            Accel::Kvm => a.extend(["-accel".into(), "kvm".into()]),
+            Accel::Tcg => a.extend(["-accel".into(), "tcg".into()]),
+            Accel::Auto => a.extend(["-accel".into(), "kvm".into(), "-accel".into(), "tcg".into()]),
+        }
+        a.extend([
+            "-machine".into(),
+            "pc".into(),
+            "-m".into(),
+            format!("{}M", self.memory_mib),
+            "-smp".into(),
+            self.cpus.to_string(),
+            // Windows keeps the hardware clock in local time.
+            "-rtc".into(),
+            "base=localtime".into(),
+        ]);
+        let drive = |id: &str, path: &Path, format: &str| {
+            format!(
+                "if=none,id={id},file={},format={format},cache=writeback",
+                qp(path)
+            )
+        };
+        match &self.install {
+            Some(inst) => {
+                // Boot menu, CD first; HDA on IDE (Windows' own driver), HDB on
+                // virtio so that Windows installs the virtio storage driver.
+                a.extend(["-boot".into(), "menu=on,order=d".into()]);
+                a.extend(["-drive".into(), drive("hda", &self.hda, &self.hda_format)]);
+                a.extend(["-device".into(), "ide-hd,drive=hda,bus=ide.0,unit=0".into()]);
+                a.extend(["-drive".into(), drive("hdb", &inst.hdb, &inst.hdb_format)]);
+                a.extend(["-device".into(), "virtio-blk-pci,drive=hdb".into()]);
+                for (id, unit, iso) in [("cd0", 0, &inst.windows_iso), ("cd1", 1, &inst.virtio_iso)]
+                {
+                    a.extend([
+                        "-drive".into(),
+                        format!(
+                            "if=none,id={id},file={},format=raw,media=cdrom,readonly=on",
+                            qp(iso)
+                        ),
+                        "-device".into(),
+                        format!("ide-cd,drive={id},bus=ide.1,unit={unit}"),
+                    ]);
+                }
+            }
+            None => {
+                a.extend(["-drive".into(), drive("hda", &self.hda, &self.hda_format)]);
+                a.extend([
+                    "-device".into(),
+                    "virtio-blk-pci,drive=hda,bootindex=0".into(),
+                ]);
+            }
+        }
+        a.extend(["-device".into(), "virtio-balloon-pci,id=balloon0".into()]);
+        match self.net {
+            Net::Tap => a.extend([
+                "-netdev".into(),
+                format!("tap,id=net0,ifname=tap{},script=no,downscript=no", self.id),
+            ]),
+            Net::User => a.extend(["-netdev".into(), "user,id=net0".into()]),
+            Net::None => {}
+        }
+        if self.net != Net::None {
+            a.extend([
+                "-device".into(),
+                format!("virtio-net-pci,netdev=net0,mac={}", self.mac),
+            ]);
+        }
+        // A tablet keeps the VNC pointer in step with Windows'.
+        a.extend(["-usb".into(), "-device".into(), "usb-tablet".into()]);
+        match &self.vnc {
+            Some(addr) => a.extend(["-vnc".into(), format!("{}:{}", qv(addr), self.id)]),
+            None => a.extend(["-display".into(), "none".into()]),
+        }
+        a
+    }
+
+    /// A runnable sh script: every argument single-quoted, so no path can run a
+    /// command; extra arguments to the script are passed on to QEMU.
+    pub fn sh(&self) -> String {
+        let mut s = String::from("#!/bin/sh\n");
+        let kind = if self.install.is_some() {
+            "install"
+        } else {
+            "run"
+        };
+        let _ = writeln!(
+            s,
+            "# wingold launch recipe: {kind} VM {} ({})",
+            self.id,
+            self.name.replace('\n', " ")
+        );
+        s.push_str("# Extra arguments are passed on to QEMU (e.g. -S -display none).\n");
+        s.push_str("exec");
+        // One option and its value per line.
+        let argv = self.argv();
+        let mut i = 0;
+        while i < argv.len() {
+            let _ = write!(s, " \\\n  {}", sh_quote(&argv[i]));
+            if argv[i].starts_with('-') && argv.get(i + 1).is_some_and(|v| !v.starts_with('-')) {
+                let _ = write!(s, " {}", sh_quote(&argv[i + 1]));
+                i += 1;
+            }
+            i += 1;
+        }
+        s.push_str(" \\\n  \"$@\"\n");
+        s
+    }
+
+    /// A libvirt domain for the same VM.
+    pub fn libvirt(&self) -> String {
+        let kvm = self.accel != Accel::Tcg;
+        let mut x = String::new();
+        let _ = writeln!(x, "<domain type='{}'>", if kvm { "kvm" } else { "qemu" });
+        let _ = writeln!(x, "  <name>{}</name>", xml(&self.name));
+        let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", self.memory_mib);
+        let _ = writeln!(
+            x,
+            "  <currentMemory unit='MiB'>{}</currentMemory>",
+            self.memory_mib
+        );
+        let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.cpus);
+        x.push_str("  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n");
+        if self.install.is_some() {
+            x.push_str(
+                "    <boot dev='cdrom'/>\n    <boot dev='hd'/>\n    <bootmenu enable='yes'/>\n",
+            );
+        } else {
+            x.push_str("    <boot dev='hd'/>\n");
+        }
+        x.push_str("  </os>\n  <features>\n    <acpi/>\n    <apic/>\n  </features>\n");
+        x.push_str("  <clock offset='localtime'/>\n");
+        x.push_str("  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n");
+        x.push_str("  <devices>\n");
+        let _ = writeln!(x, "    <emulator>/usr/bin/{QEMU}</emulator>");
+        let disk = |x: &mut String, path: &Path, format: &str, dev: &str, bus: &str| {
+            let _ = write!(
+                x,
+                "    <disk type='file' device='disk'>\n      <driver name='qemu' type='{format}' cache='writeback'/>\n      <source file='{}'/>\n      <target dev='{dev}' bus='{bus}'/>\n    </disk>\n",
+                xml(&path.to_string_lossy())
+            );
+        };
+        match &self.install {
+            Some(inst) => {
+                disk(&mut x, &self.hda, &self.hda_format, "hda", "ide");
+                disk(&mut x, &inst.hdb, &inst.hdb_format, "vda", "virtio");
+                for (dev, iso) in [("hdc", &inst.windows_iso), ("hdd", &inst.virtio_iso)] {
+                    let _ = write!(
+                        x,
+                        "    <disk type='file' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='{dev}' bus='ide'/>\n      <readonly/>\n    </disk>\n",
+                        xml(&iso.to_string_lossy())
+                    );
+                }
+            }
+            None => disk(&mut x, &self.hda, &self.hda_format, "vda", "virtio"),
+        }
+        match self.net {
+            Net::Tap => {
+                let _ = write!(
+                    x,
+                    "    <interface type='ethernet'>\n      <mac address='{}'/>\n      <target dev='tap{}' managed='no'/>\n      <model type='virtio'/>\n    </interface>\n",
+                    self.mac, self.id
+                );
+            }
+            Net::User => {
+                let _ = write!(
+                    x,
+                    "    <interface type='user'>\n      <mac address='{}'/>\n      <model type='virtio'/>\n    </interface>\n",
+                    self.mac
+                );
+            }
+            Net::None => {}
+        }
+        x.push_str("    <input type='tablet' bus='usb'/>\n");
+        if let Some(addr) = &self.vnc {
+            let _ = writeln!(
+                x,
+                "    <graphics type='vnc' port='{}' autoport='no' listen='{}'/>",
+                5900 + self.id,
+                xml(addr)
+            );
+        }
+        x.push_str("    <memballoon model='virtio'/>\n  </devices>\n</domain>\n");
+        x
+    }
+}
+
+/// Single-quotes `s` for sh: only `'` needs care, as `'\''`.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_takes_the_id_value_as_last_octet() {
+        assert_eq!(mac_for("00:16:3e:ff:ff", 10).unwrap(), "00:16:3e:ff:ff:0a");
+        assert_eq!(mac_for("52:54:00:AB:cd", 255).unwrap(), "52:54:00:ab:cd:ff");
+        assert!(mac_for("00:16:3e:ff:ff", 256).is_err());
+        assert!(mac_for("00:16:3e:ff", 1).is_err());
+        assert!(mac_for("00:16:3e:ff:zz", 1).is_err());
+        assert!(mac_for("01:16:3e:ff:ff", 1).is_err(), "multicast");
+    }
+
+    #[test]
+    fn commas_in_option_values_are_doubled() {
+        assert_eq!(qv("/a,b/c.qcow2"), "/a,,b/c.qcow2");
+    }
+
+    #[test]
+    fn sh_quoting_survives_quotes() {
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+    }
+}

@@ -1,0 +1,357 @@
+//! Launch recipes against the real thing: QEMU accepts them and builds the devices
+//! they ask for (checked over QMP), virt-xml-validate accepts the libvirt XML, and
+//! the sh recipe passes hostile file names through intact.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+struct Files {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    hda: PathBuf,
+    hdb: PathBuf,
+    win_iso: PathBuf,
+    virtio_iso: PathBuf,
+}
+
+/// Disks by `wingold disks`, two small ISOs by xorriso, in a folder named `sub`.
+fn files(sub: &str) -> Files {
+    let tmp = tempdir();
+    let dir = tmp.path().join(sub);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = wingold()
+        .args([
+            "disks",
+            "--id",
+            "7",
+            "--dir",
+            s(&dir),
+            "--hda-size",
+            "64M",
+            "--hdb-size",
+            "16M",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let iso = |name: &str, label: &str| {
+        let src = dir.join(format!("{label}-src"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("README.TXT"), label).unwrap();
+        let p = dir.join(name);
+        run(
+            "xorriso",
+            &[
+                "-as",
+                "mkisofs",
+                "-quiet",
+                "-V",
+                label,
+                "-o",
+                s(&p),
+                s(&src),
+            ],
+        );
+        p
+    };
+    Files {
+        win_iso: iso("win, 2022.iso", "WIN2022"),
+        virtio_iso: iso("virtio-win.iso", "virtio-win-0.1.285"),
+        hda: dir.join("vm_7.qcow2"),
+        hdb: dir.join("temp_7.qcow2"),
+        dir,
+        _dir: tmp,
+    }
+}
+
+fn launch(f: &Files, install: bool, format: &str) -> String {
+    let mut cmd = wingold();
+    cmd.args([
+        "launch",
+        s(&f.hda),
+        "--id",
+        "7",
+        "--net",
+        "user",
+        "--accel",
+        "tcg",
+        "--vnc",
+        "none",
+        "--format",
+        format,
+    ]);
+    if install {
+        cmd.args([
+            "--install",
+            "--windows-iso",
+            s(&f.win_iso),
+            "--virtio-iso",
+            s(&f.virtio_iso),
+            "--hdb",
+            s(&f.hdb),
+        ]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+struct Qemu {
+    child: Child,
+    qmp: BufReader<UnixStream>,
+}
+
+impl Qemu {
+    /// Runs the sh recipe paused, with a QMP socket.
+    fn start(script: &Path, sock: &Path) -> Qemu {
+        let qmp_arg = format!("unix:{},server=on,wait=off", s(sock));
+        let child = Command::new("sh")
+            .arg(script)
+            .args(["-S", "-qmp", &qmp_arg])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("TEST CANNOT RUN: sh");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            if let Ok(st) = UnixStream::connect(sock) {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU did not open its QMP socket (is qemu-system-x86 installed? make setup)"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut q = Qemu {
+            child,
+            qmp: BufReader::new(stream),
+        };
+        let greeting = q.read();
+        assert!(greeting.get("QMP").is_some(), "{greeting}");
+        q.cmd("qmp_capabilities");
+        q
+    }
+
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        assert!(self.qmp.read_line(&mut line).unwrap() > 0, "QMP closed");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn cmd(&mut self, name: &str) -> Value {
+        let msg = json!({ "execute": name }).to_string() + "\n";
+        self.qmp.get_mut().write_all(msg.as_bytes()).unwrap();
+        loop {
+            let v = self.read();
+            if v.get("event").is_some() {
+                continue;
+            }
+            assert!(v.get("error").is_none(), "{name}: {v}");
+            return v["return"].clone();
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn script(f: &Files, install: bool) -> PathBuf {
+    let p = f.dir.join(if install { "install.sh" } else { "run.sh" });
+    std::fs::write(&p, launch(f, install, "sh")).unwrap();
+    p
+}
+
+const VIRTIO_VENDOR: u64 = 0x1af4;
+
+fn pci_devices(q: &mut Qemu) -> Vec<Value> {
+    q.cmd("query-pci")[0]["devices"].as_array().unwrap().clone()
+}
+
+#[test]
+fn qemu_builds_the_install_vm() {
+    let f = files("install");
+    let mut q = Qemu::start(&script(&f, true), &f.dir.join("qmp.sock"));
+    let filters = q.cmd("query-rx-filter");
+    assert_eq!(filters[0]["main-mac"], "00:16:3e:ff:ff:07", "{filters}");
+    let devices = pci_devices(&mut q);
+    let virtio: Vec<&str> = devices
+        .iter()
+        .filter(|d| d["id"]["vendor"] == VIRTIO_VENDOR)
+        .map(|d| d["class_info"]["desc"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(virtio.len(), 3, "virtio NIC, balloon and HDB: {devices:?}");
+    assert!(q.cmd("query-balloon")["actual"].as_u64().unwrap() > 0);
+    let blocks = q.cmd("query-block");
+    let by_id = |id: &str| {
+        blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["device"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let hda = by_id("hda");
+    assert!(
+        hda["qdev"].as_str().unwrap().contains("peripheral-anon"),
+        "{hda}"
+    );
+    assert_eq!(hda["inserted"]["file"], s(&f.hda));
+    assert_eq!(hda["inserted"]["cache"]["writeback"], true);
+    let hdb = by_id("hdb");
+    assert!(
+        hdb["qdev"].as_str().unwrap().contains("virtio-backend"),
+        "HDB not on virtio: {hdb}"
+    );
+    for (id, iso) in [("cd0", &f.win_iso), ("cd1", &f.virtio_iso)] {
+        let cd = by_id(id);
+        assert_eq!(cd["removable"], true, "{cd}");
+        assert_eq!(cd["inserted"]["file"], s(iso), "{cd}");
+        assert_eq!(cd["inserted"]["ro"], true);
+    }
+    // HDA is on IDE: no virtio backend.
+    assert!(!hda["qdev"].as_str().unwrap().contains("virtio"));
+}
+
+#[test]
+fn qemu_builds_the_run_vm() {
+    let f = files("run");
+    let mut q = Qemu::start(&script(&f, false), &f.dir.join("qmp.sock"));
+    let blocks = q.cmd("query-block");
+    let disks: Vec<&Value> = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["inserted"].is_object())
+        .collect();
+    assert_eq!(disks.len(), 1, "HDA alone: {blocks}");
+    assert!(
+        disks[0]["qdev"]
+            .as_str()
+            .unwrap()
+            .contains("virtio-backend"),
+        "HDA on virtio"
+    );
+    assert_eq!(q.cmd("query-rx-filter")[0]["main-mac"], "00:16:3e:ff:ff:07");
+}
+
+#[test]
+fn libvirt_xml_validates() {
+    let f = files("xml & 'quotes'");
+    for install in [true, false] {
+        let xml = f.dir.join(format!("domain-{install}.xml"));
+        std::fs::write(&xml, launch(&f, install, "libvirt")).unwrap();
+        let out = Command::new("virt-xml-validate")
+            .args([s(&xml), "domain"])
+            .output()
+            .expect("TEST CANNOT RUN: virt-xml-validate missing (Debian libvirt-clients)");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn sh_recipe_passes_hostile_names_intact() {
+    let f = files("a dir $(touch pwned) `touch pwned2`; echo 'x' \"y\", z");
+    let script = script(&f, true);
+    let check = Command::new("sh").arg("-n").arg(&script).output().unwrap();
+    assert!(
+        check.status.success(),
+        "sh -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // A recorder in place of QEMU writes its argv, NUL-separated.
+    let bin = f.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = f.dir.join("argv.bin");
+    let recorder = bin.join("qemu-system-x86_64");
+    std::fs::write(
+        &recorder,
+        format!(
+            "#!/bin/sh\nprintf '%s\\0' \"$0\" \"$@\" > '{}'\n",
+            s(&record).replace('\'', "'\\''")
+        ),
+    )
+    .unwrap();
+    run("chmod", &["+x", s(&recorder)]);
+    let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap());
+    let out = Command::new("sh")
+        .arg(&script)
+        .env("PATH", path)
+        .current_dir(&f.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = std::fs::read(&record)
+        .unwrap()
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8(p.to_vec()).unwrap())
+        .collect();
+    let want: Vec<String> = serde_json::from_str(&launch(&f, true, "argv")).unwrap();
+    assert_eq!(
+        got[1..],
+        want[1..],
+        "the sh recipe passed other arguments than the argv recipe"
+    );
+    assert!(got[0].ends_with("qemu-system-x86_64"));
+    // Commas in file names are doubled for QEMU; nothing ran.
+    assert!(
+        want.iter().any(|a| a.contains("win,, 2022.iso")),
+        "{want:?}"
+    );
+    assert!(!f.dir.join("pwned").exists() && !f.dir.join("pwned2").exists());
+    assert!(!Path::new("pwned").exists());
+}
+
+#[test]
+fn bad_mac_base_and_id_are_refused() {
+    let f = files("mac");
+    for (base, id) in [
+        ("00:16:3e:ff", "7"),
+        ("01:16:3e:ff:ff", "7"),
+        ("00:16:3e:ff:ff", "300"),
+    ] {
+        let out = wingold()
+            .args(["launch", s(&f.hda), "--id", id, "--mac-base", base])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{base} {id}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("MAC")
+                || String::from_utf8_lossy(&out.stderr).contains("id")
+        );
+    }
+}
