@@ -12,3 +12,4 @@ pub mod image;
 pub mod launch;
 pub mod ntfs;
 pub mod reg;
+pub mod virtio;

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod disks;
+mod fetch;
 mod inject;
 mod inspect;
 mod launch;
@@ -34,6 +35,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Fetch the virtio-win ISO: verified, cached, pinned; list its driver folders.
+    Fetch(fetch::FetchArgs),
     /// Create the system disk (HDA) and the temporary virtio disk (HDB) for VM N.
     Disks(disks::DisksArgs),
     /// Show what an image holds: format, backing chain, partitions, Windows, hives.
@@ -48,6 +51,7 @@ pub enum Command {
 /// matters (inject applies profiles and .reg files in the order given).
 pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
     match cli.command {
+        Command::Fetch(args) => fetch::run(args),
         Command::Disks(args) => disks::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Inject(args) => {
@@ -76,6 +80,10 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 .downcast_ref::<crate::reg::Error>()
                 .is_some_and(|e| e.is_bad_input())
             || cause.downcast_ref::<crate::launch::Error>().is_some()
+            || cause
+                .downcast_ref::<crate::virtio::fetch::Error>()
+                .is_some_and(|e| e.is_bad_input())
+            || cause.downcast_ref::<crate::virtio::iso::Error>().is_some()
             || cause.downcast_ref::<BadInput>().is_some()
     });
     if bad_input {

@@ -1,0 +1,187 @@
+//! Reading an ISO 9660 image without mounting it: the primary volume descriptor and
+//! the directory tree, with Rock Ridge names (the virtio-win ISO has no Joliet;
+//! reference/windows-offline.md §5b). Bounds-checked throughout: a damaged ISO is an
+//! error, never a panic.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const SECTOR: u64 = 2048;
+/// The primary volume descriptor is at sector 16; its identifier at byte 1.
+const PVD_OFFSET: u64 = 16 * SECTOR;
+pub const ISO_MAGIC: &[u8; 5] = b"CD001";
+/// Directory nesting followed at most (the virtio-win tree is 3 deep).
+const MAX_DEPTH: usize = 16;
+/// Entries listed at most, against loops in a damaged image.
+const MAX_ENTRIES: usize = 200_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: not an ISO 9660 image ({reason})", path.display())]
+    NotIso { path: PathBuf, reason: String },
+    #[error("{}: damaged ISO 9660 image: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
+    #[error("{}: read failed", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One file or folder in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path from the root, `/`-separated, Rock Ridge names.
+    pub path: String,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+/// An opened ISO image.
+pub struct Iso {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    pub volume_id: String,
+    root: (u64, u64),
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Reads the volume id of an ISO image, or None when it is no ISO 9660 image.
+pub fn volume_id(path: &Path) -> std::io::Result<Option<String>> {
+    let file = File::open(path)?;
+    let mut pvd = [0u8; 2048];
+    match file.read_exact_at(&mut pvd, PVD_OFFSET) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if &pvd[1..6] != ISO_MAGIC || pvd[0] != 1 {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&pvd[40..72]).trim_end().to_owned()))
+}
+
+impl Iso {
+    pub fn open(path: &Path) -> Result<Iso, Error> {
+        let io = |source| Error::Io { path: path.to_owned(), source };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let mut pvd = [0u8; 2048];
+        if len < PVD_OFFSET + SECTOR {
+            return Err(Error::NotIso { path: path.to_owned(), reason: "too small".into() });
+        }
+        file.read_exact_at(&mut pvd, PVD_OFFSET).map_err(io)?;
+        if pvd[0] != 1 || &pvd[1..6] != ISO_MAGIC {
+            return Err(Error::NotIso {
+                path: path.to_owned(),
+                reason: "no primary volume descriptor (`CD001`) at sector 16".into(),
+            });
+        }
+        let root = &pvd[156..190];
+        let iso = Iso {
+            volume_id: String::from_utf8_lossy(&pvd[40..72]).trim_end().to_owned(),
+            root: (le32(root, 2) as u64 * SECTOR, le32(root, 10) as u64),
+            file,
+            path: path.to_owned(),
+            len,
+        };
+        if iso.root.0 + iso.root.1 > len {
+            return Err(iso.damaged("the root directory lies past the end"));
+        }
+        Ok(iso)
+    }
+
+    fn damaged(&self, reason: &str) -> Error {
+        Error::Damaged { path: self.path.clone(), reason: reason.into() }
+    }
+
+    /// Every file and folder, depth first, with Rock Ridge names where present.
+    pub fn list(&self) -> Result<Vec<Entry>, Error> {
+        let mut out = Vec::new();
+        self.walk(self.root, "", 0, &mut out)?;
+        Ok(out)
+    }
+
+    fn walk(&self, (offset, size): (u64, u64), prefix: &str, depth: usize, out: &mut Vec<Entry>) -> Result<(), Error> {
+        if depth > MAX_DEPTH {
+            return Err(self.damaged("directories nest too deep (a loop?)"));
+        }
+        if offset + size > self.len || size > 64 << 20 {
+            return Err(self.damaged("a directory lies past the end"));
+        }
+        let mut dir = vec![0u8; size as usize];
+        self.file
+            .read_exact_at(&mut dir, offset)
+            .map_err(|source| Error::Io { path: self.path.clone(), source })?;
+        let mut at = 0usize;
+        while at < dir.len() {
+            let len = dir[at] as usize;
+            if len == 0 {
+                // Records never cross a sector: skip to the next one.
+                at = (at / SECTOR as usize + 1) * SECTOR as usize;
+                continue;
+            }
+            if len < 34 || at + len > dir.len() {
+                return Err(self.damaged("a directory record is cut short"));
+            }
+            let rec = &dir[at..at + len];
+            at += len;
+            let name_len = rec[32] as usize;
+            if 33 + name_len > rec.len() {
+                return Err(self.damaged("a name runs past its record"));
+            }
+            let raw_name = &rec[33..33 + name_len];
+            // "." and ".." are the single bytes 0 and 1.
+            if raw_name == [0] || raw_name == [1] {
+                continue;
+            }
+            let su_start = 33 + name_len + (name_len + 1) % 2;
+            let name = rock_ridge_name(rec.get(su_start..).unwrap_or(&[])).unwrap_or_else(|| {
+                let n = String::from_utf8_lossy(raw_name).into_owned();
+                let n = n.split(';').next().unwrap_or("").to_owned();
+                n.strip_suffix('.').map(str::to_owned).unwrap_or(n)
+            });
+            if out.len() >= MAX_ENTRIES {
+                return Err(self.damaged("too many entries"));
+            }
+            let is_dir = rec[25] & 2 != 0;
+            let extent = (le32(rec, 2) as u64 * SECTOR, le32(rec, 10) as u64);
+            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            out.push(Entry { path: path.clone(), is_dir, size: extent.1 });
+            if is_dir {
+                self.walk(extent, &path, depth + 1, out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Rock Ridge `NM` name in a record's system use area, if it has one.
+fn rock_ridge_name(mut su: &[u8]) -> Option<String> {
+    let mut name = Vec::new();
+    let mut found = false;
+    while su.len() >= 4 {
+        let (sig, len) = (&su[0..2], su[2] as usize);
+        if len < 4 || len > su.len() {
+            break;
+        }
+        if sig == b"NM" && len >= 5 {
+            found = true;
+            name.extend_from_slice(&su[5..len]);
+            if su[4] & 1 == 0 {
+                break;
+            }
+        }
+        if sig == b"ST" {
+            break;
+        }
+        su = &su[len..];
+    }
+    found.then(|| String::from_utf8_lossy(&name).into_owned())
+}
