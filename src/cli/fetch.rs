@@ -49,7 +49,12 @@ pub struct FetchArgs {
     #[arg(long)]
     list_drivers: bool,
     /// Pick driver folders for an ISO OS code and arch, e.g. 2k3/x86, 2k22/amd64.
-    #[arg(long, value_name = "OS/ARCH", requires = "list_drivers", conflicts_with = "for_image")]
+    #[arg(
+        long,
+        value_name = "OS/ARCH",
+        requires = "list_drivers",
+        conflicts_with = "for_image"
+    )]
     r#for: Option<String>,
     /// Pick driver folders for the Windows found on this disk image.
     #[arg(long, value_name = "IMAGE", requires = "list_drivers")]
@@ -92,7 +97,11 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
             got.version,
             got.size,
             got.sha256,
-            if got.from_cache { ", from the cache" } else { "" },
+            if got.from_cache {
+                ", from the cache"
+            } else {
+                ""
+            },
             got.pinned_by
         );
         return Ok(());
@@ -101,9 +110,9 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
     let folders = virtio::driver_folders(&entries);
     let (os, arch): (Vec<String>, String) = match (&args.r#for, &args.for_image) {
         (Some(spec), _) => {
-            let (os, arch) = spec
-                .split_once('/')
-                .ok_or_else(|| BadInput(format!("--for {spec:?}: expected OS/ARCH, e.g. 2k3/x86")))?;
+            let (os, arch) = spec.split_once('/').ok_or_else(|| {
+                BadInput(format!("--for {spec:?}: expected OS/ARCH, e.g. 2k3/x86"))
+            })?;
             (virtio::os_aliases(os), arch.to_owned())
         }
         (None, Some(img)) => {
@@ -117,7 +126,10 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
                 product_name: w.product_name.clone(),
                 arch: w.arch.to_owned(),
             };
-            let os = drivers::os_folders(&t).into_iter().map(str::to_owned).collect();
+            let os = drivers::os_folders(&t)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
             (os, drivers::arch_folder(w.arch).to_owned())
         }
         (None, None) => {
@@ -133,13 +145,24 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
     let os_refs: Vec<&str> = os.iter().map(String::as_str).collect();
     let picks = drivers::pick(&folders, &os_refs, &arch);
     if args.json {
-        return super::print_json(&serde_json::json!({ "iso": got, "os": os, "arch": arch, "drivers": picks }));
+        return super::print_json(
+            &serde_json::json!({ "iso": got, "os": os, "arch": arch, "drivers": picks }),
+        );
     }
     if picks.is_empty() {
-        println!("no driver folders for {}/{arch} on virtio-win {}", os.join(" or "), got.version);
+        println!(
+            "no driver folders for {}/{arch} on virtio-win {}",
+            os.join(" or "),
+            got.version
+        );
     }
     for p in &picks {
-        println!("{:<14} {}{}", p.driver, p.folder, if p.alias { "  (alias)" } else { "" });
+        println!(
+            "{:<14} {}{}",
+            p.driver,
+            p.folder,
+            if p.alias { "  (alias)" } else { "" }
+        );
     }
     Ok(())
 }

@@ -85,7 +85,11 @@ pub fn pick(folders: &[String], os: &[&str], arch: &str) -> Vec<Pick> {
         for (i, o) in os.iter().enumerate() {
             let folder = format!("{d}/{o}/{arch}");
             if folders.iter().any(|f| f.eq_ignore_ascii_case(&folder)) {
-                out.push(Pick { driver: d.to_owned(), folder, alias: i > 0 });
+                out.push(Pick {
+                    driver: d.to_owned(),
+                    folder,
+                    alias: i > 0,
+                });
                 break;
             }
         }
@@ -98,18 +102,49 @@ mod tests {
     use super::*;
 
     fn t(major: u32, minor: u32, build: u32, server: bool, product: &str) -> Target {
-        Target { major, minor, build: Some(build), server, product_name: product.into(), arch: "x64".into() }
+        Target {
+            major,
+            minor,
+            build: Some(build),
+            server,
+            product_name: product.into(),
+            arch: "x64".into(),
+        }
     }
 
     #[test]
     fn folders_by_version() {
-        assert_eq!(os_folders(&t(5, 2, 3790, true, "Windows Server 2003 R2"))[0], "2k3");
-        assert_eq!(os_folders(&t(6, 1, 7601, true, "Windows Server 2008 R2"))[0], "2k8R2");
-        assert_eq!(os_folders(&t(6, 3, 9600, true, "Windows Server 2012 R2"))[0], "2k12R2");
-        assert_eq!(os_folders(&t(10, 0, 19045, false, "Windows 10 Pro"))[0], "w10");
-        assert_eq!(os_folders(&t(10, 0, 22631, false, "Windows 10 Pro"))[0], "w11");
-        assert_eq!(os_folders(&t(10, 0, 17763, true, "Windows Server 2019"))[0], "2k19");
-        assert_eq!(os_folders(&t(10, 0, 20348, true, "Windows Server 2022"))[0], "2k22");
-        assert_eq!(os_folders(&t(10, 0, 26100, true, "Windows Server 2025"))[0], "2k25");
+        assert_eq!(
+            os_folders(&t(5, 2, 3790, true, "Windows Server 2003 R2"))[0],
+            "2k3"
+        );
+        assert_eq!(
+            os_folders(&t(6, 1, 7601, true, "Windows Server 2008 R2"))[0],
+            "2k8R2"
+        );
+        assert_eq!(
+            os_folders(&t(6, 3, 9600, true, "Windows Server 2012 R2"))[0],
+            "2k12R2"
+        );
+        assert_eq!(
+            os_folders(&t(10, 0, 19045, false, "Windows 10 Pro"))[0],
+            "w10"
+        );
+        assert_eq!(
+            os_folders(&t(10, 0, 22631, false, "Windows 10 Pro"))[0],
+            "w11"
+        );
+        assert_eq!(
+            os_folders(&t(10, 0, 17763, true, "Windows Server 2019"))[0],
+            "2k19"
+        );
+        assert_eq!(
+            os_folders(&t(10, 0, 20348, true, "Windows Server 2022"))[0],
+            "2k22"
+        );
+        assert_eq!(
+            os_folders(&t(10, 0, 26100, true, "Windows Server 2025"))[0],
+            "2k25"
+        );
     }
 }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// fedorapeople's direct-downloads tree (reference/windows-offline.md §5a).
-pub const DIRECT_DOWNLOADS: &str = "https://fedorapeople.org/groups/virt/virtio-win/direct-downloads";
+pub const DIRECT_DOWNLOADS: &str =
+    "https://fedorapeople.org/groups/virt/virtio-win/direct-downloads";
 const KNOWN: &str = include_str!("../../assets/virtio-win-known.toml");
 const CHUNK: usize = 256 * 1024;
 
@@ -43,7 +44,11 @@ impl Error {
 }
 
 fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io { path: path.to_owned(), op, source }
+    move |source| Error::Io {
+        path: path.to_owned(),
+        op,
+        source,
+    }
 }
 
 /// Where the ISO comes from.
@@ -68,16 +73,22 @@ struct KnownIso {
 }
 
 fn known() -> Vec<KnownIso> {
-    toml::from_str::<KnownTable>(KNOWN).expect("assets/virtio-win-known.toml parses (unit-tested)").iso
+    toml::from_str::<KnownTable>(KNOWN)
+        .expect("assets/virtio-win-known.toml parses (unit-tested)")
+        .iso
 }
 
 /// `0.1.NNN`, checked.
 pub fn check_version(v: &str) -> Result<(), Error> {
-    let ok = v.strip_prefix("0.1.").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    let ok = v
+        .strip_prefix("0.1.")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
     if ok {
         Ok(())
     } else {
-        Err(Error::BadInput(format!("invalid virtio-win version {v:?}: expected 0.1.NNN")))
+        Err(Error::BadInput(format!(
+            "invalid virtio-win version {v:?}: expected 0.1.NNN"
+        )))
     }
 }
 
@@ -88,12 +99,23 @@ impl Source {
             Source::Latest => format!("{DIRECT_DOWNLOADS}/latest-virtio/virtio-win.iso"),
             Source::Version(v) => {
                 check_version(v)?;
-                let release = known().into_iter().find(|k| &k.version == v).map(|k| k.release).unwrap_or(1);
-                format!("{DIRECT_DOWNLOADS}/archive-virtio/virtio-win-{v}-{release}/virtio-win-{v}.iso")
+                let release = known()
+                    .into_iter()
+                    .find(|k| &k.version == v)
+                    .map(|k| k.release)
+                    .unwrap_or(1);
+                format!(
+                    "{DIRECT_DOWNLOADS}/archive-virtio/virtio-win-{v}-{release}/virtio-win-{v}.iso"
+                )
             }
             Source::Url(u) => {
-                if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file://")) {
-                    return Err(Error::BadInput(format!("unsupported URL {u:?}: use http://, https:// or file://")));
+                if !(u.starts_with("http://")
+                    || u.starts_with("https://")
+                    || u.starts_with("file://"))
+                {
+                    return Err(Error::BadInput(format!(
+                        "unsupported URL {u:?}: use http://, https:// or file://"
+                    )));
                 }
                 u.clone()
             }
@@ -196,8 +218,13 @@ pub struct LockEntry {
 impl LockFile {
     pub fn load(path: &Path) -> Result<LockFile, Error> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|e| Error::BadInput(format!("{}: {}", path.display(), e.to_string().replace('\n', " ")))),
+            Ok(text) => toml::from_str(&text).map_err(|e| {
+                Error::BadInput(format!(
+                    "{}: {}",
+                    path.display(),
+                    e.to_string().replace('\n', " ")
+                ))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile::default()),
             Err(e) => Err(io(path, "reading")(e)),
         }
@@ -248,7 +275,10 @@ impl Cache {
             .map_err(io(&lock_path, "opening"))?;
         let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| io(&lock_path, "locking")(e.into()))?;
-        Ok(Cache { dir: dir.to_owned(), _lock: lock })
+        Ok(Cache {
+            dir: dir.to_owned(),
+            _lock: lock,
+        })
     }
 
     fn index_path(&self) -> PathBuf {
@@ -263,7 +293,10 @@ impl Cache {
     }
 
     fn save_index(&self, index: &Index) -> Result<(), Error> {
-        write_atomic(&self.index_path(), &serde_json::to_vec_pretty(index).expect("serializable"))
+        write_atomic(
+            &self.index_path(),
+            &serde_json::to_vec_pretty(index).expect("serializable"),
+        )
     }
 
     fn object(&self, sha256: &str) -> PathBuf {
@@ -293,17 +326,20 @@ impl Cache {
     }
 }
 
-/// The version, from a file name like `virtio-win-0.1.285.iso` in the URL, else the
-/// volume id `virtio-win-0.1.285`.
+/// The version, from the volume id `virtio-win-0.1.285` (what the bytes say), else
+/// from a file name like `virtio-win-0.1.285.iso` in the URL.
 fn version_of(final_url: &str, volume_id: &str) -> Option<String> {
     let from = |s: &str| {
         let i = s.rfind("virtio-win-")?;
         let rest = &s[i + "virtio-win-".len()..];
-        let v: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let v: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
         let v = v.trim_end_matches('.').to_owned();
         check_version(&v).ok().map(|_| v)
     };
-    from(final_url.rsplit('/').next().unwrap_or("")).or_else(|| from(volume_id))
+    from(volume_id).or_else(|| from(final_url.rsplit('/').next().unwrap_or("")))
 }
 
 /// The pin for `version`: flag, lock, then known table.
@@ -314,30 +350,50 @@ fn pin_for(opts: &Options, lock: &LockFile, version: &str) -> Option<(String, Pi
     if let Some(e) = lock.virtio_win.iter().find(|e| e.version == version) {
         return Some((e.sha256.clone(), PinnedBy::Lock));
     }
-    known().into_iter().find(|k| k.version == version).map(|k| (k.sha256, PinnedBy::KnownTable))
+    known()
+        .into_iter()
+        .find(|k| k.version == version)
+        .map(|k| (k.sha256, PinnedBy::KnownTable))
 }
 
 /// Checks a finished download; returns its version.
 fn verify_download(path: &Path, url: &str, final_url: &str) -> Result<String, Error> {
-    let refused = |reason: String| Error::Refused { url: url.to_owned(), reason };
+    let refused = |reason: String| Error::Refused {
+        url: url.to_owned(),
+        reason,
+    };
     let mut head = [0u8; 512];
-    let n = File::open(path).and_then(|mut f| f.read(&mut head)).map_err(io(path, "reading"))?;
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(io(path, "reading"))?;
     let text = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
     if text.trim_start().starts_with("<!doctype html") || text.contains("<html") {
-        return Err(refused("the server sent an HTML page (a bot check?), not an ISO image".into()));
+        return Err(refused(
+            "the server sent an HTML page (a bot check?), not an ISO image".into(),
+        ));
     }
     let vid = iso::volume_id(path)
         .map_err(io(path, "reading"))?
         .ok_or_else(|| refused("not an ISO 9660 image (no `CD001` at byte 0x8001)".into()))?;
     if !vid.to_ascii_lowercase().starts_with("virtio-win") {
-        return Err(refused(format!("the ISO's volume id is {vid:?}, not virtio-win-…")));
+        return Err(refused(format!(
+            "the ISO's volume id is {vid:?}, not virtio-win-…"
+        )));
     }
-    version_of(final_url, &vid).ok_or_else(|| refused(format!("no version in the file name or the volume id {vid:?}")))
+    version_of(final_url, &vid).ok_or_else(|| {
+        refused(format!(
+            "no version in the file name or the volume id {vid:?}"
+        ))
+    })
 }
 
 /// What one HTTP attempt ended with.
 enum Attempt {
-    Done { final_url: String, etag: Option<String>, last_modified: Option<String> },
+    Done {
+        final_url: String,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
     NotModified,
     Retry(String),
 }
@@ -353,7 +409,10 @@ struct Transfer {
 }
 
 fn header(resp: &reqwest::blocking::Response, name: reqwest::header::HeaderName) -> Option<String> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 impl Transfer {
@@ -365,11 +424,17 @@ impl Transfer {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .filter(|m: &PartialMeta| m.url == self.url);
         let mut req = self.client.get(&self.url);
-        let resuming = self.have > 0 && meta.as_ref().is_some_and(|m| m.etag.is_some() || m.last_modified.is_some());
+        let resuming = self.have > 0
+            && meta
+                .as_ref()
+                .is_some_and(|m| m.etag.is_some() || m.last_modified.is_some());
         if resuming {
             let m = meta.as_ref().expect("checked");
             req = req.header(RANGE, format!("bytes={}-", self.have));
-            req = req.header(IF_RANGE, m.etag.clone().or(m.last_modified.clone()).expect("checked"));
+            req = req.header(
+                IF_RANGE,
+                m.etag.clone().or(m.last_modified.clone()).expect("checked"),
+            );
         } else if let Some(c) = cached {
             if let Some(e) = &c.etag {
                 req = req.header(IF_NONE_MATCH, e);
@@ -390,7 +455,10 @@ impl Transfer {
             return Ok(Attempt::Retry(format!("HTTP {status}")));
         }
         if !status.is_success() {
-            return Err(Error::Refused { url: self.url.clone(), reason: format!("HTTP {status}") });
+            return Err(Error::Refused {
+                url: self.url.clone(),
+                reason: format!("HTTP {status}"),
+            });
         }
         let final_url = resp.url().to_string();
         let etag = header(&resp, ETAG);
@@ -409,11 +477,14 @@ impl Transfer {
                 .and_then(|r| r.rsplit('/').next().and_then(|t| t.parse::<u64>().ok()))
                 .unwrap_or(0);
             self.hasher = Sha256::new();
-            file.seek(SeekFrom::Start(0)).map_err(io(&self.partial, "reading"))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(io(&self.partial, "reading"))?;
             let mut buf = vec![0u8; CHUNK];
             let mut left = self.have;
             while left > 0 {
-                let n = file.read(&mut buf[..CHUNK.min(left as usize)]).map_err(io(&self.partial, "reading"))?;
+                let n = file
+                    .read(&mut buf[..CHUNK.min(left as usize)])
+                    .map_err(io(&self.partial, "reading"))?;
                 if n == 0 {
                     break;
                 }
@@ -428,10 +499,19 @@ impl Transfer {
             self.hasher = Sha256::new();
             resp.content_length().unwrap_or(0)
         };
-        file.seek(SeekFrom::Start(self.have)).map_err(io(&self.partial, "seeking"))?;
-        let meta = PartialMeta { url: self.url.clone(), etag: etag.clone(), last_modified: last_modified.clone(), total };
-        std::fs::write(&self.meta_path, serde_json::to_vec(&meta).expect("serializable"))
-            .map_err(io(&self.meta_path, "writing"))?;
+        file.seek(SeekFrom::Start(self.have))
+            .map_err(io(&self.partial, "seeking"))?;
+        let meta = PartialMeta {
+            url: self.url.clone(),
+            etag: etag.clone(),
+            last_modified: last_modified.clone(),
+            total,
+        };
+        std::fs::write(
+            &self.meta_path,
+            serde_json::to_vec(&meta).expect("serializable"),
+        )
+        .map_err(io(&self.meta_path, "writing"))?;
         if let Some(p) = &self.progress {
             p.set_length(total);
             p.set_position(self.have);
@@ -443,10 +523,14 @@ impl Transfer {
                 Ok(n) => n,
                 Err(e) => {
                     file.sync_data().ok();
-                    return Ok(Attempt::Retry(format!("the transfer broke off after {} bytes: {e}", self.have)));
+                    return Ok(Attempt::Retry(format!(
+                        "the transfer broke off after {} bytes: {e}",
+                        self.have
+                    )));
                 }
             };
-            file.write_all(&buf[..n]).map_err(io(&self.partial, "writing"))?;
+            file.write_all(&buf[..n])
+                .map_err(io(&self.partial, "writing"))?;
             self.hasher.update(&buf[..n]);
             self.have += n as u64;
             if let Some(p) = &self.progress {
@@ -456,14 +540,21 @@ impl Transfer {
         file.sync_all().map_err(io(&self.partial, "syncing"))?;
         if total > 0 && self.have != total {
             if self.have < total {
-                return Ok(Attempt::Retry(format!("the transfer ended after {} of {total} bytes", self.have)));
+                return Ok(Attempt::Retry(format!(
+                    "the transfer ended after {} of {total} bytes",
+                    self.have
+                )));
             }
             return Err(Error::Refused {
                 url: self.url.clone(),
                 reason: format!("got {} bytes, but the server announced {total}", self.have),
             });
         }
-        Ok(Attempt::Done { final_url, etag, last_modified })
+        Ok(Attempt::Done {
+            final_url,
+            etag,
+            last_modified,
+        })
     }
 }
 
@@ -486,21 +577,31 @@ fn discard(partial: &Path, meta: &Path) {
 pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
     if let Some(s) = &opts.sha256 {
         if s.len() != 64 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::BadInput(format!("--sha256 {s:?} is not a SHA-256 (64 hex digits)")));
+            return Err(Error::BadInput(format!(
+                "--sha256 {s:?} is not a SHA-256 (64 hex digits)"
+            )));
         }
     }
     let url = opts.source.url()?;
     let mut lock = LockFile::load(&opts.lock_file)?;
     let cache = Cache::open(&opts.cache)?;
     let mut index = cache.index();
-    let cached = index.urls.get(&url).cloned().filter(|e| cache.object(&e.sha256).exists());
+    let cached = index
+        .urls
+        .get(&url)
+        .cloned()
+        .filter(|e| cache.object(&e.sha256).exists());
 
     let accept_cached = |e: &IndexEntry, lock: &LockFile| -> Result<Fetched, Error> {
-        let (pin, by) = pin_for(opts, lock, &e.version).unwrap_or((e.sha256.clone(), PinnedBy::FirstUse));
+        let (pin, by) =
+            pin_for(opts, lock, &e.version).unwrap_or((e.sha256.clone(), PinnedBy::FirstUse));
         if pin != e.sha256 {
             return Err(Error::Refused {
                 url: url.clone(),
-                reason: format!("the cached {} has SHA-256 {}, but the pin says {pin}", e.version, e.sha256),
+                reason: format!(
+                    "the cached {} has SHA-256 {}, but the pin says {pin}",
+                    e.version, e.sha256
+                ),
             });
         }
         let named = cache.named(&e.version);
@@ -538,14 +639,19 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
         .redirect(reqwest::redirect::Policy::limited(10))
         .user_agent(concat!("wingold/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| Error::Network { url: url.clone(), reason: describe(&e) })?;
+        .map_err(|e| Error::Network {
+            url: url.clone(),
+            reason: describe(&e),
+        })?;
     let (partial, meta_path) = cache.partial(&url);
     let have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
     let progress = opts.progress.then(|| {
         let p = indicatif::ProgressBar::new(0);
         p.set_style(
-            indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {bar:40} {bytes_per_sec} {eta}")
-                .expect("valid template"),
+            indicatif::ProgressStyle::with_template(
+                "{bytes}/{total_bytes} {bar:40} {bytes_per_sec} {eta}",
+            )
+            .expect("valid template"),
         );
         p
     });
@@ -564,7 +670,10 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
     for attempt in 0..=opts.retries {
         if attempt > 0 {
             if !opts.progress {
-                eprintln!("wingold: {url}: {last_problem}; retrying in {:.1} s", delay.as_secs_f64());
+                eprintln!(
+                    "wingold: {url}: {last_problem}; retrying in {:.1} s",
+                    delay.as_secs_f64()
+                );
             }
             std::thread::sleep(delay);
             delay *= 2;
@@ -587,18 +696,31 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
     let Some(outcome) = outcome else {
         return Err(Error::Network {
             url,
-            reason: format!("{last_problem} (gave up after {} attempts; the partial file is kept to resume)", opts.retries + 1),
+            reason: format!(
+                "{last_problem} (gave up after {} attempts; the partial file is kept to resume)",
+                opts.retries + 1
+            ),
         });
     };
     let (final_url, etag, last_modified) = match outcome {
-        Attempt::NotModified => return accept_cached(cached.as_ref().expect("conditional only with a cache"), &lock),
-        Attempt::Done { final_url, etag, last_modified } => (final_url, etag, last_modified),
+        Attempt::NotModified => {
+            return accept_cached(
+                cached.as_ref().expect("conditional only with a cache"),
+                &lock,
+            )
+        }
+        Attempt::Done {
+            final_url,
+            etag,
+            last_modified,
+        } => (final_url, etag, last_modified),
         Attempt::Retry(_) => unreachable!("retries end the loop"),
     };
     let sha256 = format!("{:x}", t.hasher.finalize_reset());
     let size = t.have;
-    let checked = verify_download(&partial, &url, &final_url)
-        .and_then(|version| pin_check(opts, &lock, &url, &version, &sha256).map(|by| (version, by)));
+    let checked = verify_download(&partial, &url, &final_url).and_then(|version| {
+        pin_check(opts, &lock, &url, &version, &sha256).map(|by| (version, by))
+    });
     let (version, pinned_by) = match checked {
         Ok(v) => v,
         Err(e) => {
@@ -610,15 +732,37 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
     let _ = std::fs::remove_file(&meta_path);
     index.urls.insert(
         url.clone(),
-        IndexEntry { sha256: sha256.clone(), version: version.clone(), size, final_url: final_url.clone(), etag, last_modified },
+        IndexEntry {
+            sha256: sha256.clone(),
+            version: version.clone(),
+            size,
+            final_url: final_url.clone(),
+            etag,
+            last_modified,
+        },
     );
     cache.save_index(&index)?;
     record_first_use(opts, &mut lock, pinned_by, &version, &sha256, &url)?;
-    Ok(Fetched { path, version, sha256, size, url, final_url, from_cache: false, pinned_by })
+    Ok(Fetched {
+        path,
+        version,
+        sha256,
+        size,
+        url,
+        final_url,
+        from_cache: false,
+        pinned_by,
+    })
 }
 
 /// The pin check: the SHA-256 must equal the pin, when there is one.
-fn pin_check(opts: &Options, lock: &LockFile, url: &str, version: &str, sha256: &str) -> Result<PinnedBy, Error> {
+fn pin_check(
+    opts: &Options,
+    lock: &LockFile,
+    url: &str,
+    version: &str,
+    sha256: &str,
+) -> Result<PinnedBy, Error> {
     match pin_for(opts, lock, version) {
         Some((pin, by)) if pin == sha256 => Ok(by),
         Some((pin, by)) => Err(Error::Refused {
@@ -637,7 +781,14 @@ fn pin_check(opts: &Options, lock: &LockFile, url: &str, version: &str, sha256: 
     }
 }
 
-fn record_first_use(opts: &Options, lock: &mut LockFile, by: PinnedBy, version: &str, sha256: &str, url: &str) -> Result<(), Error> {
+fn record_first_use(
+    opts: &Options,
+    lock: &mut LockFile,
+    by: PinnedBy,
+    version: &str,
+    sha256: &str,
+    url: &str,
+) -> Result<(), Error> {
     if by != PinnedBy::FirstUse {
         return Ok(());
     }
@@ -646,14 +797,25 @@ fn record_first_use(opts: &Options, lock: &mut LockFile, by: PinnedBy, version: 
          (SHA-256 {sha256}) on first use and pinning it in {}",
         opts.lock_file.display()
     );
-    lock.virtio_win.push(LockEntry { version: version.into(), sha256: sha256.into(), url: url.into() });
+    lock.virtio_win.push(LockEntry {
+        version: version.into(),
+        sha256: sha256.into(),
+        url: url.into(),
+    });
     lock.save(&opts.lock_file)
 }
 
 /// A `file://` URL: copied into the cache while hashed, then checked like a download.
-fn fetch_file(opts: &Options, url: &str, cache: &Cache, index: &mut Index, lock: &mut LockFile) -> Result<Fetched, Error> {
+fn fetch_file(
+    opts: &Options,
+    url: &str,
+    cache: &Cache,
+    index: &mut Index,
+    lock: &mut LockFile,
+) -> Result<Fetched, Error> {
     let src = PathBuf::from(url.trim_start_matches("file://"));
-    let meta = std::fs::metadata(&src).map_err(|e| Error::BadInput(format!("{}: {e}", src.display())))?;
+    let meta =
+        std::fs::metadata(&src).map_err(|e| Error::BadInput(format!("{}: {e}", src.display())))?;
     let stamp = meta
         .modified()
         .ok()
@@ -704,7 +866,8 @@ fn fetch_file(opts: &Options, url: &str, cache: &Cache, index: &mut Index, lock:
         }
     };
     let sha256 = format!("{:x}", hasher.finalize());
-    let checked = verify_download(&partial, url, url).and_then(|v| pin_check(opts, lock, url, &v, &sha256).map(|by| (v, by)));
+    let checked = verify_download(&partial, url, url)
+        .and_then(|v| pin_check(opts, lock, url, &v, &sha256).map(|by| (v, by)));
     let (version, by) = match checked {
         Ok(v) => v,
         Err(e) => {
@@ -715,11 +878,27 @@ fn fetch_file(opts: &Options, url: &str, cache: &Cache, index: &mut Index, lock:
     let path = cache.store(&partial, &sha256, &version)?;
     index.urls.insert(
         url.into(),
-        IndexEntry { sha256: sha256.clone(), version: version.clone(), size, final_url: url.into(), etag: None, last_modified: stamp },
+        IndexEntry {
+            sha256: sha256.clone(),
+            version: version.clone(),
+            size,
+            final_url: url.into(),
+            etag: None,
+            last_modified: stamp,
+        },
     );
     cache.save_index(index)?;
     record_first_use(opts, lock, by, &version, &sha256, url)?;
-    Ok(Fetched { path, version, sha256, size, url: url.into(), final_url: url.into(), from_cache: false, pinned_by: by })
+    Ok(Fetched {
+        path,
+        version,
+        sha256,
+        size,
+        url: url.into(),
+        final_url: url.into(),
+        from_cache: false,
+        pinned_by: by,
+    })
 }
 
 #[cfg(test)]
@@ -729,20 +908,31 @@ mod tests {
     #[test]
     fn known_table_parses() {
         let k = known();
-        assert!(k.iter().any(|k| k.version == "0.1.285" && k.sha256.len() == 64));
+        assert!(k
+            .iter()
+            .any(|k| k.version == "0.1.285" && k.sha256.len() == 64));
     }
 
     #[test]
     fn versions_from_names() {
-        assert_eq!(version_of("https://x/virtio-win-0.1.285.iso", "").as_deref(), Some("0.1.285"));
-        assert_eq!(version_of("https://x/virtio-win.iso", "virtio-win-0.1.271").as_deref(), Some("0.1.271"));
+        assert_eq!(
+            version_of("https://x/virtio-win-0.1.285.iso", "").as_deref(),
+            Some("0.1.285")
+        );
+        assert_eq!(
+            version_of("https://x/virtio-win.iso", "virtio-win-0.1.271").as_deref(),
+            Some("0.1.271")
+        );
         assert_eq!(version_of("https://x/virtio-win.iso", "CDROM"), None);
     }
 
     #[test]
     fn archive_urls_carry_the_release() {
         let u = Source::Version("0.1.285".into()).url().unwrap();
-        assert!(u.ends_with("/archive-virtio/virtio-win-0.1.285-1/virtio-win-0.1.285.iso"), "{u}");
+        assert!(
+            u.ends_with("/archive-virtio/virtio-win-0.1.285-1/virtio-win-0.1.285.iso"),
+            "{u}"
+        );
         assert!(Source::Version("1.2".into()).url().is_err());
         assert!(Source::Url("ftp://x".into()).url().is_err());
     }

@@ -64,17 +64,25 @@ pub fn volume_id(path: &Path) -> std::io::Result<Option<String>> {
     if &pvd[1..6] != ISO_MAGIC || pvd[0] != 1 {
         return Ok(None);
     }
-    Ok(Some(String::from_utf8_lossy(&pvd[40..72]).trim_end().to_owned()))
+    Ok(Some(
+        String::from_utf8_lossy(&pvd[40..72]).trim_end().to_owned(),
+    ))
 }
 
 impl Iso {
     pub fn open(path: &Path) -> Result<Iso, Error> {
-        let io = |source| Error::Io { path: path.to_owned(), source };
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let mut pvd = [0u8; 2048];
         if len < PVD_OFFSET + SECTOR {
-            return Err(Error::NotIso { path: path.to_owned(), reason: "too small".into() });
+            return Err(Error::NotIso {
+                path: path.to_owned(),
+                reason: "too small".into(),
+            });
         }
         file.read_exact_at(&mut pvd, PVD_OFFSET).map_err(io)?;
         if pvd[0] != 1 || &pvd[1..6] != ISO_MAGIC {
@@ -98,7 +106,10 @@ impl Iso {
     }
 
     fn damaged(&self, reason: &str) -> Error {
-        Error::Damaged { path: self.path.clone(), reason: reason.into() }
+        Error::Damaged {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
     }
 
     /// Every file and folder, depth first, with Rock Ridge names where present.
@@ -108,7 +119,13 @@ impl Iso {
         Ok(out)
     }
 
-    fn walk(&self, (offset, size): (u64, u64), prefix: &str, depth: usize, out: &mut Vec<Entry>) -> Result<(), Error> {
+    fn walk(
+        &self,
+        (offset, size): (u64, u64),
+        prefix: &str,
+        depth: usize,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), Error> {
         if depth > MAX_DEPTH {
             return Err(self.damaged("directories nest too deep (a loop?)"));
         }
@@ -118,7 +135,10 @@ impl Iso {
         let mut dir = vec![0u8; size as usize];
         self.file
             .read_exact_at(&mut dir, offset)
-            .map_err(|source| Error::Io { path: self.path.clone(), source })?;
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         let mut at = 0usize;
         while at < dir.len() {
             let len = dir[at] as usize;
@@ -152,8 +172,16 @@ impl Iso {
             }
             let is_dir = rec[25] & 2 != 0;
             let extent = (le32(rec, 2) as u64 * SECTOR, le32(rec, 10) as u64);
-            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-            out.push(Entry { path: path.clone(), is_dir, size: extent.1 });
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            out.push(Entry {
+                path: path.clone(),
+                is_dir,
+                size: extent.1,
+            });
             if is_dir {
                 self.walk(extent, &path, depth + 1, out)?;
             }

@@ -23,7 +23,9 @@ pub fn os_aliases(os: &str) -> Vec<String> {
         "xp" => Some("2k3"),
         _ => None,
     };
-    std::iter::once(os.to_owned()).chain(alias.map(str::to_owned)).collect()
+    std::iter::once(os.to_owned())
+        .chain(alias.map(str::to_owned))
+        .collect()
 }
 
 /// The `<Driver>/<os>/<arch>` folders of a virtio-win ISO.

@@ -443,3 +443,67 @@ pub fn set_volume_dirty(volume: &Path) {
     }
     std::fs::write(volume, v).unwrap();
 }
+
+/// A virtio-win ISO with the real layout: every path of
+/// `../shared/reference/virtio-win-iso-list.txt` (plus the frozen 2003 drivers the
+/// fedorapeople ISOs carry), made by xorriso with Rock Ridge and the volume id
+/// `virtio-win-<version>`. Files hold their own path (and `pad` bytes of filler in
+/// the licence file, to make the ISO as large as a test needs).
+pub fn virtio_iso(dir: &Path, version: &str, pad: usize) -> PathBuf {
+    let shared = std::env::var_os("WINGOLD_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let list = shared.join("reference/virtio-win-iso-list.txt");
+    let text = std::fs::read_to_string(&list).unwrap_or_else(|e| {
+        panic!(
+            "TEST CANNOT RUN: {} ({e}); set WINGOLD_SHARED to the shared folder",
+            list.display()
+        )
+    });
+    let tree = dir.join(format!("iso-tree-{version}"));
+    let _ = std::fs::remove_dir_all(&tree);
+    let mut paths: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    for arch in ["x86", "amd64"] {
+        for f in ["viostor.inf", "viostor.sys", "viostor.cat"] {
+            paths.push(format!("viostor/2k3/{arch}/{f}"));
+        }
+        for f in ["netkvm.inf", "netkvm.sys", "netkvm.cat"] {
+            paths.push(format!("NetKVM/2k3/{arch}/{f}"));
+        }
+        for f in ["balloon.inf", "balloon.sys", "balloon.cat", "blnsvr.exe"] {
+            paths.push(format!("Balloon/2k3/{arch}/{f}"));
+        }
+    }
+    for p in &paths {
+        let full = tree.join(p);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(&full, p.as_bytes()).unwrap();
+    }
+    let mut pad_data = format!("virtio-win {version}\n").into_bytes();
+    pad_data.resize(pad.max(pad_data.len()), b'.');
+    std::fs::write(tree.join("virtio-win_license.txt"), pad_data).unwrap();
+    let iso = dir.join(format!("virtio-win-{version}.iso"));
+    let label = format!("virtio-win-{version}");
+    run(
+        "xorriso",
+        &[
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-r",
+            "-iso-level",
+            "4",
+            "-V",
+            &label,
+            "-o",
+            s(&iso),
+            s(&tree),
+        ],
+    );
+    std::fs::remove_dir_all(&tree).unwrap();
+    iso
+}

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod http;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
