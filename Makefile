@@ -21,6 +21,7 @@ bench: setup
 	$(CARGO) bench --bench image_read
 	$(CARGO) bench --bench ntfs_rewrite
 	$(CARGO) bench --bench inject
+	$(CARGO) bench --bench fetch
 
 lint: setup
 	$(CARGO) fmt --check

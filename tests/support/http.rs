@@ -37,7 +37,7 @@ impl Request {
 }
 
 pub struct State {
-    pub body: Vec<u8>,
+    pub body: Arc<Vec<u8>>,
     pub etag: String,
     pub mode: Mode,
     pub requests: Vec<Request>,
@@ -57,7 +57,7 @@ impl Server {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let state = Arc::new(Mutex::new(State {
-            body,
+            body: Arc::new(body),
             etag: etag.to_owned(),
             mode,
             requests: Vec::new(),
@@ -93,7 +93,7 @@ impl Server {
 
     pub fn set(&self, body: Vec<u8>, etag: &str, mode: Mode) {
         let mut s = self.state.lock().unwrap();
-        s.body = body;
+        s.body = Arc::new(body);
         s.etag = etag.to_owned();
         s.mode = mode;
         s.cut_done = false;
