@@ -16,7 +16,7 @@ fn main() {
 
     let bindings = bindgen::Builder::default()
         .header("src/ntfs/wrapper.h")
-        .allowlist_function("ntfs_(device_alloc|device_free|device_mount|umount|inode_open|inode_close|inode_lookup_by_name|attr_open|attr_close|attr_pread|attr_pwrite|attr_truncate|attr_truncate_solid|create|readdir|volume_write_flags|check_logfile|is_logfile_clean|inode_update_times)")
+        .allowlist_function("ntfs_(device_alloc|device_free|device_mount|umount|inode_open|inode_close|inode_lookup_by_name|attr_open|attr_close|attr_pread|attr_pwrite|attr_truncate|attr_truncate_solid|create|readdir|volume_write_flags|check_logfile|is_logfile_clean)")
         .allowlist_var("AT_UNNAMED|NTFS_MNT_.*|VOLUME_IS_DIRTY")
         .allowlist_type("ntfs_device_operations|ntfs_volume|ntfs_inode|ntfs_attr|ATTR_TYPES|ntfs_mount_flags|RESTART_PAGE_HEADER")
         .opaque_type("ntfs_inode")

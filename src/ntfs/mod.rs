@@ -827,7 +827,7 @@ impl<'a> Volume<'a> {
 
     /// Replaces the content of `path` with `data`, creating the file when missing
     /// (its folder must exist). The file keeps its identity (record, security, other
-    /// streams); its data may shrink or grow.
+    /// streams, times); its data may shrink or grow.
     pub fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
         self.require_writable()?;
         let parts = self.components(path)?;
@@ -865,14 +865,9 @@ impl<'a> Volume<'a> {
                 done += n as usize;
             }
         }
-        // SAFETY: ino is open.
-        unsafe {
-            sys::ntfs_inode_update_times(
-                ino.ni.as_ptr(),
-                sys::ntfs_time_update_flags_NTFS_UPDATE_MTIME
-                    | sys::ntfs_time_update_flags_NTFS_UPDATE_CTIME,
-            )
-        };
+        // The file's times are left as they were: the same inputs must give a
+        // byte-identical image (golden builds), and Windows does not look at a
+        // hive file's times.
         ino.close().map_err(|e| self.op_error(path, "closing", e))
     }
 
