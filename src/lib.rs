@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod golden;
 pub mod guest;
 pub mod hive;
 pub mod image;
@@ -13,3 +14,9 @@ pub mod launch;
 pub mod ntfs;
 pub mod reg;
 pub mod virtio;
+
+/// An error in what the user gave wingold (exit code 2), found outside the layers'
+/// own error types.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);

@@ -93,10 +93,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 
-/// An error in what the user gave us, found by the CLI itself.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+pub use crate::BadInput;
 
 /// Prints `value` as pretty JSON on stdout.
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

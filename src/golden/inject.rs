@@ -1,0 +1,345 @@
+//! Writing registry settings into a Windows image offline: the engine behind
+//! `wingold inject` and the inject step of `wingold build`.
+//!
+//! Order of work, so that a refusal writes nothing: parse every .reg file; find
+//! Windows on the input (read-only); map every key to a hive; check the NTFS volume
+//! is safe to write; run the edits on copies of the hives (a dirty hive is refused);
+//! only then create the output (a qcow2 overlay under a temporary name), write the
+//! changed hives, verify them by reading the output back, and move it into place.
+
+use crate::guest::{self, Windows};
+use crate::image::{self, Access, BlockDev, PartitionView};
+use crate::ntfs::{self, Volume};
+use crate::reg::{self, profiles, Change, RegEdit};
+use crate::BadInput;
+use anyhow::Context;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// A profile name or a .reg file, as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Profile(String),
+    Reg(PathBuf),
+}
+
+/// Where the result goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    DryRun,
+    /// A new qcow2 overlay backed by the input.
+    Overlay(PathBuf),
+    InPlace,
+}
+
+/// One source of edits, in command-line order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    Profile { name: String, file: String },
+    Reg { file: PathBuf },
+}
+
+/// `inject --json` output. Field names are part of the CLI contract (README).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub image: PathBuf,
+    pub output: Option<PathBuf>,
+    pub in_place: bool,
+    pub dry_run: bool,
+    pub windows: WindowsSummary,
+    pub sources: Vec<Source>,
+    pub changes: Vec<Change>,
+    pub hives_written: Vec<HiveWritten>,
+    pub logs_truncated: Vec<String>,
+    pub first_boot_commands: Vec<String>,
+    pub verified: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WindowsSummary {
+    pub product_name: String,
+    pub version: String,
+    pub osinfo: String,
+    pub arch: &'static str,
+    pub family: profiles::Family,
+    pub control_sets: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HiveWritten {
+    pub hive: &'static str,
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The edits run on copies of the hives: what will change, and the new hive bytes.
+pub struct Plan {
+    pub windows: Windows,
+    pub report: Report,
+    pub results: Vec<reg::HiveResult>,
+}
+
+/// Parses every source, finds Windows, checks it is safe to write, and runs the
+/// edits on copies of its hives. Writes nothing.
+pub fn plan(
+    image_path: &Path,
+    specs: &[SourceSpec],
+    partition: Option<u32>,
+) -> anyhow::Result<Plan> {
+    if specs.is_empty() {
+        return Err(
+            BadInput("nothing to apply: give --profile NAME and/or --reg FILE".into()).into(),
+        );
+    }
+    // Syntax first, before touching any image (the family only picks profile variants).
+    for src in specs {
+        if let SourceSpec::Reg(path) = src {
+            let bytes = std::fs::read(path)
+                .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+            reg::parse(&bytes, &path.display().to_string()).map_err(|e| BadInput(e.to_string()))?;
+        }
+    }
+    let input = image::open(image_path, Access::ReadOnly)?;
+    let w = guest::find_windows_on(&input, image_path, partition)?;
+    let family = profiles::Family::of(w.major_version);
+    let (sources, edits, first_boot) = load_sources(specs, family)?;
+    reg::check_roots(&edits, &w.control_sets)?;
+    check_volume(&input, &w, image_path)?;
+    let results = {
+        let part = PartitionView::new(&input, w.partition_start, w.partition_size)?;
+        let vol = Volume::open(
+            &part,
+            &format!("{}: partition {}", image_path.display(), w.partition),
+            Access::ReadOnly,
+        )?;
+        reg::apply(&edits, &w.control_sets, |hive| {
+            vol.read_file(&w.hive_path(hive))
+                .map_err(|e| reg::Error::Load {
+                    hive,
+                    bad_input: e.is_bad_input(),
+                    reason: e.to_string(),
+                })
+        })?
+    };
+    let changes: Vec<Change> = results.iter().flat_map(|r| r.changes.clone()).collect();
+    let mut sets = vec![w.control_sets.current.clone()];
+    sets.extend(
+        w.control_sets
+            .default
+            .clone()
+            .filter(|d| *d != w.control_sets.current),
+    );
+    let report = Report {
+        image: image_path.to_owned(),
+        output: None,
+        in_place: false,
+        dry_run: true,
+        windows: WindowsSummary {
+            product_name: w.product_name.clone(),
+            version: w.version.clone(),
+            osinfo: w.osinfo.clone(),
+            arch: w.arch,
+            family,
+            control_sets: sets,
+        },
+        sources,
+        changes,
+        hives_written: Vec::new(),
+        logs_truncated: Vec::new(),
+        first_boot_commands: first_boot,
+        verified: false,
+    };
+    Ok(Plan {
+        windows: w,
+        report,
+        results,
+    })
+}
+
+/// Carries a plan out: into a new overlay backed by the input (written under a
+/// temporary name, verified, then moved into place), or into the input itself.
+pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
+    let image_path = plan.report.image.clone();
+    let (w, results) = (&plan.windows, &plan.results);
+    let r = &mut plan.report;
+    match mode {
+        Mode::DryRun => return Ok(()),
+        Mode::InPlace => {
+            let img = image::open(&image_path, Access::ReadWrite)?;
+            let (written, logs) = write_hives(&img, w, &image_path.display().to_string(), results)?;
+            drop(img);
+            r.hives_written = written;
+            r.logs_truncated = logs;
+            verify(&image_path, w, results)?;
+            r.in_place = true;
+        }
+        Mode::Overlay(out) => {
+            if out.exists() {
+                return Err(image::Error::Exists { path: out.clone() }.into());
+            }
+            let tmp = image::temp_name(out);
+            let done = (|| -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
+                image::create_overlay(&tmp, &image_path)?;
+                let img = image::open(&tmp, Access::ReadWrite)?;
+                let written = write_hives(&img, w, &out.display().to_string(), results)?;
+                drop(img);
+                verify(&tmp, w, results)?;
+                image::publish(&tmp, out)?;
+                Ok(written)
+            })();
+            match done {
+                Ok((written, logs)) => {
+                    r.hives_written = written;
+                    r.logs_truncated = logs;
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+            r.output = Some(out.clone());
+        }
+    }
+    r.dry_run = false;
+    r.verified = true;
+    Ok(())
+}
+
+/// Reads the edits of every source; a bad .reg file or profile name is bad input.
+fn load_sources(
+    order: &[SourceSpec],
+    family: profiles::Family,
+) -> anyhow::Result<(Vec<Source>, Vec<RegEdit>, Vec<String>)> {
+    let mut sources = Vec::new();
+    let mut edits = Vec::new();
+    let mut first_boot = Vec::new();
+    for src in order {
+        match src {
+            SourceSpec::Profile(name) => {
+                let chosen: Vec<&profiles::Profile> = if name == profiles::ALL {
+                    profiles::PROFILES.iter().collect()
+                } else {
+                    vec![profiles::find(name).ok_or_else(|| {
+                        BadInput(format!(
+                            "unknown profile {name:?}; known: {}, all (see --list-profiles)",
+                            profiles::PROFILES
+                                .iter()
+                                .map(|p| p.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?]
+                };
+                for p in chosen {
+                    edits.extend(
+                        p.edits(family)
+                            .context("a built-in profile does not parse")?,
+                    );
+                    first_boot.extend(p.first_boot(family).iter().map(|s| s.to_string()));
+                    sources.push(Source::Profile {
+                        name: p.name.to_owned(),
+                        file: p.regfile(family).0.to_owned(),
+                    });
+                }
+            }
+            SourceSpec::Reg(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+                let (_, e) = reg::parse(&bytes, &path.display().to_string())
+                    .map_err(|e| BadInput(e.to_string()))?;
+                edits.extend(e);
+                sources.push(Source::Reg { file: path.clone() });
+            }
+        }
+    }
+    Ok((sources, edits, first_boot))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Refuses, on the read-only input, a Windows volume that is unsafe to write.
+fn check_volume(img: &dyn BlockDev, w: &Windows, image: &Path) -> anyhow::Result<()> {
+    let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
+    let name = format!("{}: partition {}", image.display(), w.partition);
+    let state = Volume::open(&part, &name, Access::ReadOnly)?.state()?;
+    if let Some(evidence) = state.hibernated {
+        return Err(ntfs::Error::Hibernated {
+            volume: name,
+            evidence,
+        }
+        .into());
+    }
+    if state.dirty {
+        return Err(ntfs::Error::Dirty { volume: name }.into());
+    }
+    Ok(())
+}
+
+/// Writes the changed hives into the Windows volume of `img`, truncates their
+/// transaction logs, and returns what it wrote.
+fn write_hives(
+    img: &dyn BlockDev,
+    w: &Windows,
+    label: &str,
+    results: &[reg::HiveResult],
+) -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
+    let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
+    let vol = Volume::open(&part, label, Access::ReadWrite)?;
+    let mut written = Vec::new();
+    let mut truncated = Vec::new();
+    let config = w.hive_path("").trim_end_matches('\\').to_owned();
+    let listing = vol.list(&config)?;
+    for r in results {
+        let Some(bytes) = &r.bytes else { continue };
+        let path = w.hive_path(r.hive);
+        vol.write_file(&path, bytes)?;
+        // Stale transaction logs must not replay old data over our edits: the hive
+        // is now clean, and emptied logs hold nothing (windows-offline.md §4b).
+        for log in listing.iter().filter(|e| {
+            let upper = e.name.to_ascii_uppercase();
+            !e.is_dir
+                && ["LOG", "LOG1", "LOG2"]
+                    .iter()
+                    .any(|x| upper == format!("{}.{x}", r.hive))
+        }) {
+            let log_path = format!("{config}\\{}", log.name);
+            if vol.file_size(&log_path)? > 0 {
+                vol.write_file(&log_path, &[])?;
+                truncated.push(log_path);
+            }
+        }
+        written.push(HiveWritten {
+            hive: r.hive,
+            path,
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        });
+    }
+    vol.close()?;
+    img.flush()?;
+    Ok((written, truncated))
+}
+
+/// Reads every written hive back from the finished image and checks its bytes and
+/// every value the edits set.
+pub fn verify(image: &Path, w: &Windows, results: &[reg::HiveResult]) -> anyhow::Result<()> {
+    let img = image::open(image, Access::ReadOnly)?;
+    let part = PartitionView::new(&img, w.partition_start, w.partition_size)?;
+    let vol = Volume::open(&part, "verification", Access::ReadOnly)?;
+    for r in results {
+        let Some(bytes) = &r.bytes else { continue };
+        let back = vol.read_file(&w.hive_path(r.hive))?;
+        anyhow::ensure!(
+            &back == bytes,
+            "verification failed: hive {} reads back different bytes",
+            r.hive
+        );
+        reg::verify(r, &back).map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+    }
+    Ok(())
+}

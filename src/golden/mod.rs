@@ -1,0 +1,4 @@
+//! The pipeline: golden builds (config, fetch, inject, finalize, manifest,
+//! rebuild-on-change) and clones. Built on every layer below.
+
+pub mod inject;
