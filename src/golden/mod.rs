@@ -1,4 +1,5 @@
 //! The pipeline: golden builds (config, fetch, inject, finalize, manifest,
 //! rebuild-on-change) and clones. Built on every layer below.
 
+pub mod finalize;
 pub mod inject;

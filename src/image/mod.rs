@@ -56,6 +56,14 @@ pub trait BlockDev {
 
     /// Whether writes are allowed.
     fn is_writable(&self) -> bool;
+
+    /// Whether `[offset, offset + len)` may hold data. False only when every byte
+    /// of it is known to read as zero without being stored (unallocated qcow2
+    /// clusters down the whole backing chain, zero clusters); finalize skips those
+    /// without reading them.
+    fn allocated(&self, _offset: u64, _len: u64) -> Result<bool> {
+        Ok(true)
+    }
 }
 
 impl<T: BlockDev + ?Sized> BlockDev for Box<T> {
@@ -73,6 +81,9 @@ impl<T: BlockDev + ?Sized> BlockDev for Box<T> {
     }
     fn is_writable(&self) -> bool {
         (**self).is_writable()
+    }
+    fn allocated(&self, offset: u64, len: u64) -> Result<bool> {
+        (**self).allocated(offset, len)
     }
 }
 
@@ -205,6 +216,9 @@ impl BlockDev for Image {
     fn is_writable(&self) -> bool {
         self.dev().is_writable()
     }
+    fn allocated(&self, offset: u64, len: u64) -> Result<bool> {
+        self.dev().allocated(offset, len)
+    }
 }
 
 /// Opens an image by sniffing its magic: qcow2 (with its backing chain) or raw.
@@ -268,6 +282,9 @@ impl<D: BlockDev> BlockDev for PartitionView<D> {
     fn is_writable(&self) -> bool {
         self.dev.is_writable()
     }
+    fn allocated(&self, offset: u64, len: u64) -> Result<bool> {
+        self.dev.allocated(self.start + offset, len)
+    }
 }
 
 impl<D: BlockDev + ?Sized> BlockDev for &D {
@@ -285,5 +302,8 @@ impl<D: BlockDev + ?Sized> BlockDev for &D {
     }
     fn is_writable(&self) -> bool {
         (**self).is_writable()
+    }
+    fn allocated(&self, offset: u64, len: u64) -> Result<bool> {
+        (**self).allocated(offset, len)
     }
 }

@@ -720,6 +720,27 @@ impl BlockDev for Qcow2Image {
     fn is_writable(&self) -> bool {
         self.writable
     }
+
+    fn allocated(&self, offset: u64, len: u64) -> Result<bool> {
+        let end = offset.saturating_add(len).min(self.len);
+        let mut at = offset - offset % self.cluster_size;
+        while at < end {
+            match self.mapping(at)? {
+                MappingSource::DataFile | MappingSource::Compressed => return Ok(true),
+                MappingSource::Zero => {}
+                MappingSource::Unallocated | MappingSource::Backing => {
+                    if let Some(base) = &self.backing {
+                        let n = self.cluster_size.min(end - at);
+                        if at < base.len() && base.allocated(at, n.min(base.len() - at))? {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+            at += self.cluster_size;
+        }
+        Ok(false)
+    }
 }
 
 /// The sector-aligned span covering `len` bytes at `offset`.
