@@ -1,7 +1,7 @@
 //! Builds a phony Windows disk with the test fixture builder (tests/support), for
 //! `make demo` and for trying wingold by hand:
 //!
-//!     cargo run --release --example phony_windows -- DIR [2k22|2k3r2]
+//!     cargo run --release --example phony_windows -- DIR [2k22|2k3r2 [VIRTIO_VERSION]]
 //!
 //! Prints the path of the qcow2 it made. Needs what the tests need (make setup):
 //! mkntfs and ntfs-3g (FUSE, as root), sgdisk/sfdisk, hivexregedit, qemu-img, and
@@ -30,4 +30,9 @@ fn main() {
     std::fs::create_dir_all(dir).expect("create the folder");
     let w = fixtures::phony_windows(dir, spec, vec![]);
     println!("{}", w.image.display());
+    // With a third argument, also a fixture virtio-win ISO of that version.
+    if let Some(version) = args.get(3) {
+        let iso = fixtures::virtio_iso(dir, version, 0);
+        println!("{}", iso.display());
+    }
 }

@@ -115,7 +115,7 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
 }
 
 /// Writes an executable script under a temporary name, then moves it into place.
-fn write_script(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write_script(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = image::temp_name(path);

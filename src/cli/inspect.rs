@@ -37,6 +37,8 @@ struct Report {
     settings: Vec<reg::Setting>,
     /// Why the settings could not be read, if they could not.
     settings_error: Option<String>,
+    /// `<IMAGE>.manifest.json`, when the image is a golden image wingold built.
+    manifest: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -135,7 +137,11 @@ fn report(path: &Path) -> anyhow::Result<Report> {
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         },
     };
+    let manifest = std::fs::read(crate::golden::build::manifest_path(path))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(Report {
+        manifest,
         settings,
         settings_error,
         image: path.to_owned(),
@@ -259,6 +265,32 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             } else {
                 format!("  (profile sets {want})")
             }
+        );
+    }
+    if let Some(m) = &r.manifest {
+        println!(
+            "golden image manifest ({}):",
+            crate::golden::build::manifest_path(&r.image).display()
+        );
+        println!(
+            "  built by wingold {}",
+            m["wingold_version"].as_str().unwrap_or("?")
+        );
+        println!(
+            "  base {} (sha256 {})",
+            m["base"]["path"].as_str().unwrap_or("?"),
+            m["base"]["sha256"].as_str().unwrap_or("?")
+        );
+        println!(
+            "  virtio-win {} (sha256 {}), drivers injected: {}",
+            m["virtio_win"]["version"].as_str().unwrap_or("?"),
+            m["virtio_win"]["sha256"].as_str().unwrap_or("?"),
+            m["virtio_win"]["drivers_injected"]
+        );
+        println!(
+            "  {} registry change(s); output sha256 {}",
+            m["edits"].as_array().map(|a| a.len()).unwrap_or(0),
+            m["output"]["sha256"].as_str().unwrap_or("?")
         );
     }
     if let Some(e) = &r.settings_error {

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod build;
 mod disks;
 mod fetch;
 mod inject;
@@ -45,6 +46,10 @@ pub enum Command {
     Inject(inject::InjectArgs),
     /// Print how to start a VM: a sh script, a QEMU argv (JSON) or libvirt XML.
     Launch(launch::LaunchArgs),
+    /// Build the golden image (fetch, inject, finalize, manifest); nothing when no input changed.
+    Build(build::BuildArgs),
+    /// A new VM from the golden image: a qcow2 overlay and its run recipe.
+    Clone(build::CloneArgs),
 }
 
 /// Runs one command. `matches` gives the command line's order of options where it
@@ -58,6 +63,8 @@ pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
             inject::run(args, matches.and_then(|m| m.subcommand_matches("inject")))
         }
         Command::Launch(args) => launch::run(args),
+        Command::Build(args) => build::run_build(args),
+        Command::Clone(args) => build::run_clone(args),
     }
 }
 

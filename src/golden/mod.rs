@@ -1,5 +1,6 @@
 //! The pipeline: golden builds (config, fetch, inject, finalize, manifest,
 //! rebuild-on-change) and clones. Built on every layer below.
 
+pub mod build;
 pub mod finalize;
 pub mod inject;

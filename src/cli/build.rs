@@ -1,0 +1,100 @@
+//! `wingold build` and `wingold clone`.
+
+use crate::golden::build;
+use crate::image::{self, create_overlay};
+use crate::BadInput;
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The build configuration (see assets/wingold.example.toml).
+    #[arg(short, long, default_value = "wingold.toml")]
+    config: PathBuf,
+    /// Rebuild even when no input changed.
+    #[arg(long)]
+    force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
+    let cfg = build::load(&args.config)?;
+    let progress = std::io::stderr().is_terminal() && !args.json;
+    let outcome = build::build(&cfg, args.force, progress)?;
+    if args.json {
+        return super::print_json(&outcome);
+    }
+    if outcome.up_to_date {
+        println!(
+            "{}: up to date (virtio-win {})",
+            outcome.output.display(),
+            outcome.virtio_win_version
+        );
+    } else {
+        println!(
+            "{}: built with virtio-win {}, {} registry change(s), sha256 {}; manifest {}",
+            outcome.output.display(),
+            outcome.virtio_win_version,
+            outcome.changes,
+            outcome.sha256,
+            outcome.manifest.display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    /// The golden image.
+    golden: PathBuf,
+    /// The new VM's id: vm_N.qcow2, its MAC, tap and VNC display.
+    #[arg(long)]
+    id: u32,
+    /// Where to create vm_N.qcow2 and vm_N.sh.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    #[command(flatten)]
+    vm: super::launch::VmArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
+    let disk = args.dir.join(format!("vm_{}.qcow2", args.id));
+    let script = args.dir.join(format!("vm_{}.sh", args.id));
+    for p in [&disk, &script] {
+        if p.exists() {
+            return Err(image::Error::Exists { path: p.clone() }.into());
+        }
+    }
+    if !args.golden.exists() {
+        return Err(BadInput(format!("{}: no such golden image", args.golden.display())).into());
+    }
+    let vm = super::launch::vm(args.id, &disk, None, &args.vm)?;
+    create_overlay(&disk, &args.golden)?;
+    if let Err(e) = super::disks::write_script(&script, &vm.sh()) {
+        let _ = std::fs::remove_file(&disk);
+        return Err(e);
+    }
+    let backing = std::fs::canonicalize(&args.golden)?;
+    if args.json {
+        return super::print_json(&serde_json::json!({
+            "image": disk,
+            "backing": backing,
+            "script": script,
+            "argv": vm.argv(),
+        }));
+    }
+    println!(
+        "{}: VM {} (an overlay on {})",
+        disk.display(),
+        args.id,
+        backing.display()
+    );
+    println!("{}: start it with this script", script.display());
+    Ok(())
+}

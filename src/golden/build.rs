@@ -1,0 +1,471 @@
+//! `wingold build`: fetch (verified) → inject into an overlay of the base →
+//! finalize into a standalone qcow2 → verify → manifest; and nothing at all when no
+//! input changed, so a timer can run it hourly.
+//!
+//! Crash safety: the golden image is written under a temporary name, fsynced, and
+//! renamed over the previous one; the manifest follows. Killed at any moment, the
+//! output path holds the previous complete image or nothing; the next run clears
+//! the leftovers (under a lock, so two builds never clear each other's files).
+
+use super::finalize;
+use super::inject::{self, Mode, SourceSpec};
+use crate::image::{self, Access};
+use crate::virtio::{self, fetch};
+use crate::BadInput;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// `wingold.toml` (assets/wingold.example.toml documents it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub virtio_win: VirtioConfig,
+    pub base: BaseConfig,
+    pub golden: GoldenConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtioConfig {
+    /// `stable` or `latest`.
+    pub channel: Option<String>,
+    pub version: Option<String>,
+    pub url: Option<String>,
+    /// A local ISO file (relative to the config file).
+    pub iso: Option<PathBuf>,
+    pub sha256: Option<String>,
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseConfig {
+    pub image: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenConfig {
+    pub output: PathBuf,
+    #[serde(default = "all_profiles")]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub regfiles: Vec<PathBuf>,
+    #[serde(default)]
+    pub compress: bool,
+}
+
+fn all_profiles() -> Vec<String> {
+    vec!["all".into()]
+}
+
+/// A loaded config, its paths resolved against its folder.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub bytes: Vec<u8>,
+    pub config: Config,
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| BadInput(format!("{}: not UTF-8 text", path.display())))?;
+    let mut config: Config = toml::from_str(&text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                (
+                    before.matches('\n').count() + 1,
+                    before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1,
+                )
+            })
+            .unwrap_or((1, 1));
+        BadInput(format!("{}:{line}:{col}: {}", path.display(), e.message()))
+    })?;
+    let dir = std::path::absolute(path)?
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    };
+    resolve(&mut config.base.image);
+    resolve(&mut config.golden.output);
+    config.golden.regfiles.iter_mut().for_each(resolve);
+    if let Some(iso) = config.virtio_win.iso.as_mut() {
+        resolve(iso);
+    }
+    if let Some(c) = config.virtio_win.cache.as_mut() {
+        resolve(c);
+    }
+    let v = &config.virtio_win;
+    let given = [
+        v.channel.is_some(),
+        v.version.is_some(),
+        v.url.is_some(),
+        v.iso.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(BadInput(format!(
+            "{}: [virtio_win] takes one of channel, version, url or iso",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(Loaded {
+        path: path.to_owned(),
+        dir,
+        bytes,
+        config,
+    })
+}
+
+/// What a golden image was built from. When it is unchanged, nothing is rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub wingold_version: String,
+    pub base_sha256: String,
+    pub virtio_win_version: String,
+    pub virtio_win_sha256: String,
+    pub config_sha256: String,
+    pub regfiles: Vec<(String, String)>,
+}
+
+/// The base image as the manifest records it. Size, mtime and inode are the cheap
+/// identity: when all three match the last build, its SHA-256 is taken as still
+/// true; when any differs, the base is hashed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRecord {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputRecord {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+    pub virtual_size: u64,
+    pub compressed: bool,
+}
+
+/// `<golden>.manifest.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub wingold_version: String,
+    pub identity: Identity,
+    pub base: BaseRecord,
+    pub virtio_win: serde_json::Value,
+    pub config: serde_json::Value,
+    pub windows: serde_json::Value,
+    pub edits: serde_json::Value,
+    pub first_boot_commands: Vec<String>,
+    pub output: OutputRecord,
+    pub timings_ms: serde_json::Value,
+}
+
+/// What `build` did.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub up_to_date: bool,
+    pub output: PathBuf,
+    pub manifest: PathBuf,
+    pub sha256: String,
+    pub changes: usize,
+    pub virtio_win_version: String,
+}
+
+pub fn manifest_path(golden: &Path) -> PathBuf {
+    let mut name = golden.file_name().unwrap_or_default().to_owned();
+    name.push(".manifest.json");
+    golden.with_file_name(name)
+}
+
+pub fn read_manifest(golden: &Path) -> Option<Manifest> {
+    let bytes = std::fs::read(manifest_path(golden)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+fn stamp(meta: &std::fs::Metadata) -> (u64, i128, u64) {
+    (
+        meta.len(),
+        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        meta.ino(),
+    )
+}
+
+fn base_record(path: &Path, previous: Option<&BaseRecord>) -> anyhow::Result<BaseRecord> {
+    let meta = std::fs::metadata(path).map_err(|e| image::Error::open(path, e))?;
+    let (size, mtime_ns, inode) = stamp(&meta);
+    let sha256 = match previous {
+        Some(p)
+            if p.path == path && p.size == size && p.mtime_ns == mtime_ns && p.inode == inode =>
+        {
+            p.sha256.clone()
+        }
+        _ => sha256_file(path)?,
+    };
+    Ok(BaseRecord {
+        path: path.to_owned(),
+        size,
+        mtime_ns,
+        inode,
+        sha256,
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = image::temp_name(path);
+    let r = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Removes what an interrupted build left beside the output.
+fn clear_leftovers(out: &Path) {
+    let (Some(dir), Some(name)) = (out.parent(), out.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let f = e.file_name().to_string_lossy().into_owned();
+        if f.starts_with('.')
+            && f.contains(&*name)
+            && (f.contains(".wingold-tmp.") || f.contains(".wingold-work."))
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Runs the whole chain; `force` rebuilds even when nothing changed.
+pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcome> {
+    let t0 = Instant::now();
+    let c = &cfg.config;
+    let out = &c.golden.output;
+    let out_dir = out
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    let name = out
+        .file_name()
+        .ok_or_else(|| BadInput(format!("{}: no file name", out.display())))?;
+    // One build per output at a time.
+    let lock_path = out_dir.join(format!(".{}.wingold-lock", name.to_string_lossy()));
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("{}: cannot open", lock_path.display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))
+        .with_context(|| format!("{}: cannot lock", lock_path.display()))?;
+    clear_leftovers(out);
+
+    // 1. virtio-win, verified (a conditional request when it is cached).
+    let v = &c.virtio_win;
+    let source = match (&v.channel, &v.version, &v.url, &v.iso) {
+        (_, _, _, Some(iso)) => fetch::Source::Url(format!("file://{}", iso.display())),
+        (_, _, Some(u), _) => fetch::Source::Url(u.clone()),
+        (_, Some(ver), _, _) => fetch::Source::Version(ver.clone()),
+        (Some(ch), ..) if ch == "latest" => fetch::Source::Latest,
+        (Some(ch), ..) if ch != "stable" => {
+            return Err(BadInput(format!(
+                "{}: [virtio_win] channel must be stable or latest",
+                cfg.path.display()
+            ))
+            .into())
+        }
+        _ => fetch::Source::Stable,
+    };
+    let opts = fetch::Options {
+        source,
+        sha256: v.sha256.clone(),
+        cache: v.cache.clone().unwrap_or_else(fetch::default_cache),
+        lock_file: cfg.dir.join("wingold.lock"),
+        offline: false,
+        progress,
+        retries: 4,
+        connect_timeout: std::time::Duration::from_secs(30),
+        stall_timeout: std::time::Duration::from_secs(30),
+        backoff: std::time::Duration::from_millis(500),
+    };
+    let iso = virtio::fetch(&opts)?;
+    let t_fetch = t0.elapsed();
+
+    // 2. Has anything changed?
+    let previous = read_manifest(out);
+    let base = base_record(&c.base.image, previous.as_ref().map(|m| &m.base))?;
+    let mut regfiles = Vec::new();
+    for r in &c.golden.regfiles {
+        let bytes =
+            std::fs::read(r).map_err(|e| BadInput(format!("{}: cannot read: {e}", r.display())))?;
+        regfiles.push((
+            r.display().to_string(),
+            format!("{:x}", Sha256::digest(&bytes)),
+        ));
+    }
+    let identity = Identity {
+        wingold_version: env!("CARGO_PKG_VERSION").into(),
+        base_sha256: base.sha256.clone(),
+        virtio_win_version: iso.version.clone(),
+        virtio_win_sha256: iso.sha256.clone(),
+        config_sha256: format!("{:x}", Sha256::digest(&cfg.bytes)),
+        regfiles,
+    };
+    if let Some(m) = previous
+        .as_ref()
+        .filter(|m| m.identity == identity && !force)
+    {
+        let current = std::fs::metadata(out).ok().map(|meta| stamp(&meta));
+        if current == Some((m.output.size, m.output.mtime_ns, m.output.inode)) {
+            return Ok(Outcome {
+                up_to_date: true,
+                output: out.clone(),
+                manifest: manifest_path(out),
+                sha256: m.output.sha256.clone(),
+                changes: 0,
+                virtio_win_version: iso.version,
+            });
+        }
+    }
+
+    // 3. Inject into an overlay of the base.
+    let specs: Vec<SourceSpec> = c
+        .golden
+        .profiles
+        .iter()
+        .cloned()
+        .map(SourceSpec::Profile)
+        .chain(c.golden.regfiles.iter().cloned().map(SourceSpec::Reg))
+        .collect();
+    let work = out_dir.join(format!(
+        ".{}.wingold-work.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut plan = inject::plan(&c.base.image, &specs, None)?;
+    let result = (|| -> anyhow::Result<Outcome> {
+        inject::write(&mut plan, &Mode::Overlay(work.clone()))?;
+        let t_inject = t0.elapsed();
+
+        // 4. Finalize into a temporary name, verify, fsync, rename into place.
+        let tmp = image::temp_name(out);
+        let stats = {
+            let src = image::open(&work, Access::ReadOnly)?;
+            finalize::write_qcow2(&src, &tmp, c.golden.compress)?
+        };
+        let t_finalize = t0.elapsed();
+        inject::verify(&tmp, &plan.windows, &plan.results).context("verifying the golden image")?;
+        let sha256 = sha256_file(&tmp)?;
+        let t_verify = t0.elapsed();
+        std::fs::rename(&tmp, out)
+            .with_context(|| format!("{}: cannot move into place", out.display()))?;
+        if let Ok(d) = std::fs::File::open(&out_dir) {
+            let _ = d.sync_all();
+        }
+        let (size, mtime_ns, inode) = stamp(&std::fs::metadata(out)?);
+
+        // 5. The manifest.
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let manifest = Manifest {
+            wingold_version: env!("CARGO_PKG_VERSION").into(),
+            identity: identity.clone(),
+            base: base.clone(),
+            virtio_win: serde_json::json!({
+                "version": iso.version,
+                "url": iso.url,
+                "final_url": iso.final_url,
+                "sha256": iso.sha256,
+                "size": iso.size,
+                "pinned_by": iso.pinned_by,
+                "path": iso.path,
+                "drivers_injected": false,
+                "note": "the ISO is recorded; putting its drivers into the image is a later step of wingold, not done by this build",
+            }),
+            config: serde_json::json!({
+                "path": cfg.path,
+                "sha256": identity.config_sha256,
+                "profiles": c.golden.profiles,
+                "regfiles": identity.regfiles,
+                "compress": c.golden.compress,
+            }),
+            windows: serde_json::to_value(&plan.report.windows)?,
+            edits: serde_json::to_value(&plan.report.changes)?,
+            first_boot_commands: plan.report.first_boot_commands.clone(),
+            output: OutputRecord {
+                path: out.clone(),
+                sha256: sha256.clone(),
+                size,
+                mtime_ns,
+                inode,
+                virtual_size: stats.virtual_size,
+                compressed: c.golden.compress,
+            },
+            timings_ms: serde_json::json!({
+                "fetch": ms(t_fetch),
+                "inject": ms(t_inject - t_fetch),
+                "finalize": ms(t_finalize - t_inject),
+                "verify": ms(t_verify - t_finalize),
+                "total": ms(t0.elapsed()),
+            }),
+        };
+        write_atomic(&manifest_path(out), &serde_json::to_vec_pretty(&manifest)?)?;
+        Ok(Outcome {
+            up_to_date: false,
+            output: out.clone(),
+            manifest: manifest_path(out),
+            sha256,
+            changes: plan.report.changes.len(),
+            virtio_win_version: iso.version.clone(),
+        })
+    })();
+    let _ = std::fs::remove_file(&work);
+    if result.is_err() {
+        let _ = std::fs::remove_file(image::temp_name(out));
+    }
+    result
+}
