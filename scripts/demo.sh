@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# `make demo`: shows what wingold does today, end to end, on files it makes itself.
+# `make demo`: the main job end to end on files it makes itself.
+#
+# With no configuration it builds a phony Windows Server 2022 disk and a fixture
+# virtio-win ISO (the test fixture builder), then runs `wingold build` with
+# assets/demo.toml. With WINGOLD_CONFIG=/path/to/wingold.toml (a real installed
+# base image and a real virtio-win source) it runs the real thing.
 set -euo pipefail
 bin=$(realpath "$1")
 dir=$2
@@ -8,25 +13,45 @@ mkdir -p "$dir"
 dir=$(realpath "$dir")
 step() { printf '\n== %s\n' "$*"; }
 
-step "wingold disks --id 10: the system disk (HDA) and the temporary virtio disk (HDB)"
-"$bin" disks --id 10 --dir "$dir" --hda-size 20G --hdb-size 1G
-qemu-img check -q "$dir/vm_10.qcow2" && echo "qemu-img check: clean"
+if [ -n "${WINGOLD_CONFIG:-}" ]; then
+  config=$(realpath "$WINGOLD_CONFIG")
+  step "wingold build -c $config"
+  "$bin" build -c "$config"
+  exit 0
+fi
 
-step "a phony Windows Server 2022 disk, built by the test fixture builder"
-phony=$(cargo run --release --quiet --example phony_windows -- "$dir/phony" 2k22)
-echo "$phony"
+step "wingold disks --id 10: the system disk (HDA), the temporary virtio disk (HDB), the install recipe"
+"$bin" disks --id 10 --dir "$dir" --hda-size 20G --hdb-size 1G \
+  --iso "$dir/windows.iso" --virtio-iso "$dir/virtio-win-0.1.999.iso" --script "$dir/install_10.sh"
+qemu-img check -q "$dir/vm_10.qcow2" && echo "qemu-img check: clean"
+sed -n '1,12p' "$dir/install_10.sh"; echo "  ..."
+
+step "a phony, installed Windows Server 2022 disk and a virtio-win ISO (the test fixture builder)"
+cargo run --release --quiet --example phony_windows -- "$dir/phony" 2k22 0.1.999
+mv "$dir/phony/virtio-win-0.1.999.iso" "$dir/"
+cp assets/demo.toml "$dir/wingold.toml"
+sed -i 's|^\[virtio_win\]|[virtio_win]\ncache = "cache"|' "$dir/wingold.toml"
+
+step "wingold fetch --list-drivers --for-image: which virtio-win folders serve this Windows"
+"$bin" fetch --url "file://$dir/virtio-win-0.1.999.iso" --cache "$dir/cache" --lock "$dir/wingold.lock" \
+  --list-drivers --for-image "$dir/phony/phony.qcow2" | head -n 8
 
 step "wingold inspect: partitions, Windows, hives, and the settings as they are"
-"$bin" inspect "$phony"
+"$bin" inspect "$dir/phony/phony.qcow2"
 
-step "wingold inject --profile all --dry-run: the plan, nothing written"
-"$bin" inject "$phony" --profile all --dry-run | tail -n 5
+step "wingold build -c wingold.toml: fetch, inject, finalize, verify, manifest"
+"$bin" build -c "$dir/wingold.toml"
+qemu-img check -q "$dir/golden/phony-2022.qcow2" && echo "qemu-img check: clean"
 
-step "wingold inject --profile all: written into an overlay, verified"
-"$bin" inject "$phony" --profile all --output "$dir/golden.qcow2" | tail -n 6
-qemu-img info --backing-chain "$dir/golden.qcow2" | grep -E '^(image|backing file):'
+step "wingold build again: nothing changed, nothing written"
+"$bin" build -c "$dir/wingold.toml"
 
-step "wingold inspect golden.qcow2: every setting now as the profiles want it"
-"$bin" inspect "$dir/golden.qcow2" | sed -n '/^settings/,$p'
+step "wingold inspect golden: the manifest, and every setting as the profiles want it"
+"$bin" inspect "$dir/golden/phony-2022.qcow2" | sed -n '/^settings of/,$p'
+
+step "wingold clone --id 11: a new VM in constant time, with its run recipe"
+mkdir -p "$dir/vms"
+"$bin" clone "$dir/golden/phony-2022.qcow2" --id 11 --dir "$dir/vms"
+qemu-img info --backing-chain "$dir/vms/vm_11.qcow2" | grep -E '^(image|backing file):'
 
 printf '\nFiles are in %s\n' "$dir"
