@@ -4,6 +4,9 @@
 //! several rounds, side by side; the ratio is curl+sha256sum time / wingold time.
 //! Size: WINGOLD_BENCH_ISO_MIB (default 700).
 
+mod common;
+use common::*;
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -13,20 +16,6 @@ use std::time::Instant;
 use support::{fixtures, http};
 
 const ROUNDS: usize = 5;
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn main() {
     let mib: usize = std::env::var("WINGOLD_BENCH_ISO_MIB")

@@ -5,33 +5,15 @@
 //! means wingold is faster).
 //! Size: WINGOLD_BENCH_MIB (default 2048).
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 use wingold::golden::finalize::write_qcow2;
 use wingold::image::{self, create_overlay, create_qcow2, Access, BlockDev, CreateOptions};
 
 const ROUNDS: usize = 3;
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn secs(f: impl FnOnce()) -> f64 {
-    let t = Instant::now();
-    f();
-    t.elapsed().as_secs_f64()
-}
 
 /// A base of `mib` MiB: a quarter random, a quarter text-like (compressible), half
 /// zeros (as a fresh Windows disk is); an overlay with scattered writes on top.

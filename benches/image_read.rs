@@ -9,6 +9,9 @@
 //! (ours / theirs: above 1.0 means wingold is faster).
 //! Size: WINGOLD_BENCH_MIB (default 2048).
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,20 +19,6 @@ use wingold::image::{self, Access, BlockDev};
 
 const ROUNDS: usize = 3;
 const CHUNK: usize = 4 << 20;
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn build_image(dir: &Path, mib: u64) -> PathBuf {
     let img = dir.join(format!("bench-{mib}M.qcow2"));
@@ -129,7 +118,7 @@ fn main() {
         b.push(qemu_img_convert(&img, &out));
         c.push(qemu_io_read(&img, mib));
     }
-    let (a, b, c) = (median(a), median(b), median(c));
+    let (a, b, c) = (median_duration(a), median_duration(b), median_duration(c));
     let mibs = |d: Duration| mib as f64 / d.as_secs_f64();
     println!("sequential read of a {mib} MiB qcow2 (data in every cluster), median of {ROUNDS}:");
     println!(

@@ -7,36 +7,18 @@
 //!
 //! Median of several rounds, side by side; ratios reported.
 
+mod common;
+use common::*;
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 use support::fixtures;
 use wingold::reg::{profiles, Op};
 
 const ROUNDS: usize = 7;
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn secs(f: impl FnOnce()) -> f64 {
-    let t = Instant::now();
-    f();
-    t.elapsed().as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 /// The settings of every NT 6 profile as .reg text for one hive, with
 /// CurrentControlSet spelled ControlSet001 and every parent key spelled out, as

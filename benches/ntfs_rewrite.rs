@@ -4,22 +4,15 @@
 //! (`ntfscat` to read, `ntfscp` to write). Reports wall time and peak RSS (GNU
 //! time), median of several rounds, each on fresh copies, and the ratios.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ROUNDS: usize = 9;
 const MIB: u64 = 1 << 20;
 const VOLUME: u64 = 2047 * MIB;
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -64,11 +57,6 @@ fn timed(args: &[&str]) -> (f64, u64) {
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap();
     (secs, last.trim().parse().unwrap())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {
