@@ -107,20 +107,7 @@ fn unknown_root_is_refused_with_its_line() {
 #[test]
 fn image_without_windows_is_refused() {
     let dir = tempdir();
-    let vol = dir.path().join("data.ntfs");
-    fixtures::ntfs_volume(&vol, 16 * fixtures::MIB, "Data", &[]);
-    let raw = dir.path().join("data.raw");
-    fixtures::disk(
-        &raw,
-        32 * fixtures::MIB,
-        fixtures::Table::Mbr,
-        &[fixtures::Part {
-            size: 16 * fixtures::MIB,
-            volume: Some(vol.clone()),
-            kind: "7",
-        }],
-    );
-    std::fs::remove_file(vol).unwrap();
+    let raw = fixtures::data_disk(dir.path());
     let c = Case {
         dir: dir.path().to_owned(),
         image: raw,

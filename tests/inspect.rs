@@ -93,24 +93,7 @@ fn reports_a_dirty_hive_and_a_hibernated_volume() {
 #[test]
 fn says_clearly_when_there_is_no_windows() {
     let dir = tempdir();
-    let vol = dir.path().join("data.ntfs");
-    fixtures::ntfs_volume(
-        &vol,
-        16 * fixtures::MIB,
-        "Data",
-        &[Entry::File("readme.txt", b"hi".to_vec())],
-    );
-    let raw = dir.path().join("data.raw");
-    fixtures::disk(
-        &raw,
-        32 * fixtures::MIB,
-        fixtures::Table::Mbr,
-        &[fixtures::Part {
-            size: 16 * fixtures::MIB,
-            volume: Some(vol),
-            kind: "7",
-        }],
-    );
+    let raw = fixtures::data_disk(dir.path());
     let r = inspect_json(&raw);
     assert!(r["windows"].is_null());
     let reason = r["no_windows_reason"].as_str().unwrap();

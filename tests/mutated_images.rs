@@ -5,6 +5,7 @@
 mod support;
 
 use std::path::Path;
+use support::fixtures;
 use support::*;
 
 fn assert_no_panic(image: &Path, what: &str) {
@@ -75,19 +76,7 @@ fn damaged_partition_tables_never_panic() {
     let dir = tempdir();
     let mbr = path_in(&dir, "mbr.raw");
     run("truncate", &["-s", "16M", s(&mbr)]);
-    let mut child = std::process::Command::new("sfdisk")
-        .args(["-q", s(&mbr)])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\n,4M,7\n,,5\n,2M,83\n,,7\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    fixtures::sfdisk(&mbr, "label: dos\n,4M,7\n,,5\n,2M,83\n,,7\n");
     let pristine = std::fs::read(&mbr).unwrap();
     // Damage sector 0 and the first EBR (at the start of the extended partition).
     let ebr = 2048 * 512 + (4 << 20);

@@ -3,6 +3,7 @@
 mod support;
 
 use serde_json::Value;
+use support::fixtures;
 use support::*;
 use wingold::image::{self, scan_partitions, Access, Role, TableKind};
 
@@ -55,19 +56,7 @@ fn mbr_with_logical_partitions_matches_sfdisk() {
     let raw = path_in(&dir, "mbr.raw");
     run("truncate", &["-s", "200M", s(&raw)]);
     let layout = "label: dos\n,20M,7,*\n,30M,83\n,,5\n,10M,83\n,15M,7\n,,b\n";
-    let mut child = std::process::Command::new("sfdisk")
-        .args(["-q", s(&raw)])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("TEST CANNOT RUN: sfdisk missing (Debian fdisk)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(layout.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    fixtures::sfdisk(&raw, layout);
 
     let expected = sfdisk_view(&raw);
     assert_eq!(

@@ -113,19 +113,7 @@ pub fn disk(path: &Path, size: u64, table: Table, parts: &[Part]) -> Vec<u64> {
                 let boot = if i == 0 { ",*" } else { "" };
                 script += &format!(",{}KiB,{}{boot}\n", p.size / 1024, p.kind);
             }
-            let mut child = Command::new("sfdisk")
-                .args(["-q", s(path)])
-                .stdin(Stdio::piped())
-                .spawn()
-                .expect("TEST CANNOT RUN: sfdisk missing (Debian fdisk)");
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(script.as_bytes())
-                .unwrap();
-            assert!(child.wait().unwrap().success());
+            sfdisk(path, &script);
         }
         Table::Gpt => {
             let mut args: Vec<String> = Vec::new();
@@ -152,6 +140,47 @@ pub fn disk(path: &Path, size: u64, table: Table, parts: &[Part]) -> Vec<u64> {
         }
     }
     offsets
+}
+
+/// Lays out `path` with an sfdisk script.
+pub fn sfdisk(path: &Path, script: &str) {
+    let mut child = Command::new("sfdisk")
+        .args(["-q", s(path)])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("TEST CANNOT RUN: sfdisk missing (Debian fdisk)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "sfdisk failed");
+}
+
+/// A disk with one NTFS data partition and no Windows on it.
+pub fn data_disk(dir: &Path) -> PathBuf {
+    let vol = dir.join("data.ntfs");
+    ntfs_volume(
+        &vol,
+        16 * MIB,
+        "Data",
+        &[Entry::File("readme.txt", b"hi".to_vec())],
+    );
+    let raw = dir.join("data.raw");
+    disk(
+        &raw,
+        32 * MIB,
+        Table::Mbr,
+        &[Part {
+            size: 16 * MIB,
+            volume: Some(vol.clone()),
+            kind: "7",
+        }],
+    );
+    std::fs::remove_file(vol).unwrap();
+    raw
 }
 
 /// Copies `volume` into `disk` at byte `offset`.
