@@ -128,7 +128,7 @@ fn main() {
         "  ratio to the hivexregedit floor: {:.2}x   (target <= 1.5x)",
         o / f
     );
-    let vwr = Command::new("virt-win-reg").arg("--help").output();
+    let vwr = Command::new("virt-win-reg").arg("--version").output();
     match vwr {
         Ok(help) if help.status.success() => {
             let reg = dir.join("all.reg");

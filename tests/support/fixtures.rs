@@ -220,14 +220,26 @@ pub fn extract_partition(image: &Path, offset: u64, len: u64, out: &Path) {
     std::fs::remove_file(&raw).unwrap();
 }
 
-/// A minimal PE file (MZ header, PE signature, machine type): enough for the
-/// architecture check, which reads what libguestfs reads of cmd.exe.
+/// A minimal PE file: MZ header, PE signature, COFF header and the start of an
+/// optional header (PE32 or PE32+, console subsystem). Enough for wingold's
+/// architecture check and for `file` (which libguestfs' inspection asks).
 pub fn minimal_pe(machine: u16) -> Vec<u8> {
-    let mut b = vec![0u8; 512];
+    let plus = machine != MACHINE_I386;
+    let mut b = vec![0u8; 1024];
     b[0..2].copy_from_slice(b"MZ");
     b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
     b[0x80..0x84].copy_from_slice(b"PE\0\0");
     b[0x84..0x86].copy_from_slice(&machine.to_le_bytes());
+    b[0x86..0x88].copy_from_slice(&1u16.to_le_bytes()); // one section
+    let (opt_size, characteristics, magic): (u16, u16, u16) = if plus {
+        (0xf0, 0x0022, 0x20b)
+    } else {
+        (0xe0, 0x0102, 0x10b)
+    };
+    b[0x94..0x96].copy_from_slice(&opt_size.to_le_bytes());
+    b[0x96..0x98].copy_from_slice(&characteristics.to_le_bytes());
+    b[0x98..0x9a].copy_from_slice(&magic.to_le_bytes());
+    b[0x98 + 68..0x98 + 70].copy_from_slice(&3u16.to_le_bytes()); // console
     b
 }
 
