@@ -184,3 +184,41 @@ fn unknown_profile_is_refused() {
     let err = refused(&c, &["--profile", "turbo"]);
     assert!(err.contains("unknown profile \"turbo\""), "{err}");
 }
+
+#[test]
+fn in_place_write_into_an_image_with_internal_snapshots_is_refused() {
+    // Regression for issue 2: qcow2-rs would corrupt refcounts shared with snapshots.
+    let c = case(&WIN2K22_X64, vec![], |_| {});
+    run("qemu-img", &["snapshot", "-c", "installed", s(&c.image)]);
+    let before = sha256_file(&c.image);
+    let out = wingold()
+        .args(["inject", s(&c.image), "--in-place", "--profile", "all"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("internal snapshot") && err.contains(s(&c.image)),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(sha256_file(&c.image), before, "the image was written");
+    // The overlay route works: the snapshotted image is only read.
+    let golden = c.dir.join("golden.qcow2");
+    let ok = wingold()
+        .args([
+            "inject",
+            s(&c.image),
+            "--output",
+            s(&golden),
+            "--profile",
+            "all",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}

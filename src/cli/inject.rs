@@ -103,12 +103,6 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
     }
     let specs = ordered_sources(&args, matches);
     let mut plan = inject::plan(&image_path, &specs, args.partition)?;
-    if mode == Mode::InPlace {
-        eprintln!(
-            "wingold: writing {} in place, as asked",
-            image_path.display()
-        );
-    }
     inject::write(&mut plan, &mode)?;
     print_report(&plan.report, args.json)
 }

@@ -169,6 +169,10 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
         Mode::DryRun => return Ok(()),
         Mode::InPlace => {
             let img = image::open(&image_path, Access::ReadWrite)?;
+            eprintln!(
+                "wingold: writing {} in place, as asked",
+                image_path.display()
+            );
             let (written, logs) = write_hives(&img, w, &image_path.display().to_string(), results)?;
             drop(img);
             r.hives_written = written;
