@@ -85,7 +85,13 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
         },
     ];
     if let (Some(script), Some(vm)) = (&args.script, &recipe) {
-        write_script(script, &vm.sh())?;
+        // All or nothing: without its recipe, the disks go too.
+        if let Err(e) = write_script(script, &vm.sh()) {
+            for d in &disks {
+                let _ = std::fs::remove_file(&d.path);
+            }
+            return Err(e);
+        }
     }
     if args.json {
         return super::print_json(&serde_json::json!({
@@ -114,24 +120,15 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes an executable script under a temporary name, then moves it into place.
+/// Writes an executable script under a temporary name, then moves it into place;
+/// an existing file is never replaced.
 pub(super) fn write_script(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = image::temp_name(path);
-    let result = (|| -> anyhow::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o755)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        image::publish(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    use crate::fsutil::{self, Place};
+    fsutil::write_file(path, text.as_bytes(), 0o755, Place::NoReplace).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => image::Error::Exists {
+            path: path.to_owned(),
+        }
+        .into(),
+        _ => anyhow::Error::new(e).context(format!("{}: cannot write", path.display())),
+    })
 }

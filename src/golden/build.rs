@@ -9,6 +9,7 @@
 
 use super::finalize;
 use super::inject::{self, Mode, SourceSpec};
+use crate::fsutil::{self, Place};
 use crate::image::{self, Access};
 use crate::virtio::{self, fetch};
 use crate::BadInput;
@@ -244,20 +245,6 @@ fn base_record(path: &Path, previous: Option<&BaseRecord>) -> anyhow::Result<Bas
     })
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = image::temp_name(path);
-    let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("{}: cannot write", path.display()))
-}
-
 /// Removes what an interrupted build left beside the output.
 fn clear_leftovers(out: &Path) {
     let (Some(dir), Some(name)) = (out.parent(), out.file_name()) else {
@@ -393,7 +380,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         let t_inject = t0.elapsed();
 
         // 4. Finalize into a temporary name, verify, fsync, rename into place.
-        let tmp = image::temp_name(out);
+        let tmp = fsutil::temp_name(out);
         let stats = {
             let src = image::open(&work, Access::ReadOnly)?;
             finalize::write_qcow2(&src, &tmp, c.golden.compress)?
@@ -453,7 +440,14 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 "total": ms(t0.elapsed()),
             }),
         };
-        write_atomic(&manifest_path(out), &serde_json::to_vec_pretty(&manifest)?)?;
+        let manifest_file = manifest_path(out);
+        fsutil::write_file(
+            &manifest_file,
+            &serde_json::to_vec_pretty(&manifest)?,
+            0o644,
+            Place::Replace,
+        )
+        .with_context(|| format!("{}: cannot write", manifest_file.display()))?;
         Ok(Outcome {
             up_to_date: false,
             output: out.clone(),
@@ -465,7 +459,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
     })();
     let _ = std::fs::remove_file(&work);
     if result.is_err() {
-        let _ = std::fs::remove_file(image::temp_name(out));
+        let _ = std::fs::remove_file(fsutil::temp_name(out));
     }
     result
 }

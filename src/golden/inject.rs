@@ -184,7 +184,7 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             if out.exists() {
                 return Err(image::Error::Exists { path: out.clone() }.into());
             }
-            let tmp = image::temp_name(out);
+            let tmp = crate::fsutil::temp_name(out);
             let done = (|| -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
                 image::create_overlay(&tmp, &image_path)?;
                 let img = image::open(&tmp, Access::ReadWrite)?;

@@ -6,13 +6,12 @@
 //! deterministic: the same options give the same bytes.
 //!
 //! The file is written under a temporary name beside the target, synced, then
-//! linked into place, which fails if the target exists: nothing is overwritten
-//! and no partial image is ever visible under the target name.
+//! linked into place (`fsutil`), which fails if the target exists: nothing is
+//! overwritten and no partial image is ever visible under the target name.
 
 use super::qcow2::{EXT_BACKING_FORMAT, EXT_END, QCOW_MAGIC};
 use super::{Error, Format, Result, SECTOR_SIZE};
-use std::fs::OpenOptions;
-use std::io::Write;
+use crate::fsutil::{self, Place};
 use std::path::{Path, PathBuf};
 
 /// What to create.
@@ -137,46 +136,15 @@ pub fn create_qcow2(path: &Path, opts: &CreateOptions) -> Result<()> {
             path: path.to_owned(),
         });
     }
-    let tmp = temp_name(path);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::open(&tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&tmp, "write", e))?;
-        std::fs::hard_link(&tmp, path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::Exists {
-                path: path.to_owned(),
-            },
-            _ => Error::io(path, "linking into place", e),
-        })
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result?;
-    sync_parent(path);
-    Ok(())
+    fsutil::write_file(path, &bytes, 0o644, Place::NoReplace).map_err(|e| placing_error(path, e))
 }
 
-/// `.NAME.wingold-tmp.PID` beside `path`.
-pub fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.wingold-tmp.{}", std::process::id()))
-}
-
-/// Makes a new directory entry durable; best effort.
-pub(crate) fn sync_parent(path: &Path) {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+fn placing_error(path: &Path, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::Exists {
+            path: path.to_owned(),
+        },
+        _ => Error::io(path, "writing", e),
     }
 }
 
@@ -198,15 +166,7 @@ pub fn create_overlay(path: &Path, base: &Path) -> Result<()> {
 }
 
 /// Moves a finished file from its temporary name to `path`, refusing to replace
-/// anything there (link, then unlink the temporary name), and makes it durable.
+/// anything there, and makes it durable.
 pub fn publish(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::hard_link(tmp, path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => Error::Exists {
-            path: path.to_owned(),
-        },
-        _ => Error::io(path, "linking into place", e),
-    })?;
-    std::fs::remove_file(tmp).map_err(|e| Error::io(tmp, "removing the temporary name", e))?;
-    sync_parent(path);
-    Ok(())
+    fsutil::move_into_place(tmp, path, Place::NoReplace).map_err(|e| placing_error(path, e))
 }

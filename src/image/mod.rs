@@ -16,7 +16,7 @@ mod qcow2;
 mod raw;
 mod size;
 
-pub use create::{create_overlay, create_qcow2, publish, temp_name, CreateOptions};
+pub use create::{create_overlay, create_qcow2, publish, CreateOptions};
 pub use error::{Error, Result};
 pub use lock::Access;
 pub use partition::{

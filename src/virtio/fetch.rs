@@ -241,17 +241,8 @@ impl LockFile {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = crate::image::temp_name(path);
-    let r = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.map_err(io(path, "writing"))
+    crate::fsutil::write_file(path, bytes, 0o644, crate::fsutil::Place::Replace)
+        .map_err(io(path, "writing"))
 }
 
 struct Cache {
@@ -318,7 +309,7 @@ impl Cache {
         let obj = self.object(sha256);
         std::fs::rename(from, &obj).map_err(io(&obj, "storing"))?;
         let named = self.named(version);
-        let tmp = crate::image::temp_name(&named);
+        let tmp = crate::fsutil::temp_name(&named);
         let _ = std::fs::remove_file(&tmp);
         std::fs::hard_link(&obj, &tmp).map_err(io(&named, "naming"))?;
         std::fs::rename(&tmp, &named).map_err(io(&named, "naming"))?;
