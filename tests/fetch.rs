@@ -326,3 +326,32 @@ fn driver_folders_for_each_windows() {
     let (out, _) = e.fetch(&url, &["--list-drivers"]);
     ok(&out);
 }
+
+#[test]
+fn a_cached_iso_is_returned_under_its_own_bytes_when_another_shares_its_version() {
+    // Two sources, one version, different bytes: the versioned name must always
+    // show the ISO just accepted, from the network or from the cache.
+    let e = Env::new();
+    let other_dir = e.dir.join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = fixtures::virtio_iso(&other_dir, "0.1.999", 4096);
+    let other_bytes = std::fs::read(&other).unwrap();
+    assert_ne!(sha(&other_bytes), sha(&e.bytes));
+    let a = format!("file://{}", s(&e.iso));
+    let b = format!("file://{}", s(&other));
+    let pin_a = sha(&e.bytes);
+    let pin_b = sha(&other_bytes);
+    let (out, j) = e.fetch(&a, &["--sha256", &pin_a]);
+    ok(&out);
+    let (out, j2) = e.fetch(&b, &["--sha256", &pin_b]);
+    ok(&out);
+    assert!(std::fs::read(j2["path"].as_str().unwrap()).unwrap() == other_bytes);
+    let (out, j3) = e.fetch(&a, &["--sha256", &pin_a]);
+    ok(&out);
+    assert_eq!(j3["from_cache"], true);
+    assert_eq!(j3["path"], j["path"]);
+    assert!(
+        std::fs::read(j3["path"].as_str().unwrap()).unwrap() == e.bytes,
+        "the name shows the other ISO"
+    );
+}

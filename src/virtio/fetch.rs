@@ -308,11 +308,27 @@ impl Cache {
     fn store(&self, from: &Path, sha256: &str, version: &str) -> Result<PathBuf, Error> {
         let obj = self.object(sha256);
         std::fs::rename(from, &obj).map_err(io(&obj, "storing"))?;
+        self.name(sha256, version)
+    }
+
+    /// Points `virtio-win-<version>.iso` at the object `sha256`, unless it already
+    /// does: two sources may give one version different bytes, and the name must
+    /// always show the ISO just accepted.
+    fn name(&self, sha256: &str, version: &str) -> Result<PathBuf, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let obj = self.object(sha256);
         let named = self.named(version);
-        let tmp = crate::fsutil::temp_name(&named);
-        let _ = std::fs::remove_file(&tmp);
-        std::fs::hard_link(&obj, &tmp).map_err(io(&named, "naming"))?;
-        std::fs::rename(&tmp, &named).map_err(io(&named, "naming"))?;
+        let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.ino() == y.ino() && x.dev() == y.dev(),
+            _ => false,
+        };
+        if !same(&obj, &named) {
+            let tmp = crate::fsutil::temp_name(&named);
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::hard_link(&obj, &tmp).map_err(io(&named, "naming"))?;
+            crate::fsutil::move_into_place(&tmp, &named, crate::fsutil::Place::Replace)
+                .map_err(io(&named, "naming"))?;
+        }
         Ok(named)
     }
 }
@@ -595,12 +611,8 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
                 ),
             });
         }
-        let named = cache.named(&e.version);
-        if !named.exists() {
-            std::fs::hard_link(cache.object(&e.sha256), &named).map_err(io(&named, "naming"))?;
-        }
         Ok(Fetched {
-            path: named,
+            path: cache.name(&e.sha256, &e.version)?,
             version: e.version.clone(),
             sha256: e.sha256.clone(),
             size: e.size,
@@ -708,39 +720,72 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
         Attempt::Retry(_) => unreachable!("retries end the loop"),
     };
     let sha256 = format!("{:x}", t.hasher.finalize_reset());
-    let size = t.have;
-    let checked = verify_download(&partial, &url, &final_url).and_then(|version| {
-        pin_check(opts, &lock, &url, &version, &sha256).map(|by| (version, by))
+    let downloaded = Downloaded {
+        partial: &partial,
+        meta: &meta_path,
+        url: &url,
+        final_url: &final_url,
+        sha256,
+        size: t.have,
+        etag,
+        last_modified,
+    };
+    accept(opts, &cache, &mut index, &mut lock, downloaded)
+}
+
+/// A finished download, still under its partial name.
+struct Downloaded<'a> {
+    partial: &'a Path,
+    meta: &'a Path,
+    url: &'a str,
+    final_url: &'a str,
+    sha256: String,
+    size: u64,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+/// Checks a finished download (ISO, version, pin), then stores it, indexes it and
+/// pins a first use. Refused: the partial file is deleted, nothing is stored.
+fn accept(
+    opts: &Options,
+    cache: &Cache,
+    index: &mut Index,
+    lock: &mut LockFile,
+    d: Downloaded,
+) -> Result<Fetched, Error> {
+    let checked = verify_download(d.partial, d.url, d.final_url).and_then(|version| {
+        pin_check(opts, lock, d.url, &version, &d.sha256).map(|by| (version, by))
     });
     let (version, pinned_by) = match checked {
         Ok(v) => v,
         Err(e) => {
-            discard(&partial, &meta_path);
+            discard(d.partial, d.meta);
             return Err(e);
         }
     };
-    let path = cache.store(&partial, &sha256, &version)?;
-    let _ = std::fs::remove_file(&meta_path);
+    let path = cache.store(d.partial, &d.sha256, &version)?;
+    let _ = std::fs::remove_file(d.meta);
     index.urls.insert(
-        url.clone(),
+        d.url.to_owned(),
         IndexEntry {
-            sha256: sha256.clone(),
+            sha256: d.sha256.clone(),
             version: version.clone(),
-            size,
-            final_url: final_url.clone(),
-            etag,
-            last_modified,
+            size: d.size,
+            final_url: d.final_url.to_owned(),
+            etag: d.etag,
+            last_modified: d.last_modified,
         },
     );
-    cache.save_index(&index)?;
-    record_first_use(opts, &mut lock, pinned_by, &version, &sha256, &url)?;
+    cache.save_index(index)?;
+    record_first_use(opts, lock, pinned_by, &version, &d.sha256, d.url)?;
     Ok(Fetched {
         path,
         version,
-        sha256,
-        size,
-        url,
-        final_url,
+        sha256: d.sha256,
+        size: d.size,
+        url: d.url.to_owned(),
+        final_url: d.final_url.to_owned(),
         from_cache: false,
         pinned_by,
     })
@@ -819,7 +864,7 @@ fn fetch_file(
         let e = e.clone();
         let by = pin_check(opts, lock, url, &e.version, &e.sha256)?;
         return Ok(Fetched {
-            path: cache.named(&e.version),
+            path: cache.name(&e.sha256, &e.version)?,
             version: e.version,
             sha256: e.sha256,
             size: e.size,
@@ -856,40 +901,17 @@ fn fetch_file(
             return Err(e);
         }
     };
-    let sha256 = format!("{:x}", hasher.finalize());
-    let checked = verify_download(&partial, url, url)
-        .and_then(|v| pin_check(opts, lock, url, &v, &sha256).map(|by| (v, by)));
-    let (version, by) = match checked {
-        Ok(v) => v,
-        Err(e) => {
-            discard(&partial, &meta_path);
-            return Err(e);
-        }
-    };
-    let path = cache.store(&partial, &sha256, &version)?;
-    index.urls.insert(
-        url.into(),
-        IndexEntry {
-            sha256: sha256.clone(),
-            version: version.clone(),
-            size,
-            final_url: url.into(),
-            etag: None,
-            last_modified: stamp,
-        },
-    );
-    cache.save_index(index)?;
-    record_first_use(opts, lock, by, &version, &sha256, url)?;
-    Ok(Fetched {
-        path,
-        version,
-        sha256,
+    let downloaded = Downloaded {
+        partial: &partial,
+        meta: &meta_path,
+        url,
+        final_url: url,
+        sha256: format!("{:x}", hasher.finalize()),
         size,
-        url: url.into(),
-        final_url: url.into(),
-        from_cache: false,
-        pinned_by: by,
-    })
+        etag: None,
+        last_modified: stamp,
+    };
+    accept(opts, cache, index, lock, downloaded)
 }
 
 #[cfg(test)]
