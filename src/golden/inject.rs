@@ -9,7 +9,7 @@
 
 use crate::guest::{self, Windows};
 use crate::image::{self, Access, BlockDev, PartitionView};
-use crate::ntfs::{self, Volume};
+use crate::ntfs::Volume;
 use crate::reg::{self, profiles, Change, RegEdit};
 use crate::BadInput;
 use anyhow::Context;
@@ -107,14 +107,16 @@ pub fn plan(
     let family = profiles::Family::of(w.major_version);
     let (sources, edits, first_boot) = load_sources(specs, family)?;
     reg::check_roots(&edits, &w.control_sets)?;
-    check_volume(&input, &w, image_path)?;
     let results = {
+        // One read-only mount: refuse an unsafe volume before any output exists,
+        // then read the hives the edits run on.
         let part = PartitionView::new(&input, w.partition_start, w.partition_size)?;
         let vol = Volume::open(
             &part,
             &format!("{}: partition {}", image_path.display(), w.partition),
             Access::ReadOnly,
         )?;
+        vol.refuse_unsafe()?;
         reg::apply(&edits, &w.control_sets, |hive| {
             vol.read_file(&w.hive_path(hive))
                 .map_err(|e| reg::Error::Load {
@@ -264,24 +266,6 @@ fn load_sources(
 
 fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
-}
-
-/// Refuses, on the read-only input, a Windows volume that is unsafe to write.
-fn check_volume(img: &dyn BlockDev, w: &Windows, image: &Path) -> anyhow::Result<()> {
-    let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
-    let name = format!("{}: partition {}", image.display(), w.partition);
-    let state = Volume::open(&part, &name, Access::ReadOnly)?.state()?;
-    if let Some(evidence) = state.hibernated {
-        return Err(ntfs::Error::Hibernated {
-            volume: name,
-            evidence,
-        }
-        .into());
-    }
-    if state.dirty {
-        return Err(ntfs::Error::Dirty { volume: name }.into());
-    }
-    Ok(())
 }
 
 /// Writes the changed hives into the Windows volume of `img`, truncates their

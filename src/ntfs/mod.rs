@@ -449,18 +449,7 @@ impl<'a> Volume<'a> {
         if !dev.is_writable() {
             return Err(Error::ReadOnly);
         }
-        let state = Self::mount(dev, name, false)?.state()?;
-        if let Some(evidence) = state.hibernated {
-            return Err(Error::Hibernated {
-                volume: name.to_owned(),
-                evidence,
-            });
-        }
-        if state.dirty {
-            return Err(Error::Dirty {
-                volume: name.to_owned(),
-            });
-        }
+        Self::mount(dev, name, false)?.refuse_unsafe()?;
         let vol = Self::mount(dev, name, true)?;
         vol.prove_writable()?;
         Ok(vol)
@@ -538,6 +527,25 @@ impl<'a> Volume<'a> {
         // SAFETY: vol is mounted read-write; the flags are written back unchanged.
         if unsafe { sys::ntfs_volume_write_flags(self.vol.as_ptr(), flags) } != 0 {
             return Err(self.op_error("/$Volume", "writing", errno()));
+        }
+        Ok(())
+    }
+
+    /// Refuses a volume that must not be written offline: hibernated, left by Fast
+    /// Startup, or marked dirty. Read-write opens do this first; callers that want
+    /// to refuse before creating any output call it on a read-only mount.
+    pub fn refuse_unsafe(&self) -> Result<()> {
+        let state = self.state()?;
+        if let Some(evidence) = state.hibernated {
+            return Err(Error::Hibernated {
+                volume: self.name.clone(),
+                evidence,
+            });
+        }
+        if state.dirty {
+            return Err(Error::Dirty {
+                volume: self.name.clone(),
+            });
         }
         Ok(())
     }
