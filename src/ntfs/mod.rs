@@ -248,14 +248,13 @@ unsafe fn slice<'x>(buf: *const c_void, count: i64) -> Option<&'x [u8]> {
     (count >= 0).then(|| unsafe { std::slice::from_raw_parts(buf as *const u8, count as usize) })
 }
 
-unsafe extern "C" fn op_read(dev: *mut sys::ntfs_device, buf: *mut c_void, count: i64) -> i64 {
+/// # Safety
+/// As for [`ctx`].
+unsafe fn at_position(dev: *mut sys::ntfs_device, op: impl FnOnce(i64) -> i64) -> i64 {
     callback(|| {
-        // SAFETY: device as in op_open; buf holds count bytes per libntfs-3g.
-        let (c, Some(buf)) = (unsafe { ctx(dev) }, unsafe { slice_mut(buf, count) }) else {
-            set_errno(libc::EINVAL);
-            return -1;
-        };
-        let n = c.pread(buf, c.pos.get());
+        // SAFETY: guaranteed by the caller.
+        let c = unsafe { ctx(dev) };
+        let n = op(c.pos.get());
         if n > 0 {
             c.pos.set(c.pos.get() + n);
         }
@@ -263,19 +262,16 @@ unsafe extern "C" fn op_read(dev: *mut sys::ntfs_device, buf: *mut c_void, count
     })
 }
 
+/// Sequential read: `op_pread` at the current position, which then moves on.
+unsafe extern "C" fn op_read(dev: *mut sys::ntfs_device, buf: *mut c_void, count: i64) -> i64 {
+    // SAFETY: libntfs-3g passes our device and a buffer of `count` bytes.
+    unsafe { at_position(dev, |pos| op_pread(dev, buf, count, pos)) }
+}
+
+/// Sequential write: `op_pwrite` at the current position, which then moves on.
 unsafe extern "C" fn op_write(dev: *mut sys::ntfs_device, buf: *const c_void, count: i64) -> i64 {
-    callback(|| {
-        // SAFETY: device as in op_open; buf holds count bytes per libntfs-3g.
-        let (c, Some(buf)) = (unsafe { ctx(dev) }, unsafe { slice(buf, count) }) else {
-            set_errno(libc::EINVAL);
-            return -1;
-        };
-        let n = c.pwrite(buf, c.pos.get());
-        if n > 0 {
-            c.pos.set(c.pos.get() + n);
-        }
-        n
-    })
+    // SAFETY: libntfs-3g passes our device and a buffer of `count` bytes.
+    unsafe { at_position(dev, |pos| op_pwrite(dev, buf, count, pos)) }
 }
 
 unsafe extern "C" fn op_pread(
