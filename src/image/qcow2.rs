@@ -271,13 +271,23 @@ impl Header {
                 "the L1 table is too small for the disk size",
             ));
         }
-        let within = |off: u64, len: u64| {
-            off % cluster == 0 && off.checked_add(len).is_some_and(|end| end <= file_len)
-        };
+        let within = |off: u64, len: u64| off.checked_add(len).is_some_and(|end| end <= file_len);
+        if self.l1_table_offset % cluster != 0 {
+            return Err(Error::corrupt(
+                path,
+                "the L1 table offset is not cluster-aligned",
+            ));
+        }
         if !within(self.l1_table_offset, self.l1_size as u64 * 8) {
             return Err(Error::corrupt(
                 path,
                 "the L1 table lies outside the file (is it truncated?)",
+            ));
+        }
+        if self.refcount_table_offset % cluster != 0 {
+            return Err(Error::corrupt(
+                path,
+                "the refcount table offset is not cluster-aligned",
             ));
         }
         if self.refcount_table_clusters == 0
@@ -293,6 +303,93 @@ impl Header {
         }
         Ok(())
     }
+}
+
+/// Host offset bits of L1, L2 and refcount table entries (docs/interop/qcow2.txt).
+const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+const L2_COMPRESSED: u64 = 1 << 62;
+
+/// What a walk over the tables found.
+#[derive(Debug, Default)]
+struct TableScan {
+    /// Some L2 entry maps a compressed cluster.
+    compressed: bool,
+}
+
+/// Walks the L1 table, every L2 table and the refcount table, as QEMU's checks do,
+/// and refuses offsets QEMU would refuse: a table or data cluster that is not
+/// cluster-aligned, or lies past the end of the file. Reads only metadata (one
+/// L2 table per 512 MiB of allocated disk with 64 KiB clusters).
+fn scan_tables(file: &File, path: &Path, h: &Header, file_len: u64) -> Result<TableScan> {
+    let cluster = 1u64 << h.cluster_bits;
+    let read = |offset: u64, len: u64, what: &str| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io(path, "reading the tables", e))
+            .map_err(|e| match e {
+                Error::Io { ref source, .. }
+                    if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    Error::corrupt(path, format!("{what} lies past the end of the file"))
+                }
+                other => other,
+            })?;
+        Ok(buf)
+    };
+    let entries = |buf: &[u8]| -> Vec<u64> { buf.chunks_exact(8).map(|c| be64(c, 0)).collect() };
+    let mut scan = TableScan::default();
+    let l1 = read(h.l1_table_offset, h.l1_size as u64 * 8, "the L1 table")?;
+    for (i, l1e) in entries(&l1).into_iter().enumerate() {
+        let l2_offset = l1e & OFFSET_MASK;
+        if l2_offset == 0 {
+            continue;
+        }
+        if l2_offset % cluster != 0 {
+            return Err(Error::corrupt(
+                path,
+                format!("L1 entry {i} points to an unaligned L2 table at {l2_offset:#x}"),
+            ));
+        }
+        if l2_offset + cluster > file_len {
+            return Err(Error::corrupt(
+                path,
+                format!("L1 entry {i} points past the end of the file (is it truncated?)"),
+            ));
+        }
+        let l2 = read(l2_offset, cluster, "an L2 table")?;
+        for (j, l2e) in entries(&l2).into_iter().enumerate() {
+            if l2e & L2_COMPRESSED != 0 {
+                scan.compressed = true;
+                continue;
+            }
+            let data = l2e & OFFSET_MASK;
+            if data != 0 && data % cluster != 0 {
+                let guest = (i as u64 * (cluster / 8) + j as u64) * cluster;
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "the cluster at guest offset {guest:#x} is mapped to an unaligned \
+                         host offset {data:#x}"
+                    ),
+                ));
+            }
+        }
+    }
+    let rt = read(
+        h.refcount_table_offset,
+        h.refcount_table_clusters as u64 * cluster,
+        "the refcount table",
+    )?;
+    for (i, e) in entries(&rt).into_iter().enumerate() {
+        let block = e & !(cluster - 1) & OFFSET_MASK;
+        if e != 0 && (e & (cluster - 1) != 0 || block == 0) {
+            return Err(Error::corrupt(
+                path,
+                format!("refcount table entry {i} points to an unaligned refcount block"),
+            ));
+        }
+    }
+    Ok(scan)
 }
 
 /// Fields qcow2-rs may change when it rewrites the header; everything else on disk
@@ -430,6 +527,17 @@ impl Qcow2Image {
         header.check(path, file_len, access)?;
         let cluster_size = 1u64 << header.cluster_bits;
         first.truncate(cluster_size as usize);
+        let scan = scan_tables(&file, path, &header, file_len)?;
+        if writable && scan.compressed {
+            // qcow2-rs's copy-on-write out of a compressed cluster frees the host
+            // cluster it starts in, which other compressed clusters share.
+            return Err(Error::unsupported(
+                path,
+                "writing an image that holds compressed clusters",
+                "write an overlay instead (`inject --output`), or make an uncompressed \
+                 copy with `qemu-img convert -O qcow2 IN OUT`",
+            ));
+        }
 
         // Writers must clear autoclear bits they do not maintain (qcow2.txt), e.g.
         // persistent dirty bitmaps, which our writes would make stale.
@@ -546,7 +654,8 @@ impl Qcow2Image {
                 path: self.path.clone(),
                 op: "read",
                 reason: format!(
-                    "only {n} of {} bytes at offset {offset} could be read;                      `qemu-img check` may tell why",
+                    "only {n} of {} bytes at offset {offset} could be read; \
+                     `qemu-img check` may tell why",
                     buf.len()
                 ),
             });

@@ -1,0 +1,146 @@
+//! Images that qemu made or damaged, as qemu's own checks see them: wingold never
+//! writes a wrong byte into them and refuses what qemu refuses.
+
+mod support;
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Output;
+use support::fixtures::{self, WIN2K22_X64};
+use support::*;
+
+fn message(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// `inject --in-place` into a zlib-compressed qcow2 (what `qemu-img convert -c`,
+/// cloud images and wingold's compressed golden images are) is refused before
+/// anything is written, at every cluster size; `--output` over the same image works
+/// and gives the same disk as qemu's own view of the edit.
+#[test]
+fn in_place_inject_into_a_compressed_image_is_refused_and_leaves_it_untouched() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    for cluster in ["4k", "64k", "2M"] {
+        let c = dir.path().join(format!("c-{cluster}.qcow2"));
+        run(
+            "qemu-img",
+            &[
+                "convert",
+                "-c",
+                "-O",
+                "qcow2",
+                "-o",
+                &format!("cluster_size={cluster}"),
+                s(&phony.image),
+                s(&c),
+            ],
+        );
+        let before = sha256_file(&c);
+        let out = wingold()
+            .args(["inject", s(&c), "--in-place", "--profile", "all"])
+            .output()
+            .unwrap();
+        let err = message(&out);
+        assert_eq!(out.status.code(), Some(2), "{cluster}: {err}");
+        assert!(
+            err.contains("compressed clusters") && err.contains("--output"),
+            "{cluster}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{cluster}: {err}");
+        assert_eq!(sha256_file(&c), before, "{cluster}: the image changed");
+        assert_qemu_check_clean(&c);
+
+        // The overlay route reads the compressed clusters and writes none of them.
+        let ov = dir.path().join(format!("ov-{cluster}.qcow2"));
+        let out = wingold()
+            .args(["inject", s(&c), "--output", s(&ov), "--profile", "all"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cluster}: {}", message(&out));
+        assert_eq!(sha256_file(&c), before, "{cluster}: the base changed");
+        assert_qemu_check_clean(&ov);
+    }
+}
+
+/// Builds a small qcow2 with data in its first clusters and returns it with the
+/// file offset of its first L2 entry (qemu's iotest 060 edits the same field).
+fn image_with_data(dir: &Path, name: &str) -> (std::path::PathBuf, u64) {
+    let img = dir.join(name);
+    run("qemu-img", &["create", "-f", "qcow2", s(&img), "8M"]);
+    run("qemu-io", &["-c", "write -P 0x5a 0 128k", s(&img)]);
+    let bytes = std::fs::read(&img).unwrap();
+    let l1_offset = be64(&bytes, 40) as usize;
+    let l2_offset = (be64(&bytes, l1_offset) & 0x00ff_ffff_ffff_fe00) as usize;
+    assert_ne!(l2_offset, 0, "qemu-io wrote no L2 table");
+    (img, l2_offset as u64)
+}
+
+/// An L2 entry whose host offset is not cluster-aligned: qemu reports the image
+/// corrupt and refuses the read; wingold must not read 512 bytes further on and
+/// blame the guest, but call the image damaged (exit 2) and leave it as it was.
+#[test]
+fn an_unaligned_l2_entry_is_a_damaged_image() {
+    let dir = tempdir();
+    let (img, l2) = image_with_data(dir.path(), "unaligned.qcow2");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(&img)
+        .unwrap();
+    let mut entry = [0u8; 8];
+    f.read_exact_at(&mut entry, l2).unwrap();
+    let moved = u64::from_be_bytes(entry) + 512;
+    f.write_all_at(&moved.to_be_bytes(), l2).unwrap();
+    drop(f);
+    // qemu agrees that it is damaged.
+    let q = std::process::Command::new("qemu-io")
+        .args(["-r", "-c", "read 0 512", s(&img)])
+        .output()
+        .unwrap();
+    let q_text = format!("{}{}", message(&q), String::from_utf8_lossy(&q.stdout));
+    assert!(
+        q_text.contains("unaligned") || q_text.contains("corrupt"),
+        "{q_text}"
+    );
+
+    let before = sha256_file(&img);
+    for cmd in [
+        vec!["inspect", s(&img)],
+        vec!["inject", s(&img), "--in-place", "--profile", "all"],
+    ] {
+        let out = wingold().args(&cmd).output().unwrap();
+        let err = message(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(
+            err.contains("damaged") && err.contains("unaligned"),
+            "{cmd:?}: {err}"
+        );
+        assert!(!err.contains("Windows"), "{cmd:?} blamed the guest: {err}");
+        assert_eq!(sha256_file(&img), before, "{cmd:?} changed the image");
+    }
+}
+
+/// The same for an L1 entry pointing to an unaligned L2 table.
+#[test]
+fn an_unaligned_l2_table_is_a_damaged_image() {
+    let dir = tempdir();
+    let (img, _) = image_with_data(dir.path(), "unaligned-l1.qcow2");
+    let bytes = std::fs::read(&img).unwrap();
+    let l1_offset = be64(&bytes, 40);
+    let moved = be64(&bytes, l1_offset as usize) + 512;
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&moved.to_be_bytes(), l1_offset).unwrap();
+    drop(f);
+    let out = wingold().args(["inspect", s(&img)]).output().unwrap();
+    let err = message(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains("unaligned L2"),
+        "{err}"
+    );
+}
