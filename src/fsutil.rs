@@ -69,3 +69,37 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32, place: Place) -> std::io
     }
     result
 }
+
+/// A path as the filesystem knows it, to tell whether two spellings (`./x`, a
+/// symlink, a hard link, a folder reached two ways) name the same file.
+#[derive(Debug, Clone)]
+pub struct FileKey {
+    /// Absolute, with the folder resolved: the same for every spelling of a name.
+    spelled: PathBuf,
+    /// (device, inode) of the name itself and of the file it leads to.
+    ids: Vec<(u64, u64)>,
+}
+
+impl FileKey {
+    pub fn of(path: &Path) -> FileKey {
+        use std::os::unix::fs::MetadataExt;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let spelled = match (abs.parent(), abs.file_name()) {
+            (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| abs.clone()),
+            _ => abs.clone(),
+        };
+        let ids = [std::fs::symlink_metadata(path), std::fs::metadata(path)]
+            .into_iter()
+            .flatten()
+            .map(|m| (m.dev(), m.ino()))
+            .collect();
+        FileKey { spelled, ids }
+    }
+
+    /// Whether both name the same file, or one is a link to the other's file.
+    pub fn same(&self, other: &FileKey) -> bool {
+        self.spelled == other.spelled || self.ids.iter().any(|id| other.ids.contains(id))
+    }
+}

@@ -57,6 +57,14 @@ fn ok(out: &Output) {
     );
 }
 
+/// The manifest beside the version that `golden` (a stable name or a version) is.
+fn manifest_of(golden: &Path) -> Value {
+    let version = std::fs::canonicalize(golden).unwrap();
+    let mut name = version.file_name().unwrap().to_owned();
+    name.push(".manifest.json");
+    serde_json::from_slice(&std::fs::read(version.with_file_name(name)).unwrap()).unwrap()
+}
+
 fn hivexget(hive: &Path, key: &str, value: &str) -> String {
     String::from_utf8_lossy(&run("hivexget", &[s(hive), key, value]).stdout)
         .trim()
@@ -72,10 +80,15 @@ fn golden_image_is_standalone_and_holds_every_setting() {
     assert_qemu_check_clean(&site.golden);
     let info = run_json("qemu-img", &["info", "--output=json", s(&site.golden)]);
     assert!(info.get("backing-filename").is_none(), "{info}");
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(site.dir.join("golden/win.qcow2.manifest.json")).unwrap(),
-    )
-    .unwrap();
+    // The stable name is a symlink to a read-only version named by its sha256.
+    let target = std::fs::read_link(&site.golden).unwrap();
+    let sha = sha256_file(&site.golden);
+    assert_eq!(target, Path::new(&format!("win-{}.qcow2", &sha[..12])));
+    assert_eq!(j["version"], s(&site.dir.join("golden").join(&target)));
+    let mode = std::fs::metadata(&site.golden).unwrap().mode();
+    assert_eq!(mode & 0o222, 0, "a version is writable: {mode:o}");
+    let manifest = manifest_of(&site.golden);
+    assert_eq!(manifest["output"]["stable"], s(&site.golden));
     assert_eq!(manifest["output"]["sha256"], sha256_file(&site.golden));
     assert_eq!(manifest["virtio_win"]["version"], "0.1.999");
     assert_eq!(manifest["virtio_win"]["drivers_injected"], false);

@@ -29,14 +29,16 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     }
     if outcome.up_to_date {
         println!(
-            "{}: up to date (virtio-win {})",
+            "{} -> {}: up to date (virtio-win {})",
             outcome.output.display(),
+            outcome.version.display(),
             outcome.virtio_win_version
         );
     } else {
         println!(
-            "{}: built with virtio-win {}, {} registry change(s), sha256 {}; manifest {}",
+            "{} -> {}: built with virtio-win {}, {} registry change(s), sha256 {}; manifest {}",
             outcome.output.display(),
+            outcome.version.display(),
             outcome.virtio_win_version,
             outcome.changes,
             outcome.sha256,
@@ -80,7 +82,11 @@ pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&disk);
         return Err(e);
     }
-    let backing = std::fs::canonicalize(&args.golden)?;
+    // What the overlay records, not what the stable name points at by now.
+    let backing = image::backing_files(&disk)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     if args.json {
         return super::print_json(&serde_json::json!({
             "image": disk,
@@ -90,11 +96,47 @@ pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
         }));
     }
     println!(
-        "{}: VM {} (an overlay on {})",
+        "{}: VM {} (an overlay on the golden version {})",
         disk.display(),
         args.id,
         backing.display()
     );
     println!("{}: start it with this script", script.display());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The golden image's stable name (`[golden] output`), e.g. golden/win2k22.qcow2.
+    golden: PathBuf,
+    /// How many of the newest versions to keep besides those in use.
+    #[arg(long, default_value_t = 1)]
+    keep: usize,
+    /// A folder of clones (searched recursively); versions they rest on are kept.
+    #[arg(long = "clones", value_name = "DIR")]
+    clones: Vec<PathBuf>,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_gc(args: GcArgs) -> anyhow::Result<()> {
+    let entries = crate::golden::versions::gc(&args.golden, args.keep, &args.clones, args.dry_run)?;
+    if args.json {
+        return super::print_json(&entries);
+    }
+    for e in &entries {
+        println!("{}: {} ({} bytes)", e.path.display(), e.verdict, e.size);
+    }
+    let freed: u64 = entries.iter().filter(|e| e.removed).map(|e| e.size).sum();
+    if !args.dry_run {
+        println!(
+            "{} version(s) removed, {freed} bytes freed",
+            entries.iter().filter(|e| e.removed).count()
+        );
+    }
     Ok(())
 }

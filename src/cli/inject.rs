@@ -96,12 +96,27 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
             .into())
         }
     };
+    let specs = ordered_sources(&args, matches);
     if let Some(out) = &args.output {
+        let mut inputs = vec![("the image", image_path.clone())];
+        if let Ok(img) = crate::image::open(&image_path, crate::image::Access::ReadOnly) {
+            for layer in img.backing_chain() {
+                inputs.push(("a backing file of the image", layer.path().to_owned()));
+            }
+        }
+        for spec in &specs {
+            if let inject::SourceSpec::Reg(r) = spec {
+                inputs.push(("a .reg file", r.clone()));
+            }
+        }
+        crate::golden::build::refuse_output_among(out, &inputs)?;
         if out.exists() {
             return Err(crate::image::Error::Exists { path: out.clone() }.into());
         }
     }
-    let specs = ordered_sources(&args, matches);
+    if args.in_place && !args.dry_run {
+        inject::refuse_golden_version(&image_path)?;
+    }
     let mut plan = inject::plan(&image_path, &specs, args.partition)?;
     inject::write(&mut plan, &mode)?;
     print_report(&plan.report, args.json)

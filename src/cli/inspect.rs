@@ -39,6 +39,39 @@ struct Report {
     settings_error: Option<String>,
     /// `<IMAGE>.manifest.json`, when the image is a golden image wingold built.
     manifest: Option<serde_json::Value>,
+    /// The golden version the image is or rests on (a clone's), when wingold built it.
+    golden: Option<GoldenRef>,
+}
+
+#[derive(Debug, Serialize)]
+struct GoldenRef {
+    /// The versioned golden file.
+    version: PathBuf,
+    /// Its stable name, and the version that name points at now.
+    stable: Option<PathBuf>,
+    current: Option<PathBuf>,
+    /// The stable name points at another (newer) version than this one.
+    newer_available: bool,
+}
+
+/// The first layer of the chain (the image itself included) that is a golden version.
+fn golden_ref(img: &Image) -> Option<GoldenRef> {
+    std::iter::once(img)
+        .chain(img.backing_chain())
+        .find_map(|layer| {
+            let version = std::fs::canonicalize(layer.path()).ok()?;
+            let m = crate::golden::build::read_manifest(&version)?;
+            let stable = m.output.stable;
+            let current = stable
+                .as_deref()
+                .and_then(|s| std::fs::canonicalize(s).ok());
+            Some(GoldenRef {
+                newer_available: current.as_ref().is_some_and(|c| *c != version),
+                version,
+                stable,
+                current,
+            })
+        })
 }
 
 #[derive(Debug, Serialize)]
@@ -137,10 +170,12 @@ fn report(path: &Path) -> anyhow::Result<Report> {
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         },
     };
-    let manifest = std::fs::read(crate::golden::build::manifest_path(path))
+    let manifest = std::fs::canonicalize(path)
         .ok()
+        .and_then(|p| std::fs::read(crate::golden::build::manifest_path(&p)).ok())
         .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(Report {
+        golden: golden_ref(&img),
         manifest,
         settings,
         settings_error,
@@ -169,6 +204,21 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     );
     for layer in &r.backing_chain {
         println!("  backed by {} ({})", layer.path.display(), layer.format);
+    }
+    if let Some(g) = &r.golden {
+        println!("golden version: {}", g.version.display());
+        match (&g.stable, &g.current) {
+            (Some(stable), Some(cur)) if g.newer_available => println!(
+                "  a newer version exists: {} now points at {}",
+                stable.display(),
+                cur.display()
+            ),
+            (Some(stable), Some(_)) => {
+                println!("  the newest: {} points at it", stable.display())
+            }
+            (Some(stable), None) => println!("  {} points nowhere now", stable.display()),
+            (None, _) => {}
+        }
     }
     println!(
         "partition table: {} ({})",
@@ -270,7 +320,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     if let Some(m) = &r.manifest {
         println!(
             "golden image manifest ({}):",
-            crate::golden::build::manifest_path(&r.image).display()
+            crate::golden::build::manifest_path(
+                &std::fs::canonicalize(&r.image).unwrap_or_else(|_| r.image.clone())
+            )
+            .display()
         );
         println!(
             "  built by wingold {}",

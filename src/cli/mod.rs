@@ -50,6 +50,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// A new VM from the golden image: a qcow2 overlay and its run recipe.
     Clone(build::CloneArgs),
+    /// Remove golden versions that no clone uses and no running VM holds.
+    Gc(build::GcArgs),
 }
 
 /// Runs one command. `matches` gives the command line's order of options where it
@@ -65,6 +67,7 @@ pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
         Command::Launch(args) => launch::run(args),
         Command::Build(args) => build::run_build(args),
         Command::Clone(args) => build::run_clone(args),
+        Command::Gc(args) => build::run_gc(args),
     }
 }
 

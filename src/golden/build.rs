@@ -9,7 +9,8 @@
 
 use super::finalize;
 use super::inject::{self, Mode, SourceSpec};
-use crate::fsutil::{self, Place};
+use super::versions::{self, Layout};
+use crate::fsutil::{self, FileKey, Place};
 use crate::image::{self, Access};
 use crate::virtio::{self, fetch};
 use crate::BadInput;
@@ -123,6 +124,19 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         ))
         .into());
     }
+    if let Some(ch) = v
+        .channel
+        .as_deref()
+        .filter(|c| !["stable", "latest"].contains(c))
+    {
+        return Err(BadInput(format!(
+            "{}: [virtio_win] channel must be stable or latest, not {ch:?}",
+            path.display()
+        ))
+        .into());
+    }
+    versions::Layout::new(&config.golden.output)
+        .map_err(|e| BadInput(format!("{}: [golden] output: {}", path.display(), e.0)))?;
     Ok(Loaded {
         path: path.to_owned(),
         dir,
@@ -156,7 +170,11 @@ pub struct BaseRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputRecord {
+    /// The versioned file (`NAME-<12 hex of sha256>.EXT`), never rewritten.
     pub path: PathBuf,
+    /// The stable name that pointed at it when it was built (a symlink).
+    #[serde(default)]
+    pub stable: Option<PathBuf>,
     pub sha256: String,
     pub size: u64,
     pub mtime_ns: i128,
@@ -184,7 +202,10 @@ pub struct Manifest {
 #[derive(Debug, Serialize)]
 pub struct Outcome {
     pub up_to_date: bool,
+    /// The stable name (a symlink to `version`).
     pub output: PathBuf,
+    /// The versioned file this build made or found.
+    pub version: PathBuf,
     pub manifest: PathBuf,
     pub sha256: String,
     pub changes: usize,
@@ -197,8 +218,10 @@ pub fn manifest_path(golden: &Path) -> PathBuf {
     golden.with_file_name(name)
 }
 
+/// The manifest of a golden version; the stable name is followed to its version.
 pub fn read_manifest(golden: &Path) -> Option<Manifest> {
-    let bytes = std::fs::read(manifest_path(golden)).ok()?;
+    let version = std::fs::canonicalize(golden).ok()?;
+    let bytes = std::fs::read(manifest_path(&version)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -245,7 +268,9 @@ fn base_record(path: &Path, previous: Option<&BaseRecord>) -> anyhow::Result<Bas
     })
 }
 
-/// Removes what an interrupted build left beside the output.
+/// Removes what an interrupted build left beside the output: temporary images,
+/// work overlays and symlinks named `.NAME.wingold-tmp.PID` / `.wingold-work.PID`.
+/// Runs under the output's lock, so no live build's files are touched.
 fn clear_leftovers(out: &Path) {
     let (Some(dir), Some(name)) = (out.parent(), out.file_name()) else {
         return;
@@ -265,50 +290,55 @@ fn clear_leftovers(out: &Path) {
     }
 }
 
-/// Runs the whole chain; `force` rebuilds even when nothing changed.
-pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcome> {
-    let t0 = Instant::now();
+/// Refuses, before anything is written, an output that is one of the build's
+/// inputs under any spelling: the base image or a file of its backing chain, the
+/// config, a regfile, the local virtio-win ISO.
+fn refuse_aliases(cfg: &Loaded) -> anyhow::Result<()> {
     let c = &cfg.config;
-    let out = &c.golden.output;
-    let out_dir = out
-        .parent()
-        .map(Path::to_owned)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
-    let name = out
-        .file_name()
-        .ok_or_else(|| BadInput(format!("{}: no file name", out.display())))?;
-    // One build per output at a time.
-    let lock_path = out_dir.join(format!(".{}.wingold-lock", name.to_string_lossy()));
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("{}: cannot open", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| std::io::Error::from(e))
-        .with_context(|| format!("{}: cannot lock", lock_path.display()))?;
-    clear_leftovers(out);
+    let mut inputs: Vec<(&str, PathBuf)> = vec![("the config", cfg.path.clone())];
+    inputs.push(("the base image", c.base.image.clone()));
+    if let Ok(base) = image::open(&c.base.image, Access::ReadOnly) {
+        for layer in base.backing_chain() {
+            inputs.push(("a backing file of the base image", layer.path().to_owned()));
+        }
+    }
+    for r in &c.golden.regfiles {
+        inputs.push(("a regfile", r.clone()));
+    }
+    if let Some(iso) = &c.virtio_win.iso {
+        inputs.push(("the virtio-win ISO", iso.clone()));
+    }
+    refuse_output_among(&c.golden.output, &inputs)
+}
 
-    // 1. virtio-win, verified (a conditional request when it is cached).
-    let v = &c.virtio_win;
+/// One line naming both when `output` is one of `inputs`.
+pub fn refuse_output_among(output: &Path, inputs: &[(&str, PathBuf)]) -> anyhow::Result<()> {
+    let out = FileKey::of(output);
+    for (what, path) in inputs {
+        if FileKey::of(path).same(&out) {
+            return Err(BadInput(format!(
+                "{}: the output is {what} ({}); an output can never be an input: choose \
+                 another output",
+                output.display(),
+                path.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The fetch options a config asks for.
+fn fetch_options(cfg: &Loaded, progress: bool) -> fetch::Options {
+    let v = &cfg.config.virtio_win;
     let source = match (&v.channel, &v.version, &v.url, &v.iso) {
         (_, _, _, Some(iso)) => fetch::Source::Url(format!("file://{}", iso.display())),
         (_, _, Some(u), _) => fetch::Source::Url(u.clone()),
         (_, Some(ver), _, _) => fetch::Source::Version(ver.clone()),
         (Some(ch), ..) if ch == "latest" => fetch::Source::Latest,
-        (Some(ch), ..) if ch != "stable" => {
-            return Err(BadInput(format!(
-                "{}: [virtio_win] channel must be stable or latest",
-                cfg.path.display()
-            ))
-            .into())
-        }
         _ => fetch::Source::Stable,
     };
-    let opts = fetch::Options {
+    fetch::Options {
         source,
         sha256: v.sha256.clone(),
         cache: v.cache.clone().unwrap_or_else(fetch::default_cache),
@@ -319,12 +349,68 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         connect_timeout: std::time::Duration::from_secs(30),
         stall_timeout: std::time::Duration::from_secs(30),
         backoff: std::time::Duration::from_millis(500),
-    };
-    let iso = virtio::fetch(&opts)?;
+    }
+}
+
+/// Moves the finished, verified image `tmp` (whose sha256 is `sha256`) to its
+/// versioned name. A version with those bytes that is already there is kept as it
+/// is (it is never rewritten) and `tmp` is dropped.
+fn place_version(layout: &Layout, tmp: &Path, sha256: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let version = layout.version_path(sha256);
+    if version.exists() {
+        let same = read_manifest(&version).is_some_and(|m| m.output.sha256 == sha256)
+            || sha256_file(&version)? == sha256;
+        anyhow::ensure!(
+            same,
+            "{}: a different image already has this name (a sha256 prefix collision); \
+             move it away and build again",
+            version.display()
+        );
+        std::fs::remove_file(tmp).with_context(|| format!("{}: cannot remove", tmp.display()))?;
+        return Ok(version);
+    }
+    // Read-only: nothing is meant to write a version again.
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o444))
+        .with_context(|| format!("{}: cannot make read-only", tmp.display()))?;
+    fsutil::move_into_place(tmp, &version, Place::NoReplace)
+        .with_context(|| format!("{}: cannot move into place", version.display()))?;
+    Ok(version)
+}
+
+/// Runs the whole chain; `force` rebuilds even when nothing changed.
+pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcome> {
+    let t0 = Instant::now();
+    let c = &cfg.config;
+    let out = &c.golden.output;
+    let layout = Layout::new(out)?;
+    // Nothing is written before the inputs are known not to be the output.
+    refuse_aliases(cfg)?;
+    let out_dir = layout.dir().to_owned();
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    let name = out.file_name().unwrap_or_default().to_string_lossy();
+    // One build per output at a time.
+    let lock_path = out_dir.join(format!(".{name}.wingold-lock"));
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("{}: cannot open", lock_path.display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))
+        .with_context(|| format!("{}: cannot lock", lock_path.display()))?;
+    let current = layout.current()?;
+    clear_leftovers(out);
+
+    // 1. virtio-win, verified (a conditional request when it is cached).
+    let iso = virtio::fetch(&fetch_options(cfg, progress))?;
+    refuse_output_among(out, &[("the cached virtio-win ISO", iso.path.clone())])?;
     let t_fetch = t0.elapsed();
 
     // 2. Has anything changed?
-    let previous = read_manifest(out);
+    let previous = current.as_deref().and_then(read_manifest);
     let base = base_record(&c.base.image, previous.as_ref().map(|m| &m.base))?;
     let mut regfiles = Vec::new();
     for r in &c.golden.regfiles {
@@ -343,16 +429,19 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         config_sha256: format!("{:x}", Sha256::digest(&cfg.bytes)),
         regfiles,
     };
-    if let Some(m) = previous
-        .as_ref()
-        .filter(|m| m.identity == identity && !force)
-    {
-        let current = std::fs::metadata(out).ok().map(|meta| stamp(&meta));
-        if current == Some((m.output.size, m.output.mtime_ns, m.output.inode)) {
+    if let (Some(m), Some(cur)) = (
+        previous
+            .as_ref()
+            .filter(|m| m.identity == identity && !force),
+        &current,
+    ) {
+        let now = std::fs::metadata(cur).ok().map(|meta| stamp(&meta));
+        if now == Some((m.output.size, m.output.mtime_ns, m.output.inode)) {
             return Ok(Outcome {
                 up_to_date: true,
                 output: out.clone(),
-                manifest: manifest_path(out),
+                version: cur.clone(),
+                manifest: manifest_path(cur),
                 sha256: m.output.sha256.clone(),
                 changes: 0,
                 virtio_win_version: iso.version,
@@ -369,18 +458,14 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         .map(SourceSpec::Profile)
         .chain(c.golden.regfiles.iter().cloned().map(SourceSpec::Reg))
         .collect();
-    let work = out_dir.join(format!(
-        ".{}.wingold-work.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let work = out_dir.join(format!(".{name}.wingold-work.{}", std::process::id()));
+    let tmp = fsutil::temp_name(out);
     let mut plan = inject::plan(&c.base.image, &specs, None)?;
     let result = (|| -> anyhow::Result<Outcome> {
         inject::write(&mut plan, &Mode::Overlay(work.clone()))?;
         let t_inject = t0.elapsed();
 
-        // 4. Finalize into a temporary name, verify, fsync, rename into place.
-        let tmp = fsutil::temp_name(out);
+        // 4. Finalize into a temporary name, verify, fsync, move to its version.
         let stats = {
             let src = image::open(&work, Access::ReadOnly)?;
             finalize::write_qcow2(&src, &tmp, c.golden.compress)?
@@ -389,14 +474,10 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         inject::verify(&tmp, &plan.windows, &plan.results).context("verifying the golden image")?;
         let sha256 = sha256_file(&tmp)?;
         let t_verify = t0.elapsed();
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("{}: cannot move into place", out.display()))?;
-        if let Ok(d) = std::fs::File::open(&out_dir) {
-            let _ = d.sync_all();
-        }
-        let (size, mtime_ns, inode) = stamp(&std::fs::metadata(out)?);
+        let version = place_version(&layout, &tmp, &sha256)?;
+        let (size, mtime_ns, inode) = stamp(&std::fs::metadata(&version)?);
 
-        // 5. The manifest.
+        // 5. The manifest beside the version, then the stable name moves to it.
         let ms = |d: std::time::Duration| d.as_millis() as u64;
         let manifest = Manifest {
             wingold_version: env!("CARGO_PKG_VERSION").into(),
@@ -424,7 +505,8 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             edits: serde_json::to_value(&plan.report.changes)?,
             first_boot_commands: plan.report.first_boot_commands.clone(),
             output: OutputRecord {
-                path: out.clone(),
+                path: version.clone(),
+                stable: Some(out.clone()),
                 sha256: sha256.clone(),
                 size,
                 mtime_ns,
@@ -440,7 +522,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 "total": ms(t0.elapsed()),
             }),
         };
-        let manifest_file = manifest_path(out);
+        let manifest_file = manifest_path(&version);
         fsutil::write_file(
             &manifest_file,
             &serde_json::to_vec_pretty(&manifest)?,
@@ -448,10 +530,18 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             Place::Replace,
         )
         .with_context(|| format!("{}: cannot write", manifest_file.display()))?;
+        layout.point_to(&version).with_context(|| {
+            format!(
+                "{}: cannot point it at {}",
+                out.display(),
+                version.display()
+            )
+        })?;
         Ok(Outcome {
             up_to_date: false,
             output: out.clone(),
-            manifest: manifest_path(out),
+            manifest: manifest_file,
+            version,
             sha256,
             changes: plan.report.changes.len(),
             virtio_win_version: iso.version.clone(),
@@ -459,7 +549,27 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
     })();
     let _ = std::fs::remove_file(&work);
     if result.is_err() {
-        let _ = std::fs::remove_file(fsutil::temp_name(out));
+        let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::versions::Layout;
+    use std::path::Path;
+
+    #[test]
+    fn versions_are_named_by_the_first_12_hex_of_their_sha256() {
+        let l = Layout::new(Path::new("/g/win2k22.qcow2")).unwrap();
+        assert_eq!(
+            l.version_path("0123456789abcdef0123"),
+            Path::new("/g/win2k22-0123456789ab.qcow2")
+        );
+        let bare = Layout::new(Path::new("img")).unwrap();
+        assert_eq!(
+            bare.version_path("ffffffffffffff"),
+            Path::new("./img-ffffffffffff")
+        );
+    }
 }

@@ -161,6 +161,26 @@ pub fn plan(
     })
 }
 
+/// Refuses to write into a golden version in place: clones rest on its bytes, and
+/// a version is never rewritten.
+pub fn refuse_golden_version(image: &Path) -> anyhow::Result<()> {
+    let Ok(canonical) = std::fs::canonicalize(image) else {
+        return Ok(());
+    };
+    match super::build::read_manifest(&canonical) {
+        Some(m) if std::fs::canonicalize(&m.output.path).ok() == Some(canonical.clone()) => {
+            Err(BadInput(format!(
+                "{}: is the golden version {}; clones rest on its bytes and it is never \
+                 rewritten: inject into an overlay (--output) or build a new version",
+                image.display(),
+                canonical.display()
+            ))
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Carries a plan out: into a new overlay backed by the input (written under a
 /// temporary name, verified, then moved into place), or into the input itself.
 pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {

@@ -4,3 +4,4 @@
 pub mod build;
 pub mod finalize;
 pub mod inject;
+pub mod versions;

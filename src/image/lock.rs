@@ -101,3 +101,18 @@ pub(crate) fn lock_image(file: &File, path: &Path, access: Access) -> Result<()>
     }
     Ok(())
 }
+
+/// Whether another program (a running QEMU, another wingold) holds any of QEMU's
+/// locks on the image at `path`. Opens it read-only and takes no lock itself.
+pub fn in_use(path: &Path) -> Result<bool> {
+    let file = File::open(path).map_err(|e| Error::open(path, e))?;
+    let io = |e: nix::Error| Error::io(path, "testing locks", e.into());
+    for bit in 0..PERM_NAMES.len() as i64 {
+        if byte_is_held(&file, PERM_BASE + bit).map_err(io)?
+            || byte_is_held(&file, SHARED_BASE + bit).map_err(io)?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -18,11 +18,11 @@ mod size;
 
 pub use create::{create_overlay, create_qcow2, publish, CreateOptions};
 pub use error::{Error, Result};
-pub use lock::Access;
+pub use lock::{in_use, Access};
 pub use partition::{
     probe_filesystem, scan_partitions, Partition, PartitionTable, Role, TableKind,
 };
-pub use qcow2::{panic_is_guarded, Qcow2Image};
+pub use qcow2::{backing_files, panic_is_guarded, Qcow2Image};
 pub use raw::RawImage;
 pub use size::parse_size;
 
@@ -190,6 +190,26 @@ impl Image {
             Image::Qcow2(_) => Format::Qcow2,
             Image::Raw(_) => Format::Raw,
         }
+    }
+
+    /// The file of the top layer.
+    pub fn path(&self) -> &Path {
+        match self {
+            Image::Qcow2(q) => q.path(),
+            Image::Raw(r) => r.path(),
+        }
+    }
+
+    /// The images below this one, nearest first (empty for a standalone image).
+    pub fn backing_chain(&self) -> Vec<&Image> {
+        let mut out = Vec::new();
+        let mut cur = self;
+        while let Image::Qcow2(q) = cur {
+            let Some(next) = q.backing() else { break };
+            out.push(next);
+            cur = next;
+        }
+        out
     }
 
     fn dev(&self) -> &dyn BlockDev {

@@ -755,6 +755,35 @@ fn open_backing(path: &Path, name: &str, header: &Header, depth: usize) -> Resul
     image.map_err(wrap)
 }
 
+/// The files an image rests on, nearest first, read from the headers alone: no
+/// locks (images that running VMs hold are read too), no tables. Stops at a raw
+/// or unreadable file, or where the chain comes back to a file already seen.
+pub fn backing_files(path: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut seen = Vec::new();
+    let mut cur = path.to_owned();
+    loop {
+        let Ok(file) = File::open(&cur) else { break };
+        let Ok(meta) = file.metadata() else { break };
+        if !meta.is_file() || seen.contains(&(meta.dev(), meta.ino())) {
+            break;
+        }
+        seen.push((meta.dev(), meta.ino()));
+        let mut head = vec![0u8; 4096.min(meta.len() as usize)];
+        if file.read_exact_at(&mut head, 0).is_err() {
+            break;
+        }
+        let Ok(h) = Header::parse(&cur, &head) else {
+            break;
+        };
+        let Some(name) = h.backing_file else { break };
+        cur = resolve_backing(&cur, &name);
+        out.push(cur.clone());
+    }
+    out
+}
+
 /// QEMU resolves a relative backing name against the overlay's folder.
 fn resolve_backing(path: &Path, name: &str) -> PathBuf {
     let name = Path::new(name);
