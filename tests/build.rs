@@ -204,41 +204,100 @@ fn second_build_is_up_to_date_and_a_new_iso_rebuilds() {
     assert_eq!(j["virtio_win_version"], "0.1.1000");
 }
 
+/// The phases a build goes through, as its test hook names them.
+const PHASES: &[&str] = &[
+    "locked",
+    "fetched",
+    "injected",
+    "finalized",
+    "verified",
+    "placed",
+    "manifest",
+    "linked",
+];
+
+/// A build killed in each phase (by the build's test hook, so every phase is hit
+/// on purpose) and at random moments leaves the stable name on the previous
+/// version or on the new one whole — never on a partial image — and the next run
+/// clears what it left.
 #[test]
-fn killed_builds_leave_the_previous_image_or_nothing() {
+fn killed_builds_leave_the_previous_version_or_the_new_one_whole() {
     let site = site(true);
     let golden_dir = site.dir.join("golden");
     let base_sha = sha256_file(&site.phony.image);
-    let mut previous: Option<String> = None;
-    let delays = pattern(99, 20);
-    for (round, d) in delays.iter().enumerate() {
-        let mut child = wingold()
-            .args(["build", "--force", "-c", s(&site.dir.join("wingold.toml"))])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20 + (*d as u64 % 250)));
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        match std::fs::metadata(&site.golden) {
-            Ok(_) => {
-                assert_qemu_check_clean(&site.golden);
-                let now = sha256_file(&site.golden);
-                if let Some(p) = &previous {
-                    // Deterministic builds: a completed build writes the same bytes.
-                    assert_eq!(&now, p, "round {round}: a different image appeared");
-                }
-                previous = Some(now);
-            }
-            Err(_) => assert!(
-                previous.is_none(),
-                "round {round}: the previous image vanished"
+    ok(&build(&site, &[]).0);
+    let mut previous = sha256_file(&site.golden);
+    let mut hits = std::collections::BTreeMap::<&str, (u32, u32)>::new();
+    let delays = pattern(99, 8);
+    let rounds = PHASES.len() * 2 + delays.len();
+    for round in 0..rounds {
+        // Each round changes an input, so a finished build makes a new version.
+        let reg = site.dir.join("round.reg");
+        std::fs::write(
+            &reg,
+            format!(
+                "Windows Registry Editor Version 5.00\r\n\r\n\
+                 [HKEY_LOCAL_MACHINE\\SOFTWARE\\Wingold]\r\n\"Round\"=dword:{round:08x}\r\n"
             ),
+        )
+        .unwrap();
+        if round == 0 {
+            add_regfile_path(&site, "round.reg");
         }
-        let _ = status;
+        let mut cmd = wingold();
+        cmd.args(["build", "-c", s(&site.dir.join("wingold.toml"))])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let phase = PHASES.get(round % (PHASES.len() + 1)).copied();
+        let status = match phase.filter(|_| round < PHASES.len() * 2) {
+            Some(p) => cmd.env("WINGOLD_TEST_KILL_AT", p).status().unwrap(),
+            None => {
+                let mut child = cmd.spawn().unwrap();
+                let d = delays[round % delays.len()] as u64;
+                std::thread::sleep(std::time::Duration::from_millis(20 + d % 400));
+                let _ = child.kill();
+                child.wait().unwrap()
+            }
+        };
+        let now = sha256_file(&site.golden);
+        assert_qemu_check_clean(&site.golden);
+        let whole_new = now != previous;
+        if whole_new {
+            // Only a finished image is ever linked: its manifest names its bytes.
+            assert_eq!(manifest_of(&site.golden)["output"]["sha256"], now.as_str());
+        }
+        let label = match (phase, status.code()) {
+            (_, Some(0)) => "finished",
+            (Some(p), _) if round < PHASES.len() * 2 => p,
+            _ => "random",
+        };
+        let h = hits.entry(label).or_default();
+        if whole_new {
+            h.1 += 1;
+        } else {
+            h.0 += 1;
+        }
+        previous = now;
         assert_eq!(sha256_file(&site.phony.image), base_sha, "the base changed");
     }
+    // Every phase was hit; the ones before the link left the previous version,
+    // the link itself the new one.
+    for (i, p) in PHASES.iter().enumerate() {
+        let (old, new) = hits.get(p).copied().unwrap_or_default();
+        assert!(old + new > 0, "phase {p} never hit: {hits:?}");
+        if i + 1 < PHASES.len() {
+            assert_eq!(
+                new, 0,
+                "killed in {p}, the new version was linked: {hits:?}"
+            );
+        } else {
+            assert_eq!(
+                old, 0,
+                "killed after linking, the old version stayed: {hits:?}"
+            );
+        }
+    }
+    eprintln!("kills per phase (previous kept, new linked): {hits:?}");
     // The next run succeeds and leaves nothing behind.
     ok(&build(&site, &["--force"]).0);
     let stray: Vec<String> = std::fs::read_dir(&golden_dir)
@@ -311,4 +370,373 @@ fn unknown_config_keys_are_refused_with_their_line() {
         "{err}"
     );
     assert!(!site.golden.exists());
+}
+
+/// Adds a regfile to the site's config, so that the next build makes a new version.
+fn add_regfile(site: &Site, name: &str, value: u32) {
+    let reg = site.dir.join(name);
+    std::fs::write(
+        &reg,
+        format!(
+            "Windows Registry Editor Version 5.00\r\n\r\n\
+             [HKEY_LOCAL_MACHINE\\SOFTWARE\\Wingold\\Test]\r\n\"{name}\"=dword:{value:08x}\r\n"
+        ),
+    )
+    .unwrap();
+    let cfg = site.dir.join("wingold.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = match text.find("regfiles = [") {
+        Some(_) => text.replace("regfiles = [", &format!("regfiles = [\"{name}\", ")),
+        None => text.replace(
+            "[golden]\n",
+            &format!("[golden]\nregfiles = [\"{name}\"]\n"),
+        ),
+    };
+    std::fs::write(&cfg, text).unwrap();
+}
+
+/// Lists an existing file as a regfile of the site's config.
+fn add_regfile_path(site: &Site, name: &str) {
+    let cfg = site.dir.join("wingold.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(
+        "[golden]\n",
+        &format!("[golden]\nregfiles = [\"{name}\"]\n"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+}
+
+fn clone(site: &Site, id: u32, dir: &Path) -> Value {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = wingold()
+        .args(["clone", s(&site.golden), "--id", &id.to_string()])
+        .args([
+            "--dir",
+            s(dir),
+            "--net",
+            "none",
+            "--vnc",
+            "none",
+            "--accel",
+            "tcg",
+        ])
+        .arg("--json")
+        .output()
+        .unwrap();
+    ok(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn inspect_json(image: &Path) -> Value {
+    let out = wingold()
+        .args(["inspect", "--json", s(image)])
+        .output()
+        .unwrap();
+    ok(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_rebuild_never_changes_an_existing_clone() {
+    let site = site(false);
+    ok(&build(&site, &[]).0);
+    let v1 = std::fs::canonicalize(&site.golden).unwrap();
+    let vms = site.dir.join("vms");
+    clone(&site, 12, &vms);
+    let vm12 = vms.join("vm_12.qcow2");
+    let chain = run_json(
+        "qemu-img",
+        &["info", "--backing-chain", "--output=json", s(&vm12)],
+    );
+    assert_eq!(chain[0]["backing-filename"], s(&v1), "{chain}");
+    let before = qemu_view(&vm12, &site.dir);
+
+    add_regfile(&site, "second.reg", 2);
+    let (out, j) = build(&site, &[]);
+    ok(&out);
+    assert_eq!(j["up_to_date"], false);
+    let v2 = std::fs::canonicalize(&site.golden).unwrap();
+    assert_ne!(v1, v2, "the rebuild did not make a new version");
+    assert!(v1.exists(), "the old version went away under its clone");
+    assert!(
+        qemu_view(&vm12, &site.dir) == before,
+        "the clone's disk changed under it"
+    );
+    assert_qemu_check_clean(&vm12);
+
+    // A clone made now rests on the new version; inspect tells them apart.
+    let j13 = clone(&site, 13, &vms);
+    assert_eq!(j13["backing"], s(&v2));
+    let old = inspect_json(&vm12);
+    assert_eq!(old["golden"]["version"], s(&v1), "{}", old["golden"]);
+    assert_eq!(old["golden"]["newer_available"], true);
+    assert_eq!(old["golden"]["current"], s(&v2));
+    let new = inspect_json(&vms.join("vm_13.qcow2"));
+    assert_eq!(new["golden"]["version"], s(&v2));
+    assert_eq!(new["golden"]["newer_available"], false);
+    let human = wingold().args(["inspect", s(&vm12)]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("a newer version exists"),
+        "{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
+}
+
+/// A paused QEMU (TCG) started by a clone's run recipe, holding the clone open.
+struct RunningVm(std::process::Child);
+
+impl RunningVm {
+    fn start(script: &Path, golden_version: &Path) -> RunningVm {
+        let child = std::process::Command::new("sh")
+            .arg(script)
+            .args(["-S", "-display", "none"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("TEST CANNOT RUN: sh");
+        let vm = RunningVm(child);
+        // QEMU has the chain open once it holds the golden version's locks.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !lock_held(golden_version) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "TEST CANNOT RUN: QEMU did not open {} (is qemu-system-x86 installed? make setup)",
+                golden_version.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        vm
+    }
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        // sh execs QEMU, so this is QEMU's pid.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether qemu-img refuses to open the image for writing because it is held.
+fn lock_held(image: &Path) -> bool {
+    let out = std::process::Command::new("qemu-io")
+        .args(["-c", "quit", s(image)])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).contains("lock")
+}
+
+#[test]
+fn gc_keeps_what_clones_use_and_running_vms_hold() {
+    let site = site(false);
+    let gc = |extra: &[&str]| -> Value {
+        let out = wingold()
+            .args(["gc", s(&site.golden), "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let verdicts = |j: &Value| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = j
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap().to_owned(),
+                    e["verdict"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    // v1: a clone in vms/ uses it.
+    ok(&build(&site, &[]).0);
+    let v1 = std::fs::canonicalize(&site.golden).unwrap();
+    clone(&site, 1, &site.dir.join("vms"));
+    // v2: a VM runs on a clone kept elsewhere; the rebuild after it still succeeds.
+    add_regfile(&site, "two.reg", 2);
+    ok(&build(&site, &[]).0);
+    let v2 = std::fs::canonicalize(&site.golden).unwrap();
+    let elsewhere = site.dir.join("elsewhere");
+    clone(&site, 2, &elsewhere);
+    let _vm = RunningVm::start(&elsewhere.join("vm_2.sh"), &v2);
+    // v3: nobody uses it.
+    add_regfile(&site, "three.reg", 3);
+    ok(&build(&site, &[]).0);
+    let v3 = std::fs::canonicalize(&site.golden).unwrap();
+    // v4: the current one.
+    add_regfile(&site, "four.reg", 4);
+    let (out, _) = build(&site, &[]);
+    ok(&out);
+    let v4 = std::fs::canonicalize(&site.golden).unwrap();
+    assert_eq!(
+        [&v1, &v2, &v3, &v4]
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        4
+    );
+
+    let vms = s(&site.dir.join("vms")).to_owned();
+    let dry = gc(&["--keep", "0", "--clones", &vms, "--dry-run"]);
+    let expect = |v3_verdict: &str| {
+        let mut e = vec![
+            (
+                s(&v1).to_owned(),
+                format!("used by {}", s(&site.dir.join("vms/vm_1.qcow2"))),
+            ),
+            (s(&v2).to_owned(), "held by a running VM".to_owned()),
+            (s(&v3).to_owned(), v3_verdict.to_owned()),
+            (s(&v4).to_owned(), "current".to_owned()),
+        ];
+        e.sort();
+        e
+    };
+    assert_eq!(verdicts(&dry), expect("would be removed"));
+    assert!(v3.exists(), "--dry-run removed something");
+    let done = gc(&["--keep", "0", "--clones", &vms]);
+    assert_eq!(verdicts(&done), expect("removed"));
+    assert!(!v3.exists() && v1.exists() && v2.exists() && v4.exists());
+    let mut v3_manifest = v3.file_name().unwrap().to_owned();
+    v3_manifest.push(".manifest.json");
+    assert!(!v3.with_file_name(v3_manifest).exists());
+    // --keep 1 keeps the newest besides the current one (they are the same here).
+    drop(_vm);
+    let after = gc(&["--keep", "1"]);
+    let removed: Vec<_> = verdicts(&after)
+        .into_iter()
+        .filter(|(_, v)| v == "removed")
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(removed, {
+        let mut r = vec![s(&v1).to_owned(), s(&v2).to_owned()];
+        r.sort();
+        r
+    });
+    assert!(v4.exists() && std::fs::canonicalize(&site.golden).unwrap() == v4);
+}
+
+/// Every way of naming an input as the output: refused before anything is written,
+/// one line naming both, every input byte-identical afterwards.
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let site = site(false);
+    // The base as an overlay over a second file, so its backing file is an input too.
+    let top = site.dir.join("base/top.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            s(&site.phony.image),
+            s(&top),
+        ],
+    );
+    let reg = site.dir.join("extra.reg");
+    std::fs::write(
+        &reg,
+        "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\r\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(site.dir.join("golden")).unwrap();
+    std::os::unix::fs::symlink(&top, site.dir.join("golden/link-to-base.qcow2")).unwrap();
+    std::fs::hard_link(&reg, site.dir.join("golden/hardlink-to-reg.reg")).unwrap();
+    let cfg_path = site.dir.join("wingold.toml");
+    let inputs = [
+        &top,
+        &site.phony.image,
+        &reg,
+        &site.dir.join("virtio-win-0.1.999.iso"),
+    ];
+    let hashes: Vec<String> = inputs.iter().map(|p| sha256_file(p)).collect();
+    let cases = [
+        ("base/top.qcow2", "the base image"),
+        ("./base/../base/top.qcow2", "the base image"),
+        ("golden/link-to-base.qcow2", "the base image"),
+        ("base/phony.qcow2", "a backing file of the base image"),
+        ("wingold.toml", "the config"),
+        ("./wingold.toml", "the config"),
+        ("extra.reg", "a regfile"),
+        ("golden/hardlink-to-reg.reg", "a regfile"),
+        ("virtio-win-0.1.999.iso", "the virtio-win ISO"),
+    ];
+    for (output, what) in cases {
+        let cfg = format!(
+            "[virtio_win]\niso = \"virtio-win-0.1.999.iso\"\ncache = \"cache\"\n\n\
+             [base]\nimage = \"base/top.qcow2\"\n\n\
+             [golden]\noutput = \"{output}\"\nregfiles = [\"extra.reg\"]\n"
+        );
+        std::fs::write(&cfg_path, &cfg).unwrap();
+        let (out, _) = build(&site, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{output}: {err}");
+        assert!(
+            err.contains(what) && err.contains("can never be an input"),
+            "{output}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{output}: {err}");
+        assert_eq!(std::fs::read_to_string(&cfg_path).unwrap(), cfg, "{output}");
+        for (p, h) in inputs.iter().zip(&hashes) {
+            assert_eq!(&sha256_file(p), h, "{output}: {} changed", p.display());
+        }
+        assert!(!site.dir.join("cache").exists(), "{output}: fetched first");
+    }
+    // inject: the image, its backing file, a .reg file, also through a symlink.
+    for (output, what) in [
+        (top.clone(), "the image"),
+        (site.dir.join("golden/link-to-base.qcow2"), "the image"),
+        (site.phony.image.clone(), "a backing file of the image"),
+        (reg.clone(), "a .reg file"),
+    ] {
+        let out = wingold()
+            .args(["inject", s(&top), "--output", s(&output), "--reg", s(&reg)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", output.display());
+        assert!(err.contains(what), "{}: {err}", output.display());
+        for (p, h) in inputs.iter().zip(&hashes) {
+            assert_eq!(&sha256_file(p), h, "{} changed", p.display());
+        }
+    }
+}
+
+#[test]
+fn golden_versions_and_older_golden_files_are_never_written() {
+    let site = site(false);
+    ok(&build(&site, &[]).0);
+    let version = std::fs::canonicalize(&site.golden).unwrap();
+    let before = sha256_file(&version);
+    for target in [&site.golden, &version] {
+        let out = wingold()
+            .args(["inject", s(target), "--in-place", "--profile", "all"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("golden version"), "{err}");
+        assert_eq!(sha256_file(&version), before);
+    }
+    // A golden image from before versions (a plain file at the stable name) is
+    // not replaced: its clones rest on it.
+    std::fs::remove_file(&site.golden).unwrap();
+    std::fs::copy(&version, &site.golden).unwrap();
+    let legacy = sha256_file(&site.golden);
+    let (out, _) = build(&site, &["--force"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("clones may rest on it"), "{err}");
+    assert!(!std::fs::symlink_metadata(&site.golden)
+        .unwrap()
+        .is_symlink());
+    assert_eq!(sha256_file(&site.golden), legacy);
 }

@@ -378,6 +378,28 @@ fn place_version(layout: &Layout, tmp: &Path, sha256: &str) -> anyhow::Result<Pa
     Ok(version)
 }
 
+/// The steps of a build, in order, as the crash-safety test names them.
+pub const PHASES: &[&str] = &[
+    "locked",
+    "fetched",
+    "injected",
+    "finalized",
+    "verified",
+    "placed",
+    "manifest",
+    "linked",
+];
+
+/// Test hook: with `WINGOLD_TEST_KILL_AT=PHASE` the build kills itself (SIGKILL)
+/// on reaching that phase, so that the crash-safety test lands a kill in every
+/// phase on purpose instead of by timing.
+fn phase(name: &str) {
+    debug_assert!(PHASES.contains(&name));
+    if std::env::var_os("WINGOLD_TEST_KILL_AT").is_some_and(|p| p == name) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Runs the whole chain; `force` rebuilds even when nothing changed.
 pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
@@ -403,11 +425,13 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         .with_context(|| format!("{}: cannot lock", lock_path.display()))?;
     let current = layout.current()?;
     clear_leftovers(out);
+    phase("locked");
 
     // 1. virtio-win, verified (a conditional request when it is cached).
     let iso = virtio::fetch(&fetch_options(cfg, progress))?;
     refuse_output_among(out, &[("the cached virtio-win ISO", iso.path.clone())])?;
     let t_fetch = t0.elapsed();
+    phase("fetched");
 
     // 2. Has anything changed?
     let previous = current.as_deref().and_then(read_manifest);
@@ -464,6 +488,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
     let result = (|| -> anyhow::Result<Outcome> {
         inject::write(&mut plan, &Mode::Overlay(work.clone()))?;
         let t_inject = t0.elapsed();
+        phase("injected");
 
         // 4. Finalize into a temporary name, verify, fsync, move to its version.
         let stats = {
@@ -471,10 +496,13 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             finalize::write_qcow2(&src, &tmp, c.golden.compress)?
         };
         let t_finalize = t0.elapsed();
+        phase("finalized");
         inject::verify(&tmp, &plan.windows, &plan.results).context("verifying the golden image")?;
         let sha256 = sha256_file(&tmp)?;
         let t_verify = t0.elapsed();
+        phase("verified");
         let version = place_version(&layout, &tmp, &sha256)?;
+        phase("placed");
         let (size, mtime_ns, inode) = stamp(&std::fs::metadata(&version)?);
 
         // 5. The manifest beside the version, then the stable name moves to it.
@@ -530,6 +558,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             Place::Replace,
         )
         .with_context(|| format!("{}: cannot write", manifest_file.display()))?;
+        phase("manifest");
         layout.point_to(&version).with_context(|| {
             format!(
                 "{}: cannot point it at {}",
@@ -537,6 +566,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 version.display()
             )
         })?;
+        phase("linked");
         Ok(Outcome {
             up_to_date: false,
             output: out.clone(),
