@@ -8,6 +8,7 @@
 //! changed hives, verify them by reading the output back, and move it into place.
 
 use crate::guest::{self, Windows};
+use crate::hive;
 use crate::image::{self, Access, BlockDev, PartitionView};
 use crate::ntfs::Volume;
 use crate::reg::{self, profiles, Change, RegEdit};
@@ -195,7 +196,13 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                 "wingold: writing {} in place, as asked",
                 image_path.display()
             );
-            let (written, logs) = write_hives(&img, w, &image_path.display().to_string(), results)?;
+            let (written, logs) = write_hives(
+                &img,
+                w,
+                &image_path.display().to_string(),
+                results,
+                Ordering::CrashOrdered,
+            )?;
             drop(img);
             r.hives_written = written;
             r.logs_truncated = logs;
@@ -210,7 +217,13 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             let done = (|| -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
                 image::create_overlay(&tmp, &image_path)?;
                 let img = image::open(&tmp, Access::ReadWrite)?;
-                let written = write_hives(&img, w, &out.display().to_string(), results)?;
+                let written = write_hives(
+                    &img,
+                    w,
+                    &out.display().to_string(),
+                    results,
+                    Ordering::Unseen,
+                )?;
                 drop(img);
                 verify(&tmp, w, results)?;
                 image::publish(&tmp, out)?;
@@ -288,16 +301,41 @@ fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-/// Writes the changed hives into the Windows volume of `img`, truncates their
+/// How hives reach the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ordering {
+    /// Into a new file nobody sees until it is complete (an overlay under a
+    /// temporary name): plain writes.
+    Unseen,
+    /// Into the user's image (`--in-place`): crash-ordered, so that a kill at any
+    /// moment leaves each hive as it was, as it should be, or marked dirty.
+    CrashOrdered,
+}
+
+/// Writes the changed hives into the Windows volume of `img`, empties their
 /// transaction logs, and returns what it wrote.
+///
+/// Crash-ordered, for each hive: (1) its logs are emptied first — the hive is
+/// clean (plan refuses dirty ones), so its logs hold nothing Windows would replay;
+/// (2) the new hive is written with its base block marked "write in progress"
+/// (sequence numbers differ), and the image is flushed (qcow2 metadata + fsync);
+/// (3) only then is the clean base block written over it, and flushed again.
+/// Throughout, the NTFS volume and the qcow2 image carry their dirty flags, so
+/// chkdsk, ntfsfix and QEMU notice an interrupted run.
 fn write_hives(
     img: &dyn BlockDev,
     w: &Windows,
     label: &str,
     results: &[reg::HiveResult],
+    ordering: Ordering,
 ) -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
+    let ordered = ordering == Ordering::CrashOrdered;
     let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
     let vol = Volume::open(&part, label, Access::ReadWrite)?;
+    if ordered {
+        vol.set_dirty(true)?;
+        img.flush()?;
+    }
     let mut written = Vec::new();
     let mut truncated = Vec::new();
     let config = w.hive_path("").trim_end_matches('\\').to_owned();
@@ -305,9 +343,8 @@ fn write_hives(
     for r in results {
         let Some(bytes) = &r.bytes else { continue };
         let path = w.hive_path(r.hive);
-        vol.write_file(&path, bytes)?;
-        // Stale transaction logs must not replay old data over our edits: the hive
-        // is now clean, and emptied logs hold nothing (windows-offline.md §4b).
+        // Stale transaction logs must not replay old data over our edits: emptied
+        // logs hold nothing (windows-offline.md §4b).
         for log in listing.iter().filter(|e| {
             let upper = e.name.to_ascii_uppercase();
             !e.is_dir
@@ -321,12 +358,24 @@ fn write_hives(
                 truncated.push(log_path);
             }
         }
+        if ordered && bytes.len() >= hive::BASE_BLOCK_LEN {
+            vol.write_file(&path, &hive::mark_write_in_progress(bytes))?;
+            img.flush()?;
+            vol.write_range(&path, 0, &bytes[..hive::BASE_BLOCK_LEN])?;
+            img.flush()?;
+        } else {
+            vol.write_file(&path, bytes)?;
+        }
         written.push(HiveWritten {
             hive: r.hive,
             path,
             size: bytes.len() as u64,
             sha256: sha256_hex(bytes),
         });
+    }
+    if ordered {
+        img.flush()?;
+        vol.set_dirty(false)?;
     }
     vol.close()?;
     img.flush()?;

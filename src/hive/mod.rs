@@ -73,6 +73,38 @@ pub const BASE_BLOCK_LEN: usize = 4096;
 /// Offset of the XOR-32 checksum of the first 508 bytes (REGF "Base block").
 const CHECKSUM_OFFSET: usize = 508;
 
+/// The REGF checksum of a base block: XOR of its first 127 dwords, with 0 stored
+/// as 1 and 0xffffffff as 0xfffffffe.
+fn base_block_checksum(bytes: &[u8]) -> u32 {
+    let xor = bytes[..CHECKSUM_OFFSET]
+        .chunks_exact(4)
+        .fold(0u32, |acc, d| {
+            acc ^ u32::from_le_bytes(d.try_into().expect("4"))
+        });
+    match xor {
+        0 => 1,
+        0xffff_ffff => 0xffff_fffe,
+        x => x,
+    }
+}
+
+/// `bytes` (a clean hive) with its base block marked as a write in progress, the
+/// way Windows marks it while it writes a hive: the secondary sequence one behind
+/// the primary, checksum recomputed. Written first, it makes a hive torn by a crash
+/// read as dirty (needing repair), never as clean; the clean base block is written
+/// over it once the whole body is durable.
+pub fn mark_write_in_progress(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if out.len() < BASE_BLOCK_LEN {
+        return out;
+    }
+    let primary = u32::from_le_bytes(out[4..8].try_into().expect("4"));
+    out[8..12].copy_from_slice(&primary.wrapping_sub(1).to_le_bytes());
+    let sum = base_block_checksum(&out);
+    out[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
 /// What the regf base block says (reference/windows-offline.md §4a).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HeaderState {
@@ -97,15 +129,7 @@ impl HeaderState {
             return Err(bad("no `regf` signature"));
         }
         let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
-        let xor = (0..CHECKSUM_OFFSET)
-            .step_by(4)
-            .fold(0u32, |acc, at| acc ^ u32_at(at));
-        // A computed 0 is stored as 1, and 0xffffffff as 0xfffffffe (REGF).
-        let expected = match xor {
-            0 => 1,
-            0xffff_ffff => 0xffff_fffe,
-            x => x,
-        };
+        let expected = base_block_checksum(bytes);
         Ok(HeaderState {
             primary_sequence: u32_at(4),
             secondary_sequence: u32_at(8),

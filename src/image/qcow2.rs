@@ -402,7 +402,9 @@ struct FileIo {
     file: File,
     /// Set when a read hit the end of the file: the image is truncated.
     hit_eof: Rc<Cell<bool>>,
-    header: RefCell<Vec<u8>>,
+    /// The header as on disk; shared with [`Qcow2Image`], which sets and clears
+    /// the dirty bit in it.
+    header: Rc<RefCell<Vec<u8>>>,
     header_len: usize,
 }
 
@@ -482,6 +484,8 @@ pub struct Qcow2Image {
     hit_eof: Rc<Cell<bool>>,
     /// Written since the last flush: flushing a clean image costs no fsync.
     dirty: Cell<bool>,
+    /// The on-disk header, shared with the I/O engine.
+    header_bytes: Rc<RefCell<Vec<u8>>>,
 }
 
 fn qerr<'a>(
@@ -491,7 +495,7 @@ fn qerr<'a>(
     move |e| Error::Qcow2 {
         path: path.to_owned(),
         op,
-        reason: format!("{e:?}"),
+        reason: e.to_string(),
     }
 }
 
@@ -555,8 +559,13 @@ impl Qcow2Image {
         // qcow2-rs sees the header without a backing file: we follow the chain.
         let mut hidden = first.clone();
         hidden[8..20].fill(0);
+        // qcow2-rs refuses the dirty bit; reads need no refcounts, and writes to a
+        // dirty image were refused above. We set and clear the bit ourselves.
+        if header.version == 3 {
+            hidden[79] &= !(INCOMPAT_DIRTY as u8);
+        }
         let q_header = Qcow2Header::from_buf(&hidden)
-            .map_err(|e| Error::corrupt(path, format!("the header is invalid: {e:?}")))?;
+            .map_err(|e| Error::corrupt(path, format!("the header is invalid: {e}")))?;
         let params = Qcow2DevParams::new(9, None, None, !writable, false);
         let header_len = (header.backing_file_offset as usize + header.backing_file_size as usize)
             .max(first.len().min(4096));
@@ -564,14 +573,15 @@ impl Qcow2Image {
             .try_clone()
             .map_err(|e| Error::io(path, "duplicating the handle", e))?;
         let hit_eof = Rc::new(Cell::new(false));
+        let header_bytes = Rc::new(RefCell::new(first));
         let io = FileIo {
             file,
             hit_eof: hit_eof.clone(),
-            header: RefCell::new(first),
+            header: header_bytes.clone(),
             header_len,
         };
         let dev = block_on(async { Qcow2Dev::new(path, q_header, &params, io) })
-            .map_err(|e| Error::corrupt(path, format!("qcow2-rs cannot open it: {e:?}")))?;
+            .map_err(|e| Error::corrupt(path, format!("qcow2-rs cannot open it: {e}")))?;
         block_on(dev.qcow2_prep_io()).map_err(|e| {
             if hit_eof.get() {
                 Error::corrupt(
@@ -593,6 +603,7 @@ impl Qcow2Image {
             file: sync_handle,
             hit_eof,
             dirty: Cell::new(false),
+            header_bytes,
         })
     }
 
@@ -616,6 +627,28 @@ impl Qcow2Image {
 
     pub fn snapshot_count(&self) -> u32 {
         self.header.nb_snapshots
+    }
+
+    /// Sets or clears the header's dirty bit (version 3): set before the first write
+    /// after a flush, cleared once a flush made everything durable. A process killed
+    /// in between leaves an image that QEMU repairs on its next read-write open
+    /// (refcounts rebuilt), that `qemu-img check -r all` repairs, and that wingold
+    /// reads but refuses to write.
+    fn set_dirty_bit(&self, on: bool) -> Result<()> {
+        if self.header.version < 3 {
+            return Ok(());
+        }
+        let mut h = self.header_bytes.borrow_mut();
+        let mut features = be64(&h, 72);
+        if on {
+            features |= INCOMPAT_DIRTY;
+        } else {
+            features &= !INCOMPAT_DIRTY;
+        }
+        h[72..80].copy_from_slice(&features.to_be_bytes());
+        self.file
+            .write_all_at(&h[72..80], 72)
+            .map_err(|e| Error::io(&self.path, "marking the image dirty", e))
     }
 
     /// Turns a qcow2-rs error into ours; a read past the end of the file means the
@@ -826,7 +859,9 @@ impl BlockDev for Qcow2Image {
         if buf.is_empty() {
             return Ok(());
         }
-        self.dirty.set(true);
+        if !self.dirty.replace(true) {
+            self.set_dirty_bit(true)?;
+        }
         let (start, end) = aligned_span(offset, buf.len());
         if start == offset && end == offset + buf.len() as u64 {
             return self.write_aligned(offset, buf);
@@ -852,7 +887,9 @@ impl BlockDev for Qcow2Image {
             .sync_all()
             .map_err(|e| Error::io(&self.path, "fsync", e))?;
         self.dirty.set(false);
-        Ok(())
+        // Everything is durable: the image is consistent again. Should this last
+        // write be lost, the image merely stays marked dirty.
+        self.set_dirty_bit(false)
     }
 
     fn is_writable(&self) -> bool {

@@ -875,6 +875,67 @@ impl<'a> Volume<'a> {
         ino.close().map_err(|e| self.op_error(path, "closing", e))
     }
 
+    /// Overwrites `data.len()` bytes of `path` at `offset`, inside the file as it is
+    /// (no resize): what crash-ordered writers use to write a header last.
+    pub fn write_range(&self, path: &str, offset: u64, data: &[u8]) -> Result<()> {
+        self.require_writable()?;
+        let mref = self.must_lookup(path)?;
+        let ino = self.open_inode(mref, path)?;
+        {
+            let attr = self.open_data(&ino, path)?;
+            if offset
+                .checked_add(data.len() as u64)
+                .is_none_or(|end| end > attr.size())
+            {
+                return Err(Error::BadPath {
+                    volume: self.name.clone(),
+                    path: path.to_owned(),
+                    reason: format!(
+                        "{} bytes at {offset} lie past the end of the file ({} bytes)",
+                        data.len(),
+                        attr.size()
+                    ),
+                });
+            }
+            let mut done = 0;
+            while done < data.len() {
+                // SAFETY: attr is open; the buffer holds the count passed.
+                let n = unsafe {
+                    sys::ntfs_attr_pwrite(
+                        attr.na.as_ptr(),
+                        (offset + done as u64) as i64,
+                        (data.len() - done) as i64,
+                        data[done..].as_ptr() as *const c_void,
+                    )
+                };
+                if n <= 0 {
+                    return Err(self.op_error(path, "writing", errno()));
+                }
+                done += n as usize;
+            }
+        }
+        ino.close().map_err(|e| self.op_error(path, "closing", e))
+    }
+
+    /// Sets or clears the volume's dirty flag (chkdsk runs at the next Windows boot
+    /// while it is set), written through to the device at once.
+    pub fn set_dirty(&self, dirty: bool) -> Result<()> {
+        self.require_writable()?;
+        // SAFETY: vol is mounted read-write; flags is a plain field before any
+        // configuration-dependent part of the struct.
+        let flags = unsafe { (*self.vol.as_ptr()).flags };
+        let flags = if dirty {
+            flags | VOLUME_IS_DIRTY
+        } else {
+            flags & !VOLUME_IS_DIRTY
+        };
+        // SAFETY: as above; ntfs_volume_write_flags updates $Volume and syncs it.
+        if unsafe { sys::ntfs_volume_write_flags(self.vol.as_ptr(), flags) } != 0 {
+            return Err(self.op_error("/$Volume", "writing", errno()));
+        }
+        Ok(())
+    }
+
     /// Sets the size of `attr`'s data, allocating (not leaving sparse) what grows.
     ///
     /// libntfs-3g's allocator takes one free run per 4 KiB bitmap block and zone
