@@ -54,4 +54,15 @@ mkdir -p "$dir/vms"
 "$bin" clone "$dir/golden/phony-2022.qcow2" --id 11 --dir "$dir/vms"
 qemu-img info --backing-chain "$dir/vms/vm_11.qcow2" | grep -E '^(image|backing file):'
 
+step "a changed input makes a new golden version; the clone keeps the one it was made from"
+printf 'Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Demo]\r\n"Rebuilt"=dword:00000001\r\n' > "$dir/demo.reg"
+sed -i 's|^\[golden\]|[golden]\nregfiles = ["demo.reg"]|' "$dir/wingold.toml"
+"$bin" build -c "$dir/wingold.toml"
+ls -1 "$dir/golden" | grep -v manifest | sed 's/^/  /'
+echo "  phony-2022.qcow2 -> $(readlink "$dir/golden/phony-2022.qcow2")"
+"$bin" inspect "$dir/vms/vm_11.qcow2" | grep -A1 '^golden version'
+
+step "wingold gc --dry-run: which old versions nobody uses"
+"$bin" gc "$dir/golden/phony-2022.qcow2" --keep 0 --clones "$dir/vms" --dry-run
+
 printf '\nFiles are in %s\n' "$dir"

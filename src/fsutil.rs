@@ -103,3 +103,38 @@ impl FileKey {
         self.spelled == other.spelled || self.ids.iter().any(|id| other.ids.contains(id))
     }
 }
+
+/// Whether process `pid` is gone (so the temporary files it named are stale).
+fn process_is_gone(pid: i32) -> bool {
+    pid > 0
+        && matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
+}
+
+/// Removes the files in `dir` that a killed wingold left: names for which `pid_of`
+/// gives the id of a process that no longer runs. Best effort.
+pub fn clear_stale(dir: &Path, pid_of: impl Fn(&str) -> Option<i32>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(&pid_of) else {
+            continue;
+        };
+        if process_is_gone(pid) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The PID in a temporary name `.NAME.wingold-tmp.PID` for `path`.
+pub fn temp_name_pid(path: &Path, candidate: &str) -> Option<i32> {
+    let name = path.file_name()?.to_str()?;
+    candidate
+        .strip_prefix(&format!(".{name}.wingold-tmp."))?
+        .parse()
+        .ok()
+}

@@ -144,3 +144,57 @@ fn killed_in_place_injects_never_leave_a_clean_looking_torn_hive() {
         "the kills did not land both before and after the writes"
     );
 }
+
+/// The next run clears what a killed one left: its temporary output beside the
+/// target, and its hive copies in the temporary folder — and nothing of a live run.
+#[test]
+fn stale_temporary_files_of_killed_runs_are_cleared() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // A pid that is certainly gone: a child that ran and was reaped.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let dead = gone.id();
+    let live = std::process::id();
+    let out = dir.path().join("out.qcow2");
+    let stale = [
+        dir.path().join(format!(".out.qcow2.wingold-tmp.{dead}")),
+        tmp.join(format!("wingold-hive-{dead}-Ab12Cd")),
+    ];
+    let kept = [
+        dir.path().join(format!(".out.qcow2.wingold-tmp.{live}")),
+        tmp.join(format!("wingold-hive-{live}-Ef34Gh")),
+        dir.path().join(format!(".other.qcow2.wingold-tmp.{dead}")),
+    ];
+    for f in stale.iter().chain(&kept) {
+        std::fs::write(f, b"left over").unwrap();
+    }
+    let r = wingold()
+        .env("TMPDIR", &tmp)
+        .args([
+            "inject",
+            s(&phony.image),
+            "--output",
+            s(&out),
+            "--profile",
+            "all",
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for f in &stale {
+        assert!(!f.exists(), "{} is still there", f.display());
+    }
+    for f in &kept {
+        assert!(f.exists(), "{} was removed", f.display());
+    }
+    // And the run itself leaves no hive copy behind.
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.contains(&live.to_string()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -210,6 +210,15 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             r.in_place = true;
         }
         Mode::Overlay(out) => {
+            // What a killed run left beside this output.
+            if let Some(dir) = out.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                crate::fsutil::clear_stale(dir, |n| crate::fsutil::temp_name_pid(out, n));
+            }
             if out.exists() {
                 return Err(image::Error::Exists { path: out.clone() }.into());
             }

@@ -1,6 +1,8 @@
 //! The pipeline: golden builds (config, fetch, inject, finalize, manifest,
 //! rebuild-on-change) and clones. Built on every layer below.
 
+#![forbid(unsafe_code)]
+
 pub mod build;
 pub mod finalize;
 pub mod inject;

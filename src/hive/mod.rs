@@ -68,6 +68,9 @@ impl Error {
     }
 }
 
+/// Hive copies live in the temporary folder as `wingold-hive-PID-…`.
+const HIVE_TEMP_PREFIX: &str = "wingold-hive-";
+
 /// Size of the regf base block.
 pub const BASE_BLOCK_LEN: usize = 4096;
 /// Offset of the XOR-32 checksum of the first 508 bytes (REGF "Base block").
@@ -236,8 +239,19 @@ impl Hive {
             name: name.to_owned(),
             source,
         };
+        // Copies a killed run left behind are cleared once per process.
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(|| {
+            crate::fsutil::clear_stale(&std::env::temp_dir(), |n| {
+                n.strip_prefix(HIVE_TEMP_PREFIX)?
+                    .split('-')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        });
         let mut file = tempfile::Builder::new()
-            .prefix("wingold-hive-")
+            .prefix(&format!("{HIVE_TEMP_PREFIX}{}-", std::process::id()))
             .tempfile()
             .map_err(temp)?;
         file.write_all(bytes)

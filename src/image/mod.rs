@@ -8,6 +8,8 @@
 //!
 //! The single entry point is [`open`], which sniffs the magic and picks the format.
 
+#![forbid(unsafe_code)]
+
 mod create;
 mod error;
 mod lock;
