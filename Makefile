@@ -23,6 +23,7 @@ bench: setup
 	$(CARGO) bench --bench inject
 	$(CARGO) bench --bench fetch
 	$(CARGO) bench --bench finalize
+	$(CARGO) bench --bench build
 
 lint: setup
 	$(CARGO) fmt --check
