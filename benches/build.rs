@@ -124,12 +124,13 @@ fn main() {
         let kind = if compress { "compressed" } else { "plain" };
         println!(
             "  {kind:<10}  wingold build {ours:>7.1} s, {:>6} MiB   qemu-img convert{} + sync \
-             {theirs:>7.1} s, {:>6} MiB   time ratio {:.2}x, size ratio {:.3}",
+             {theirs:>7.1} s, {:>6} MiB   time ratio {:.2}x, size ratio {:.4} ({:+} bytes)",
             ours_size >> 20,
             if compress { " -c" } else { "" },
             theirs_size >> 20,
             ours / theirs,
-            ours_size as f64 / theirs_size as f64
+            ours_size as f64 / theirs_size as f64,
+            ours_size as i64 - theirs_size as i64
         );
         println!(
             "              wingold phases (ms): {}",

@@ -248,24 +248,47 @@ fn stamp(meta: &std::fs::Metadata) -> (u64, i128, u64) {
     )
 }
 
-fn base_record(path: &Path, previous: Option<&BaseRecord>) -> anyhow::Result<BaseRecord> {
+/// A SHA-256 being computed on another core.
+type Hashing = std::thread::JoinHandle<anyhow::Result<String>>;
+
+fn join_hash(h: Hashing) -> anyhow::Result<String> {
+    h.join()
+        .map_err(|_| anyhow::anyhow!("the thread hashing the base image panicked"))?
+}
+
+/// The base's record: its SHA-256 taken from the last build when size, mtime and
+/// inode still match; otherwise left empty and computed on another core while
+/// the build goes on (the returned handle).
+fn base_record(
+    path: &Path,
+    previous: Option<&BaseRecord>,
+) -> anyhow::Result<(BaseRecord, Option<Hashing>)> {
     let meta = std::fs::metadata(path).map_err(|e| image::Error::open(path, e))?;
     let (size, mtime_ns, inode) = stamp(&meta);
-    let sha256 = match previous {
+    let (sha256, hashing) = match previous {
         Some(p)
             if p.path == path && p.size == size && p.mtime_ns == mtime_ns && p.inode == inode =>
         {
-            p.sha256.clone()
+            (p.sha256.clone(), None)
         }
-        _ => sha256_file(path)?,
+        _ => {
+            let path = path.to_owned();
+            (
+                String::new(),
+                Some(std::thread::spawn(move || sha256_file(&path))),
+            )
+        }
     };
-    Ok(BaseRecord {
-        path: path.to_owned(),
-        size,
-        mtime_ns,
-        inode,
-        sha256,
-    })
+    Ok((
+        BaseRecord {
+            path: path.to_owned(),
+            size,
+            mtime_ns,
+            inode,
+            sha256,
+        },
+        hashing,
+    ))
 }
 
 /// Removes what an interrupted build left beside the output: temporary images,
@@ -435,7 +458,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
 
     // 2. Has anything changed?
     let previous = current.as_deref().and_then(read_manifest);
-    let base = base_record(&c.base.image, previous.as_ref().map(|m| &m.base))?;
+    let (mut base, mut hashing) = base_record(&c.base.image, previous.as_ref().map(|m| &m.base))?;
     let mut regfiles = Vec::new();
     for r in &c.golden.regfiles {
         let bytes =
@@ -445,7 +468,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             format!("{:x}", Sha256::digest(&bytes)),
         ));
     }
-    let identity = Identity {
+    let mut identity = Identity {
         wingold_version: env!("CARGO_PKG_VERSION").into(),
         base_sha256: base.sha256.clone(),
         virtio_win_version: iso.version.clone(),
@@ -453,11 +476,27 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         config_sha256: format!("{:x}", Sha256::digest(&cfg.bytes)),
         regfiles,
     };
-    if let (Some(m), Some(cur)) = (
+    // The base is being hashed beside the build. Only when it alone may have
+    // changed does the up-to-date answer wait for its hash.
+    let only_base_unknown = previous.as_ref().is_some_and(|m| {
+        m.identity
+            == Identity {
+                base_sha256: m.identity.base_sha256.clone(),
+                ..identity.clone()
+            }
+    });
+    if only_base_unknown && !force {
+        if let Some(h) = hashing.take() {
+            base.sha256 = join_hash(h)?;
+            identity.base_sha256 = base.sha256.clone();
+        }
+    }
+    if let (Some(m), Some(cur), None) = (
         previous
             .as_ref()
             .filter(|m| m.identity == identity && !force),
         &current,
+        &hashing,
     ) {
         let now = std::fs::metadata(cur).ok().map(|meta| stamp(&meta));
         if now == Some((m.output.size, m.output.mtime_ns, m.output.inode)) {
@@ -497,8 +536,15 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         };
         let t_finalize = t0.elapsed();
         phase("finalized");
-        inject::verify(&tmp, &plan.windows, &plan.results).context("verifying the golden image")?;
-        let sha256 = sha256_file(&tmp)?;
+        // Hash the image on one core while the other reads back what was written.
+        let hashing_output = {
+            let tmp = tmp.clone();
+            std::thread::spawn(move || sha256_file(&tmp))
+        };
+        let verified = inject::verify(&tmp, &plan.windows, &plan.results)
+            .context("verifying the golden image");
+        let sha256 = join_hash(hashing_output)?;
+        verified?;
         let t_verify = t0.elapsed();
         phase("verified");
         let version = place_version(&layout, &tmp, &sha256)?;
@@ -506,6 +552,10 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         let (size, mtime_ns, inode) = stamp(&std::fs::metadata(&version)?);
 
         // 5. The manifest beside the version, then the stable name moves to it.
+        if let Some(h) = hashing.take() {
+            base.sha256 = join_hash(h)?;
+            identity.base_sha256 = base.sha256.clone();
+        }
         let ms = |d: std::time::Duration| d.as_millis() as u64;
         let manifest = Manifest {
             wingold_version: env!("CARGO_PKG_VERSION").into(),

@@ -15,6 +15,7 @@
 use crate::image::{BlockDev, Error as ImageError};
 use std::fs::File;
 use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 const CLUSTER_BITS: u32 = 16;
@@ -40,9 +41,12 @@ pub struct Stats {
     pub skipped_clusters: u64,
 }
 
+/// Level 9: our zlib (zlib-rs, zlib-ng's levels) compresses at 6 and 8 no better
+/// than at 4, and its 9 is what makes the output no bigger than QEMU's (madler
+/// zlib at level 6) — for a modest cost (make bench).
 fn deflate(data: &[u8]) -> Option<Vec<u8>> {
     let mut c = flate2::Compress::new_with_window_bits(
-        flate2::Compression::default(),
+        flate2::Compression::new(9),
         false,
         ZLIB_WINDOW_BITS,
     );
@@ -69,8 +73,9 @@ pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Sta
     let mut l2 = vec![0u64; nclusters as usize];
     // Refcounts of host clusters; cluster 0 is the header.
     let mut refs: Vec<u16> = vec![1];
+    // The next free host cluster: raw clusters and room for compressed data are
+    // taken from here, in guest order.
     let mut pos = CLUSTER;
-    w.seek(SeekFrom::Start(pos)).map_err(io("seeking"))?;
     let bump = |refs: &mut Vec<u16>, first: u64, last: u64| {
         if refs.len() <= last as usize {
             refs.resize(last as usize + 1, 0);
@@ -88,6 +93,7 @@ pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Sta
     };
     let zero = vec![0u8; CLUSTER as usize];
     let mut buf = vec![0u8; (BATCH * CLUSTER) as usize];
+    let mut packer = Packer::default();
     let mut first = 0u64;
     while first < nclusters {
         let count = BATCH.min(nclusters - first);
@@ -114,8 +120,10 @@ pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Sta
         } else {
             vec![None; count as usize]
         };
-        // One vectored write a batch, straight from the read buffer: no copies.
-        let mut parts: Vec<IoSlice> = Vec::with_capacity(2 * count as usize);
+        // Raw clusters go out in runs of consecutive host clusters, each run one
+        // vectored write straight from the read buffer: no copies.
+        let mut run_start = pos;
+        let mut parts: Vec<IoSlice> = Vec::with_capacity(count as usize);
         for i in 0..count as usize {
             let g = first as usize + i;
             if !present[i] {
@@ -124,21 +132,20 @@ pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Sta
             }
             match &packed[i] {
                 Some(z) => {
+                    let at = packer.place(z, &mut pos, &w).map_err(io("writing"))?;
                     let len = z.len() as u64;
                     // Additional 512-byte sectors beyond the one holding the offset.
-                    let sectors = ((pos + len - 1) >> 9) - (pos >> 9);
+                    let sectors = ((at + len - 1) >> 9) - (at >> 9);
                     let shift = 62 - (CLUSTER_BITS - 8);
-                    l2[g] = OFLAG_COMPRESSED | (sectors << shift) | pos;
-                    parts.push(IoSlice::new(z));
-                    bump(&mut refs, pos / CLUSTER, (pos + len - 1) / CLUSTER);
-                    pos += len;
+                    l2[g] = OFLAG_COMPRESSED | (sectors << shift) | at;
+                    bump(&mut refs, at / CLUSTER, (at + len - 1) / CLUSTER);
                     stats.compressed_clusters += 1;
                 }
                 None => {
-                    let aligned = pos.div_ceil(CLUSTER) * CLUSTER;
-                    if aligned != pos {
-                        parts.push(IoSlice::new(&zero[..(aligned - pos) as usize]));
-                        pos = aligned;
+                    if run_start + parts.len() as u64 * CLUSTER != pos {
+                        write_all_vectored_at(&w, run_start, &mut parts).map_err(io("writing"))?;
+                        parts.clear();
+                        run_start = pos;
                     }
                     l2[g] = OFLAG_COPIED | pos;
                     parts.push(IoSlice::new(clusters[i]));
@@ -148,17 +155,12 @@ pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Sta
             }
             stats.data_clusters += 1;
         }
-        write_all_vectored(&mut w, &mut parts).map_err(io("writing"))?;
+        write_all_vectored_at(&w, run_start, &mut parts).map_err(io("writing"))?;
         first += count;
     }
-    // Metadata after the data, cluster-aligned.
-    let align = |w: &mut File, pos: &mut u64| -> std::io::Result<()> {
-        let aligned = pos.div_ceil(CLUSTER) * CLUSTER;
-        w.write_all(&zero[..(aligned - *pos) as usize])?;
-        *pos = aligned;
-        Ok(())
-    };
-    align(&mut w, &mut pos).map_err(io("writing"))?;
+    packer.finish(&w).map_err(io("writing"))?;
+    w.seek(SeekFrom::Start(pos)).map_err(io("seeking"))?;
+    // Metadata after the data, cluster-aligned (pos always is).
     let l1_size = nclusters.div_ceil(L2_ENTRIES).max(1);
     let mut l1 = vec![0u64; l1_size as usize];
     for (i, table) in l2.chunks(L2_ENTRIES as usize).enumerate() {
@@ -264,15 +266,71 @@ fn compress_all(clusters: &[&[u8]], present: &[bool]) -> Vec<Option<Vec<u8>>> {
     })
 }
 
-/// Writes every slice, in order, with as few system calls as the kernel allows.
-fn write_all_vectored(w: &mut File, mut parts: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+/// Writes every slice, in order, from `offset`, with as few system calls as the
+/// kernel allows.
+fn write_all_vectored_at(
+    w: &File,
+    mut offset: u64,
+    mut parts: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
     while !parts.is_empty() {
-        match w.write_vectored(parts) {
+        match nix::sys::uio::pwritev(w, parts, offset as i64) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut parts, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(n) => {
+                offset += n as u64;
+                IoSlice::advance_slices(&mut parts, n);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// Packs compressed clusters byte to byte into host clusters of their own, as
+/// QEMU's allocator does: raw clusters taken in between do not waste the rest of
+/// a partly filled compressed cluster, and compressed data runs on into the next
+/// host cluster when that one is free (compressed data must be contiguous).
+#[derive(Default)]
+struct Packer {
+    /// Where `open` starts in the file, and the bytes placed there so far.
+    start: u64,
+    open: Vec<u8>,
+}
+
+impl Packer {
+    /// The file offset of `z`, placed in the open compressed cluster when it fits,
+    /// else in newly taken host clusters (`pos` moves past them).
+    fn place(&mut self, z: &[u8], pos: &mut u64, w: &File) -> std::io::Result<u64> {
+        let room = self.open.len().div_ceil(CLUSTER as usize) * CLUSTER as usize;
+        let contiguous = !self.open.is_empty() && self.start + room as u64 == *pos;
+        if self.open.is_empty() || (self.open.len() + z.len() > room && !contiguous) {
+            self.finish(w)?;
+            self.start = *pos;
+        }
+        let at = self.start + self.open.len() as u64;
+        self.open.extend_from_slice(z);
+        let end = self.start + self.open.len() as u64;
+        *pos = (*pos).max(end.div_ceil(CLUSTER) * CLUSTER);
+        // Whole clusters before the last one are final: write them out.
+        let done = (self.open.len() as u64 - 1) / CLUSTER * CLUSTER;
+        if done > 0 {
+            w.write_all_at(&self.open[..done as usize], self.start)?;
+            self.open.drain(..done as usize);
+            self.start += done;
+        }
+        Ok(at)
+    }
+
+    /// Writes what is still held, padded to its cluster.
+    fn finish(&mut self, w: &File) -> std::io::Result<()> {
+        if self.open.is_empty() {
+            return Ok(());
+        }
+        let padded = self.open.len().div_ceil(CLUSTER as usize) * CLUSTER as usize;
+        self.open.resize(padded, 0);
+        w.write_all_at(&self.open, self.start)?;
+        self.open.clear();
+        Ok(())
+    }
 }
