@@ -355,3 +355,83 @@ fn a_cached_iso_is_returned_under_its_own_bytes_when_another_shares_its_version(
         "the name shows the other ISO"
     );
 }
+
+/// A server answering `Range: bytes=N-` with a 206 that starts elsewhere (the
+/// right length, the wrong bytes): the resume is thrown away and the file fetched
+/// again from zero, never accepted as it came.
+#[test]
+fn a_resume_answered_with_another_range_starts_over() {
+    let e = Env::new();
+    let half = e.bytes.len() as u64 / 2;
+    let srv = Server::start(e.bytes.clone(), "\"v1\"", Mode::CutOnceThenWrongRange(half));
+    let (out, j) = e.fetch(&srv.url(PATH), &[]);
+    ok(&out);
+    assert_eq!(j["sha256"], sha(&e.bytes), "wrong bytes accepted");
+    assert!(std::fs::read(j["path"].as_str().unwrap()).unwrap() == e.bytes);
+    let reqs = srv.requests();
+    assert!(
+        reqs.iter().any(|r| r.header("Range").is_some()),
+        "no resume tried"
+    );
+    assert!(
+        reqs.last().unwrap().header("Range").is_none(),
+        "the last request was not a fresh start"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another range"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Credentials in the URL go to the server and nowhere else: not in the JSON,
+/// messages, the lock file, the cache index or the partial file's record.
+#[test]
+fn credentials_in_urls_are_sent_and_never_shown_or_stored() {
+    let e = Env::new();
+    let secret = "s3cretPa55";
+    let half = e.bytes.len() as u64 / 2;
+    let srv = Server::start(e.bytes.clone(), "\"v1\"", Mode::CutOnceAfter(half));
+    let url = srv
+        .url(PATH)
+        .replace("http://", &format!("http://mirror-user:{secret}@"));
+    let (out, j) = e.fetch(&url, &[]);
+    ok(&out);
+    assert_eq!(j["sha256"], sha(&e.bytes));
+    let auth = srv.requests()[0]
+        .header("Authorization")
+        .map(str::to_owned)
+        .expect("no credentials sent");
+    assert!(auth.starts_with("Basic "), "{auth}");
+    let mut seen = vec![
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ];
+    for entry in walkdir::WalkDir::new(&e.dir) {
+        let entry = entry.unwrap();
+        seen.push(entry.path().display().to_string());
+        if entry.file_type().is_file() && entry.metadata().unwrap().len() < 1 << 20 {
+            seen.push(String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()).into_owned());
+        }
+    }
+    for text in &seen {
+        assert!(!text.contains(secret), "the password leaked: {text}");
+        assert!(
+            !text.contains("mirror-user"),
+            "the user name leaked: {text}"
+        );
+    }
+    assert!(
+        j["url"].as_str().unwrap().starts_with("http://127.0.0.1:"),
+        "{j}"
+    );
+    // A failure names the URL without them too.
+    let srv404 = Server::start(Vec::new(), "\"x\"", Mode::NotFound);
+    let url404 = srv404
+        .url(PATH)
+        .replace("http://", &format!("http://mirror-user:{secret}@"));
+    let (out, _) = e.fetch(&url404, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("404") && !err.contains(secret), "{err}");
+}

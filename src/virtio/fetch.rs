@@ -407,6 +407,9 @@ enum Attempt {
 
 struct Transfer {
     client: reqwest::blocking::Client,
+    /// The URL as given, credentials included: only ever sent, never shown.
+    request_url: String,
+    /// The URL without credentials, for messages and records.
     url: String,
     partial: PathBuf,
     meta_path: PathBuf,
@@ -430,7 +433,7 @@ impl Transfer {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .filter(|m: &PartialMeta| m.url == self.url);
-        let mut req = self.client.get(&self.url);
+        let mut req = self.client.get(&self.request_url);
         let resuming = self.have > 0
             && meta
                 .as_ref()
@@ -452,7 +455,7 @@ impl Transfer {
         }
         let mut resp = match req.send() {
             Ok(r) => r,
-            Err(e) => return Ok(Attempt::Retry(describe(&e))),
+            Err(e) => return Ok(Attempt::Retry(describe(&e.without_url()))),
         };
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() && !resuming {
@@ -467,7 +470,7 @@ impl Transfer {
                 reason: format!("HTTP {status}"),
             });
         }
-        let final_url = resp.url().to_string();
+        let final_url = without_credentials(resp.url().as_str());
         let etag = header(&resp, ETAG);
         let last_modified = header(&resp, LAST_MODIFIED);
         let mut file = OpenOptions::new()
@@ -477,11 +480,30 @@ impl Transfer {
             .write(true)
             .open(&self.partial)
             .map_err(io(&self.partial, "opening"))?;
+        if status == reqwest::StatusCode::PARTIAL_CONTENT && resuming {
+            // A 206 must be the range asked for, of the file we have the start of.
+            let expected_total = meta.as_ref().map(|m| m.total).unwrap_or(0);
+            let range = header(&resp, CONTENT_RANGE).and_then(|r| content_range(&r));
+            let fits = range.is_some_and(|(start, total)| {
+                start == self.have && (expected_total == 0 || total == Some(expected_total))
+            });
+            if !fits {
+                drop(file);
+                discard(&self.partial, &self.meta_path);
+                let asked = std::mem::take(&mut self.have);
+                return Ok(Attempt::Retry(format!(
+                    "the server answered the resume from byte {asked} with another range ({}); \
+                     starting over",
+                    header(&resp, CONTENT_RANGE).unwrap_or_else(|| "none".into())
+                )));
+            }
+        }
         let total = if status == reqwest::StatusCode::PARTIAL_CONTENT && resuming {
             // Resumed: the bytes we have were hashed when they arrived in an earlier
             // process only, so hash them once now, then append.
             let total = header(&resp, CONTENT_RANGE)
-                .and_then(|r| r.rsplit('/').next().and_then(|t| t.parse::<u64>().ok()))
+                .and_then(|r| content_range(&r))
+                .and_then(|(_, total)| total)
                 .unwrap_or(0);
             self.hasher = Sha256::new();
             file.seek(SeekFrom::Start(0))
@@ -565,6 +587,45 @@ impl Transfer {
     }
 }
 
+/// `bytes START-END/TOTAL` → (START, TOTAL; None for `*`).
+fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let start = span.split_once('-')?.0.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((start, total))
+}
+
+/// `url` without its user name and password: what is printed and stored. A URL
+/// without credentials comes back exactly as given.
+pub fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Removes the credentials of `request_url` from a message, however they appear.
+fn scrub(text: &str, request_url: &str) -> String {
+    let Ok(u) = reqwest::Url::parse(request_url) else {
+        return text.to_owned();
+    };
+    let mut out = text.replace(request_url, &without_credentials(request_url));
+    for secret in [Some(u.username()), u.password()].into_iter().flatten() {
+        if !secret.is_empty() {
+            out = out.replace(secret, "***");
+        }
+    }
+    out
+}
+
 fn describe(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -589,7 +650,9 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
             )));
         }
     }
-    let url = opts.source.url()?;
+    let request_url = opts.source.url()?;
+    // Credentials in the URL are sent with the request and nowhere else.
+    let url = without_credentials(&request_url);
     let mut lock = LockFile::load(&opts.lock_file)?;
     let cache = Cache::open(&opts.cache)?;
     let mut index = cache.index();
@@ -660,6 +723,7 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
     });
     let mut t = Transfer {
         client,
+        request_url: request_url.clone(),
         url: url.clone(),
         partial: partial.clone(),
         meta_path: meta_path.clone(),
@@ -682,7 +746,7 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
             delay *= 2;
         }
         match t.attempt(cached.as_ref()) {
-            Ok(Attempt::Retry(why)) => last_problem = why,
+            Ok(Attempt::Retry(why)) => last_problem = scrub(&why, &request_url),
             Ok(done) => {
                 outcome = Some(done);
                 break;

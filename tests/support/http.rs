@@ -14,6 +14,9 @@ pub enum Mode {
     CutOnceAfter(u64),
     /// As CutOnceAfter, and Range requests get the whole body (200).
     CutOnceThenIgnoreRange(u64),
+    /// As CutOnceAfter, and a Range request for `N-` gets a 206 of the right length
+    /// that starts at 0 instead (`Content-Range: bytes 0-…`): the wrong bytes.
+    CutOnceThenWrongRange(u64),
     Html,
     NotFound,
     ServerError,
@@ -130,7 +133,13 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
         let mut s = state.lock().unwrap();
         s.requests.push(req.clone());
         let cut = match s.mode {
-            Mode::CutOnceAfter(n) | Mode::CutOnceThenIgnoreRange(n) if !s.cut_done => Some(n),
+            Mode::CutOnceAfter(n)
+            | Mode::CutOnceThenIgnoreRange(n)
+            | Mode::CutOnceThenWrongRange(n)
+                if !s.cut_done =>
+            {
+                Some(n)
+            }
             _ => None,
         };
         (s.body.clone(), s.etag.clone(), s.mode, cut)
@@ -163,6 +172,17 @@ fn serve(conn: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
     let if_range_ok = req.header("If-Range").is_none_or(|v| v == etag || v == lm);
     let honour_range = !matches!(mode, Mode::CutOnceThenIgnoreRange(_));
     if let (Some(start), true, true) = (range_start, if_range_ok, honour_range) {
+        if start < body.len() && matches!(mode, Mode::CutOnceThenWrongRange(_)) {
+            let len = body.len() - start;
+            let extra = format!(
+                "{validators}Content-Range: bytes 0-{}/{}\r\n",
+                len - 1,
+                body.len()
+            );
+            out.write_all(head("206 Partial Content", &extra, len).as_bytes())?;
+            state.lock().unwrap().body_bytes_sent += len as u64;
+            return out.write_all(&body[..len]);
+        }
         if start < body.len() {
             let part = &body[start..];
             let extra = format!(
