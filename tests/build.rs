@@ -74,6 +74,9 @@ fn hivexget(hive: &Path, key: &str, value: &str) -> String {
 #[test]
 fn golden_image_is_standalone_and_holds_every_setting() {
     let site = site(true);
+    let cfg = site.dir.join("wingold.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("[base]\n", "[base]\nhash = true\n")).unwrap();
     let (out, j) = build(&site, &[]);
     ok(&out);
     assert_eq!(j["up_to_date"], false);
@@ -195,6 +198,37 @@ fn second_build_is_up_to_date_and_a_new_iso_rebuilds() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&human.stdout).contains("up to date"));
+    // The base copied over itself (new inode and mtime, same bytes): without a
+    // recorded hash it rebuilds — into the same version, untouched.
+    let version = std::fs::canonicalize(&site.golden).unwrap();
+    let copy = site.dir.join("base/copy.qcow2");
+    std::fs::copy(&site.phony.image, &copy).unwrap();
+    std::fs::rename(&copy, &site.phony.image).unwrap();
+    let (out, j) = build(&site, &[]);
+    ok(&out);
+    assert_eq!(j["up_to_date"], false);
+    assert_eq!(j["version"], s(&version));
+    let same = std::fs::metadata(&version).unwrap();
+    assert_eq!((same.ino(), same.mtime()), (meta.ino(), meta.mtime()));
+    assert!(manifest_of(&site.golden)["base"]["sha256"].is_null());
+    // With `[base] hash = true` the hash is recorded, and a copied base with the
+    // same bytes is then up to date.
+    let cfg = site.dir.join("wingold.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("[base]\n", "[base]\nhash = true\n")).unwrap();
+    ok(&build(&site, &[]).0);
+    assert_eq!(
+        manifest_of(&site.golden)["base"]["sha256"],
+        sha256_file(&site.phony.image)
+    );
+    std::fs::copy(&site.phony.image, &copy).unwrap();
+    std::fs::rename(&copy, &site.phony.image).unwrap();
+    let (out, j) = build(&site, &[]);
+    ok(&out);
+    assert_eq!(
+        j["up_to_date"], true,
+        "a copied base with the same bytes rebuilt"
+    );
     // The ISO behind the config changes: the next build rebuilds.
     let newer = fixtures::virtio_iso(&site.dir.join("new"), "0.1.1000", 0);
     std::fs::rename(newer, site.dir.join("virtio-win-0.1.999.iso")).unwrap();

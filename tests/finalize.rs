@@ -57,6 +57,9 @@ fn flattened_images_hold_the_chain_and_pass_qemu_img_check() {
         );
         if compress {
             assert!(stats.compressed_clusters > 0, "{stats:?}");
+        } else {
+            // Hashed while written: the file's own SHA-256.
+            assert_eq!(stats.sha256.as_deref(), Some(sha256_file(&out).as_str()));
         }
         assert_qemu_check_clean(&out);
         let info = run_json("qemu-img", &["info", "--output=json", s(&out)]);

@@ -332,7 +332,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         println!(
             "  base {} (sha256 {})",
             m["base"]["path"].as_str().unwrap_or("?"),
-            m["base"]["sha256"].as_str().unwrap_or("?")
+            m["base"]["sha256"].as_str().unwrap_or("not recorded")
         );
         println!(
             "  virtio-win {} (sha256 {}), drivers injected: {}",

@@ -48,6 +48,11 @@ pub struct VirtioConfig {
 #[serde(deny_unknown_fields)]
 pub struct BaseConfig {
     pub image: PathBuf,
+    /// Record the base's SHA-256 in every manifest (one more read and hash of the
+    /// whole base per rebuild). Without it the base is known by path, size, mtime
+    /// and inode, and hashed only when that alone changed.
+    #[serde(default)]
+    pub hash: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,7 +154,8 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub wingold_version: String,
-    pub base_sha256: String,
+    /// None when the base was not hashed (see `[base] hash`).
+    pub base_sha256: Option<String>,
     pub virtio_win_version: String,
     pub virtio_win_sha256: String,
     pub config_sha256: String,
@@ -165,7 +171,9 @@ pub struct BaseRecord {
     pub size: u64,
     pub mtime_ns: i128,
     pub inode: u64,
-    pub sha256: String,
+    /// None when the base was not hashed (see `[base] hash`).
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,39 +264,28 @@ fn join_hash(h: Hashing) -> anyhow::Result<String> {
         .map_err(|_| anyhow::anyhow!("the thread hashing the base image panicked"))?
 }
 
-/// The base's record: its SHA-256 taken from the last build when size, mtime and
-/// inode still match; otherwise left empty and computed on another core while
-/// the build goes on (the returned handle).
-fn base_record(
-    path: &Path,
-    previous: Option<&BaseRecord>,
-) -> anyhow::Result<(BaseRecord, Option<Hashing>)> {
+/// The base's record; its SHA-256 is the last build's when size, mtime and inode
+/// still match (the second value says whether they do), else unknown for now.
+fn base_record(path: &Path, previous: Option<&BaseRecord>) -> anyhow::Result<(BaseRecord, bool)> {
     let meta = std::fs::metadata(path).map_err(|e| image::Error::open(path, e))?;
     let (size, mtime_ns, inode) = stamp(&meta);
-    let (sha256, hashing) = match previous {
-        Some(p)
-            if p.path == path && p.size == size && p.mtime_ns == mtime_ns && p.inode == inode =>
-        {
-            (p.sha256.clone(), None)
-        }
-        _ => {
-            let path = path.to_owned();
-            (
-                String::new(),
-                Some(std::thread::spawn(move || sha256_file(&path))),
-            )
-        }
-    };
+    let same = previous
+        .filter(|p| p.path == path && p.size == size && p.mtime_ns == mtime_ns && p.inode == inode);
     Ok((
         BaseRecord {
             path: path.to_owned(),
             size,
             mtime_ns,
             inode,
-            sha256,
+            sha256: same.and_then(|p| p.sha256.clone()),
         },
-        hashing,
+        same.is_some(),
     ))
+}
+
+fn hash_in_background(path: &Path) -> Hashing {
+    let path = path.to_owned();
+    std::thread::spawn(move || sha256_file(&path))
 }
 
 /// Removes what an interrupted build left beside the output: temporary images,
@@ -458,7 +455,8 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
 
     // 2. Has anything changed?
     let previous = current.as_deref().and_then(read_manifest);
-    let (mut base, mut hashing) = base_record(&c.base.image, previous.as_ref().map(|m| &m.base))?;
+    let (mut base, base_stamp_same) =
+        base_record(&c.base.image, previous.as_ref().map(|m| &m.base))?;
     let mut regfiles = Vec::new();
     for r in &c.golden.regfiles {
         let bytes =
@@ -476,27 +474,28 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         config_sha256: format!("{:x}", Sha256::digest(&cfg.bytes)),
         regfiles,
     };
-    // The base is being hashed beside the build. Only when it alone may have
-    // changed does the up-to-date answer wait for its hash.
-    let only_base_unknown = previous.as_ref().is_some_and(|m| {
+    let others_same = previous.as_ref().is_some_and(|m| {
         m.identity
             == Identity {
                 base_sha256: m.identity.base_sha256.clone(),
                 ..identity.clone()
             }
     });
-    if only_base_unknown && !force {
-        if let Some(h) = hashing.take() {
-            base.sha256 = join_hash(h)?;
+    // Only the base's stamp moved (copied, touched): its hash decides, when the
+    // last build recorded one.
+    let mut base_same = base_stamp_same;
+    if !base_stamp_same && others_same && !force {
+        if let Some(was) = previous.as_ref().and_then(|m| m.base.sha256.clone()) {
+            let now = sha256_file(&c.base.image)?;
+            base_same = now == was;
+            base.sha256 = Some(now);
             identity.base_sha256 = base.sha256.clone();
         }
     }
-    if let (Some(m), Some(cur), None) = (
-        previous
-            .as_ref()
-            .filter(|m| m.identity == identity && !force),
+    if let (Some(m), Some(cur), true) = (
+        previous.as_ref().filter(|_| others_same && !force),
         &current,
-        &hashing,
+        base_same,
     ) {
         let now = std::fs::metadata(cur).ok().map(|meta| stamp(&meta));
         if now == Some((m.output.size, m.output.mtime_ns, m.output.inode)) {
@@ -511,6 +510,10 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             });
         }
     }
+
+    // A rebuild hashes the base on the second core only when asked to record it.
+    let mut hashing =
+        (c.base.hash && base.sha256.is_none()).then(|| hash_in_background(&c.base.image));
 
     // 3. Inject into an overlay of the base.
     let specs: Vec<SourceSpec> = c
@@ -536,14 +539,21 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         };
         let t_finalize = t0.elapsed();
         phase("finalized");
-        // Hash the image on one core while the other reads back what was written.
-        let hashing_output = {
-            let tmp = tmp.clone();
-            std::thread::spawn(move || sha256_file(&tmp))
+        // A plain image was hashed as it was written; a compressed one is hashed on
+        // one core while the other reads back what was written.
+        let hashing_output = match &stats.sha256 {
+            Some(_) => None,
+            None => {
+                let tmp = tmp.clone();
+                Some(std::thread::spawn(move || sha256_file(&tmp)))
+            }
         };
         let verified = inject::verify(&tmp, &plan.windows, &plan.results)
             .context("verifying the golden image");
-        let sha256 = join_hash(hashing_output)?;
+        let sha256 = match hashing_output {
+            Some(h) => join_hash(h)?,
+            None => stats.sha256.clone().unwrap_or_default(),
+        };
         verified?;
         let t_verify = t0.elapsed();
         phase("verified");
@@ -553,7 +563,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
 
         // 5. The manifest beside the version, then the stable name moves to it.
         if let Some(h) = hashing.take() {
-            base.sha256 = join_hash(h)?;
+            base.sha256 = Some(join_hash(h)?);
             identity.base_sha256 = base.sha256.clone();
         }
         let ms = |d: std::time::Duration| d.as_millis() as u64;

@@ -14,7 +14,7 @@
 
 use crate::image::{BlockDev, Error as ImageError};
 use std::fs::File;
-use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::io::{IoSlice, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -39,12 +39,35 @@ pub struct Stats {
     pub data_clusters: u64,
     pub compressed_clusters: u64,
     pub skipped_clusters: u64,
+    /// SHA-256 of the file, when it was hashed while being written (plain images).
+    #[serde(skip)]
+    pub sha256: Option<String>,
+}
+
+/// Whether even ideal byte-wise Huffman coding (order-0 entropy, no matches)
+/// could not save a sector: random or already-compressed data. deflate takes ~10×
+/// longer over such a cluster than this count does, only to give it back as it was.
+fn incompressible(data: &[u8]) -> bool {
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[b as usize] += 1;
+    }
+    let n = data.len() as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| c as f64 * (n / c as f64).log2())
+        .sum();
+    bits / 8.0 > n - 512.0
 }
 
 /// Level 9: our zlib (zlib-rs, zlib-ng's levels) compresses at 6 and 8 no better
 /// than at 4, and its 9 is what makes the output no bigger than QEMU's (madler
 /// zlib at level 6) — for a modest cost (make bench).
 fn deflate(data: &[u8]) -> Option<Vec<u8>> {
+    if incompressible(data) {
+        return None;
+    }
     let mut c = flate2::Compress::new_with_window_bits(
         flate2::Compression::new(9),
         false,
@@ -60,6 +83,151 @@ fn deflate(data: &[u8]) -> Option<Vec<u8>> {
 /// Writes `src` as a standalone qcow2 to `out` (created, or truncated). The caller
 /// names `out` temporarily and renames it when this returns.
 pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Stats, ImageError> {
+    if compress {
+        write_compressed(src, out)
+    } else {
+        write_plain(src, out)
+    }
+}
+
+/// A plain image in one pass, hashed as it is written. Its layout follows from the
+/// allocation map alone (one slot per cluster allocated anywhere in the chain, in
+/// guest order), so the header is known first and the file's SHA-256 is taken in
+/// file order on the second core while the data streams. A slot whose cluster
+/// reads as zeros is left as a hole (unreferenced, refcount 0).
+fn write_plain(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
+    use sha2::{Digest, Sha256};
+    use std::sync::mpsc;
+    let size = src.len();
+    let io = |op: &'static str| {
+        move |e: std::io::Error| ImageError::Io {
+            path: out.to_owned(),
+            op,
+            source: e,
+        }
+    };
+    let nclusters = size.div_ceil(CLUSTER);
+    let mut allocated = Vec::with_capacity(nclusters as usize);
+    for g in 0..nclusters {
+        let off = g * CLUSTER;
+        allocated.push(src.allocated(off, CLUSTER.min(size - off))?);
+    }
+    let slots = allocated.iter().filter(|&&a| a).count() as u64;
+    let tables: Vec<usize> = allocated
+        .chunks(L2_ENTRIES as usize)
+        .enumerate()
+        .filter(|(_, t)| t.iter().any(|&a| a))
+        .map(|(i, _)| i)
+        .collect();
+    let tail = Tail::layout(CLUSTER + slots * CLUSTER, tables, nclusters);
+    let header = tail.header(size);
+
+    // The hasher takes buffers in file order and hands them back for reuse.
+    let (to_hasher, hasher_in) = mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+    let (back, spare) = mpsc::channel::<Vec<u8>>();
+    let hasher = std::thread::spawn(move || {
+        let mut h = Sha256::new();
+        for (buf, len) in hasher_in {
+            h.update(&buf[..len]);
+            let _ = back.send(buf);
+        }
+        format!("{:x}", h.finalize())
+    });
+    let result = (|| -> Result<Stats, ImageError> {
+        let send = |buf: Vec<u8>, len: usize| {
+            to_hasher
+                .send((buf, len))
+                .map_err(|_| std::io::Error::other("the hashing thread stopped"))
+        };
+        let w = File::create(out).map_err(io("creating"))?;
+        w.write_all_at(&header, 0).map_err(io("writing"))?;
+        send(header, CLUSTER as usize).map_err(io("hashing"))?;
+        let mut l2 = vec![0u64; nclusters as usize];
+        let mut refs: Vec<u16> = vec![1];
+        refs.resize((tail.start / CLUSTER) as usize, 0);
+        let mut stats = Stats {
+            virtual_size: size,
+            file_size: 0,
+            data_clusters: 0,
+            compressed_clusters: 0,
+            skipped_clusters: 0,
+            sha256: None,
+        };
+        let zero = vec![0u8; CLUSTER as usize];
+        let mut slot = CLUSTER;
+        let mut g = 0u64;
+        while g < nclusters {
+            // A batch: up to BATCH allocated clusters, read into consecutive slots.
+            let whole = (BATCH * CLUSTER) as usize;
+            let mut buf = std::iter::from_fn(|| spare.try_recv().ok())
+                .find(|b| b.len() == whole)
+                .unwrap_or_else(|| vec![0u8; whole]);
+            let first_slot = slot;
+            let mut filled = 0usize;
+            let mut holes = Vec::new();
+            while g < nclusters && filled < BATCH as usize {
+                if !allocated[g as usize] {
+                    stats.skipped_clusters += 1;
+                    g += 1;
+                    continue;
+                }
+                let off = g * CLUSTER;
+                let len = CLUSTER.min(size - off) as usize;
+                let chunk = &mut buf[filled * CLUSTER as usize..(filled + 1) * CLUSTER as usize];
+                src.read_at(off, &mut chunk[..len])?;
+                chunk[len..].fill(0);
+                if chunk[..] == zero[..] {
+                    holes.push(filled);
+                    stats.skipped_clusters += 1;
+                } else {
+                    l2[g as usize] = OFLAG_COPIED | slot;
+                    refs[(slot / CLUSTER) as usize] = 1;
+                    stats.data_clusters += 1;
+                }
+                slot += CLUSTER;
+                filled += 1;
+                g += 1;
+            }
+            // Runs of data slots between the holes, one vectored write each.
+            let mut start = 0usize;
+            for end in holes.iter().copied().chain(std::iter::once(filled)) {
+                if end > start {
+                    let mut parts: Vec<IoSlice> = buf
+                        [start * CLUSTER as usize..end * CLUSTER as usize]
+                        .chunks(CLUSTER as usize)
+                        .map(IoSlice::new)
+                        .collect();
+                    write_all_vectored_at(&w, first_slot + start as u64 * CLUSTER, &mut parts)
+                        .map_err(io("writing"))?;
+                }
+                start = end + 1;
+            }
+            // Holes read back as zeros, and the buffer holds zeros there.
+            send(buf, filled * CLUSTER as usize).map_err(io("hashing"))?;
+        }
+        let meta = tail.bytes(&l2, &mut refs);
+        w.write_all_at(&meta, tail.start).map_err(io("writing"))?;
+        let len = meta.len();
+        send(meta, len).map_err(io("hashing"))?;
+        w.set_len(tail.end).map_err(io("sizing"))?;
+        w.sync_all().map_err(io("fsync"))?;
+        stats.file_size = tail.end;
+        Ok(stats)
+    })();
+    drop(to_hasher);
+    let sha256 = hasher
+        .join()
+        .map_err(|_| io("hashing")(std::io::Error::other("the hashing thread panicked")))?;
+    result.map(|mut stats| {
+        stats.sha256 = Some(sha256);
+        stats
+    })
+}
+
+/// A compressed image: data clusters in guest order, deflated on every core and
+/// packed byte to byte, then the metadata, the header last.
+fn write_compressed(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
+    let compress = true;
     let size = src.len();
     let io = |op: &'static str| {
         move |e: std::io::Error| ImageError::Io {
@@ -90,6 +258,7 @@ pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Sta
         data_clusters: 0,
         compressed_clusters: 0,
         skipped_clusters: 0,
+        sha256: None,
     };
     let zero = vec![0u8; CLUSTER as usize];
     let mut buf = vec![0u8; (BATCH * CLUSTER) as usize];
@@ -161,81 +330,127 @@ pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Sta
     packer.finish(&w).map_err(io("writing"))?;
     w.seek(SeekFrom::Start(pos)).map_err(io("seeking"))?;
     // Metadata after the data, cluster-aligned (pos always is).
-    let l1_size = nclusters.div_ceil(L2_ENTRIES).max(1);
-    let mut l1 = vec![0u64; l1_size as usize];
-    for (i, table) in l2.chunks(L2_ENTRIES as usize).enumerate() {
-        if table.iter().all(|&e| e == 0) {
-            continue;
-        }
-        let mut bytes = vec![0u8; CLUSTER as usize];
-        for (j, e) in table.iter().enumerate() {
-            bytes[j * 8..j * 8 + 8].copy_from_slice(&e.to_be_bytes());
-        }
-        l1[i] = OFLAG_COPIED | pos;
-        w.write_all(&bytes).map_err(io("writing"))?;
-        bump(&mut refs, pos / CLUSTER, pos / CLUSTER);
-        pos += CLUSTER;
-    }
-    let l1_offset = pos;
-    let l1_clusters = (l1_size * 8).div_ceil(CLUSTER);
-    let mut l1_bytes = vec![0u8; (l1_clusters * CLUSTER) as usize];
-    for (i, e) in l1.iter().enumerate() {
-        l1_bytes[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
-    }
-    w.write_all(&l1_bytes).map_err(io("writing"))?;
-    bump(&mut refs, pos / CLUSTER, pos / CLUSTER + l1_clusters - 1);
-    pos += l1_clusters * CLUSTER;
-    // Refcount blocks and table must count themselves: find sizes that fit.
-    let used = pos / CLUSTER;
-    let (mut blocks, mut table) = (1u64, 1u64);
-    loop {
-        let total = used + blocks + table;
-        let (nb, nt) = (
-            total.div_ceil(RB_ENTRIES),
-            (total.div_ceil(RB_ENTRIES) * 8).div_ceil(CLUSTER),
-        );
-        if nb <= blocks && nt <= table {
-            break;
-        }
-        blocks = nb.max(blocks);
-        table = nt.max(table);
-    }
-    let rb_offset = pos;
-    bump(&mut refs, used, used + blocks + table - 1);
-    refs.resize((blocks * RB_ENTRIES) as usize, 0);
-    let mut rb_bytes = vec![0u8; (blocks * CLUSTER) as usize];
-    for (i, r) in refs.iter().enumerate() {
-        rb_bytes[i * 2..i * 2 + 2].copy_from_slice(&r.to_be_bytes());
-    }
-    w.write_all(&rb_bytes).map_err(io("writing"))?;
-    pos += blocks * CLUSTER;
-    let rt_offset = pos;
-    let mut rt_bytes = vec![0u8; (table * CLUSTER) as usize];
-    for b in 0..blocks {
-        let at = (b * 8) as usize;
-        rt_bytes[at..at + 8].copy_from_slice(&(rb_offset + b * CLUSTER).to_be_bytes());
-    }
-    w.write_all(&rt_bytes).map_err(io("writing"))?;
-    pos += table * CLUSTER;
-
-    // The header, last.
-    let mut h = vec![0u8; CLUSTER as usize];
-    h[0..4].copy_from_slice(b"QFI\xfb");
-    h[4..8].copy_from_slice(&3u32.to_be_bytes());
-    h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
-    h[24..32].copy_from_slice(&size.to_be_bytes());
-    h[36..40].copy_from_slice(&(l1_size as u32).to_be_bytes());
-    h[40..48].copy_from_slice(&l1_offset.to_be_bytes());
-    h[48..56].copy_from_slice(&rt_offset.to_be_bytes());
-    h[56..60].copy_from_slice(&(table as u32).to_be_bytes());
-    h[96..100].copy_from_slice(&4u32.to_be_bytes());
-    h[100..104].copy_from_slice(&112u32.to_be_bytes());
-    w.seek(SeekFrom::Start(0)).map_err(io("seeking"))?;
-    w.write_all(&h).map_err(io("writing"))?;
-    w.set_len(pos).map_err(io("sizing"))?;
+    let tables: Vec<usize> = l2
+        .chunks(L2_ENTRIES as usize)
+        .enumerate()
+        .filter(|(_, t)| t.iter().any(|&e| e != 0))
+        .map(|(i, _)| i)
+        .collect();
+    let tail = Tail::layout(pos, tables, nclusters);
+    w.write_all_at(&tail.bytes(&l2, &mut refs), tail.start)
+        .map_err(io("writing"))?;
+    w.write_all_at(&tail.header(size), 0)
+        .map_err(io("writing"))?;
+    w.set_len(tail.end).map_err(io("sizing"))?;
     w.sync_all().map_err(io("fsync"))?;
-    stats.file_size = pos;
+    stats.file_size = tail.end;
     Ok(stats)
+}
+
+/// Where the metadata after the data goes: the L2 tables (for the L1 entries
+/// listed), the L1 table, the refcount blocks and the refcount table, in that
+/// order from `start`. Every position follows from `start`, the tables' count and
+/// the disk size alone, so the header can be known before the data is.
+struct Tail {
+    start: u64,
+    tables: Vec<usize>,
+    l1_size: u64,
+    l1_offset: u64,
+    rb_offset: u64,
+    blocks: u64,
+    rt_offset: u64,
+    table: u64,
+    end: u64,
+}
+
+impl Tail {
+    fn layout(start: u64, tables: Vec<usize>, nclusters: u64) -> Tail {
+        let l1_size = nclusters.div_ceil(L2_ENTRIES).max(1);
+        let l1_offset = start + tables.len() as u64 * CLUSTER;
+        let l1_clusters = (l1_size * 8).div_ceil(CLUSTER);
+        let rb_offset = l1_offset + l1_clusters * CLUSTER;
+        // Refcount blocks and table must count themselves: find sizes that fit.
+        let used = rb_offset / CLUSTER;
+        let (mut blocks, mut table) = (1u64, 1u64);
+        loop {
+            let total = used + blocks + table;
+            let (nb, nt) = (
+                total.div_ceil(RB_ENTRIES),
+                (total.div_ceil(RB_ENTRIES) * 8).div_ceil(CLUSTER),
+            );
+            if nb <= blocks && nt <= table {
+                break;
+            }
+            blocks = nb.max(blocks);
+            table = nt.max(table);
+        }
+        let rt_offset = rb_offset + blocks * CLUSTER;
+        Tail {
+            start,
+            tables,
+            l1_size,
+            l1_offset,
+            rb_offset,
+            blocks,
+            rt_offset,
+            table,
+            end: rt_offset + table * CLUSTER,
+        }
+    }
+
+    /// The metadata's bytes; `refs` (the data's refcounts so far, header
+    /// included) gains the metadata's own clusters.
+    fn bytes(&self, l2: &[u64], refs: &mut Vec<u16>) -> Vec<u8> {
+        let mut out = vec![0u8; (self.end - self.start) as usize];
+        let at = |off: u64| (off - self.start) as usize;
+        let mut l1 = vec![0u64; self.l1_size as usize];
+        for (n, &i) in self.tables.iter().enumerate() {
+            let pos = self.start + n as u64 * CLUSTER;
+            l1[i] = OFLAG_COPIED | pos;
+            let entries =
+                &l2[i * L2_ENTRIES as usize..((i + 1) * L2_ENTRIES as usize).min(l2.len())];
+            for (j, e) in entries.iter().enumerate() {
+                out[at(pos) + j * 8..at(pos) + j * 8 + 8].copy_from_slice(&e.to_be_bytes());
+            }
+        }
+        for (i, e) in l1.iter().enumerate() {
+            let o = at(self.l1_offset) + i * 8;
+            out[o..o + 8].copy_from_slice(&e.to_be_bytes());
+        }
+        let (first, last) = (self.start / CLUSTER, self.end / CLUSTER);
+        if refs.len() < last as usize {
+            refs.resize(last as usize, 0);
+        }
+        for r in &mut refs[first as usize..last as usize] {
+            *r += 1;
+        }
+        refs.resize((self.blocks * RB_ENTRIES) as usize, 0);
+        for (i, r) in refs.iter().enumerate() {
+            let o = at(self.rb_offset) + i * 2;
+            out[o..o + 2].copy_from_slice(&r.to_be_bytes());
+        }
+        for b in 0..self.blocks {
+            let o = at(self.rt_offset) + (b * 8) as usize;
+            out[o..o + 8].copy_from_slice(&(self.rb_offset + b * CLUSTER).to_be_bytes());
+        }
+        out
+    }
+
+    /// The header cluster.
+    fn header(&self, size: u64) -> Vec<u8> {
+        let mut h = vec![0u8; CLUSTER as usize];
+        h[0..4].copy_from_slice(b"QFI\xfb");
+        h[4..8].copy_from_slice(&3u32.to_be_bytes());
+        h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
+        h[24..32].copy_from_slice(&size.to_be_bytes());
+        h[36..40].copy_from_slice(&(self.l1_size as u32).to_be_bytes());
+        h[40..48].copy_from_slice(&self.l1_offset.to_be_bytes());
+        h[48..56].copy_from_slice(&self.rt_offset.to_be_bytes());
+        h[56..60].copy_from_slice(&(self.table as u32).to_be_bytes());
+        h[96..100].copy_from_slice(&4u32.to_be_bytes());
+        h[100..104].copy_from_slice(&112u32.to_be_bytes());
+        h
+    }
 }
 
 /// Deflates the present clusters on every core; order and output are the same
