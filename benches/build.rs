@@ -44,12 +44,7 @@ fn base(dir: &Path, gib: u64, data_gib: u64) -> PathBuf {
     let mut block = vec![0u8; 1 << 20];
     for m in 0..(data_gib << 10) {
         if m % 2 == 0 {
-            for c in block.chunks_exact_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes());
-            }
+            fill_random(&mut block, &mut x);
         } else {
             for (i, b) in block.iter_mut().enumerate() {
                 *b = words[(i * 7 + m as usize) % words.len()];

@@ -28,12 +28,7 @@ fn chain(dir: &Path, mib: u64) -> PathBuf {
         for m in 0..mib {
             match m % 4 {
                 0 => {
-                    for w in block.chunks_exact_mut(8) {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        w.copy_from_slice(&x.to_le_bytes());
-                    }
+                    fill_random(&mut block, &mut x);
                 }
                 1 => {
                     for (i, b) in block.iter_mut().enumerate() {

@@ -33,12 +33,7 @@ fn build_image(dir: &Path, mib: u64) -> PathBuf {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut block = vec![0u8; 1 << 20];
         for _ in 0..mib {
-            for w in block.chunks_exact_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                w.copy_from_slice(&x.to_le_bytes());
-            }
+            fill_random(&mut block, &mut x);
             f.write_all(&block).unwrap();
         }
     }

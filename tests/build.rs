@@ -239,16 +239,7 @@ fn second_build_is_up_to_date_and_a_new_iso_rebuilds() {
 }
 
 /// The phases a build goes through, as its test hook names them.
-const PHASES: &[&str] = &[
-    "locked",
-    "fetched",
-    "injected",
-    "finalized",
-    "verified",
-    "placed",
-    "manifest",
-    "linked",
-];
+use wingold::golden::build::PHASES;
 
 /// A build killed in each phase (by the build's test hook, so every phase is hit
 /// on purpose) and at random moments leaves the stable name on the previous
@@ -682,28 +673,38 @@ fn an_output_that_is_an_input_is_refused() {
     )
     .unwrap();
     std::fs::create_dir_all(site.dir.join("golden")).unwrap();
-    std::os::unix::fs::symlink(&top, site.dir.join("golden/link-to-base.qcow2")).unwrap();
-    std::fs::hard_link(&reg, site.dir.join("golden/hardlink-to-reg.reg")).unwrap();
     let cfg_path = site.dir.join("wingold.toml");
-    let inputs = [
-        &top,
-        &site.phony.image,
-        &reg,
-        &site.dir.join("virtio-win-0.1.999.iso"),
+    let iso = site.dir.join("virtio-win-0.1.999.iso");
+    // Every input, under every spelling: its own path, a `./…/../` spelling, a
+    // symlink and a hard link in the output folder.
+    let named: [(&str, &Path, &str); 5] = [
+        ("base/top.qcow2", &top, "the base image"),
+        (
+            "base/phony.qcow2",
+            &site.phony.image,
+            "a backing file of the base image",
+        ),
+        ("wingold.toml", &cfg_path, "the config"),
+        ("extra.reg", &reg, "a regfile"),
+        ("virtio-win-0.1.999.iso", &iso, "the virtio-win ISO"),
     ];
+    let mut cases: Vec<(String, &str)> = Vec::new();
+    for (i, (rel, path, what)) in named.iter().enumerate() {
+        std::os::unix::fs::symlink(path, site.dir.join(format!("golden/sym-{i}"))).unwrap();
+        std::fs::hard_link(path, site.dir.join(format!("golden/hard-{i}"))).unwrap();
+        let dir = Path::new(rel).parent().unwrap().to_str().unwrap();
+        let dotted = match dir {
+            "" => format!("./{rel}"),
+            d => format!("./{d}/../{rel}"),
+        };
+        cases.push((rel.to_string(), what));
+        cases.push((dotted, what));
+        cases.push((format!("golden/sym-{i}"), what));
+        cases.push((format!("golden/hard-{i}"), what));
+    }
+    let inputs = [&top, &site.phony.image, &reg, &iso];
     let hashes: Vec<String> = inputs.iter().map(|p| sha256_file(p)).collect();
-    let cases = [
-        ("base/top.qcow2", "the base image"),
-        ("./base/../base/top.qcow2", "the base image"),
-        ("golden/link-to-base.qcow2", "the base image"),
-        ("base/phony.qcow2", "a backing file of the base image"),
-        ("wingold.toml", "the config"),
-        ("./wingold.toml", "the config"),
-        ("extra.reg", "a regfile"),
-        ("golden/hardlink-to-reg.reg", "a regfile"),
-        ("virtio-win-0.1.999.iso", "the virtio-win ISO"),
-    ];
-    for (output, what) in cases {
+    for (output, what) in &cases {
         let cfg = format!(
             "[virtio_win]\niso = \"virtio-win-0.1.999.iso\"\ncache = \"cache\"\n\n\
              [base]\nimage = \"base/top.qcow2\"\n\n\
@@ -727,7 +728,8 @@ fn an_output_that_is_an_input_is_refused() {
     // inject: the image, its backing file, a .reg file, also through a symlink.
     for (output, what) in [
         (top.clone(), "the image"),
-        (site.dir.join("golden/link-to-base.qcow2"), "the image"),
+        (site.dir.join("golden/sym-0"), "the image"),
+        (site.dir.join("golden/hard-0"), "the image"),
         (site.phony.image.clone(), "a backing file of the image"),
         (reg.clone(), "a .reg file"),
     ] {

@@ -32,3 +32,14 @@ pub fn median_duration(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
+
+/// Fills `block` with the xorshift64 stream that `x` carries on (random, cannot be
+/// compressed).
+pub fn fill_random(block: &mut [u8], x: &mut u64) {
+    for w in block.chunks_exact_mut(8) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+}

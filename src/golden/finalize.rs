@@ -47,6 +47,19 @@ pub struct Stats {
 /// Whether even ideal byte-wise Huffman coding (order-0 entropy, no matches)
 /// could not save a sector: random or already-compressed data. deflate takes ~10×
 /// longer over such a cluster than this count does, only to give it back as it was.
+impl Stats {
+    fn new(virtual_size: u64) -> Stats {
+        Stats {
+            virtual_size,
+            file_size: 0,
+            data_clusters: 0,
+            compressed_clusters: 0,
+            skipped_clusters: 0,
+            sha256: None,
+        }
+    }
+}
+
 fn incompressible(data: &[u8]) -> bool {
     let mut counts = [0u32; 256];
     for &b in data {
@@ -145,14 +158,7 @@ fn write_plain(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
         let mut l2 = vec![0u64; nclusters as usize];
         let mut refs: Vec<u16> = vec![1];
         refs.resize((tail.start / CLUSTER) as usize, 0);
-        let mut stats = Stats {
-            virtual_size: size,
-            file_size: 0,
-            data_clusters: 0,
-            compressed_clusters: 0,
-            skipped_clusters: 0,
-            sha256: None,
-        };
+        let mut stats = Stats::new(size);
         let zero = vec![0u8; CLUSTER as usize];
         let mut slot = CLUSTER;
         let mut g = 0u64;
@@ -252,14 +258,7 @@ fn write_compressed(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError>
             refs[c as usize] += 1;
         }
     };
-    let mut stats = Stats {
-        virtual_size: size,
-        file_size: 0,
-        data_clusters: 0,
-        compressed_clusters: 0,
-        skipped_clusters: 0,
-        sha256: None,
-    };
+    let mut stats = Stats::new(size);
     let zero = vec![0u8; CLUSTER as usize];
     let mut buf = vec![0u8; (BATCH * CLUSTER) as usize];
     let mut packer = Packer::default();

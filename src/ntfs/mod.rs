@@ -852,27 +852,33 @@ impl<'a> Volume<'a> {
         {
             let attr = self.open_data(&ino, path)?;
             self.resize(&attr, data.len() as u64, path)?;
-            let mut done = 0;
-            while done < data.len() {
-                // SAFETY: attr is open; the buffer holds the count passed.
-                let n = unsafe {
-                    sys::ntfs_attr_pwrite(
-                        attr.na.as_ptr(),
-                        done as i64,
-                        (data.len() - done) as i64,
-                        data[done..].as_ptr() as *const c_void,
-                    )
-                };
-                if n <= 0 {
-                    return Err(self.op_error(path, "writing", errno()));
-                }
-                done += n as usize;
-            }
+            self.pwrite_all(&attr, 0, data, path)?;
         }
         // The file's times are left as they were: the same inputs must give a
         // byte-identical image (golden builds), and Windows does not look at a
         // hive file's times.
         ino.close().map_err(|e| self.op_error(path, "closing", e))
+    }
+
+    /// Writes all of `data` into `attr` at `offset`.
+    fn pwrite_all(&self, attr: &DataAttr, offset: u64, data: &[u8], path: &str) -> Result<()> {
+        let mut done = 0;
+        while done < data.len() {
+            // SAFETY: attr is open; the buffer holds the count passed.
+            let n = unsafe {
+                sys::ntfs_attr_pwrite(
+                    attr.na.as_ptr(),
+                    (offset + done as u64) as i64,
+                    (data.len() - done) as i64,
+                    data[done..].as_ptr() as *const c_void,
+                )
+            };
+            if n <= 0 {
+                return Err(self.op_error(path, "writing", errno()));
+            }
+            done += n as usize;
+        }
+        Ok(())
     }
 
     /// Overwrites `data.len()` bytes of `path` at `offset`, inside the file as it is
@@ -897,22 +903,7 @@ impl<'a> Volume<'a> {
                     ),
                 });
             }
-            let mut done = 0;
-            while done < data.len() {
-                // SAFETY: attr is open; the buffer holds the count passed.
-                let n = unsafe {
-                    sys::ntfs_attr_pwrite(
-                        attr.na.as_ptr(),
-                        (offset + done as u64) as i64,
-                        (data.len() - done) as i64,
-                        data[done..].as_ptr() as *const c_void,
-                    )
-                };
-                if n <= 0 {
-                    return Err(self.op_error(path, "writing", errno()));
-                }
-                done += n as usize;
-            }
+            self.pwrite_all(&attr, offset, data, path)?;
         }
         ino.close().map_err(|e| self.op_error(path, "closing", e))
     }
