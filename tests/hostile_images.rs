@@ -144,3 +144,203 @@ fn an_unaligned_l2_table_is_a_damaged_image() {
         "{err}"
     );
 }
+
+/// A disk with an MBR, as a qcow2 of the given compat level.
+fn mbr_disk(dir: &Path, name: &str, compat: &str) -> std::path::PathBuf {
+    let raw = dir.join(format!("{name}.raw"));
+    run("truncate", &["-s", "8M", s(&raw)]);
+    fixtures::sfdisk(&raw, "label: dos\n,4M,7\n");
+    let img = dir.join(name);
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "qcow2",
+            "-o",
+            &format!("compat={compat}"),
+            s(&raw),
+            s(&img),
+        ],
+    );
+    img
+}
+
+fn inspect(image: &Path) -> (Option<i32>, String, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wingold"))
+        .args(["inspect", "--json", s(image)])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        message(&out),
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Images qemu opens, wingold opens: a version 2 (compat=0.10) overlay with a
+/// backing file, a chain of 20 overlays, an image QEMU left marked dirty.
+#[test]
+fn images_qemu_opens_are_read() {
+    let dir = tempdir();
+    let base = mbr_disk(dir.path(), "v2.qcow2", "0.10");
+    let top = dir.path().join("v2-top.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            "-b",
+            s(&base),
+            "-F",
+            "qcow2",
+            s(&top),
+        ],
+    );
+    let (code, err, j) = inspect(&top);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["partition_table"], "mbr");
+    assert_eq!(j["backing_chain"][0]["path"], s(&base));
+
+    let mut prev = mbr_disk(dir.path(), "deep-0.qcow2", "1.1");
+    for i in 1..=20 {
+        let next = dir.path().join(format!("deep-{i}.qcow2"));
+        run(
+            "qemu-img",
+            &[
+                "create",
+                "-f",
+                "qcow2",
+                "-b",
+                s(&prev),
+                "-F",
+                "qcow2",
+                s(&next),
+            ],
+        );
+        prev = next;
+    }
+    let (code, err, j) = inspect(&prev);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["backing_chain"].as_array().unwrap().len(), 20);
+
+    // The dirty bit (incompatible feature bit 0, byte 79) as a killed QEMU leaves it.
+    let dirty = mbr_disk(dir.path(), "dirty.qcow2", "1.1");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dirty)
+        .unwrap();
+    f.write_all_at(&[1], 79).unwrap();
+    drop(f);
+    let before = sha256_file(&dirty);
+    let (code, err, j) = inspect(&dirty);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["partition_table"], "mbr");
+    let out = wingold()
+        .args(["inject", s(&dirty), "--in-place", "--profile", "all"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", message(&out));
+    assert_eq!(sha256_file(&dirty), before);
+}
+
+/// What is no image is named at once, one line, exit 2: a FIFO (as the image or as
+/// a backing file: opening it would block), a backing chain that loops, and the
+/// formats qemu knows that wingold does not read, with the conversion to use.
+#[test]
+fn special_files_loops_and_foreign_formats_are_named() {
+    let dir = tempdir();
+    let d = dir.path();
+    let fifo = d.join("pipe");
+    run("mkfifo", &[s(&fifo)]);
+    let raw = d.join("r.raw");
+    run("truncate", &["-s", "1M", s(&raw)]);
+    let over_fifo = d.join("over-fifo.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            s(&raw),
+            "-F",
+            "raw",
+            s(&over_fifo),
+            "8M",
+        ],
+    );
+    std::fs::remove_file(&raw).unwrap();
+    run("mkfifo", &[s(&raw)]);
+    let (a, b) = (d.join("a.qcow2"), d.join("b.qcow2"));
+    run("qemu-img", &["create", "-f", "qcow2", s(&a), "8M"]);
+    run(
+        "qemu-img",
+        &["create", "-f", "qcow2", "-b", s(&a), "-F", "qcow2", s(&b)],
+    );
+    run(
+        "qemu-img",
+        &[
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            s(&b),
+            "-F",
+            "qcow2",
+            s(&a),
+        ],
+    );
+    let mut cases = vec![
+        (fifo.clone(), "FIFO"),
+        (over_fifo, "FIFO"),
+        (b.clone(), "loop"),
+    ];
+    for (fmt, opts, what) in [
+        ("vdi", "", "VDI"),
+        ("vmdk", "subformat=monolithicFlat", "VMDK descriptor"),
+        ("vmdk", "", "VMDK"),
+        ("parallels", "", "Parallels"),
+    ] {
+        let img = d.join(format!("x-{fmt}-{}.img", opts.len()));
+        let mut args = vec!["create", "-f", fmt];
+        if !opts.is_empty() {
+            args.extend(["-o", opts]);
+        }
+        args.extend([s(&img), "8M"]);
+        run("qemu-img", &args);
+        cases.push((img, what));
+    }
+    for (image, what) in cases {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wingold"))
+            .args(["inspect", s(&image)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{}: wingold hangs", image.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(2), "{}: {err}", image.display());
+        assert!(err.contains(what), "{}: {err}", image.display());
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains("{ "), "Debug text reached the user: {err}");
+        if what != "FIFO" && what != "loop" {
+            assert!(err.contains("qemu-img convert"), "{err}");
+        }
+    }
+}

@@ -118,43 +118,88 @@ impl std::fmt::Display for Format {
 /// instead of being taken for raw disks.
 const FOREIGN_MAGICS: &[(&[u8], &str)] = &[
     (b"KDMV", "VMDK"),
+    (b"# Disk DescriptorFile", "VMDK descriptor"),
+    (b"WithoutFreeSpace", "Parallels"),
+    (b"WithouFreSpacExt", "Parallels"),
     (b"vhdxfile", "VHDX"),
     (b"conectix", "VHD"),
     (b"<<< Oracle VM VirtualBox Disk Image >>>", "VDI"),
     (b"QED\0", "QED"),
 ];
 
+/// Refuses, before anything opens it (opening a FIFO blocks), what cannot be a
+/// disk: a folder, a FIFO, a socket, a character device. Regular files and block
+/// devices (LVM volumes, loop devices) pass.
+pub(crate) fn check_kind(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path)
+        .map_err(|e| Error::open(path, e))?
+        .file_type();
+    let what = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else {
+        return Ok(());
+    };
+    Err(Error::NotAnImage {
+        path: path.to_owned(),
+        reason: format!("it is {what}, not a file or block device"),
+    })
+}
+
+/// The size of an open disk: a regular file's length, or a block device's size.
+pub(crate) fn file_size(file: &std::fs::File, path: &Path) -> Result<u64> {
+    use std::io::Seek;
+    use std::os::unix::fs::FileTypeExt;
+    let meta = file.metadata().map_err(|e| Error::open(path, e))?;
+    if meta.file_type().is_block_device() {
+        let mut f = file;
+        let end = f
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| Error::open(path, e))?;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| Error::open(path, e))?;
+        return Ok(end);
+    }
+    Ok(meta.len())
+}
+
+/// VDI's image signature 0xbeda107f, little-endian, at offset 0x40.
+const VDI_SIGNATURE: [u8; 4] = [0x7f, 0x10, 0xda, 0xbe];
+
 /// Reads the first bytes of `path` and tells which format it holds.
 pub fn sniff(path: &Path) -> Result<Format> {
+    check_kind(path)?;
     let mut file = std::fs::File::open(path).map_err(|e| Error::open(path, e))?;
-    let size = file.metadata().map_err(|e| Error::open(path, e))?.len();
-    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(Error::NotAnImage {
-            path: path.to_owned(),
-            reason: "it is a directory".into(),
-        });
-    }
+    let size = file_size(&file, path)?;
     if size == 0 {
         return Err(Error::NotAnImage {
             path: path.to_owned(),
             reason: "the file is empty".into(),
         });
     }
-    let mut head = [0u8; 64];
+    let mut head = [0u8; 512];
     let n = read_up_to(&mut file, &mut head).map_err(|e| Error::open(path, e))?;
     let head = &head[..n];
     if head.starts_with(qcow2::QCOW_MAGIC) {
         return Ok(Format::Qcow2);
     }
-    for (magic, name) in FOREIGN_MAGICS {
-        if head.starts_with(magic) {
-            return Err(Error::NotAnImage {
-                path: path.to_owned(),
-                reason: format!(
-                    "it is a {name} image; convert it with `qemu-img convert -O qcow2`"
-                ),
-            });
-        }
+    let foreign = FOREIGN_MAGICS
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|(_, name)| *name)
+        // VDI's signature is at 0x40 (after a free-text line).
+        .or_else(|| (head.get(0x40..0x44) == Some(&VDI_SIGNATURE[..])).then_some("VDI"));
+    if let Some(name) = foreign {
+        return Err(Error::NotAnImage {
+            path: path.to_owned(),
+            reason: format!("it is a {name} image; convert it with `qemu-img convert -O qcow2`"),
+        });
     }
     if size % SECTOR_SIZE != 0 {
         return Err(Error::NotAnImage {

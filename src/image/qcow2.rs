@@ -40,8 +40,8 @@ const INCOMPAT_EXTL2: u64 = 1 << 4;
 /// Smallest cluster size qcow2-rs handles correctly for writes (found by trying).
 const MIN_CLUSTER_BITS: u32 = 12;
 const MAX_CLUSTER_BITS: u32 = 21;
-/// Longest backing chain followed; deeper ones are almost surely loops.
-const MAX_CHAIN_DEPTH: usize = 16;
+/// Longest backing chain followed (loops are found by file identity before that).
+const MAX_CHAIN_DEPTH: usize = 1000;
 
 thread_local! {
     static GUARDED: Cell<bool> = const { Cell::new(false) };
@@ -154,27 +154,39 @@ impl Header {
             )));
         }
         let cluster = 1usize << h.cluster_bits;
-        // Header extensions (version 3 only), up to the end marker.
-        if version == 3 {
-            let mut at = h.header_length as usize;
-            loop {
-                if at + 8 > buf.len().min(cluster) {
-                    return Err(corrupt("header extensions run past the first cluster"));
-                }
-                let (kind, len) = (be32(buf, at), be32(buf, at + 4) as usize);
-                if kind == EXT_END {
+        // Header extensions, up to the end marker. Version 2 has them too when qemu
+        // wrote it (right after the 72-byte header); other writers may put the
+        // backing name there directly, so for version 2 a malformed area only ends
+        // the list.
+        let limit = match (version, h.backing_file_offset as usize) {
+            (2, 0) => buf.len().min(cluster),
+            (2, name) => name.min(buf.len()).min(cluster),
+            _ => buf.len().min(cluster),
+        };
+        let mut at = h.header_length as usize;
+        loop {
+            if at + 8 > limit {
+                if version == 2 {
                     break;
                 }
-                let data = at + 8;
-                if data + len > buf.len().min(cluster) {
-                    return Err(corrupt("a header extension runs past the first cluster"));
-                }
-                if kind == EXT_BACKING_FORMAT {
-                    h.backing_format =
-                        Some(String::from_utf8_lossy(&buf[data..data + len]).into_owned());
-                }
-                at = data + len.div_ceil(8) * 8;
+                return Err(corrupt("header extensions run past the first cluster"));
             }
+            let (kind, len) = (be32(buf, at), be32(buf, at + 4) as usize);
+            if kind == EXT_END {
+                break;
+            }
+            let data = at + 8;
+            if data + len > limit {
+                if version == 2 {
+                    break;
+                }
+                return Err(corrupt("a header extension runs past the first cluster"));
+            }
+            if kind == EXT_BACKING_FORMAT {
+                h.backing_format =
+                    Some(String::from_utf8_lossy(&buf[data..data + len]).into_owned());
+            }
+            at = data + len.div_ceil(8) * 8;
         }
         if h.backing_file_offset != 0 {
             let start = h.backing_file_offset as usize;
@@ -502,18 +514,29 @@ fn qerr<'a>(
 impl Qcow2Image {
     /// Opens a qcow2 image and its backing chain (always read-only below the top).
     pub fn open(path: &Path, access: Access) -> Result<Self> {
-        Self::open_at_depth(path, access, 0)
+        Self::open_in_chain(path, access, &[])
     }
 
-    fn open_at_depth(path: &Path, access: Access, depth: usize) -> Result<Self> {
+    /// Opens `path` below the images of `above` (device, inode), nearest last.
+    fn open_in_chain(path: &Path, access: Access, above: &[(u64, u64)]) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
         let writable = access == Access::ReadWrite;
+        super::check_kind(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(writable)
             .open(path)
             .map_err(|e| Error::open(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::open(path, e))?;
+        let id = (meta.dev(), meta.ino());
+        if above.contains(&id) {
+            return Err(Error::corrupt(
+                path,
+                "the backing chain comes back to this image (a loop)",
+            ));
+        }
         lock_image(&file, path, access)?;
-        let file_len = file.metadata().map_err(|e| Error::open(path, e))?.len();
+        let file_len = super::file_size(&file, path)?;
 
         // The header lies in the first cluster; read its size from the fixed part.
         let read_head = |len: u64| -> Result<Vec<u8>> {
@@ -553,12 +576,20 @@ impl Qcow2Image {
 
         let backing = match &header.backing_file {
             None => None,
-            Some(name) => Some(Box::new(open_backing(path, name, &header, depth)?)),
+            Some(name) => {
+                let chain: Vec<(u64, u64)> = above.iter().copied().chain([id]).collect();
+                Some(Box::new(open_backing(path, name, &header, &chain)?))
+            }
         };
 
         // qcow2-rs sees the header without a backing file: we follow the chain.
         let mut hidden = first.clone();
         hidden[8..20].fill(0);
+        if header.version == 2 {
+            // qcow2-rs reads version 3 fields past the 72-byte header: what is there
+            // in version 2 (extensions, the backing name) we have parsed already.
+            hidden[72..].fill(0);
+        }
         // qcow2-rs refuses the dirty bit; reads need no refcounts, and writes to a
         // dirty image were refused above. We set and clear the bit ourselves.
         if header.version == 3 {
@@ -755,17 +786,20 @@ fn read_base(base: &Image, offset: u64, buf: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-fn open_backing(path: &Path, name: &str, header: &Header, depth: usize) -> Result<Image> {
+fn open_backing(path: &Path, name: &str, header: &Header, above: &[(u64, u64)]) -> Result<Image> {
     let resolved = resolve_backing(path, name);
     let wrap = |source: Error| Error::Backing {
         path: path.to_owned(),
         backing: resolved.clone(),
         source: Box::new(source),
     };
-    if depth + 1 >= MAX_CHAIN_DEPTH {
+    if name.is_empty() {
+        return Err(Error::corrupt(path, "its backing file name is empty"));
+    }
+    if above.len() >= MAX_CHAIN_DEPTH {
         return Err(wrap(Error::corrupt(
             &resolved,
-            format!("the backing chain is deeper than {MAX_CHAIN_DEPTH} (a loop?)"),
+            format!("the backing chain is deeper than {MAX_CHAIN_DEPTH} images"),
         )));
     }
     let format = match header.backing_format.as_deref() {
@@ -782,7 +816,7 @@ fn open_backing(path: &Path, name: &str, header: &Header, depth: usize) -> Resul
     };
     let image = match format {
         super::Format::Raw => super::RawImage::open(&resolved, Access::ReadOnly).map(Image::Raw),
-        super::Format::Qcow2 => Qcow2Image::open_at_depth(&resolved, Access::ReadOnly, depth + 1)
+        super::Format::Qcow2 => Qcow2Image::open_in_chain(&resolved, Access::ReadOnly, above)
             .map(|q| Image::Qcow2(Box::new(q))),
     };
     image.map_err(wrap)

@@ -19,13 +19,14 @@ impl RawImage {
     /// Opens `path` as a raw disk, locked as QEMU would lock it.
     pub fn open(path: &Path, access: Access) -> Result<Self> {
         let writable = access == Access::ReadWrite;
+        super::check_kind(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(writable)
             .open(path)
             .map_err(|e| Error::open(path, e))?;
         lock_image(&file, path, access)?;
-        let len = file.metadata().map_err(|e| Error::open(path, e))?.len();
+        let len = super::file_size(&file, path)?;
         Ok(RawImage {
             file,
             path: path.to_owned(),
