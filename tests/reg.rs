@@ -441,3 +441,33 @@ fn where_hivexregedit_differs_wingold_follows_regedit() {
     .stdout;
     assert_eq!(String::from_utf8_lossy(&got).trim(), "värde ✓ 值");
 }
+
+/// Names as long as Windows allows pass; one character more, or a NUL anywhere in
+/// a name, is refused with its line: a 70,000-character key name once panicked,
+/// and libhivex truncates long value names and compares names as C strings.
+#[test]
+fn names_windows_cannot_hold_are_refused_with_their_line() {
+    let key = |n: usize| format!("REGEDIT4\n[HKLM\\{}]\n\"a\"=dword:1\n", "k".repeat(n));
+    let value = |n: usize| format!("REGEDIT4\n[HKLM\\K]\n\"{}\"=dword:1\n", "v".repeat(n));
+    assert!(reg::parse(key(255).as_bytes(), "t.reg").is_ok());
+    assert!(reg::parse(value(16_383).as_bytes(), "t.reg").is_ok());
+    // UTF-16 units count, as Windows counts them: 128 characters outside the BMP
+    // are 256 units.
+    let astral = format!("REGEDIT4\n[HKLM\\{}]\n", "\u{1F600}".repeat(128));
+    for (text, line, needle) in [
+        (key(256), 2, "key name of 256 characters"),
+        (key(70_000), 2, "Windows allows 255"),
+        (astral, 2, "key name of 256 characters"),
+        (value(16_384), 3, "Windows allows 16383"),
+        ("REGEDIT4\n[HKLM\\zero\0key]\n".to_owned(), 2, "NUL"),
+        (
+            "REGEDIT4\n[HKLM\\K]\n\"zero\0val\"=dword:1\n".to_owned(),
+            3,
+            "NUL",
+        ),
+    ] {
+        let err = reg::parse(text.as_bytes(), "t.reg").expect_err(needle);
+        assert_eq!(err.line, line, "{err}");
+        assert!(err.message.contains(needle), "{err}");
+    }
+}

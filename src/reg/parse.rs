@@ -161,6 +161,11 @@ struct Parser<'a> {
     version: Version,
 }
 
+/// Longest key name (one path component) and value name Windows allows, in UTF-16
+/// units (learn.microsoft.com, "Registry element size limits").
+const MAX_KEY_NAME: usize = 255;
+const MAX_VALUE_NAME: usize = 16_383;
+
 impl Parser<'_> {
     fn err(&self, l: &Logical, idx: usize, message: impl Into<String>) -> ParseError {
         let (line, column) = l.at(idx);
@@ -197,6 +202,20 @@ impl Parser<'_> {
                 l,
                 inner_start,
                 "empty key name in the path (a doubled or trailing `\\`)",
+            ));
+        }
+        if path.contains('\0') {
+            return Err(self.err(l, inner_start, "a key name holds a NUL character"));
+        }
+        if let Some(long) = path
+            .split('\\')
+            .map(|p| p.encode_utf16().count())
+            .find(|&n| n > MAX_KEY_NAME)
+        {
+            return Err(self.err(
+                l,
+                inner_start,
+                format!("a key name of {long} characters: Windows allows {MAX_KEY_NAME}"),
             ));
         }
         Ok((delete, path))
@@ -292,6 +311,17 @@ impl Parser<'_> {
         } else {
             self.quoted(l, start)?
         };
+        if name.contains('\0') {
+            return Err(self.err(l, start, "the value name holds a NUL character"));
+        }
+        let units = name.encode_utf16().count();
+        if units > MAX_VALUE_NAME {
+            return Err(self.err(
+                l,
+                start,
+                format!("a value name of {units} characters: Windows allows {MAX_VALUE_NAME}"),
+            ));
+        }
         i = Self::skip_ws(t, i);
         if t.get(i) != Some(&'=') {
             return Err(self.err(l, i, "expected `=` after the value name"));
