@@ -471,3 +471,36 @@ fn names_windows_cannot_hold_are_refused_with_their_line() {
         assert!(err.message.contains(needle), "{err}");
     }
 }
+
+/// Names compare as Windows compares them, one UTF-16 unit at a time: `ß` has no
+/// upper case of its own there, so `"ß"` and `"SS"` are two values (and two keys),
+/// while `"é"` and `"É"` are one.
+#[test]
+fn names_compare_as_windows_upper_cases_them() {
+    let dir = tempdir();
+    let text = "Windows Registry Editor Version 5.00\n\n\
+                [HKEY_LOCAL_MACHINE\\SOFTWARE\\K]\n\"SS\"=dword:2\n\"\u{df}\"=dword:1\n\
+                \"\u{e9}\"=dword:3\n\"\u{c9}\"=dword:4\n\"\u{df}\"=dword:5\n\n\
+                [HKEY_LOCAL_MACHINE\\SOFTWARE\\K\\STRASSE]\n\n\
+                [HKEY_LOCAL_MACHINE\\SOFTWARE\\K\\stra\u{df}e]\n";
+    let hive = ours(dir.path(), "fold", text.as_bytes());
+    let h = wingold::hive::Hive::open_read("SOFTWARE", &std::fs::read(&hive).unwrap()).unwrap();
+    let mut values: Vec<(String, u32)> = h
+        .values("K")
+        .unwrap()
+        .into_iter()
+        .map(|(n, v)| (n, u32::from_le_bytes(v.data[..4].try_into().unwrap())))
+        .collect();
+    values.sort();
+    assert_eq!(
+        values,
+        vec![
+            ("SS".to_owned(), 2),
+            ("\u{df}".to_owned(), 5),
+            ("\u{e9}".to_owned(), 4),
+        ]
+    );
+    let mut keys = h.subkeys("K").unwrap();
+    keys.sort();
+    assert_eq!(keys, vec!["STRASSE".to_owned(), "stra\u{df}e".to_owned()]);
+}

@@ -68,6 +68,22 @@ impl Error {
     }
 }
 
+/// A registry name as Windows compares names: each UTF-16 unit upper-cased on its
+/// own, by the simple case mapping (`ß` stays `ß`, where `str::to_uppercase`
+/// gives `SS` and would merge two names Windows keeps apart); characters outside
+/// the BMP (surrogate pairs) are left as they are.
+pub fn fold_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) if (c as u32) < 0x10000 && (u as u32) < 0x10000 => u,
+                _ => c,
+            }
+        })
+        .collect()
+}
+
 /// Hive copies live in the temporary folder as `wingold-hive-PID-…`.
 const HIVE_TEMP_PREFIX: &str = "wingold-hive-";
 
@@ -284,11 +300,11 @@ impl Hive {
 
     /// Finds the child of `node` named `name`, ignoring case as Windows does.
     fn child(&self, node: NodeH, name: &str, path: &str) -> Result<Option<NodeH>> {
-        let wanted = name.to_uppercase();
+        let wanted = fold_name(name);
         for child in ffi::children(&self.handle, node) {
             let child_name =
                 ffi::node_name(&self.handle, child).map_err(|e| self.read_err(path, e))?;
-            if child_name.to_uppercase() == wanted {
+            if fold_name(&child_name) == wanted {
                 return Ok(Some(child));
             }
         }
@@ -316,10 +332,10 @@ impl Hive {
         let Some(node) = self.key(path)? else {
             return Ok(None);
         };
-        let wanted = name.to_uppercase();
+        let wanted = fold_name(name);
         for v in ffi::values(&self.handle, node) {
             let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
-            if key.to_uppercase() != wanted {
+            if fold_name(&key) != wanted {
                 continue;
             }
             let (kind, data) =
@@ -416,14 +432,14 @@ impl Hive {
         let Some(node) = self.key(path)? else {
             return Ok(None);
         };
-        let wanted = name.to_uppercase();
+        let wanted = fold_name(name);
         let mut kept = Vec::new();
         let mut removed = None;
         for v in ffi::values(&self.handle, node) {
             let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
             let (kind, data) =
                 ffi::value_value(&self.handle, v).map_err(|e| self.read_err(path, e))?;
-            if key.to_uppercase() == wanted {
+            if fold_name(&key) == wanted {
                 removed = Some(RegValue { kind, data });
             } else {
                 kept.push((key, kind, data));
@@ -471,10 +487,10 @@ impl Hive {
     }
 
     fn value_name(&self, node: NodeH, name: &str, path: &str) -> Result<Option<String>> {
-        let wanted = name.to_uppercase();
+        let wanted = fold_name(name);
         for v in ffi::values(&self.handle, node) {
             let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
-            if key.to_uppercase() == wanted {
+            if fold_name(&key) == wanted {
                 return Ok(Some(key));
             }
         }

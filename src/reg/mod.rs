@@ -335,10 +335,10 @@ pub fn apply(
                 Op::DeleteKey { .. } => {
                     if h.delete_key(&t.path).map_err(at)? {
                         changes.push(change(t.path.clone(), None, Action::KeyDeleted, None, None));
-                        let prefix = format!("{}\\", t.path.to_uppercase());
+                        let prefix = format!("{}\\", crate::hive::fold_name(&t.path));
                         expected.retain(|(k, _), _| {
-                            let k = k.to_uppercase();
-                            k != t.path.to_uppercase() && !k.starts_with(&prefix)
+                            let k = crate::hive::fold_name(&k);
+                            k != crate::hive::fold_name(&t.path) && !k.starts_with(&prefix)
                         });
                     }
                 }
@@ -368,7 +368,7 @@ pub fn apply(
                             Some(&new),
                         ));
                     }
-                    expected.insert((t.path.clone(), name.to_uppercase()), Some(new));
+                    expected.insert((t.path.clone(), crate::hive::fold_name(&name)), Some(new));
                 }
                 Op::DeleteValue { name, .. } => {
                     if let Some(old) = h.delete_value(&t.path, name).map_err(at)? {
@@ -380,7 +380,7 @@ pub fn apply(
                             None,
                         ));
                     }
-                    expected.insert((t.path.clone(), name.to_uppercase()), None);
+                    expected.insert((t.path.clone(), crate::hive::fold_name(&name)), None);
                 }
             }
         }
