@@ -337,7 +337,7 @@ pub fn apply(
                         changes.push(change(t.path.clone(), None, Action::KeyDeleted, None, None));
                         let prefix = format!("{}\\", crate::hive::fold_name(&t.path));
                         expected.retain(|(k, _), _| {
-                            let k = crate::hive::fold_name(&k);
+                            let k = crate::hive::fold_name(k);
                             k != crate::hive::fold_name(&t.path) && !k.starts_with(&prefix)
                         });
                     }
