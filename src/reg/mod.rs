@@ -368,7 +368,7 @@ pub fn apply(
                             Some(&new),
                         ));
                     }
-                    expected.insert((t.path.clone(), crate::hive::fold_name(&name)), Some(new));
+                    expected.insert((t.path.clone(), crate::hive::fold_name(name)), Some(new));
                 }
                 Op::DeleteValue { name, .. } => {
                     if let Some(old) = h.delete_value(&t.path, name).map_err(at)? {
@@ -380,7 +380,7 @@ pub fn apply(
                             None,
                         ));
                     }
-                    expected.insert((t.path.clone(), crate::hive::fold_name(&name)), None);
+                    expected.insert((t.path.clone(), crate::hive::fold_name(name)), None);
                 }
             }
         }
