@@ -222,3 +222,74 @@ fn in_place_write_into_an_image_with_internal_snapshots_is_refused() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// Edits after which Windows cannot find its control set are refused with their
+/// line unless `--force` is given: deleting `Select`, `CurrentControlSet` (the
+/// current set) or the default set, pointing `Select\Current`/`Default` at a set
+/// that is not there, or making them anything but a DWORD.
+#[test]
+fn edits_that_make_windows_unbootable_are_refused_unless_forced() {
+    let c = case(&WIN2K22_X64, vec![], |_| {});
+    let report = wingold()
+        .args(["inspect", "--json", s(&c.image)])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let current = report["windows"]["control_sets"]["current"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let default = report["windows"]["control_sets"]["default"]
+        .as_str()
+        .unwrap_or(&current)
+        .to_owned();
+    let head = "Windows Registry Editor Version 5.00\r\n\r\n";
+    let cases = [
+        format!("{head}[-HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\r\n"),
+        format!("{head}[-HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet]\r\n"),
+        format!("{head}[-HKEY_LOCAL_MACHINE\\SYSTEM\\{default}]\r\n"),
+        format!("{head}[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\r\n\"Current\"=dword:00000063\r\n"),
+        format!("{head}[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\r\n\"Default\"=\"1\"\r\n"),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let reg = reg_file(&c.dir, &format!("unbootable{i}.reg"), text);
+        let err = refused(&c, &["--reg", s(&reg)]);
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("[-") || l.starts_with('"'))
+            .unwrap()
+            + 1;
+        assert!(
+            err.contains(&format!("unbootable{i}.reg:{line}:")) && err.contains("unbootable"),
+            "case {i}: {err}"
+        );
+        assert!(err.contains("--force"), "{err}");
+        std::fs::remove_file(&reg).unwrap();
+    }
+    // With --force the user gets what they asked for.
+    let reg = reg_file(&c.dir, "forced.reg", &cases[0]);
+    let out = c.dir.join("forced.qcow2");
+    let res = wingold()
+        .args([
+            "inject",
+            s(&c.image),
+            "--output",
+            s(&out),
+            "--force",
+            "--reg",
+            s(&reg),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let after = wingold().args(["inspect", s(&out)]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&after.stdout).contains("Windows: none found"),
+        "{}",
+        String::from_utf8_lossy(&after.stdout)
+    );
+}

@@ -29,6 +29,10 @@ pub struct InjectArgs {
     /// The partition holding Windows (Linux numbering); found by looking when omitted.
     #[arg(long, value_name = "N")]
     partition: Option<u32>,
+    /// Apply edits that would leave Windows unbootable (deleting `Select` or the
+    /// control set it names, pointing it at a missing set).
+    #[arg(long)]
+    force: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -117,7 +121,7 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
     if args.in_place && !args.dry_run {
         inject::refuse_golden_version(&image_path)?;
     }
-    let mut plan = inject::plan(&image_path, &specs, args.partition)?;
+    let mut plan = inject::plan(&image_path, &specs, args.partition, args.force)?;
     inject::write(&mut plan, &mode)?;
     print_report(&plan.report, args.json)
 }

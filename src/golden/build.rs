@@ -526,7 +526,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         .collect();
     let work = out_dir.join(format!(".{name}.wingold-work.{}", std::process::id()));
     let tmp = fsutil::temp_name(out);
-    let mut plan = inject::plan(&c.base.image, &specs, None)?;
+    let mut plan = inject::plan(&c.base.image, &specs, None, false)?;
     let result = (|| -> anyhow::Result<Outcome> {
         inject::write(&mut plan, &Mode::Overlay(work.clone()))?;
         let t_inject = t0.elapsed();
@@ -548,7 +548,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 Some(std::thread::spawn(move || sha256_file(&tmp)))
             }
         };
-        let verified = inject::verify(&tmp, &plan.windows, &plan.results)
+        let verified = inject::verify(&tmp, &plan.windows, &plan.results, true)
             .context("verifying the golden image");
         let sha256 = match hashing_output {
             Some(h) => join_hash(h)?,

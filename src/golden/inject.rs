@@ -81,6 +81,9 @@ pub struct Plan {
     pub windows: Windows,
     pub report: Report,
     pub results: Vec<reg::HiveResult>,
+    /// Edits that leave Windows unbootable were allowed (`--force`): verification
+    /// then does not look for Windows again.
+    pub forced: bool,
 }
 
 /// Parses every source, finds Windows, checks it is safe to write, and runs the
@@ -89,6 +92,7 @@ pub fn plan(
     image_path: &Path,
     specs: &[SourceSpec],
     partition: Option<u32>,
+    force: bool,
 ) -> anyhow::Result<Plan> {
     if specs.is_empty() {
         return Err(
@@ -127,6 +131,9 @@ pub fn plan(
                 })
         })?
     };
+    if !force {
+        refuse_unbootable(&edits, &results)?;
+    }
     let changes: Vec<Change> = results.iter().flat_map(|r| r.changes.clone()).collect();
     let mut sets = vec![w.control_sets.current.clone()];
     sets.extend(
@@ -159,7 +166,74 @@ pub fn plan(
         windows: w,
         report,
         results,
+        forced: force,
     })
+}
+
+/// Refuses edits after which Windows cannot find its control set: `Select` gone,
+/// its `Current` or `Default` not a DWORD, or naming a `ControlSet00N` that is not
+/// there (deleting `CurrentControlSet` deletes the current set). The message names
+/// the last edit that touched `Select` or a control set, with its line.
+fn refuse_unbootable(edits: &[RegEdit], results: &[reg::HiveResult]) -> anyhow::Result<()> {
+    let Some(system) = results
+        .iter()
+        .find(|r| r.hive == "SYSTEM")
+        .and_then(|r| r.bytes.as_ref())
+    else {
+        return Ok(());
+    };
+    let h = hive::Hive::open_read("SYSTEM", system)?;
+    let problem = (|| -> anyhow::Result<Option<String>> {
+        if !h.has_key("Select")? {
+            return Ok(Some("the `Select` key is gone".into()));
+        }
+        for name in ["Current", "Default"] {
+            let set = match h.value("Select", name)? {
+                Some(v) if v.kind == 4 && v.data.len() == 4 => {
+                    u32::from_le_bytes(v.data[..4].try_into().expect("4 bytes"))
+                }
+                Some(_) => return Ok(Some(format!("`Select\\{name}` is not a DWORD"))),
+                None => return Ok(Some(format!("`Select\\{name}` is gone"))),
+            };
+            let key = format!("ControlSet{set:03}");
+            if !h.has_key(&key)? {
+                return Ok(Some(format!(
+                    "`Select\\{name}` names {key}, which is not there"
+                )));
+            }
+        }
+        Ok(None)
+    })()?;
+    let Some(problem) = problem else {
+        return Ok(());
+    };
+    let touches = |e: &&RegEdit| {
+        let key = hive::fold_name(e.op.key());
+        let rest = key
+            .strip_prefix("HKEY_LOCAL_MACHINE\\SYSTEM")
+            .or_else(|| key.strip_prefix("HKLM\\SYSTEM"));
+        match rest {
+            Some("") => true,
+            Some(r) => {
+                let first = r.trim_start_matches('\\').split('\\').next().unwrap_or("");
+                first == "SELECT"
+                    || (matches!(e.op, reg::Op::DeleteKey { .. })
+                        && (first == "CURRENTCONTROLSET" || first.starts_with("CONTROLSET")))
+            }
+            None => false,
+        }
+    };
+    let culprit = edits
+        .iter()
+        .rev()
+        .find(touches)
+        .map(|e| format!("{}:{}: ", e.file, e.line))
+        .unwrap_or_default();
+    Err(BadInput(format!(
+        "{culprit}this edit would leave Windows unbootable: {problem}; give --force if you \
+         mean it"
+    ))
+    .into())
 }
 
 /// Refuses to write into a golden version in place: clones rest on its bytes, and
@@ -206,7 +280,7 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             drop(img);
             r.hives_written = written;
             r.logs_truncated = logs;
-            verify(&image_path, w, results)?;
+            verify(&image_path, w, results, !plan.forced)?;
             r.in_place = true;
         }
         Mode::Overlay(out) => {
@@ -234,7 +308,7 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                     Ordering::Unseen,
                 )?;
                 drop(img);
-                verify(&tmp, w, results)?;
+                verify(&tmp, w, results, !plan.forced)?;
                 image::publish(&tmp, out)?;
                 Ok(written)
             })();
@@ -393,7 +467,12 @@ fn write_hives(
 
 /// Reads every written hive back from the finished image and checks its bytes and
 /// every value the edits set.
-pub fn verify(image: &Path, w: &Windows, results: &[reg::HiveResult]) -> anyhow::Result<()> {
+pub fn verify(
+    image: &Path,
+    w: &Windows,
+    results: &[reg::HiveResult],
+    detect: bool,
+) -> anyhow::Result<()> {
     let img = image::open(image, Access::ReadOnly)?;
     let part = PartitionView::new(&img, w.partition_start, w.partition_size)?;
     let vol = Volume::open(&part, "verification", Access::ReadOnly)?;
@@ -407,5 +486,18 @@ pub fn verify(image: &Path, w: &Windows, results: &[reg::HiveResult]) -> anyhow:
         );
         reg::verify(r, &back).map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
     }
+    drop(vol);
+    if !detect {
+        return Ok(());
+    }
+    // And Windows is still found where it was, with the same control sets.
+    let again = guest::find_windows_on(&img, image, Some(w.partition))
+        .context("verification failed: Windows is no longer found on the result")?;
+    anyhow::ensure!(
+        again.control_sets.current == w.control_sets.current,
+        "verification failed: the current control set moved from {} to {}",
+        w.control_sets.current,
+        again.control_sets.current
+    );
     Ok(())
 }

@@ -47,7 +47,8 @@ pub enum Op {
 }
 
 impl Op {
-    fn key(&self) -> &str {
+    /// The key the edit works on, as written.
+    pub fn key(&self) -> &str {
         match self {
             Op::CreateKey { key } | Op::DeleteKey { key } => key,
             Op::SetValue { key, .. } | Op::DeleteValue { key, .. } => key,
