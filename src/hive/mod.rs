@@ -17,12 +17,18 @@ pub enum Error {
     #[error("{name}: not a registry hive: {reason}")]
     NotAHive { name: String, reason: String },
 
-    #[error("{name}: hivex cannot open it")]
+    #[error("{name}: hivex cannot open it: {source}")]
     Open {
         name: String,
         #[source]
         source: std::io::Error,
     },
+
+    #[error(
+        "{name}: the hive needs repair: a write to it was interrupted ({reason}) and its \
+         body cannot be read; restore it from a copy of the image"
+    )]
+    NeedsRepair { name: String, reason: String },
 
     #[error("{name}: cannot stage the hive in a temporary file")]
     Temp {
@@ -63,7 +69,10 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Error::NotAHive { .. } | Error::Open { .. } | Error::Dirty { .. }
+            Error::NotAHive { .. }
+                | Error::Open { .. }
+                | Error::Dirty { .. }
+                | Error::NeedsRepair { .. }
         )
     }
 }
@@ -250,7 +259,7 @@ impl Hive {
     }
 
     fn open(name: &str, bytes: &[u8], writable: bool) -> Result<Hive> {
-        HeaderState::parse(name, bytes)?;
+        let state = HeaderState::parse(name, bytes)?;
         let temp = |source| Error::Temp {
             name: name.to_owned(),
             source,
@@ -278,10 +287,17 @@ impl Hive {
         } else {
             OpenFlags::empty()
         };
-        let handle = HivexHandle::open(file.path(), flags).map_err(|source| Error::Open {
-            name: name.to_owned(),
-            source,
-        })?;
+        let handle =
+            HivexHandle::open(file.path(), flags).map_err(|source| match state.dirty_reason() {
+                Some(reason) => Error::NeedsRepair {
+                    name: name.to_owned(),
+                    reason,
+                },
+                None => Error::Open {
+                    name: name.to_owned(),
+                    source,
+                },
+            })?;
         Ok(Hive {
             name: name.to_owned(),
             handle,
