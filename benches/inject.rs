@@ -154,4 +154,67 @@ fn main() {
              needs QEMU from bookworm-backports and a kernel in /boot here)"
         ),
     }
+    many_values(&dir, &wingold, &w.image, &extracted[1].1);
+}
+
+/// 20,000 values into one key: wingold inject (whole process) beside
+/// hivexregedit --merge of the same file into the extracted SOFTWARE hive; time
+/// and peak memory (GNU time).
+fn many_values(dir: &Path, wingold: &Path, image: &Path, software: &Path) {
+    let n = 20_000;
+    let mut text = String::from(
+        "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Many]\r\n",
+    );
+    for i in 0..n {
+        text += &format!("\"v{i:05}\"=dword:{i:08x}\r\n");
+    }
+    let reg = dir.join("many.reg");
+    std::fs::write(&reg, text).unwrap();
+    let peak = |out: &std::process::Output| -> u64 {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| l.strip_prefix("peak-kb "))
+            .next_back()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (mut ours, mut theirs, mut ours_kb, mut theirs_kb) = (vec![], vec![], 0, 0);
+    for round in 0..ROUNDS {
+        let out = dir.join(format!("many{round}.qcow2"));
+        ours.push(secs(|| {
+            let o = run(Command::new("/usr/bin/time")
+                .args(["-f", "peak-kb %M"])
+                .arg(wingold)
+                .args(["inject", "--reg"])
+                .arg(&reg)
+                .arg("--output")
+                .arg(&out)
+                .arg(image));
+            ours_kb = ours_kb.max(peak(&o));
+        }));
+        std::fs::remove_file(&out).unwrap();
+        let copy = dir.join("SOFTWARE.many");
+        std::fs::copy(software, &copy).unwrap();
+        theirs.push(secs(|| {
+            let o = run(Command::new("/usr/bin/time")
+                .args(["-f", "peak-kb %M", "hivexregedit", "--merge", "--prefix"])
+                .arg("HKEY_LOCAL_MACHINE\\SOFTWARE")
+                .arg(&copy)
+                .arg(&reg));
+            theirs_kb = theirs_kb.max(peak(&o));
+        }));
+    }
+    let (o, t) = (median(ours), median(theirs));
+    println!("{n} values into one key (median of {ROUNDS}):");
+    println!(
+        "  wingold inject (whole process)            {:>7.1} ms, peak {} MiB",
+        o * 1000.0,
+        ours_kb / 1024
+    );
+    println!(
+        "  hivexregedit --merge on extracted SOFTWARE {:>7.1} ms, peak {} MiB",
+        t * 1000.0,
+        theirs_kb / 1024
+    );
+    println!("  ratio: {:.2}x   (target <= 1.0x)", o / t);
 }

@@ -27,6 +27,27 @@ fn sets() -> ControlSets {
     }
 }
 
+/// Thousands of values in one key, set, deleted, set again and changed, in two
+/// blocks of the same key: what the value buffer must get exactly right.
+fn many_values_reg() -> Vec<u8> {
+    let key = "[HKEY_LOCAL_MACHINE\\SOFTWARE\\wingold-test\\Many]";
+    let mut text = format!("Windows Registry Editor Version 5.00\r\n\r\n{key}\r\n");
+    for i in 0..3000 {
+        text += &format!("\"v{i:04}\"=dword:{i:08x}\r\n");
+    }
+    text += &format!(
+        "\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\wingold-test\\Other]\r\n\"x\"=\"y\"\r\n\r\n{key}\r\n"
+    );
+    for i in (0..3000).step_by(3) {
+        text += &format!("\"v{i:04}\"=-\r\n");
+    }
+    for i in (0..3000).step_by(7) {
+        text += &format!("\"v{i:04}\"=\"again {i}\"\r\n");
+    }
+    text += "\"v0001\"=dword:ffffffff\r\n";
+    text.into_bytes()
+}
+
 /// A 64 KiB binary value written as regedit wraps hex data (`\` + two-space indent).
 fn large_reg() -> Vec<u8> {
     let data = pattern(77, 65536);
@@ -170,6 +191,7 @@ fn regedit_utf16_file_gives_the_same_hive_as_utf8() {
         ("types", fixture("types.reg")),
         ("nasty", fixture("nasty.reg")),
         ("large", large_reg()),
+        ("many", many_values_reg()),
     ] {
         let utf8 = std::fs::read(ours(dir.path(), &format!("{name}-utf8"), &reg)).unwrap();
         let utf16 = std::fs::read(ours(
@@ -189,6 +211,7 @@ fn merge_matches_hivexregedit() {
         ("types", fixture("types.reg")),
         ("nasty", fixture("nasty.reg")),
         ("large", large_reg()),
+        ("many", many_values_reg()),
     ] {
         let a = export(&ours(dir.path(), name, &reg));
         let b = export(&theirs(dir.path(), name, &reg));

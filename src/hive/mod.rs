@@ -8,6 +8,8 @@
 
 use hivex::{Hive as HivexHandle, OpenFlags};
 use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -236,6 +238,20 @@ pub struct Hive {
     handle: HivexHandle,
     file: tempfile::NamedTempFile,
     writable: bool,
+    /// Each key's subkeys by folded name, read once: finding a child is then one
+    /// lookup, not a walk over thousands of siblings.
+    children: RefCell<HashMap<NodeH, HashMap<String, NodeH>>>,
+    /// Value lists being edited, written back once per key (in node order, so the
+    /// result is deterministic): libhivex rewrites a key's whole value list on every
+    /// set, which made N sets into one key cost N² time and memory.
+    pending: RefCell<BTreeMap<NodeH, Pending>>,
+}
+
+/// One key's values as edited so far; deleted ones are `None` until written.
+#[derive(Default)]
+struct Pending {
+    values: Vec<Option<(String, RegValue)>>,
+    index: HashMap<String, usize>,
 }
 
 impl Hive {
@@ -303,6 +319,8 @@ impl Hive {
             handle,
             file,
             writable,
+            children: RefCell::default(),
+            pending: RefCell::default(),
         })
     }
 
@@ -316,15 +334,61 @@ impl Hive {
 
     /// Finds the child of `node` named `name`, ignoring case as Windows does.
     fn child(&self, node: NodeH, name: &str, path: &str) -> Result<Option<NodeH>> {
-        let wanted = fold_name(name);
-        for child in ffi::children(&self.handle, node) {
-            let child_name =
-                ffi::node_name(&self.handle, child).map_err(|e| self.read_err(path, e))?;
-            if fold_name(&child_name) == wanted {
-                return Ok(Some(child));
+        let mut cache = self.children.borrow_mut();
+        let map = match cache.entry(node) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut map = HashMap::new();
+                for child in ffi::children(&self.handle, node) {
+                    let child_name =
+                        ffi::node_name(&self.handle, child).map_err(|e| self.read_err(path, e))?;
+                    // The first of two names equal but for case wins, as before.
+                    map.entry(fold_name(&child_name)).or_insert(child);
+                }
+                e.insert(map)
             }
+        };
+        Ok(map.get(&fold_name(name)).copied())
+    }
+
+    /// The value list of `node`, loaded into the edit buffer on first use.
+    fn pending_of<'p>(
+        &self,
+        pending: &'p mut BTreeMap<NodeH, Pending>,
+        node: NodeH,
+        path: &str,
+    ) -> Result<&'p mut Pending> {
+        Ok(match pending.entry(node) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut p = Pending::default();
+                for v in ffi::values(&self.handle, node) {
+                    let key =
+                        ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
+                    let (kind, data) =
+                        ffi::value_value(&self.handle, v).map_err(|e| self.read_err(path, e))?;
+                    p.index.entry(fold_name(&key)).or_insert(p.values.len());
+                    p.values.push(Some((key, RegValue { kind, data })));
+                }
+                e.insert(p)
+            }
+        })
+    }
+
+    /// Writes every edited value list back into the hive.
+    fn flush(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        for (node, p) in pending {
+            let values: Vec<(String, u32, Vec<u8>)> = p
+                .values
+                .into_iter()
+                .flatten()
+                .map(|(n, v)| (n, v.kind, v.data))
+                .collect();
+            ffi::set_values(&self.handle, node, &values)
+                .map_err(|e| self.write_err("", "setting values", e))?;
         }
-        Ok(None)
+        Ok(())
     }
 
     fn key(&self, path: &str) -> Result<Option<NodeH>> {
@@ -349,6 +413,13 @@ impl Hive {
             return Ok(None);
         };
         let wanted = fold_name(name);
+        if let Some(p) = self.pending.borrow().get(&node) {
+            return Ok(p
+                .index
+                .get(&wanted)
+                .and_then(|&i| p.values[i].as_ref())
+                .map(|(_, v)| v.clone()));
+        }
         for v in ffi::values(&self.handle, node) {
             let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
             if fold_name(&key) != wanted {
@@ -393,6 +464,9 @@ impl Hive {
                 None => {
                     let next = ffi::add_child(&self.handle, node, part)
                         .map_err(|e| self.write_err(path, "creating the key", e))?;
+                    if let Some(map) = self.children.borrow_mut().get_mut(&node) {
+                        map.insert(fold_name(part), next);
+                    }
                     added.push(walked.join("\\"));
                     next
                 }
@@ -415,8 +489,12 @@ impl Hive {
         let Some(node) = self.key(path)? else {
             return Ok(false);
         };
+        // Deleting frees blocks below the key: write what is pending first and
+        // forget every cached handle.
+        self.flush()?;
         ffi::delete_child(&self.handle, node)
             .map_err(|e| self.write_err(path, "deleting the key", e))?;
+        self.children.borrow_mut().clear();
         Ok(true)
     }
 
@@ -431,15 +509,32 @@ impl Hive {
     ) -> Result<Option<RegValue>> {
         self.require_writable()?;
         self.create_key(path)?;
-        let old = self.value(path, name)?;
-        let node = self.key(path)?.expect("just created");
-        // Keep the existing spelling of the name, as Windows does.
-        let existing = self
-            .value_name(node, name, path)?
-            .unwrap_or_else(|| name.to_owned());
-        ffi::set_value(&self.handle, node, &existing, kind, data)
-            .map_err(|e| self.write_err(path, "setting a value", e))?;
-        Ok(old)
+        let node = self.key(path)?.ok_or_else(|| {
+            self.write_err(
+                path,
+                "setting a value",
+                std::io::Error::other("the key vanished"),
+            )
+        })?;
+        let mut pending = self.pending.borrow_mut();
+        let p = self.pending_of(&mut pending, node, path)?;
+        let new = RegValue {
+            kind,
+            data: data.to_vec(),
+        };
+        let folded = fold_name(name);
+        match p.index.get(&folded).copied() {
+            // Keep the existing spelling of the name, as Windows does.
+            Some(i) if p.values[i].is_some() => {
+                let slot = p.values[i].as_mut().expect("checked");
+                Ok(Some(std::mem::replace(&mut slot.1, new)))
+            }
+            _ => {
+                p.index.insert(folded, p.values.len());
+                p.values.push(Some((name.to_owned(), new)));
+                Ok(None)
+            }
+        }
     }
 
     /// Deletes value `name` of the key at `path`; returns it, or None when absent.
@@ -448,30 +543,19 @@ impl Hive {
         let Some(node) = self.key(path)? else {
             return Ok(None);
         };
-        let wanted = fold_name(name);
-        let mut kept = Vec::new();
-        let mut removed = None;
-        for v in ffi::values(&self.handle, node) {
-            let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
-            let (kind, data) =
-                ffi::value_value(&self.handle, v).map_err(|e| self.read_err(path, e))?;
-            if fold_name(&key) == wanted {
-                removed = Some(RegValue { kind, data });
-            } else {
-                kept.push((key, kind, data));
-            }
-        }
-        if removed.is_some() {
-            ffi::set_values(&self.handle, node, &kept)
-                .map_err(|e| self.write_err(path, "deleting a value", e))?;
-        }
-        Ok(removed)
+        let mut pending = self.pending.borrow_mut();
+        let p = self.pending_of(&mut pending, node, path)?;
+        Ok(match p.index.remove(&fold_name(name)) {
+            Some(i) => p.values[i].take().map(|(_, v)| v),
+            None => None,
+        })
     }
 
     /// Writes the hive out (hivex sets both sequence numbers and the checksum) and
     /// returns its new bytes.
     pub fn commit(self) -> Result<Vec<u8>> {
         self.require_writable()?;
+        self.flush()?;
         ffi::commit(&self.handle).map_err(|e| self.write_err("", "committing", e))?;
         std::fs::read(self.file.path()).map_err(|e| self.write_err("", "reading back", e))
     }
@@ -481,6 +565,9 @@ impl Hive {
         let Some(node) = self.key(path)? else {
             return Ok(Vec::new());
         };
+        if let Some(p) = self.pending.borrow().get(&node) {
+            return Ok(p.values.iter().flatten().cloned().collect());
+        }
         let mut out = Vec::new();
         for v in ffi::values(&self.handle, node) {
             let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
@@ -500,17 +587,6 @@ impl Hive {
             .into_iter()
             .map(|c| ffi::node_name(&self.handle, c).map_err(|e| self.read_err(path, e)))
             .collect()
-    }
-
-    fn value_name(&self, node: NodeH, name: &str, path: &str) -> Result<Option<String>> {
-        let wanted = fold_name(name);
-        for v in ffi::values(&self.handle, node) {
-            let key = ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
-            if fold_name(&key) == wanted {
-                return Ok(Some(key));
-            }
-        }
-        Ok(None)
     }
 }
 
@@ -607,22 +683,6 @@ mod ffi {
     pub fn delete_child(h: &Hive, node: NodeH) -> io::Result<()> {
         // SAFETY: h is open for writing and node came from it.
         match unsafe { sys::hivex_node_delete_child(h.as_handle(), node) } {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
-    }
-
-    pub fn set_value(h: &Hive, node: NodeH, name: &str, kind: u32, data: &[u8]) -> io::Result<()> {
-        let c = cstring(name)?;
-        let v = sys::hive_set_value {
-            key: c.as_ptr() as *mut _,
-            t: kind as sys::hive_type,
-            len: data.len(),
-            value: data.as_ptr() as *mut _,
-        };
-        // SAFETY: h is open for writing, node came from it; hivex copies the name and
-        // data, which live for the call.
-        match unsafe { sys::hivex_node_set_value(h.as_handle(), node, &v, 0) } {
             0 => Ok(()),
             _ => Err(io::Error::last_os_error()),
         }

@@ -407,8 +407,18 @@ pub fn apply(
 /// written; returns the first mismatch as text.
 pub fn verify(result: &HiveResult, bytes: &[u8]) -> Result<(), String> {
     let h = Hive::open_read(result.hive, bytes).map_err(|e| e.to_string())?;
+    // Each key's values are read once (a key may hold tens of thousands).
+    let mut listed: Option<(&str, std::collections::HashMap<String, RegValue>)> = None;
     for ((path, name), want) in &result.expected {
-        let got = h.value(path, name).map_err(|e| e.to_string())?;
+        if listed.as_ref().is_none_or(|(p, _)| *p != path.as_str()) {
+            let mut values = std::collections::HashMap::new();
+            for (n, v) in h.values(path).map_err(|e| e.to_string())? {
+                values.entry(crate::hive::fold_name(&n)).or_insert(v);
+            }
+            listed = Some((path.as_str(), values));
+        }
+        let values = &listed.as_ref().expect("listed above").1;
+        let got = values.get(&crate::hive::fold_name(name)).cloned();
         if got.as_ref() != want.as_ref() {
             return Err(format!(
                 "{}\\{path}\\{name}: read back {:?}, expected {:?}",
