@@ -112,13 +112,7 @@ fn write_plain(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
     use sha2::{Digest, Sha256};
     use std::sync::mpsc;
     let size = src.len();
-    let io = |op: &'static str| {
-        move |e: std::io::Error| ImageError::Io {
-            path: out.to_owned(),
-            op,
-            source: e,
-        }
-    };
+    let io = |op: &'static str| io_error(out, op);
     let nclusters = size.div_ceil(CLUSTER);
     let mut allocated = Vec::with_capacity(nclusters as usize);
     for g in 0..nclusters {
@@ -230,18 +224,20 @@ fn write_plain(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
     })
 }
 
+/// Turns an I/O error on `out` during `op` into the image layer's error.
+fn io_error<'a>(out: &'a Path, op: &'static str) -> impl Fn(std::io::Error) -> ImageError + 'a {
+    move |e| ImageError::Io {
+        path: out.to_owned(),
+        op,
+        source: e,
+    }
+}
+
 /// A compressed image: data clusters in guest order, deflated on every core and
 /// packed byte to byte, then the metadata, the header last.
 fn write_compressed(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
-    let compress = true;
     let size = src.len();
-    let io = |op: &'static str| {
-        move |e: std::io::Error| ImageError::Io {
-            path: out.to_owned(),
-            op,
-            source: e,
-        }
-    };
+    let io = |op: &'static str| io_error(out, op);
     let mut w = File::create(out).map_err(io("creating"))?;
     let nclusters = size.div_ceil(CLUSTER);
     let mut l2 = vec![0u64; nclusters as usize];
@@ -283,11 +279,7 @@ fn write_compressed(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError>
         let clusters: Vec<&[u8]> = buf[..(count * CLUSTER) as usize]
             .chunks(CLUSTER as usize)
             .collect();
-        let packed: Vec<Option<Vec<u8>>> = if compress {
-            compress_all(&clusters, &present)
-        } else {
-            vec![None; count as usize]
-        };
+        let packed = compress_all(&clusters, &present);
         // Raw clusters go out in runs of consecutive host clusters, each run one
         // vectored write straight from the read buffer: no copies.
         let mut run_start = pos;
