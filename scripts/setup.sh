@@ -27,6 +27,27 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The bookworm-backports suite as a deb822 stanza, with the URIs and keyring of the
+# machine's own bookworm source (so it goes through whatever mirror or proxy the
+# machine already uses); empty when there is none.
+backports_stanza() {
+  local uri="" keyring=""
+  if [ -r /etc/apt/sources.list.d/debian.sources ]; then
+    read -r uri keyring < <(awk '
+      /^[[:space:]]*$/ { if (ok && uris != "") { print uris, key; exit } ok=0; uris=""; key=""; next }
+      /^URIs:/ { uris=$2 }
+      /^Signed-By:/ { key=$2 }
+      /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") ok=1 }
+      END { if (ok && uris != "") print uris, key }' /etc/apt/sources.list.d/debian.sources) || true
+  fi
+  if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
+    uri=$(awk '$1 == "deb" { sub(/\[[^]]*\][[:space:]]*/, ""); if ($3 == "bookworm") { print $2; exit } }' /etc/apt/sources.list)
+  fi
+  [ -n "$uri" ] || return 0
+  [ -n "$keyring" ] || keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' "$uri" "$keyring"
+}
+
 # A full QEMU for the launch tests. Debian 12's own qemu-system-x86 (7.2) refuses to
 # install beside the qemu-utils from bookworm-backports these machines carry, so take
 # QEMU from backports too (reference/machine-notes.md).
@@ -35,8 +56,12 @@ if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     echo "setup: adding the bookworm-backports suite to apt's sources" >&2
-    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-      | $sudo tee /etc/apt/sources.list.d/wingold-backports.sources >/dev/null
+    stanza=$(backports_stanza)
+    if [ -z "$stanza" ]; then
+      echo "setup: no Debian bookworm source found in /etc/apt to derive bookworm-backports from; add that suite by hand and run again" >&2
+      exit 1
+    fi
+    printf '%s\n' "$stanza" | $sudo tee /etc/apt/sources.list.d/wingold-backports.sources >/dev/null
   fi
   echo "setup: installing qemu-system-x86 from bookworm-backports" >&2
   $sudo apt-get update -qq
