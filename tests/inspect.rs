@@ -101,3 +101,65 @@ fn says_clearly_when_there_is_no_windows() {
     let human = wingold().args(["inspect", s(&raw)]).output().unwrap();
     assert!(String::from_utf8_lossy(&human.stdout).contains("Windows: none found"));
 }
+
+/// An NTFS partition that cannot be mounted before the Windows one does not hide
+/// Windows: detection goes on to the next partition; asked for that partition
+/// alone (`--partition 1`), the reason is given; with nothing found, every
+/// partition's reason is.
+#[test]
+fn an_unreadable_ntfs_partition_does_not_hide_windows() {
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let raw = dir.path().join("damaged.raw");
+    run("qemu-img", &["convert", "-O", "raw", s(&w.image), s(&raw)]);
+    // Partition 1 ("System Reserved", 8 MiB at 1 MiB): keep its boot sector, so it
+    // still says NTFS, and overwrite everything after it.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
+        f.write_all_at(&pattern(5, 8 * (1 << 20) - 512), (1 << 20) + 512)
+            .unwrap();
+    }
+    let img = dir.path().join("damaged.qcow2");
+    run("qemu-img", &["convert", "-O", "qcow2", s(&raw), s(&img)]);
+    let r = inspect_json(&img);
+    assert_eq!(r["windows"]["partition"], 2, "{r}");
+    assert!(r["partitions"][0]["ntfs_state"]
+        .as_str()
+        .unwrap()
+        .starts_with("unreadable"));
+    let out = wingold()
+        .args([
+            "inject",
+            s(&img),
+            "--partition",
+            "1",
+            "--dry-run",
+            "--profile",
+            "all",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("partition 1"), "{err}");
+    // Without Windows anywhere, each partition says why it was passed over.
+    let bare = dir.path().join("bare.raw");
+    std::fs::copy(&raw, &bare).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&bare).unwrap();
+        f.write_all_at(&pattern(6, 96 * (1 << 20) - 512), w.win_offset + 512)
+            .unwrap();
+    }
+    let out = wingold()
+        .args(["inspect", "--json", s(&bare)])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = r["no_windows_reason"].as_str().unwrap_or("");
+    assert!(
+        why.contains("partition 1:") && why.contains("partition 2:"),
+        "{r}"
+    );
+}

@@ -53,6 +53,9 @@ pub struct BaseConfig {
     /// and inode, and hashed only when that alone changed.
     #[serde(default)]
     pub hash: bool,
+    /// The partition holding Windows (Linux numbering), as `inject --partition`;
+    /// found by looking when omitted.
+    pub partition: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,7 +529,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         .collect();
     let work = out_dir.join(format!(".{name}.wingold-work.{}", std::process::id()));
     let tmp = fsutil::temp_name(out);
-    let mut plan = inject::plan(&c.base.image, &specs, None, false)?;
+    let mut plan = inject::plan(&c.base.image, &specs, c.base.partition, false)?;
     let result = (|| -> anyhow::Result<Outcome> {
         inject::write(&mut plan, &Mode::Overlay(work.clone()))?;
         let t_inject = t0.elapsed();

@@ -155,29 +155,52 @@ pub fn find_windows_on(img: &dyn BlockDev, path: &Path, only: Option<u32>) -> Re
         if probe_filesystem(&view)? != "ntfs" {
             continue;
         }
-        let vol = Volume::open(
-            &view,
-            &format!("{}: partition {}", path.display(), p.number),
-            Access::ReadOnly,
-        )?;
+        let name = format!("{}: partition {}", path.display(), p.number);
+        // Looking everywhere: a partition that cannot be read is skipped, with why,
+        // so that it cannot hide the Windows on the next one.
+        let vol = match Volume::open(&view, &name, Access::ReadOnly) {
+            Ok(v) => v,
+            Err(e) if only.is_none() => {
+                seen.push(format!("partition {}: {e}", p.number));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut found = None;
         for root in SYSTEM_ROOTS {
             let sys = format!("{root}\\System32\\config\\SYSTEM");
             let soft = format!("{root}\\System32\\config\\SOFTWARE");
-            if vol.lookup(&sys)?.is_some() && vol.lookup(&soft)?.is_some() {
-                return inspect_volume(&vol, p.number, p.start, p.size, root);
+            match (vol.lookup(&sys), vol.lookup(&soft)) {
+                (Ok(Some(_)), Ok(Some(_))) => {
+                    found = Some(root);
+                    break;
+                }
+                (Err(e), _) | (_, Err(e)) if only.is_none() => {
+                    seen.push(format!("partition {}: {e}", p.number));
+                    found = None;
+                    break;
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+                _ => {}
             }
         }
-        seen.push(p.number.to_string());
+        match found {
+            Some(root) => return inspect_volume(&vol, p.number, p.start, p.size, root),
+            None if seen
+                .last()
+                .is_some_and(|s| s.starts_with(&format!("partition {}:", p.number))) => {}
+            None => seen.push(format!(
+                "partition {}: no Windows\\System32\\config\\SYSTEM and SOFTWARE",
+                p.number
+            )),
+        }
     }
     Err(Error::NoWindows {
         path: path.to_owned(),
         reason: if seen.is_empty() {
             "no NTFS partition".into()
         } else {
-            format!(
-                "no Windows\\System32\\config\\SYSTEM and SOFTWARE on NTFS partition(s) {}",
-                seen.join(", ")
-            )
+            seen.join("; ")
         },
     })
 }
