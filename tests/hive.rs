@@ -54,3 +54,93 @@ fn values_match_hivexget() {
     assert!(hive.value("Select", "NoSuchValue").unwrap().is_none());
     assert!(hive.value("No\\Such\\Key", "x").unwrap().is_none());
 }
+
+/// A hive whose key and value names hold NUL characters (libhivex's test case):
+/// names are read whole, and an edit that libhivex would apply to the wrong name
+/// (`[…\zero]` into `zero\0key`) or that would cut a name at its NUL when the key's
+/// values are written back is refused, with the name, before anything changes.
+#[test]
+fn names_with_nul_characters_are_read_whole_and_never_merged() {
+    let dir = tempdir();
+    let reg = dir.path().join("nul.reg");
+    std::fs::write(
+        &reg,
+        "Windows Registry Editor Version 5.00\n\n[\\K]\n\n[\\K\\zeroXkey]\n\"zeroXval\"=dword:00000007\n\"plain\"=dword:00000001\n",
+    )
+    .unwrap();
+    let hive = dir.path().join("nul.hive");
+    std::fs::write(&hive, hivex::EMPTY_HIVE_TEMPLATE).unwrap();
+    run(
+        "hivexregedit",
+        &[
+            "--merge",
+            "--prefix",
+            "HKEY_LOCAL_MACHINE\\SOFTWARE",
+            s(&hive),
+            s(&reg),
+        ],
+    );
+    // Names are stored as ASCII here: turn each X into a NUL, in place.
+    let mut bytes = std::fs::read(&hive).unwrap();
+    for name in [&b"zeroXkey"[..], &b"zeroXval"[..]] {
+        let at = bytes
+            .windows(name.len())
+            .position(|w| w == name)
+            .expect("name in the hive");
+        bytes[at + 4] = 0;
+    }
+    let h = Hive::open_read("SOFTWARE", &bytes).unwrap();
+    assert_eq!(h.subkeys("K").unwrap(), vec!["zero\0key".to_owned()]);
+    let names: Vec<String> = h
+        .values("K\\zero\0key")
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, vec!["zero\0val".to_owned(), "plain".to_owned()]);
+
+    let sets = wingold::guest::ControlSets {
+        current: "ControlSet001".into(),
+        default: None,
+        last_known_good: None,
+        failed: None,
+    };
+    for text in [
+        // libhivex would take the existing `zero\0key` for a new `zero`.
+        "REGEDIT4\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\K\\zero]\n\"x\"=dword:1\n",
+    ] {
+        let edits = match wingold::reg::parse(text.as_bytes(), "t.reg") {
+            Ok((_, e)) => e,
+            // A NUL in a .reg name is refused by the parser itself.
+            Err(e) => {
+                assert!(e.message.contains("NUL"), "{e}");
+                continue;
+            }
+        };
+        let err = wingold::reg::apply(&edits, &sets, |_| Ok(bytes.clone()))
+            .err()
+            .unwrap_or_else(|| panic!("{text:?} was applied"));
+        let msg = format!(
+            "{err}: {}",
+            std::error::Error::source(&err)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(msg.contains("NUL"), "{msg}");
+    }
+    // Editing the values of the key that holds `zero\0val` would write that name
+    // back cut at its NUL: refused, through the hive API (no .reg can name it).
+    let mut w = Hive::open_write("SOFTWARE", &bytes).unwrap();
+    let err = w
+        .set_value("K\\zero\0key", "x", 4, &1u32.to_le_bytes())
+        .unwrap_err();
+    assert!(err.to_string().contains("NUL"), "{err}");
+    // Other keys are edited as usual.
+    let edits = wingold::reg::parse(
+        b"REGEDIT4\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\K]\n\"y\"=dword:1\n",
+        "ok.reg",
+    )
+    .unwrap()
+    .1;
+    assert!(wingold::reg::apply(&edits, &sets, |_| Ok(bytes.clone())).is_ok());
+}

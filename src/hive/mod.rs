@@ -62,6 +62,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "{name}: {path}: holds the name {found:?} with a NUL character in it; libhivex \
+         compares and writes names as C strings and would merge or rename it, so this \
+         key is not changed"
+    )]
+    NulInName {
+        name: String,
+        path: String,
+        found: String,
+    },
+
     #[error("{name}: the hive was opened read-only")]
     ReadOnly { name: String },
 }
@@ -75,6 +86,7 @@ impl Error {
                 | Error::Open { .. }
                 | Error::Dirty { .. }
                 | Error::NeedsRepair { .. }
+                | Error::NulInName { .. }
         )
     }
 }
@@ -365,6 +377,14 @@ impl Hive {
                 for v in ffi::values(&self.handle, node) {
                     let key =
                         ffi::value_key(&self.handle, v).map_err(|e| self.read_err(path, e))?;
+                    if key.contains('\0') {
+                        // Writing the list back would cut this name at its NUL.
+                        return Err(Error::NulInName {
+                            name: self.name.clone(),
+                            path: path.to_owned(),
+                            found: key,
+                        });
+                    }
                     let (kind, data) =
                         ffi::value_value(&self.handle, v).map_err(|e| self.read_err(path, e))?;
                     p.index.entry(fold_name(&key)).or_insert(p.values.len());
@@ -462,6 +482,22 @@ impl Hive {
             node = match self.child(node, part, path)? {
                 Some(next) => next,
                 None => {
+                    // libhivex would take `zero\0key` for `zero`.
+                    let wanted = fold_name(part);
+                    let clash = self.children.borrow().get(&node).and_then(|m| {
+                        m.keys()
+                            .find(|k| {
+                                k.contains('\0') && k.split('\0').next() == Some(wanted.as_str())
+                            })
+                            .cloned()
+                    });
+                    if let Some(found) = clash {
+                        return Err(Error::NulInName {
+                            name: self.name.clone(),
+                            path: path.to_owned(),
+                            found,
+                        });
+                    }
                     let next = ffi::add_child(&self.handle, node, part)
                         .map_err(|e| self.write_err(path, "creating the key", e))?;
                     if let Some(map) = self.children.borrow_mut().get_mut(&node) {
@@ -624,20 +660,6 @@ mod ffi {
         out
     }
 
-    /// # Safety
-    /// `p` is NULL or a malloc'd NUL-terminated string.
-    unsafe fn take_string(p: *mut std::ffi::c_char) -> io::Result<String> {
-        if p.is_null() {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: guaranteed by the caller.
-        unsafe {
-            let s = std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
-            libc::free(p as *mut libc::c_void);
-            Ok(s)
-        }
-    }
-
     pub fn root(h: &Hive) -> io::Result<NodeH> {
         // SAFETY: h is an open hive.
         match unsafe { sys::hivex_root(h.as_handle()) } {
@@ -653,8 +675,12 @@ mod ffi {
     }
 
     pub fn node_name(h: &Hive, node: NodeH) -> io::Result<String> {
-        // SAFETY: as above; the name is a malloc'd UTF-8 string.
-        unsafe { take_string(sys::hivex_node_name(h.as_handle(), node)) }
+        // SAFETY: as above; the name is a malloc'd UTF-8 string of `len` bytes (a
+        // name may hold NUL characters, which a C string would cut off).
+        unsafe {
+            let len = sys::hivex_node_name_len(h.as_handle(), node);
+            take_string_len(sys::hivex_node_name(h.as_handle(), node), len)
+        }
     }
 
     pub fn values(h: &Hive, node: NodeH) -> Vec<ValueH> {
@@ -664,7 +690,29 @@ mod ffi {
 
     pub fn value_key(h: &Hive, v: ValueH) -> io::Result<String> {
         // SAFETY: as for node_name().
-        unsafe { take_string(sys::hivex_value_key(h.as_handle(), v)) }
+        unsafe {
+            let len = sys::hivex_value_key_len(h.as_handle(), v);
+            take_string_len(sys::hivex_value_key(h.as_handle(), v), len)
+        }
+    }
+
+    /// Copies `len` bytes of a string that hivex malloc'd, then frees it.
+    ///
+    /// # Safety
+    /// `p` is NULL or a malloc'd buffer of at least `len` bytes.
+    unsafe fn take_string_len(p: *mut std::ffi::c_char, len: usize) -> io::Result<String> {
+        if p.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: guaranteed by the caller; the C string's own length bounds it too.
+        unsafe {
+            let c_len = std::ffi::CStr::from_ptr(p).to_bytes().len();
+            let n = if len > c_len { len } else { c_len };
+            let bytes = std::slice::from_raw_parts(p as *const u8, n);
+            let s = String::from_utf8_lossy(bytes).into_owned();
+            libc::free(p as *mut libc::c_void);
+            Ok(s)
+        }
     }
 
     fn cstring(s: &str) -> io::Result<std::ffi::CString> {
