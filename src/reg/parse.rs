@@ -68,18 +68,25 @@ fn decode(bytes: &[u8], file: &str) -> Result<String, ParseError> {
 /// A logical line (continuations joined) and where each of its characters came from.
 struct Logical {
     text: Vec<char>,
-    /// (line, column) of each char of `text`, 1-based.
-    origin: Vec<(usize, usize)>,
+    /// Where each physical piece of `text` came from: (index of its first char in
+    /// `text`, line, column), 1-based; the columns run on within a piece.
+    pieces: Vec<(usize, usize, usize)>,
     line: usize,
 }
 
 impl Logical {
     fn at(&self, idx: usize) -> (usize, usize) {
-        self.origin
-            .get(idx)
-            .copied()
-            .or_else(|| self.origin.last().map(|&(l, c)| (l, c + 1)))
-            .unwrap_or((self.line, 1))
+        match self.pieces.partition_point(|&(start, _, _)| start <= idx) {
+            0 => self
+                .pieces
+                .first()
+                .map(|&(_, l, c)| (l, c))
+                .unwrap_or((self.line, 1)),
+            n => {
+                let (start, line, col) = self.pieces[n - 1];
+                (line, col + idx - start)
+            }
+        }
     }
 }
 
@@ -105,7 +112,7 @@ fn logical_lines(text: &str) -> Vec<Logical> {
         };
         let mut cur = pending.take().unwrap_or(Logical {
             text: Vec::new(),
-            origin: Vec::new(),
+            pieces: Vec::new(),
             line: line_no,
         });
         let body = &chars[start..];
@@ -140,10 +147,10 @@ fn logical_lines(text: &str) -> Vec<Logical> {
         } else {
             body.len()
         };
-        for &(col, c) in &body[..end] {
-            cur.text.push(c);
-            cur.origin.push((line_no, col + 1));
+        if let Some(&(col, _)) = body[..end].first() {
+            cur.pieces.push((cur.text.len(), line_no, col + 1));
         }
+        cur.text.extend(body[..end].iter().map(|&(_, c)| c));
         if continues {
             pending = Some(cur);
         } else {
