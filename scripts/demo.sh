@@ -58,7 +58,7 @@ step "a changed input makes a new golden version; the clone keeps the one it was
 printf 'Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Demo]\r\n"Rebuilt"=dword:00000001\r\n' > "$dir/demo.reg"
 sed -i 's|^\[golden\]|[golden]\nregfiles = ["demo.reg"]|' "$dir/wingold.toml"
 "$bin" build -c "$dir/wingold.toml"
-ls -1 "$dir/golden" | grep -v manifest | sed 's/^/  /'
+ls -1 "$dir/golden" | grep -E -- '-[0-9a-f]{12}\.qcow2$' | sed 's/^/  /'
 echo "  phony-2022.qcow2 -> $(readlink "$dir/golden/phony-2022.qcow2")"
 "$bin" inspect "$dir/vms/vm_11.qcow2" | grep -A1 '^golden version'
 
