@@ -163,3 +163,43 @@ fn an_unreadable_ntfs_partition_does_not_hide_windows() {
         "{r}"
     );
 }
+
+/// A bare NTFS volume (no partition table, the filesystem from sector 0) is one
+/// partition: inspected with `windows: null` when it holds none, and Windows on it
+/// is found and written like any other.
+#[test]
+fn bare_volumes_are_inspected_and_written() {
+    let dir = tempdir();
+    let empty = dir.path().join("empty.ntfs");
+    fixtures::ntfs_volume(&empty, 16 * fixtures::MIB, "Data", &[]);
+    let r = inspect_json(&empty);
+    assert_eq!(r["partition_table"], "none");
+    assert!(r["windows"].is_null());
+    assert!(r["no_windows_reason"]
+        .as_str()
+        .unwrap()
+        .contains("partition 1"));
+
+    let w = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let vol = dir.path().join("windows.ntfs");
+    fixtures::extract_partition(&w.image, w.win_offset, w.win_size, &vol);
+    let r = inspect_json(&vol);
+    assert_eq!(r["partition_table"], "none");
+    assert_eq!(r["windows"]["partition"], 1);
+    let out = dir.path().join("windows.qcow2");
+    let res = wingold()
+        .args(["inject", s(&vol), "--output", s(&out), "--profile", "all"])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let r = inspect_json(&out);
+    assert!(r["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["matches"] == true));
+}

@@ -225,6 +225,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         match r.partition_table {
             image::TableKind::Mbr => "MBR",
             image::TableKind::Gpt => "GPT",
+            image::TableKind::None => "none, a bare volume",
         },
         r.disk_id
     );

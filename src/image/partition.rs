@@ -23,6 +23,9 @@ const MAX_GPT_ARRAY: u64 = 1 << 20;
 pub enum TableKind {
     Mbr,
     Gpt,
+    /// No table: a bare filesystem from sector 0 (a volume image), seen as one
+    /// partition, number 1, spanning the whole device.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,9 +120,20 @@ pub fn scan_partitions(dev: &dyn BlockDev, path: &Path) -> Result<PartitionTable
         return Err(none("sector 0 has no boot signature (a blank disk?)"));
     }
     if &mbr[3..11] == b"NTFS    " || &mbr[82..90] == b"FAT32   " || &mbr[54..59] == b"FAT1" {
-        return Err(none(
-            "sector 0 holds a filesystem, not a partition table (a bare volume image?)",
-        ));
+        return Ok(PartitionTable {
+            kind: TableKind::None,
+            disk_id: String::new(),
+            partitions: vec![Partition {
+                number: 1,
+                start: 0,
+                size: dev.len(),
+                type_id: String::new(),
+                role: Role::Primary,
+                bootable: false,
+                uuid: None,
+                name: None,
+            }],
+        });
     }
     let entries = mbr_entries(&mbr);
     if entries.iter().any(|e| e.kind == MBR_TYPE_GPT_PROTECTIVE) {
