@@ -293,3 +293,56 @@ fn edits_that_make_windows_unbootable_are_refused_unless_forced() {
         String::from_utf8_lossy(&after.stdout)
     );
 }
+
+/// Deleting a hive's root key is the user's mistake: exit 2 with the .reg line.
+#[test]
+fn deleting_a_hive_root_is_bad_input() {
+    let c = case(&WIN2K22_X64, vec![], |_| {});
+    let reg = reg_file(
+        &c.dir,
+        "root.reg",
+        "Windows Registry Editor Version 5.00\r\n\r\n[-HKEY_LOCAL_MACHINE\\SOFTWARE]\r\n",
+    );
+    let err = refused(&c, &["--reg", s(&reg)]);
+    assert!(
+        err.contains("root.reg:3") && err.contains("root key"),
+        "{err}"
+    );
+}
+
+/// A long value is shortened in the human plan, with its length; JSON keeps it whole.
+#[test]
+fn long_values_are_shortened_in_plans() {
+    let c = case(&WIN2K22_X64, vec![], |_| {});
+    let long = "x".repeat(5000);
+    let reg = reg_file(
+        &c.dir,
+        "long.reg",
+        &format!(
+            "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Long]\r\n\"v\"=\"{long}\"\r\n"
+        ),
+    );
+    let out = wingold()
+        .args(["inject", s(&c.image), "--dry-run", "--reg", s(&reg)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    let line = text
+        .lines()
+        .find(|l| l.contains(": v = "))
+        .expect("the value's line");
+    assert!(line.len() < 200 && line.contains("(10002 bytes)"), "{line}");
+    let out = wingold()
+        .args([
+            "inject",
+            s(&c.image),
+            "--dry-run",
+            "--json",
+            "--reg",
+            s(&reg),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&long));
+}

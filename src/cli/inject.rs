@@ -126,6 +126,16 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
     print_report(&plan.report, args.json)
 }
 
+/// A value as a plan line shows it: long ones cut, with the size of their data
+/// (the JSON output keeps them whole).
+fn shorten(shown: &str, bytes: usize) -> String {
+    const MAX: usize = 72;
+    match shown.char_indices().nth(MAX) {
+        None => shown.to_owned(),
+        Some((cut, _)) => format!("{}… ({bytes} bytes)", &shown[..cut]),
+    }
+}
+
 fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
     if json {
         return super::print_json(r);
@@ -144,7 +154,7 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
                     .display
                     .clone()
                     .unwrap_or_else(|| format!("hex:{}", v.data));
-                format!("{} {shown}", v.kind)
+                format!("{} {}", v.kind, shorten(&shown, v.data.len() / 2))
             })
             .unwrap_or_default()
     };

@@ -73,6 +73,9 @@ pub enum Error {
         found: String,
     },
 
+    #[error("{name}: the root key of a hive cannot be deleted (delete its subkeys instead)")]
+    RootDelete { name: String },
+
     #[error("{name}: the hive was opened read-only")]
     ReadOnly { name: String },
 }
@@ -87,6 +90,7 @@ impl Error {
                 | Error::Dirty { .. }
                 | Error::NeedsRepair { .. }
                 | Error::NulInName { .. }
+                | Error::RootDelete { .. }
         )
     }
 }
@@ -516,11 +520,9 @@ impl Hive {
     pub fn delete_key(&mut self, path: &str) -> Result<bool> {
         self.require_writable()?;
         if path.split('\\').all(|p| p.is_empty()) {
-            return Err(self.write_err(
-                path,
-                "deleting",
-                std::io::Error::other("the root key of a hive cannot be deleted"),
-            ));
+            return Err(Error::RootDelete {
+                name: self.name.clone(),
+            });
         }
         let Some(node) = self.key(path)? else {
             return Ok(false);
