@@ -29,6 +29,8 @@ pub enum Error {
     },
     #[error("{hive}: {what} is missing, so this is no usable Windows hive")]
     Missing { hive: String, what: String },
+    #[error("{path}: {what} is missing, so the Windows architecture cannot be told")]
+    NoArch { path: String, what: String },
 }
 
 impl Error {
@@ -37,7 +39,7 @@ impl Error {
             Error::Image(e) => e.is_bad_input(),
             Error::Ntfs(e) => e.is_bad_input(),
             Error::Hive(e) => e.is_bad_input(),
-            Error::NoWindows { .. } | Error::Missing { .. } => true,
+            Error::NoWindows { .. } | Error::Missing { .. } | Error::NoArch { .. } => true,
         }
     }
 }
@@ -363,12 +365,12 @@ fn osinfo(major: u32, minor: u32, build: Option<u32>, variant: &str, product: &s
 /// The architecture, from the PE header of System32\cmd.exe (as libguestfs does).
 fn arch(vol: &Volume, root: &str) -> Result<&'static str> {
     let path = format!("{root}\\System32\\cmd.exe");
-    let missing = |what: &str| Error::Missing {
-        hive: path.clone(),
+    let missing = |what: &str| Error::NoArch {
+        path: path.clone(),
         what: what.into(),
     };
     let head = vol.read_range(&path, 0, 4096).map_err(|e| match e {
-        ntfs::Error::NotFound { .. } => missing("the file (needed for the architecture)"),
+        ntfs::Error::NotFound { .. } => missing("the file"),
         e => e.into(),
     })?;
     if head.len() < 0x40 || &head[0..2] != b"MZ" {
