@@ -82,24 +82,36 @@ pub(crate) fn lock_image(file: &File, path: &Path, access: Access) -> Result<()>
             lock_byte(file, SHARED_BASE + bit as i64).map_err(io)?;
         }
     }
-    for (bit, name) in PERM_NAMES.iter().enumerate() {
-        let mask = 1u32 << bit;
-        // We use it, somebody refuses to share it.
-        if perm & mask != 0 && byte_is_held(file, SHARED_BASE + bit as i64).map_err(io)? {
-            return Err(Error::Locked {
-                path: path.to_owned(),
-                reason: format!("it does not share the \"{name}\" permission"),
-            });
+    // A conflict is asked again a few times before it is reported: a lock this
+    // process just released can live on for a moment in a child being spawned
+    // (fork copies the open file, exec then closes it).
+    let mut conflict = None;
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        // We refuse to share it, somebody uses it.
-        if unshared & mask != 0 && byte_is_held(file, PERM_BASE + bit as i64).map_err(io)? {
-            return Err(Error::Locked {
-                path: path.to_owned(),
-                reason: format!("it holds the \"{name}\" permission"),
-            });
+        conflict = None;
+        for (bit, name) in PERM_NAMES.iter().enumerate() {
+            let mask = 1u32 << bit;
+            // We use it, somebody refuses to share it.
+            if perm & mask != 0 && byte_is_held(file, SHARED_BASE + bit as i64).map_err(io)? {
+                conflict = Some(format!("it does not share the \"{name}\" permission"));
+                break;
+            }
+            // We refuse to share it, somebody uses it.
+            if unshared & mask != 0 && byte_is_held(file, PERM_BASE + bit as i64).map_err(io)? {
+                conflict = Some(format!("it holds the \"{name}\" permission"));
+                break;
+            }
+        }
+        if conflict.is_none() {
+            return Ok(());
         }
     }
-    Ok(())
+    Err(Error::Locked {
+        path: path.to_owned(),
+        reason: conflict.unwrap_or_default(),
+    })
 }
 
 /// Whether another program (a running QEMU, another wingold) holds any of QEMU's
