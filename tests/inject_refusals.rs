@@ -346,3 +346,36 @@ fn long_values_are_shortened_in_plans() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&long));
 }
+
+/// A value larger than libhivex can write is refused with its line and the limit
+/// (exit 2); one byte less is written (and read back by the verification).
+#[test]
+fn values_over_libhivex_limit_are_refused_with_the_limit() {
+    let c = case(&WIN2K22_X64, vec![], |_| {});
+    let reg_of = |len: usize| {
+        let hex: Vec<&str> = vec!["ab"; len];
+        format!(
+            "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Big]\r\n\"v\"=hex:{}\r\n",
+            hex.join(",")
+        )
+    };
+    let max = wingold::hive::MAX_VALUE_DATA;
+    let reg = reg_file(&c.dir, "too-big.reg", &reg_of(max + 1));
+    let err = refused(&c, &["--reg", s(&reg)]);
+    assert!(
+        err.contains("too-big.reg:4") && err.contains(&format!("{max} bytes at most")),
+        "{err}"
+    );
+    std::fs::remove_file(&reg).unwrap();
+    let reg = reg_file(&c.dir, "just.reg", &reg_of(max));
+    let out = c.dir.join("just.qcow2");
+    let res = wingold()
+        .args(["inject", s(&c.image), "--output", s(&out), "--reg", s(&reg)])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}

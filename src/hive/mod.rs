@@ -73,6 +73,16 @@ pub enum Error {
         found: String,
     },
 
+    #[error(
+        "{name}: {path}: a value of {len} bytes is more than libhivex can write \
+         ({MAX_VALUE_DATA} bytes at most)"
+    )]
+    ValueTooLarge {
+        name: String,
+        path: String,
+        len: usize,
+    },
+
     #[error("{name}: the root key of a hive cannot be deleted (delete its subkeys instead)")]
     RootDelete { name: String },
 
@@ -91,6 +101,7 @@ impl Error {
                 | Error::NeedsRepair { .. }
                 | Error::NulInName { .. }
                 | Error::RootDelete { .. }
+                | Error::ValueTooLarge { .. }
         )
     }
 }
@@ -113,6 +124,10 @@ pub fn fold_name(name: &str) -> String {
 
 /// Hive copies live in the temporary folder as `wingold-hive-PID-…`.
 const HIVE_TEMP_PREFIX: &str = "wingold-hive-";
+
+/// The largest value data libhivex writes: one block of at most 1,000,000 bytes
+/// (its HIVEX_MAX_ALLOCATION) holding a 4-byte size and the data (found by trying).
+pub const MAX_VALUE_DATA: usize = 999_996;
 
 /// Size of the regf base block.
 pub const BASE_BLOCK_LEN: usize = 4096;
@@ -546,6 +561,13 @@ impl Hive {
         data: &[u8],
     ) -> Result<Option<RegValue>> {
         self.require_writable()?;
+        if data.len() > MAX_VALUE_DATA {
+            return Err(Error::ValueTooLarge {
+                name: self.name.clone(),
+                path: path.to_owned(),
+                len: data.len(),
+            });
+        }
         self.create_key(path)?;
         let node = self.key(path)?.ok_or_else(|| {
             self.write_err(
