@@ -355,3 +355,30 @@ fn bad_mac_base_and_id_are_refused() {
         );
     }
 }
+
+/// Shell completions come from the clap definitions: bash's script is valid bash
+/// and offers every subcommand.
+#[test]
+fn completions_cover_every_subcommand() {
+    let out = wingold().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    for cmd in [
+        "fetch", "disks", "inspect", "inject", "launch", "build", "clone", "gc",
+    ] {
+        assert!(script.contains(cmd), "{cmd} missing");
+    }
+    let path = std::env::temp_dir().join(format!("wingold-completion-{}.bash", std::process::id()));
+    std::fs::write(&path, &script).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let out = wingold().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("gc"));
+    }
+}

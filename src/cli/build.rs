@@ -65,6 +65,16 @@ pub struct CloneArgs {
     json: bool,
 }
 
+/// `clone --json` (README lists the fields).
+#[derive(serde::Serialize)]
+struct Cloned<'a> {
+    image: &'a std::path::Path,
+    /// The golden version the clone rests on.
+    backing: &'a std::path::Path,
+    script: &'a std::path::Path,
+    argv: Vec<String>,
+}
+
 pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
     let disk = args.dir.join(format!("vm_{}.qcow2", args.id));
     let script = args.dir.join(format!("vm_{}.sh", args.id));
@@ -77,6 +87,7 @@ pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
         return Err(BadInput(format!("{}: no such golden image", args.golden.display())).into());
     }
     let vm = super::launch::vm(args.id, &disk, None, &args.vm)?;
+    std::fs::create_dir_all(&args.dir).map_err(|e| image::Error::open(&args.dir, e))?;
     create_overlay(&disk, &args.golden)?;
     if let Err(e) = super::disks::write_script(&script, &vm.sh()) {
         let _ = std::fs::remove_file(&disk);
@@ -88,12 +99,12 @@ pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
         .next()
         .unwrap_or_default();
     if args.json {
-        return super::print_json(&serde_json::json!({
-            "image": disk,
-            "backing": backing,
-            "script": script,
-            "argv": vm.argv(),
-        }));
+        return super::print_json(&Cloned {
+            image: &disk,
+            backing: &backing,
+            script: &script,
+            argv: vm.argv(),
+        });
     }
     println!(
         "{}: VM {} (an overlay on the golden version {})",

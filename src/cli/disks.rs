@@ -65,6 +65,8 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("{}: cannot create the folder", args.dir.display()))?;
     create_qcow2(&hda, &CreateOptions::new(args.hda_size)).context("creating the system disk")?;
     if let Err(e) = create_qcow2(&hdb, &CreateOptions::new(args.hdb_size)) {
         let _ = std::fs::remove_file(&hda);

@@ -52,6 +52,11 @@ pub enum Command {
     Clone(build::CloneArgs),
     /// Remove golden versions that no clone uses and no running VM holds.
     Gc(build::GcArgs),
+    /// Print a shell completion script (e.g. `wingold completions bash > /etc/bash_completion.d/wingold`).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs one command. `matches` gives the command line's order of options where it
@@ -68,6 +73,16 @@ pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
         Command::Build(args) => build::run_build(args),
         Command::Clone(args) => build::run_clone(args),
         Command::Gc(args) => build::run_gc(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "wingold",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }
 
