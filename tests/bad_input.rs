@@ -63,14 +63,14 @@ fn set_incompatible_bits(path: &Path, bits: u64) {
 }
 
 #[test]
-fn missing_file() {
+fn missing_file_is_bad_input() {
     let dir = tempdir();
     let err = inspect_refuses(&path_in(&dir, "nope.qcow2"));
     assert!(err.contains("No such file"), "{err}");
 }
 
 #[test]
-fn empty_file() {
+fn empty_file_is_refused() {
     let dir = tempdir();
     let p = path_in(&dir, "empty.img");
     std::fs::write(&p, b"").unwrap();
@@ -78,7 +78,7 @@ fn empty_file() {
 }
 
 #[test]
-fn non_image_file() {
+fn non_image_file_is_refused() {
     let dir = tempdir();
     let p = path_in(&dir, "notes.txt");
     std::fs::write(&p, "these are not the sectors you are looking for\n").unwrap();
@@ -94,7 +94,7 @@ fn foreign_format_is_named() {
 }
 
 #[test]
-fn disk_without_partition_table() {
+fn disk_without_partition_table_is_refused() {
     let dir = tempdir();
     let p = path_in(&dir, "blank.raw");
     run("truncate", &["-s", "8M", s(&p)]);
@@ -102,7 +102,7 @@ fn disk_without_partition_table() {
 }
 
 #[test]
-fn qcow2_truncated_before_its_tables() {
+fn qcow2_truncated_before_its_tables_is_damaged() {
     let dir = tempdir();
     let src = path_in(&dir, "src.raw");
     write_pattern_file(&src, 9, 4 << 20);
@@ -115,7 +115,7 @@ fn qcow2_truncated_before_its_tables() {
 }
 
 #[test]
-fn qcow2_truncated_inside_its_data() {
+fn qcow2_truncated_inside_its_data_is_damaged() {
     let dir = tempdir();
     let raw = path_in(&dir, "parts.raw");
     run("truncate", &["-s", "64M", s(&raw)]);
@@ -137,14 +137,14 @@ fn qcow2_truncated_inside_its_data() {
 }
 
 #[test]
-fn qcow2_with_small_clusters() {
+fn qcow2_with_small_clusters_is_refused() {
     let dir = tempdir();
     let p = qcow2(&dir, "small.qcow2", &["-o", "cluster_size=2048"]);
     assert!(inspect_refuses(&p).contains("cluster size of 2048 bytes"));
 }
 
 #[test]
-fn qcow2_with_unknown_incompatible_feature() {
+fn qcow2_with_unknown_incompatible_feature_is_refused() {
     let dir = tempdir();
     let p = qcow2(&dir, "future.qcow2", &[]);
     set_incompatible_bits(&p, 1 << 40);
@@ -152,21 +152,21 @@ fn qcow2_with_unknown_incompatible_feature() {
 }
 
 #[test]
-fn qcow2_with_zstd_compression() {
+fn qcow2_with_zstd_compression_is_refused() {
     let dir = tempdir();
     let p = qcow2(&dir, "zstd.qcow2", &["-o", "compression_type=zstd"]);
     assert!(inspect_refuses(&p).contains("zstd"));
 }
 
 #[test]
-fn qcow2_with_extended_l2() {
+fn qcow2_with_extended_l2_is_refused() {
     let dir = tempdir();
     let p = qcow2(&dir, "extl2.qcow2", &["-o", "extended_l2=on"]);
     assert!(inspect_refuses(&p).contains("extended L2"));
 }
 
 #[test]
-fn qcow2_encrypted() {
+fn qcow2_encrypted_is_refused() {
     let dir = tempdir();
     let p = qcow2(
         &dir,
@@ -182,7 +182,7 @@ fn qcow2_encrypted() {
 }
 
 #[test]
-fn qcow2_marked_corrupt() {
+fn qcow2_marked_corrupt_is_refused() {
     let dir = tempdir();
     let p = qcow2(&dir, "corrupt.qcow2", &[]);
     set_incompatible_bits(&p, 1 << 1);

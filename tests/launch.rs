@@ -339,20 +339,18 @@ fn sh_recipe_passes_hostile_names_intact() {
 #[test]
 fn bad_mac_base_and_id_are_refused() {
     let f = files("mac");
-    for (base, id) in [
-        ("00:16:3e:ff", "7"),
-        ("01:16:3e:ff:ff", "7"),
-        ("00:16:3e:ff:ff", "300"),
+    for (base, id, needle) in [
+        ("00:16:3e:ff", "7", "expected five hex octets"),
+        ("01:16:3e:ff:ff", "7", "multicast bit"),
+        ("00:16:3e:ff:ff", "300", "VM id 300 does not fit"),
     ] {
         let out = wingold()
             .args(["launch", s(&f.hda), "--id", id, "--mac-base", base])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{base} {id}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("MAC")
-                || String::from_utf8_lossy(&out.stderr).contains("id")
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{base} {id}: {err}");
     }
 }
 
