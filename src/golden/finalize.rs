@@ -171,22 +171,34 @@ fn write_plain(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
                     g += 1;
                     continue;
                 }
-                let off = g * CLUSTER;
-                let len = CLUSTER.min(size - off) as usize;
-                let chunk = &mut buf[filled * CLUSTER as usize..(filled + 1) * CLUSTER as usize];
-                src.read_at(off, &mut chunk[..len])?;
-                chunk[len..].fill(0);
-                if chunk[..] == zero[..] {
-                    holes.push(filled);
-                    stats.skipped_clusters += 1;
-                } else {
-                    l2[g as usize] = OFLAG_COPIED | slot;
-                    refs[(slot / CLUSTER) as usize] = 1;
-                    stats.data_clusters += 1;
+                // A run of allocated clusters is one read into consecutive slots.
+                let mut run = 1u64;
+                while g + run < nclusters
+                    && allocated[(g + run) as usize]
+                    && filled + (run as usize) < BATCH as usize
+                {
+                    run += 1;
                 }
-                slot += CLUSTER;
-                filled += 1;
-                g += 1;
+                let off = g * CLUSTER;
+                let len = (run * CLUSTER).min(size - off) as usize;
+                let span =
+                    &mut buf[filled * CLUSTER as usize..(filled + run as usize) * CLUSTER as usize];
+                src.read_at(off, &mut span[..len])?;
+                span[len..].fill(0);
+                for _ in 0..run {
+                    let chunk = &buf[filled * CLUSTER as usize..(filled + 1) * CLUSTER as usize];
+                    if chunk[..] == zero[..] {
+                        holes.push(filled);
+                        stats.skipped_clusters += 1;
+                    } else {
+                        l2[g as usize] = OFLAG_COPIED | slot;
+                        refs[(slot / CLUSTER) as usize] = 1;
+                        stats.data_clusters += 1;
+                    }
+                    slot += CLUSTER;
+                    filled += 1;
+                    g += 1;
+                }
             }
             // Runs of data slots between the holes, one vectored write each.
             let mut start = 0usize;

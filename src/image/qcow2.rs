@@ -732,17 +732,26 @@ impl Qcow2Image {
         let Some(base) = &self.backing else {
             return self.read_layer(offset, buf);
         };
+        // Runs of clusters that come from the same place are read with one call:
+        // the layers below read long runs far faster than cluster by cluster.
+        let from_base =
+            |m: MappingSource| matches!(m, MappingSource::Unallocated | MappingSource::Backing);
         let mut done = 0;
         while done < buf.len() {
             let at = offset + done as u64;
-            let in_cluster = at % self.cluster_size;
-            let n = ((self.cluster_size - in_cluster) as usize).min(buf.len() - done);
-            let part = &mut buf[done..done + n];
-            match self.mapping(at)? {
-                MappingSource::Unallocated | MappingSource::Backing => read_base(base, at, part)?,
-                _ => self.read_layer(at, part)?,
+            let below = from_base(self.mapping(at)?);
+            let mut end = done
+                + ((self.cluster_size - at % self.cluster_size) as usize).min(buf.len() - done);
+            while end < buf.len() && from_base(self.mapping(offset + end as u64)?) == below {
+                end += (self.cluster_size as usize).min(buf.len() - end);
             }
-            done += n;
+            let part = &mut buf[done..end];
+            if below {
+                read_base(base, at, part)?;
+            } else {
+                self.read_layer(at, part)?;
+            }
+            done = end;
         }
         Ok(())
     }
