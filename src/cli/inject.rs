@@ -103,10 +103,8 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
     let specs = ordered_sources(&args, matches);
     if let Some(out) = &args.output {
         let mut inputs = vec![("the image", image_path.clone())];
-        if let Ok(img) = crate::image::open(&image_path, crate::image::Access::ReadOnly) {
-            for layer in img.backing_chain() {
-                inputs.push(("a backing file of the image", layer.path().to_owned()));
-            }
+        for layer in crate::image::backing_files(&image_path) {
+            inputs.push(("a backing file of the image", layer));
         }
         for spec in &specs {
             if let inject::SourceSpec::Reg(r) = spec {

@@ -92,21 +92,13 @@ struct PartitionReport {
 }
 
 fn backing_chain(img: &Image) -> Vec<Layer> {
-    let mut out = Vec::new();
-    let mut cur = img;
-    while let Image::Qcow2(q) = cur {
-        let Some(next) = q.backing() else { break };
-        let path = match next {
-            Image::Qcow2(b) => b.path().to_owned(),
-            Image::Raw(r) => r.path().to_owned(),
-        };
-        out.push(Layer {
-            path,
-            format: next.format(),
-        });
-        cur = next;
-    }
-    out
+    img.backing_chain()
+        .into_iter()
+        .map(|layer| Layer {
+            path: layer.path().to_owned(),
+            format: layer.format(),
+        })
+        .collect()
 }
 
 /// Label and state of an NTFS partition; a volume that will not mount is reported,

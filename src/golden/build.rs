@@ -259,7 +259,7 @@ fn stamp(meta: &std::fs::Metadata) -> (u64, i128, u64) {
     )
 }
 
-/// A SHA-256 being computed on another core.
+/// A file's SHA-256 being computed on another core.
 type Hashing = std::thread::JoinHandle<anyhow::Result<String>>;
 
 fn join_hash(h: Hashing) -> anyhow::Result<String> {
@@ -320,10 +320,9 @@ fn refuse_aliases(cfg: &Loaded) -> anyhow::Result<()> {
     let c = &cfg.config;
     let mut inputs: Vec<(&str, PathBuf)> = vec![("the config", cfg.path.clone())];
     inputs.push(("the base image", c.base.image.clone()));
-    if let Ok(base) = image::open(&c.base.image, Access::ReadOnly) {
-        for layer in base.backing_chain() {
-            inputs.push(("a backing file of the base image", layer.path().to_owned()));
-        }
+    // The chain from the headers alone: no locks, no table walk of a large base.
+    for layer in image::backing_files(&c.base.image) {
+        inputs.push(("a backing file of the base image", layer));
     }
     for r in &c.golden.regfiles {
         inputs.push(("a regfile", r.clone()));
@@ -546,10 +545,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         // one core while the other reads back what was written.
         let hashing_output = match &stats.sha256 {
             Some(_) => None,
-            None => {
-                let tmp = tmp.clone();
-                Some(std::thread::spawn(move || sha256_file(&tmp)))
-            }
+            None => Some(hash_in_background(&tmp)),
         };
         let verified = inject::verify(&tmp, &plan.windows, &plan.results, true)
             .context("verifying the golden image");
