@@ -16,9 +16,9 @@ fn main() {
 
     let bindings = bindgen::Builder::default()
         .header("src/ntfs/wrapper.h")
-        .allowlist_function("ntfs_(device_alloc|device_free|device_mount|umount|inode_open|inode_close|inode_lookup_by_name|attr_open|attr_close|attr_pread|attr_pwrite|attr_truncate|attr_truncate_solid|create|readdir|volume_write_flags|check_logfile|is_logfile_clean)")
+        .allowlist_function("ntfs_(device_alloc|device_free|device_mount|umount|inode_open|inode_close|inode_lookup_by_name|get_ntfs_acl|set_ntfs_acl|volume_get_free_space|attr_open|attr_close|attr_pread|attr_pwrite|attr_truncate|attr_truncate_solid|create|readdir|volume_write_flags|check_logfile|is_logfile_clean)")
         .allowlist_var("AT_UNNAMED|NTFS_MNT_.*|VOLUME_IS_DIRTY")
-        .allowlist_type("ntfs_device_operations|ntfs_volume|ntfs_inode|ntfs_attr|ATTR_TYPES|ntfs_mount_flags|RESTART_PAGE_HEADER")
+        .allowlist_type("SECURITY_CONTEXT|ntfs_device_operations|ntfs_volume|ntfs_inode|ntfs_attr|ATTR_TYPES|ntfs_mount_flags|RESTART_PAGE_HEADER")
         .opaque_type("ntfs_inode")
         .default_enum_style(bindgen::EnumVariation::Consts)
         .layout_tests(false)

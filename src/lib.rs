@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod drivers;
 pub mod fsutil;
 pub mod golden;
 pub mod guest;

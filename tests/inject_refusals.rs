@@ -63,6 +63,7 @@ fn dirty_hive_is_refused() {
     let c = case(
         &WindowsSpec {
             system_hive: "SYSTEM_2",
+            system_reg: None,
             ..WIN2K22_X64
         },
         vec![],

@@ -73,6 +73,7 @@ fn reports_a_dirty_hive_and_a_hibernated_volume() {
     hiber.resize(8192, 0);
     let spec = fixtures::WindowsSpec {
         system_hive: "SYSTEM_2",
+        system_reg: None,
         ..WIN2K22_X64
     };
     let w = fixtures::phony_windows(dir.path(), &spec, vec![Entry::File("hiberfil.sys", hiber)]);

@@ -33,12 +33,28 @@ pub struct InjectArgs {
     /// control set it names, pointing it at a missing set).
     #[arg(long)]
     force: bool,
+    /// Put the virtio drivers of this virtio-win ISO into the image: the boot
+    /// driver registered to start with Windows, NetKVM and Balloon staged for PnP.
+    #[arg(long, value_name = "ISO")]
+    drivers: Option<PathBuf>,
+    /// One more driver folder of the ISO to stage (repeatable): vioserial, pvpanic, …
+    #[arg(long = "driver", value_name = "NAME", requires = "drivers")]
+    driver: Vec<String>,
+    /// The boot driver: viostor (virtio-blk) or vioscsi (virtio-scsi).
+    #[arg(long, value_enum, default_value_t = BootArg::Viostor, requires = "drivers")]
+    boot: BootArg,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     /// List the built-in profiles and exit.
     #[arg(long)]
     list_profiles: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BootArg {
+    Viostor,
+    Vioscsi,
 }
 
 /// The profiles and .reg files of the command line, in the order given.
@@ -119,7 +135,21 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
     if args.in_place && !args.dry_run {
         inject::refuse_golden_version(&image_path)?;
     }
-    let mut plan = inject::plan(&image_path, &specs, args.partition, args.force)?;
+    let driver_request = args.drivers.as_ref().map(|iso| crate::drivers::Request {
+        iso: iso.clone(),
+        boot: match args.boot {
+            BootArg::Viostor => crate::drivers::Boot::Viostor,
+            BootArg::Vioscsi => crate::drivers::Boot::Vioscsi,
+        },
+        extra: args.driver.clone(),
+    });
+    let mut plan = inject::plan(
+        &image_path,
+        &specs,
+        args.partition,
+        args.force,
+        driver_request.as_ref(),
+    )?;
     inject::write(&mut plan, &mode)?;
     print_report(&plan.report, args.json)
 }

@@ -29,6 +29,37 @@ pub struct Config {
     pub virtio_win: VirtioConfig,
     pub base: BaseConfig,
     pub golden: GoldenConfig,
+    #[serde(default)]
+    pub drivers: DriversConfig,
+}
+
+/// `[drivers]`: virtio drivers put into the image offline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriversConfig {
+    /// Inject the ISO's drivers (default true).
+    #[serde(default = "yes")]
+    pub inject: bool,
+    /// The boot driver: `viostor` (virtio-blk, default) or `vioscsi`.
+    #[serde(default)]
+    pub boot: Option<String>,
+    /// More driver folders by name.
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+impl Default for DriversConfig {
+    fn default() -> Self {
+        DriversConfig {
+            inject: true,
+            boot: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +174,18 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         ))
         .into());
     }
+    if let Some(b) = config
+        .drivers
+        .boot
+        .as_deref()
+        .filter(|b| crate::drivers::Boot::parse(b).is_none())
+    {
+        return Err(BadInput(format!(
+            "{}: [drivers] boot must be viostor or vioscsi, not {b:?}",
+            path.display()
+        ))
+        .into());
+    }
     versions::Layout::new(&config.golden.output)
         .map_err(|e| BadInput(format!("{}: [golden] output: {}", path.display(), e.0)))?;
     Ok(Loaded {
@@ -205,6 +248,10 @@ pub struct Manifest {
     pub windows: serde_json::Value,
     pub edits: serde_json::Value,
     pub first_boot_commands: Vec<String>,
+    /// The virtio drivers put into the image: per driver its ISO folder and
+    /// DriverVer, every file (guest path, sha256); the registry edits are in `edits`.
+    #[serde(default)]
+    pub drivers: Option<serde_json::Value>,
     pub output: OutputRecord,
     pub timings_ms: serde_json::Value,
 }
@@ -528,7 +575,23 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         .collect();
     let work = out_dir.join(format!(".{name}.wingold-work.{}", std::process::id()));
     let tmp = fsutil::temp_name(out);
-    let mut plan = inject::plan(&c.base.image, &specs, c.base.partition, false)?;
+    let driver_request = c.drivers.inject.then(|| crate::drivers::Request {
+        iso: iso.path.clone(),
+        boot: c
+            .drivers
+            .boot
+            .as_deref()
+            .and_then(crate::drivers::Boot::parse)
+            .unwrap_or_default(),
+        extra: c.drivers.extra.clone(),
+    });
+    let mut plan = inject::plan(
+        &c.base.image,
+        &specs,
+        c.base.partition,
+        false,
+        driver_request.as_ref(),
+    )?;
     let result = (|| -> anyhow::Result<Outcome> {
         inject::write(&mut plan, &Mode::Overlay(work.clone()))?;
         let t_inject = t0.elapsed();
@@ -547,8 +610,14 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             Some(_) => None,
             None => Some(hash_in_background(&tmp)),
         };
-        let verified = inject::verify(&tmp, &plan.windows, &plan.results, true)
-            .context("verifying the golden image");
+        let verified = inject::verify(
+            &tmp,
+            &plan.windows,
+            &plan.results,
+            plan.files.as_ref(),
+            true,
+        )
+        .context("verifying the golden image");
         let sha256 = match hashing_output {
             Some(h) => join_hash(h)?,
             None => stats.sha256.clone().unwrap_or_default(),
@@ -578,8 +647,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 "size": iso.size,
                 "pinned_by": iso.pinned_by,
                 "path": iso.path,
-                "drivers_injected": false,
-                "note": "the ISO is recorded; putting its drivers into the image is a later step of wingold, not done by this build",
+                "drivers_injected": plan.report.drivers.is_some(),
             }),
             config: serde_json::json!({
                 "path": cfg.path,
@@ -591,6 +659,12 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             windows: serde_json::to_value(&plan.report.windows)?,
             edits: serde_json::to_value(&plan.report.changes)?,
             first_boot_commands: plan.report.first_boot_commands.clone(),
+            drivers: plan
+                .report
+                .drivers
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()?,
             output: OutputRecord {
                 path: version.clone(),
                 stable: Some(out.clone()),

@@ -7,6 +7,7 @@
 //! only then create the output (a qcow2 overlay under a temporary name), write the
 //! changed hives, verify them by reading the output back, and move it into place.
 
+use crate::drivers;
 use crate::guest::{self, Windows};
 use crate::hive;
 use crate::image::{self, Access, BlockDev, PartitionView};
@@ -55,6 +56,8 @@ pub struct Report {
     pub hives_written: Vec<HiveWritten>,
     pub logs_truncated: Vec<String>,
     pub first_boot_commands: Vec<String>,
+    /// virtio drivers injected (`--drivers`): drivers, files, registration.
+    pub drivers: Option<drivers::Report>,
     pub verified: bool,
 }
 
@@ -84,6 +87,19 @@ pub struct Plan {
     /// Edits that leave Windows unbootable were allowed (`--force`): verification
     /// then does not look for Windows again.
     pub forced: bool,
+    /// Driver files to copy, and the descriptors they take.
+    pub files: Option<FilePlan>,
+}
+
+/// Files copied into the guest with the security of their neighbours.
+pub struct FilePlan {
+    pub copies: Vec<drivers::FileCopy>,
+    /// Folders to create (parents first).
+    pub folders: Vec<String>,
+    /// The descriptor of an existing driver file (`System32\drivers\disk.sys`).
+    pub file_security: Vec<u8>,
+    /// The descriptor of `System32\drivers`, for created folders.
+    pub folder_security: Vec<u8>,
 }
 
 /// Parses every source, finds Windows, checks it is safe to write, and runs the
@@ -93,11 +109,13 @@ pub fn plan(
     specs: &[SourceSpec],
     partition: Option<u32>,
     force: bool,
+    driver_request: Option<&drivers::Request>,
 ) -> anyhow::Result<Plan> {
-    if specs.is_empty() {
-        return Err(
-            BadInput("nothing to apply: give --profile NAME and/or --reg FILE".into()).into(),
-        );
+    if specs.is_empty() && driver_request.is_none() {
+        return Err(BadInput(
+            "nothing to apply: give --profile NAME, --reg FILE and/or --drivers ISO".into(),
+        )
+        .into());
     }
     // Syntax first, before touching any image (the family only picks profile variants).
     for src in specs {
@@ -110,8 +128,10 @@ pub fn plan(
     let input = image::open(image_path, Access::ReadOnly)?;
     let w = guest::find_windows_on(&input, image_path, partition)?;
     let family = profiles::Family::of(w.major_version);
-    let (sources, edits, first_boot) = load_sources(specs, family)?;
+    let (sources, mut edits, first_boot) = load_sources(specs, family)?;
     reg::check_roots(&edits, &w.control_sets)?;
+    let mut files = None;
+    let mut driver_report = None;
     let results = {
         // One read-only mount: refuse an unsafe volume before any output exists,
         // then read the hives the edits run on.
@@ -122,6 +142,12 @@ pub fn plan(
             Access::ReadOnly,
         )?;
         vol.refuse_unsafe()?;
+        if let Some(req) = driver_request {
+            let (p, f) = plan_drivers(&vol, &w, req, image_path)?;
+            edits.extend(p.edits);
+            driver_report = Some(p.report);
+            files = Some(f);
+        }
         reg::apply(&edits, &w.control_sets, |hive| {
             vol.read_file(&w.hive_path(hive))
                 .map_err(|e| reg::Error::Load {
@@ -160,6 +186,7 @@ pub fn plan(
         hives_written: Vec::new(),
         logs_truncated: Vec::new(),
         first_boot_commands: first_boot,
+        drivers: driver_report,
         verified: false,
     };
     Ok(Plan {
@@ -167,7 +194,60 @@ pub fn plan(
         report,
         results,
         forced: force,
+        files,
     })
+}
+
+/// The driver plan, and the security descriptors its files and folders take;
+/// refuses a volume without room for them.
+fn plan_drivers(
+    vol: &Volume,
+    w: &Windows,
+    req: &drivers::Request,
+    image_path: &Path,
+) -> anyhow::Result<(drivers::Plan, FilePlan)> {
+    let read = |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        match vol.lookup(path)? {
+            None => Ok(None),
+            Some(_) => Ok(Some(vol.read_file(path)?)),
+        }
+    };
+    let system = vol.read_file(&w.hive_path("SYSTEM"))?;
+    let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
+    let p = drivers::plan(w, req, &system, &software, &read)?;
+    let root = w.system_root.trim_start_matches('\\');
+    let drivers_dir = format!("{root}\\System32\\drivers");
+    let sibling = ["disk.sys", "pci.sys", "atapi.sys"]
+        .iter()
+        .map(|n| format!("{drivers_dir}\\{n}"))
+        .find(|f| vol.lookup(f).ok().flatten().is_some())
+        .ok_or_else(|| {
+            BadInput(format!(
+                "{}: no {drivers_dir}\\disk.sys to take the driver files' security from; \
+                 is this an installed Windows?",
+                image_path.display()
+            ))
+        })?;
+    let free = vol.free_bytes()?;
+    // Room for the files, plus slack for NTFS metadata and the hives' growth.
+    let needed = p.report.bytes_needed + (4 << 20);
+    if p.report.bytes_needed > 0 && free < needed {
+        return Err(BadInput(format!(
+            "{}: partition {} has {} MiB free; the drivers need {} MiB: make room in              Windows or grow the disk",
+            image_path.display(),
+            w.partition,
+            free >> 20,
+            needed.div_ceil(1 << 20)
+        ))
+        .into());
+    }
+    let files = FilePlan {
+        copies: p.report.files.clone(),
+        folders: p.report.folders.clone(),
+        file_security: vol.security(&sibling)?,
+        folder_security: vol.security(&drivers_dir)?,
+    };
+    Ok((p, files))
 }
 
 /// Refuses edits after which Windows cannot find its control set: `Select` gone,
@@ -275,12 +355,13 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                 w,
                 &image_path.display().to_string(),
                 results,
+                plan.files.as_ref(),
                 Ordering::CrashOrdered,
             )?;
             drop(img);
             r.hives_written = written;
             r.logs_truncated = logs;
-            verify(&image_path, w, results, !plan.forced)?;
+            verify(&image_path, w, results, plan.files.as_ref(), !plan.forced)?;
             r.in_place = true;
         }
         Mode::Overlay(out) => {
@@ -305,10 +386,11 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                     w,
                     &out.display().to_string(),
                     results,
+                    plan.files.as_ref(),
                     Ordering::Unseen,
                 )?;
                 drop(img);
-                verify(&tmp, w, results, !plan.forced)?;
+                verify(&tmp, w, results, plan.files.as_ref(), !plan.forced)?;
                 image::publish(&tmp, out)?;
                 Ok(written)
             })();
@@ -410,6 +492,7 @@ fn write_hives(
     w: &Windows,
     label: &str,
     results: &[reg::HiveResult],
+    files: Option<&FilePlan>,
     ordering: Ordering,
 ) -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
     let ordered = ordering == Ordering::CrashOrdered;
@@ -418,6 +501,14 @@ fn write_hives(
     if ordered {
         vol.set_dirty(true)?;
         img.flush()?;
+    }
+    // Files before the registry that names them: a kill in between leaves files
+    // nobody loads yet.
+    if let Some(f) = files {
+        write_files(&vol, f)?;
+        if ordered {
+            img.flush()?;
+        }
     }
     let mut written = Vec::new();
     let mut truncated = Vec::new();
@@ -465,17 +556,43 @@ fn write_hives(
     Ok((written, truncated))
 }
 
+/// Creates the folders and writes the new and changed files, each with the
+/// security descriptor of its neighbours.
+fn write_files(vol: &Volume, f: &FilePlan) -> anyhow::Result<()> {
+    for dir in &f.folders {
+        vol.mkdir_p(dir)?;
+        vol.set_security(dir, &f.folder_security)?;
+    }
+    for c in &f.copies {
+        if c.action == drivers::FileAction::Unchanged {
+            continue;
+        }
+        vol.write_file(&c.to, &c.data)?;
+        vol.set_security(&c.to, &f.file_security)?;
+    }
+    Ok(())
+}
+
 /// Reads every written hive back from the finished image and checks its bytes and
 /// every value the edits set.
 pub fn verify(
     image: &Path,
     w: &Windows,
     results: &[reg::HiveResult],
+    files: Option<&FilePlan>,
     detect: bool,
 ) -> anyhow::Result<()> {
     let img = image::open(image, Access::ReadOnly)?;
     let part = PartitionView::new(&img, w.partition_start, w.partition_size)?;
     let vol = Volume::open(&part, "verification", Access::ReadOnly)?;
+    for f in files.map(|f| f.copies.as_slice()).unwrap_or_default() {
+        let back = vol.read_file(&f.to)?;
+        anyhow::ensure!(
+            sha256_hex(&back) == f.sha256,
+            "verification failed: {} reads back different bytes",
+            f.to
+        );
+    }
     for r in results {
         let Some(bytes) = &r.bytes else { continue };
         let back = vol.read_file(&w.hive_path(r.hive))?;

@@ -17,6 +17,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod error;
+mod security;
 mod sys;
 
 pub use error::{Error, Result, SHUTDOWN_HINT};

@@ -5,7 +5,11 @@
     non_upper_case_globals,
     dead_code
 )]
-#![allow(clippy::all, unsafe_op_in_unsafe_fn)]
+#![allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_op_in_unsafe_fn
+)]
 
 include!(concat!(env!("OUT_DIR"), "/ntfs3g.rs"));
 

@@ -19,3 +19,4 @@
 #include <ntfs-3g/dir.h>
 #include <ntfs-3g/logging.h>
 #include <ntfs-3g/logfile.h>
+#include <ntfs-3g/security.h>

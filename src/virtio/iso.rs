@@ -37,6 +37,8 @@ pub struct Entry {
     pub path: String,
     pub is_dir: bool,
     pub size: u64,
+    /// Byte offset of its data in the image.
+    pub offset: u64,
 }
 
 /// An opened ISO image.
@@ -119,6 +121,26 @@ impl Iso {
         Ok(out)
     }
 
+    /// The bytes of a file entry (from [`Iso::list`]).
+    pub fn read(&self, entry: &Entry) -> Result<Vec<u8>, Error> {
+        if entry.is_dir || entry.offset.saturating_add(entry.size) > self.len {
+            return Err(self.damaged(&format!("{} lies past the end", entry.path)));
+        }
+        let mut buf = vec![0u8; entry.size as usize];
+        self.file
+            .read_exact_at(&mut buf, entry.offset)
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(buf)
+    }
+
+    /// The image's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn walk(
         &self,
         (offset, size): (u64, u64),
@@ -181,6 +203,7 @@ impl Iso {
                 path: path.clone(),
                 is_dir,
                 size: extent.1,
+                offset: extent.0,
             });
             if is_dir {
                 self.walk(extent, &path, depth + 1, out)?;

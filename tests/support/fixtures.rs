@@ -246,6 +246,109 @@ pub fn minimal_pe(machine: u16) -> Vec<u8> {
 pub const MACHINE_I386: u16 = 0x014c;
 pub const MACHINE_AMD64: u16 = 0x8664;
 
+/// The phony Windows' SYSTEM hive: the corpus hive, with `spec.system_reg` merged.
+fn system_hive(dir: &Path, spec: &WindowsSpec) -> Vec<u8> {
+    let hive = super::corpus_hive(dir, spec.system_hive);
+    if let Some(reg) = spec.system_reg {
+        let reg_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(reg);
+        run(
+            "hivexregedit",
+            &[
+                "--merge",
+                "--prefix",
+                "HKEY_LOCAL_MACHINE\\SYSTEM",
+                s(&hive),
+                s(&reg_path),
+            ],
+        );
+    }
+    std::fs::read(&hive).unwrap()
+}
+
+/// A minimal PE image with a certificate table (an embedded signature as far as
+/// the headers go): 16 data directories, directory 4 pointing at 8 bytes past
+/// the headers.
+pub fn signed_pe(machine: u16) -> Vec<u8> {
+    let mut b = minimal_pe(machine);
+    let opt = 0x98;
+    let (count_at, dirs_at) = if machine == MACHINE_I386 {
+        (opt + 92, opt + 96)
+    } else {
+        (opt + 108, opt + 112)
+    };
+    b[count_at..count_at + 4].copy_from_slice(&16u32.to_le_bytes());
+    let cert = dirs_at + 4 * 8;
+    b[cert..cert + 4].copy_from_slice(&0x300u32.to_le_bytes());
+    b[cert + 4..cert + 8].copy_from_slice(&8u32.to_le_bytes());
+    b[0x300..0x308].copy_from_slice(&[8, 0, 0, 0, 0, 2, 2, 0]);
+    b
+}
+
+/// The PCI device ids (`DEV_…` legacy, modern) and class of a virtio-win driver
+/// folder, as its INF lists them (reference/driver-injection.md §3).
+fn driver_ids(driver: &str) -> (&'static str, &'static str, &'static str, &'static str) {
+    const SCSI: &str = "{4D36E97B-E325-11CE-BFC1-08002BE10318}";
+    const NET: &str = "{4D36E972-E325-11CE-BFC1-08002BE10318}";
+    const SYSTEM: &str = "{4D36E97D-E325-11CE-BFC1-08002BE10318}";
+    match driver.to_ascii_lowercase().as_str() {
+        "viostor" => ("1001", "1042", SCSI, "00021AF4"),
+        "vioscsi" => ("1004", "1048", SCSI, "00081AF4"),
+        "netkvm" => ("1000", "1041", NET, "00011AF4"),
+        "balloon" => ("1002", "1045", SYSTEM, "00051AF4"),
+        "vioserial" => ("1003", "1043", SYSTEM, "00031AF4"),
+        "viorng" => ("1005", "1044", SYSTEM, "00041AF4"),
+        _ => ("10FF", "10FE", SYSTEM, "00FF1AF4"),
+    }
+}
+
+/// What a fixture ISO file holds: PE images for binaries (for the folder's
+/// architecture, signed), INF files that list the driver's ids, the path for the rest.
+pub fn virtio_file(path: &str, version: &str) -> Vec<u8> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let lower = path.to_ascii_lowercase();
+    let machine = if parts.contains(&"x86") {
+        MACHINE_I386
+    } else if parts.contains(&"ARM64") {
+        0xaa64
+    } else {
+        MACHINE_AMD64
+    };
+    if parts.len() >= 4
+        && (lower.ends_with(".sys") || lower.ends_with(".exe") || lower.ends_with(".dll"))
+    {
+        let mut pe = signed_pe(machine);
+        pe.extend_from_slice(path.as_bytes());
+        return pe;
+    }
+    if parts.len() >= 4 && lower.ends_with(".inf") {
+        let (legacy, modern, class, s1) = driver_ids(parts[0]);
+        let build: String = version.rsplit('.').next().unwrap_or("0").to_owned();
+        let section = if machine == MACHINE_I386 {
+            "NTx86"
+        } else {
+            "NTamd64"
+        };
+        return format!(
+            "; {path}\r\n[Version]\r\nSignature=\"$WINDOWS NT$\"\r\nClassGUID={class}\r\n\
+             DriverVer=01/01/2025,100.95.104.{build}\r\nCatalogFile={cat}\r\n\r\n\
+             [Standard.{section}]\r\n\
+             %Desc% = inst, PCI\\VEN_1AF4&DEV_{legacy}&SUBSYS_{s1}&REV_00, PCI\\VEN_1AF4&DEV_{legacy}\r\n\
+             %Desc% = inst, PCI\\VEN_1AF4&DEV_{modern}&SUBSYS_11001AF4&REV_01, PCI\\VEN_1AF4&DEV_{modern}\r\n\r\n\
+             [pnpsafe_pci_addreg]\r\n\
+             HKR, \"Parameters\\PnpInterface\", \"5\", %REG_DWORD%, 0x00000001\r\n\
+             HKR, \"Parameters\", \"BusType\", %REG_DWORD%, {bus}\r\n\r\n\
+             [Strings]\r\nDesc = \"{driver} (wingold test fixture)\"\r\nREG_DWORD = 0x00010001\r\n",
+            cat = parts[parts.len() - 1].replace(".inf", ".cat"),
+            driver = parts[0],
+            bus = if parts[0].eq_ignore_ascii_case("vioscsi") { "0x0000000A" } else { "0x00000001" },
+        )
+        .into_bytes();
+    }
+    path.as_bytes().to_vec()
+}
+
 /// A hive made by `hivexregedit --merge` of `tests/fixtures/<reg>` into an empty hive.
 pub fn hive_from_reg(dir: &Path, reg: &str, prefix: &str) -> Vec<u8> {
     let out = dir.join(format!("{reg}.hive"));
@@ -272,6 +375,8 @@ pub struct WindowsSpec {
     pub root: &'static str,
     /// Corpus hive used as SYSTEM (`SYSTEM`, or the dirty `SYSTEM_2`).
     pub system_hive: &'static str,
+    /// A `.reg` under tests/fixtures merged into SYSTEM (the NT 6.2+ DriverDatabase).
+    pub system_reg: Option<&'static str>,
 }
 
 pub const WIN2K3R2_X86: WindowsSpec = WindowsSpec {
@@ -280,6 +385,7 @@ pub const WIN2K3R2_X86: WindowsSpec = WindowsSpec {
     table: Table::Mbr,
     root: "WINDOWS",
     system_hive: "SYSTEM",
+    system_reg: None,
 };
 
 pub const WIN2K22_X64: WindowsSpec = WindowsSpec {
@@ -288,6 +394,7 @@ pub const WIN2K22_X64: WindowsSpec = WindowsSpec {
     table: Table::Gpt,
     root: "Windows",
     system_hive: "SYSTEM",
+    system_reg: Some("system-driverdatabase.reg"),
 };
 
 /// A phony Windows disk (qcow2) and where its Windows partition lies.
@@ -331,10 +438,7 @@ pub fn phony_windows_sized(
     let config = format!("{}/System32/config", spec.root);
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let mut entries = vec![
-        Entry::File(
-            leak(format!("{config}/SYSTEM")),
-            std::fs::read(super::corpus_hive(dir, spec.system_hive)).unwrap(),
-        ),
+        Entry::File(leak(format!("{config}/SYSTEM")), system_hive(dir, spec)),
         Entry::File(
             leak(format!("{config}/SOFTWARE")),
             hive_from_reg(dir, spec.software_reg, "HKEY_LOCAL_MACHINE\\SOFTWARE"),
@@ -349,6 +453,10 @@ pub fn phony_windows_sized(
             leak(format!("{}/System32/cmd.exe", spec.root)),
             minimal_pe(spec.machine),
         ),
+        Entry::File(
+            leak(format!("{}/System32/drivers/disk.sys", spec.root)),
+            signed_pe(spec.machine),
+        ),
         Entry::Dir("Program Files"),
     ];
     entries.extend(extra);
@@ -361,6 +469,15 @@ pub fn phony_windows_sized(
     );
     let win = dir.join("win.ntfs");
     ntfs_volume(&win, win_size, "Windows", &entries);
+    // Windows protects its driver files (not the everyone-full-control descriptor
+    // new files get from ntfs-3g): give them a descriptor of their own, as ntfs-3g's
+    // ntfssecaudit makes from a mode.
+    for (mode, path) in [
+        ("644", format!("/{}/System32/drivers/disk.sys", spec.root)),
+        ("755", format!("/{}/System32/drivers", spec.root)),
+    ] {
+        run("ntfssecaudit", &[s(&win), mode, &path]);
+    }
     tweak(&win);
     let raw = dir.join("phony.raw");
     let kind =
@@ -491,6 +608,18 @@ pub fn set_volume_dirty(volume: &Path) {
 /// `virtio-win-<version>`. Files hold their own path (and `pad` bytes of filler in
 /// the licence file, to make the ISO as large as a test needs).
 pub fn virtio_iso(dir: &Path, version: &str, pad: usize) -> PathBuf {
+    virtio_iso_with(dir, version, pad, |_, _| true)
+}
+
+/// As [`virtio_iso`], with `tweak` run on each file's bytes (by ISO path) before
+/// the image is made: a wrong machine, a missing signature, an INF without ids;
+/// a file for which it returns false is left out.
+pub fn virtio_iso_with(
+    dir: &Path,
+    version: &str,
+    pad: usize,
+    tweak: impl Fn(&str, &mut Vec<u8>) -> bool,
+) -> PathBuf {
     let shared = std::env::var_os("WINGOLD_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
@@ -521,8 +650,11 @@ pub fn virtio_iso(dir: &Path, version: &str, pad: usize) -> PathBuf {
     }
     for p in &paths {
         let full = tree.join(p);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(&full, p.as_bytes()).unwrap();
+        let mut data = virtio_file(p, version);
+        if tweak(p, &mut data) {
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(&full, data).unwrap();
+        }
     }
     let mut pad_data = format!("virtio-win {version}\n").into_bytes();
     pad_data.resize(pad.max(pad_data.len()), b'.');

@@ -1,0 +1,664 @@
+//! Offline virtio driver injection as data: from the Windows found and the
+//! virtio-win ISO's folders for it, a plan of file copies (ISO path → guest path,
+//! size, sha256) and registry edits (the boot driver's service and its
+//! CriticalDeviceDatabase or DriverDatabase registration, `DevicePath`), checked
+//! before anything is written. `golden` applies the plan through the NTFS and
+//! registry engines, in the same overlay and the same hive commits as the profiles.
+//!
+//! What is written and why: reference/driver-injection.md. Knows nothing of images
+//! or NTFS: guest files are read through a closure.
+
+#![forbid(unsafe_code)]
+
+pub mod inf;
+pub mod pe;
+pub mod registry;
+
+use crate::guest::Windows;
+use crate::hive::Hive;
+use crate::reg::RegEdit;
+use crate::virtio::{drivers as folders, iso};
+use crate::BadInput;
+use registry::{BootDriver, Edits, Registration};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+/// Which storage driver Windows boots from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Boot {
+    /// virtio-blk (the run recipe's default disk).
+    #[default]
+    Viostor,
+    /// virtio-scsi (`launch --disk-bus scsi`).
+    Vioscsi,
+}
+
+impl Boot {
+    pub fn driver(self) -> &'static BootDriver {
+        match self {
+            Boot::Viostor => &registry::VIOSTOR,
+            Boot::Vioscsi => &registry::VIOSCSI,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Boot> {
+        match text.to_ascii_lowercase().as_str() {
+            "viostor" => Some(Boot::Viostor),
+            "vioscsi" => Some(Boot::Vioscsi),
+            _ => None,
+        }
+    }
+}
+
+/// What to inject.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub iso: PathBuf,
+    pub boot: Boot,
+    /// More driver folders by name (`vioserial`, `pvpanic`, …), beyond the boot
+    /// driver, NetKVM and Balloon.
+    pub extra: Vec<String>,
+}
+
+/// The drivers always injected besides the boot driver.
+pub const DEFAULT_DRIVERS: [&str; 2] = ["NetKVM", "Balloon"];
+
+/// Where staged drivers go, under the system root.
+pub const STAGING: &str = "Drivers\\VirtIO";
+
+/// What happens to one guest file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileAction {
+    /// Not there yet.
+    New,
+    /// There with other bytes (an older or other virtio-win): replaced.
+    Replaced,
+    /// There with the same bytes: left alone.
+    Unchanged,
+}
+
+/// One file copied from the ISO into the guest.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileCopy {
+    pub driver: String,
+    /// Path on the ISO.
+    pub from: String,
+    /// Path on the Windows volume, e.g. `Windows\Drivers\VirtIO\viostor.sys`.
+    pub to: String,
+    pub size: u64,
+    pub sha256: String,
+    pub action: FileAction,
+    #[serde(skip)]
+    pub data: Vec<u8>,
+}
+
+/// One driver and where it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriverReport {
+    pub name: String,
+    /// ISO folder, e.g. `viostor/2k22/amd64`.
+    pub folder: String,
+    /// True when the folder is an alias (the build that serves this Windows).
+    pub alias: bool,
+    pub inf: Option<String>,
+    /// The INF's DriverVer.
+    pub driver_ver: Option<String>,
+    /// DriverVer of the INF this replaces, when the guest had another one.
+    pub replaces_driver_ver: Option<String>,
+    /// `boot` (registered to start with Windows) or `staged` (left for PnP).
+    pub role: &'static str,
+}
+
+/// The plan, minus the edits (which go into the registry engine).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub iso: PathBuf,
+    pub iso_volume_id: String,
+    pub boot: Boot,
+    pub registration: Registration,
+    pub drivers: Vec<DriverReport>,
+    pub files: Vec<FileCopy>,
+    /// Folders created, on the Windows volume.
+    pub folders: Vec<String>,
+    /// Bytes the new and replaced files need on the volume.
+    pub bytes_needed: u64,
+    pub notes: Vec<String>,
+}
+
+/// A driver-injection plan: what the registry engine and the file writer do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub report: Report,
+    pub edits: Vec<RegEdit>,
+}
+
+/// A file on the guest's volume, as the planner needs it.
+pub type ReadGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<Vec<u8>>> + 'a;
+
+/// Computes the plan; every refusal is bad input with one line naming the cause.
+/// `system` and `software` are the current hive bytes.
+pub fn plan(
+    w: &Windows,
+    req: &Request,
+    system: &[u8],
+    software: &[u8],
+    read_guest: &ReadGuest,
+) -> anyhow::Result<Plan> {
+    if w.arch == "arm64" {
+        return Err(BadInput(format!(
+            "{}: driver injection into ARM64 Windows is not supported (nobody has \
+             boot-tested it); leave out --drivers",
+            w.product_name
+        ))
+        .into());
+    }
+    let image = iso::Iso::open(&req.iso)?;
+    let entries = image.list()?;
+    let folder_list = crate::virtio::driver_folders(&entries);
+    let target = folders::Target {
+        major: w.major_version,
+        minor: w.minor_version,
+        build: w.build,
+        server: w.variant == "server",
+        product_name: w.product_name.clone(),
+        arch: w.arch.to_owned(),
+    };
+    let os = folders::os_folders(&target);
+    let arch = folders::arch_folder(w.arch);
+    let boot = req.boot.driver();
+    let mut wanted: Vec<String> = vec![boot.folder.to_owned()];
+    wanted.extend(DEFAULT_DRIVERS.iter().map(|s| s.to_string()));
+    for x in &req.extra {
+        if !wanted.iter().any(|d| d.eq_ignore_ascii_case(x)) {
+            wanted.push(x.clone());
+        }
+    }
+    let iso_name = req.iso.display().to_string();
+    let picks = folders::pick(&folder_list, &os, arch);
+    let mut chosen = Vec::new();
+    for name in &wanted {
+        let known = folder_list.iter().any(|f| {
+            f.split('/')
+                .next()
+                .is_some_and(|d| d.eq_ignore_ascii_case(name))
+        });
+        if !known {
+            let mut names: Vec<&str> = folder_list
+                .iter()
+                .filter_map(|f| f.split('/').next())
+                .collect();
+            names.dedup();
+            return Err(BadInput(format!(
+                "{iso_name}: no driver {name:?} on this virtio-win ISO; it has {}",
+                names.join(", ")
+            ))
+            .into());
+        }
+        let Some(p) = picks.iter().find(|p| p.driver.eq_ignore_ascii_case(name)) else {
+            let tried: Vec<String> = os.iter().map(|o| format!("{name}/{o}/{arch}")).collect();
+            return Err(BadInput(format!(
+                "{iso_name}: no {name} folder for {} {}: tried {}",
+                w.product_name,
+                w.arch,
+                if tried.is_empty() {
+                    "nothing (this Windows version has no virtio-win folder)".to_owned()
+                } else {
+                    tried.join(", ")
+                }
+            ))
+            .into());
+        };
+        chosen.push(p.clone());
+    }
+    let mut notes = Vec::new();
+    // fwcfg and qemufwcfg drive the same device and conflict (RHBZ#2151752).
+    if chosen
+        .iter()
+        .any(|p| p.driver.eq_ignore_ascii_case("fwcfg"))
+        && chosen
+            .iter()
+            .any(|p| p.driver.eq_ignore_ascii_case("qemufwcfg"))
+    {
+        chosen.retain(|p| !p.driver.eq_ignore_ascii_case("qemufwcfg"));
+        notes.push("qemufwcfg left out: it conflicts with fwcfg".into());
+    }
+
+    let root = w.system_root.trim_start_matches('\\').to_owned();
+    let staging = format!("{root}\\{STAGING}");
+    let machine = pe::machine_for(w.arch);
+    let nt6_x64 = w.major_version >= 6 && w.arch == "x64";
+    let sha = |b: &[u8]| format!("{:x}", Sha256::digest(b));
+
+    // Hives: which registration this Windows uses, and whether Windows installed
+    // the boot driver itself (the temporary-disk install).
+    let sys = Hive::open_read("SYSTEM", system)?;
+    let has_ddb = sys.has_key("DriverDatabase")?;
+    let wants_ddb = (w.major_version, w.minor_version) >= (6, 2);
+    if has_ddb != wants_ddb {
+        return Err(BadInput(format!(
+            "{}: the SYSTEM hive {} a DriverDatabase but this is Windows {} ({}), which \
+             {}; not guessing how to register the boot driver",
+            w.hive_path("SYSTEM"),
+            if has_ddb { "has" } else { "has no" },
+            w.version,
+            w.product_name,
+            if wants_ddb {
+                "keeps its drivers there"
+            } else {
+                "uses the CriticalDeviceDatabase"
+            }
+        ))
+        .into());
+    }
+    let pnp = installed_by_windows(&sys, w, boot)?;
+    let registration = if pnp.is_some() {
+        Registration::InstalledByWindows
+    } else if has_ddb {
+        Registration::DriverDatabase
+    } else {
+        Registration::CriticalDeviceDatabase
+    };
+    if let Some(instance) = &pnp {
+        notes.push(format!(
+            "{} is installed by Windows already ({instance}): its service, files and \
+             registration are left as they are; the new files are only staged",
+            boot.service
+        ));
+    }
+
+    let mut files: Vec<FileCopy> = Vec::new();
+    let mut drivers = Vec::new();
+    let mut boot_parameters = Vec::new();
+    for p in &chosen {
+        let is_boot = p.driver.eq_ignore_ascii_case(boot.folder);
+        let prefix = format!("{}/", p.folder.to_ascii_lowercase());
+        let mut inf_seen: Option<(String, inf::Inf)> = None;
+        for e in entries
+            .iter()
+            .filter(|e| !e.is_dir && e.path.to_ascii_lowercase().starts_with(&prefix))
+        {
+            let rel = &e.path[prefix.len()..];
+            let lower = rel.to_ascii_lowercase();
+            let base = lower.rsplit('/').next().unwrap_or(&lower).to_owned();
+            if lower.split('/').any(|c| c == "sriov")
+                || base.ends_with(".pdb")
+                || base.starts_with("vioprot.")
+            {
+                continue;
+            }
+            let data = image.read(e)?;
+            if base.ends_with(".sys") {
+                check_sys(&data, &e.path, machine, w, is_boot && nt6_x64, &iso_name)?;
+            }
+            if base.ends_with(".inf") {
+                inf_seen = Some((e.path.clone(), inf::parse(&inf::decode(&data))));
+            }
+            let to = format!("{staging}\\{base}");
+            if files.iter().any(|f| f.to.eq_ignore_ascii_case(&to)) {
+                notes.push(format!(
+                    "{} skipped: another driver has a file of that name",
+                    e.path
+                ));
+                continue;
+            }
+            files.push(FileCopy {
+                driver: p.driver.clone(),
+                from: e.path.clone(),
+                to,
+                size: data.len() as u64,
+                sha256: sha(&data),
+                action: FileAction::New,
+                data,
+            });
+        }
+        let Some((inf_path, parsed)) = inf_seen else {
+            return Err(BadInput(format!(
+                "{iso_name}: {} has no INF file; this is no virtio-win driver folder",
+                p.folder
+            ))
+            .into());
+        };
+        if is_boot {
+            for id in [boot.legacy, boot.modern] {
+                if !parsed.lists_device(id) {
+                    return Err(BadInput(format!(
+                        "{iso_name}: {inf_path} does not list PCI\\{id}, which wingold \
+                         registers for {}; a wrong or damaged driver folder",
+                        boot.service
+                    ))
+                    .into());
+                }
+            }
+            if parsed.class_guid.as_deref() != Some(registry::SCSI_ADAPTER_CLASS) {
+                return Err(BadInput(format!(
+                    "{iso_name}: {inf_path} is not in the SCSIAdapter class ({}); not a \
+                     storage driver",
+                    parsed.class_guid.as_deref().unwrap_or("no ClassGUID")
+                ))
+                .into());
+            }
+            let sys_name = format!("{}.sys", boot.service);
+            let Some(sys_file) = files
+                .iter()
+                .find(|f| {
+                    f.driver == p.driver
+                        && f.to
+                            .to_ascii_lowercase()
+                            .ends_with(&format!("\\{sys_name}"))
+                })
+                .cloned()
+            else {
+                return Err(BadInput(format!("{iso_name}: {} has no {sys_name}", p.folder)).into());
+            };
+            if pnp.is_none() {
+                files.push(FileCopy {
+                    to: format!("{root}\\System32\\drivers\\{sys_name}"),
+                    ..sys_file
+                });
+            }
+            boot_parameters = parsed.parameters.clone();
+        }
+        // The guest's copy of this INF, when an earlier injection staged one.
+        let staged_inf = format!(
+            "{staging}\\{}",
+            inf_path
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        );
+        let previous = read_guest(&staged_inf)?
+            .map(|b| inf::parse(&inf::decode(&b)).driver_ver)
+            .unwrap_or(None);
+        drivers.push(DriverReport {
+            name: p.driver.clone(),
+            folder: p.folder.clone(),
+            alias: p.alias,
+            inf: Some(
+                inf_path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase(),
+            ),
+            replaces_driver_ver: previous.filter(|v| Some(v) != parsed.driver_ver.as_ref()),
+            driver_ver: parsed.driver_ver.clone(),
+            role: if is_boot && pnp.is_none() {
+                "boot"
+            } else {
+                "staged"
+            },
+        });
+    }
+
+    // Idempotence: what is there with the same bytes is left alone.
+    let mut bytes_needed = 0u64;
+    for f in &mut files {
+        f.action = match read_guest(&f.to)? {
+            None => FileAction::New,
+            Some(old) if old == f.data => FileAction::Unchanged,
+            Some(_) => FileAction::Replaced,
+        };
+        if f.action != FileAction::Unchanged {
+            bytes_needed += f.size.div_ceil(4096) * 4096;
+        }
+    }
+    for d in &drivers {
+        if let (Some(old), Some(new)) = (&d.replaces_driver_ver, &d.driver_ver) {
+            notes.push(format!("{}: replacing {old} with {new}", d.name));
+        }
+    }
+    let mut created = Vec::new();
+    for dir in [format!("{root}\\Drivers"), staging.clone()] {
+        if read_guest_dir_missing(read_guest, &dir)? {
+            created.push(dir);
+        }
+    }
+
+    let mut edits = Edits::new(format!("virtio-win {}", boot_folder(&chosen, boot)));
+    if pnp.is_none() {
+        registry::service(&mut edits, boot, &boot_parameters);
+        match registration {
+            Registration::CriticalDeviceDatabase => {
+                registry::critical_device_database(&mut edits, boot)
+            }
+            Registration::DriverDatabase => registry::driver_database(&mut edits, boot, w.arch),
+            Registration::InstalledByWindows => {}
+        }
+    }
+    let soft = Hive::open_read("SOFTWARE", software)?;
+    if let Some(v) = soft.value("Microsoft\\Windows\\CurrentVersion", "DevicePath")? {
+        if let Some(data) = registry::extended_device_path(&v.data) {
+            edits.set(registry::DEVICE_PATH_KEY, "DevicePath", v.kind, data);
+        }
+    } else {
+        notes.push(
+            "SOFTWARE has no DevicePath value: not created (Windows uses its default)".into(),
+        );
+    }
+
+    Ok(Plan {
+        report: Report {
+            iso: req.iso.clone(),
+            iso_volume_id: image.volume_id.clone(),
+            boot: req.boot,
+            registration,
+            drivers,
+            files,
+            folders: created,
+            bytes_needed,
+            notes,
+        },
+        edits: edits.list,
+    })
+}
+
+fn boot_folder(chosen: &[folders::Pick], boot: &BootDriver) -> String {
+    chosen
+        .iter()
+        .find(|p| p.driver.eq_ignore_ascii_case(boot.folder))
+        .map(|p| p.folder.clone())
+        .unwrap_or_else(|| boot.folder.to_owned())
+}
+
+/// A folder is missing when reading it as a file says "not found". The closure
+/// answers None for a missing path and an error for a folder read as a file.
+fn read_guest_dir_missing(read_guest: &ReadGuest, dir: &str) -> anyhow::Result<bool> {
+    Ok(matches!(read_guest(dir), Ok(None)))
+}
+
+/// Checks a driver binary: a PE image for the guest's machine, and, for a boot
+/// driver on 64-bit Windows Vista and later, an embedded signature.
+fn check_sys(
+    data: &[u8],
+    path: &str,
+    machine: u16,
+    w: &Windows,
+    must_be_signed: bool,
+    iso_name: &str,
+) -> anyhow::Result<()> {
+    let Some(p) = pe::parse(data) else {
+        return Err(BadInput(format!("{iso_name}: {path} is not a PE driver image")).into());
+    };
+    if p.machine != machine {
+        return Err(BadInput(format!(
+            "{iso_name}: {path} is built for {}, but this Windows is {}",
+            pe::machine_name(p.machine),
+            w.arch
+        ))
+        .into());
+    }
+    if must_be_signed && !p.signed {
+        return Err(BadInput(format!(
+            "{iso_name}: {path} has no embedded signature; 64-bit Windows {} will not \
+             load an unsigned boot driver",
+            w.version
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The PnP instance through which Windows installed `boot` itself, if any:
+/// `Enum\PCI\VEN_1AF4&DEV_…\<instance>` with `Service` = the driver, in the
+/// current control set.
+pub fn installed_by_windows(
+    sys: &Hive,
+    w: &Windows,
+    boot: &BootDriver,
+) -> anyhow::Result<Option<String>> {
+    let pci = format!("{}\\Enum\\PCI", w.control_sets.current);
+    if !sys.has_key(&pci)? {
+        return Ok(None);
+    }
+    for dev in sys.subkeys(&pci)? {
+        let upper = dev.to_ascii_uppercase();
+        if !upper.starts_with(boot.legacy) && !upper.starts_with(boot.modern) {
+            continue;
+        }
+        let dev_key = format!("{pci}\\{dev}");
+        for inst in sys.subkeys(&dev_key)? {
+            let key = format!("{dev_key}\\{inst}");
+            if let Some(v) = sys.value(&key, "Service")? {
+                if v.as_string()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(boot.service))
+                {
+                    return Ok(Some(format!("Enum\\PCI\\{dev}\\{inst}")));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// What an image holds of virtio drivers, for `inspect`: staged files, services,
+/// boot registration, versions — whoever installed them.
+#[derive(Debug, Clone, Serialize)]
+pub struct State {
+    /// Files in `%SystemRoot%\Drivers\VirtIO`.
+    pub staged: Vec<String>,
+    /// DriverVer of each staged INF.
+    pub staged_versions: Vec<(String, String)>,
+    pub services: Vec<ServiceState>,
+    /// How the boot controllers are registered: `CriticalDeviceDatabase`,
+    /// `DriverDatabase (wingold/virt-v2v guestor package)`, `installed by Windows`.
+    pub boot_registration: Vec<String>,
+    pub device_path_has_virtio: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceState {
+    pub name: String,
+    pub start: Option<u32>,
+    pub image_path: Option<String>,
+    pub file_present: bool,
+}
+
+/// Reads the driver state of an image.
+pub fn state(
+    w: &Windows,
+    system: &[u8],
+    software: &[u8],
+    read_guest: &ReadGuest,
+    list_staged: &dyn Fn() -> anyhow::Result<Vec<String>>,
+) -> anyhow::Result<State> {
+    let sys = Hive::open_read("SYSTEM", system)?;
+    let set = &w.control_sets.current;
+    let root = w.system_root.trim_start_matches('\\');
+    let staged = list_staged()?;
+    let mut staged_versions = Vec::new();
+    for f in staged
+        .iter()
+        .filter(|f| f.to_ascii_lowercase().ends_with(".inf"))
+    {
+        if let Some(b) = read_guest(&format!("{root}\\{STAGING}\\{f}"))? {
+            if let Some(v) = inf::parse(&inf::decode(&b)).driver_ver {
+                staged_versions.push((f.clone(), v));
+            }
+        }
+    }
+    let mut services = Vec::new();
+    for name in ["viostor", "vioscsi", "netkvm", "BALLOON", "BalloonService"] {
+        let key = format!("{set}\\Services\\{name}");
+        if !sys.has_key(&key)? {
+            continue;
+        }
+        let image_path = sys.value(&key, "ImagePath")?.and_then(|v| v.as_string());
+        let file_present = match &image_path {
+            Some(p) => {
+                let p = p.trim_matches('"');
+                let lower = p.to_ascii_lowercase();
+                let rel = lower
+                    .strip_prefix("\\systemroot\\")
+                    .or_else(|| lower.strip_prefix("%systemroot%\\"))
+                    .map(|r| format!("{root}\\{}", &p[p.len() - r.len()..]))
+                    .or_else(|| {
+                        lower
+                            .starts_with("system32\\")
+                            .then(|| format!("{root}\\{p}"))
+                    });
+                match rel {
+                    Some(r) => read_guest(&r)?.is_some(),
+                    None => false,
+                }
+            }
+            None => false,
+        };
+        services.push(ServiceState {
+            name: name.to_owned(),
+            start: sys.value(&key, "Start")?.and_then(|v| v.as_dword()),
+            image_path,
+            file_present,
+        });
+    }
+    let mut boot_registration = Vec::new();
+    for d in [&registry::VIOSTOR, &registry::VIOSCSI] {
+        if let Some(i) = installed_by_windows(&sys, w, d)? {
+            boot_registration.push(format!("{}: installed by Windows ({i})", d.service));
+        }
+        let cdd = format!("{set}\\Control\\CriticalDeviceDatabase");
+        for id in d.rev_ids().iter().chain(d.subsys_ids().iter()) {
+            let key = format!("{cdd}\\PCI#{id}");
+            if sys
+                .value(&key, "Service")?
+                .and_then(|v| v.as_string())
+                .is_some_and(|s| s.eq_ignore_ascii_case(d.service))
+            {
+                boot_registration.push(format!("{}: CriticalDeviceDatabase PCI#{id}", d.service));
+            }
+        }
+        let conf = format!(
+            "DriverDatabase\\DriverPackages\\{}\\Configurations\\guestor_conf",
+            registry::package_label(w.arch)
+        );
+        if sys
+            .value(&conf, "Service")?
+            .and_then(|v| v.as_string())
+            .is_some_and(|s| s.eq_ignore_ascii_case(d.service))
+        {
+            boot_registration.push(format!(
+                "{}: DriverDatabase package {}",
+                d.service,
+                registry::package_label(w.arch)
+            ));
+        }
+    }
+    let soft = Hive::open_read("SOFTWARE", software)?;
+    let device_path_has_virtio = soft
+        .value("Microsoft\\Windows\\CurrentVersion", "DevicePath")?
+        .and_then(|v| v.as_string())
+        .is_some_and(|s| {
+            s.to_ascii_lowercase()
+                .contains(&registry::DEVICE_PATH_ADDITION.to_ascii_lowercase())
+        });
+    Ok(State {
+        staged,
+        staged_versions,
+        services,
+        boot_registration,
+        device_path_has_virtio,
+    })
+}

@@ -1,0 +1,267 @@
+//! `wingold inject --drivers`: virtio drivers put into a phony Windows offline, read
+//! back with tools that are not ours (ntfscat, hivexget, ntfssecaudit, ntfsfix,
+//! qemu-img), and every refusal of issue "Offline virtio driver injection".
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use support::fixtures::{self, PhonyWindows, WindowsSpec, WIN2K22_X64, WIN2K3R2_X86};
+use support::*;
+
+fn inject(args: &[&str]) -> (Option<i32>, Value, String) {
+    let out = wingold()
+        .arg("inject")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), json, stderr)
+}
+
+/// The Windows partition of `image` as a raw file (for ntfs-3g's tools).
+fn partition(image: &Path, w: &PhonyWindows, dir: &Path) -> PathBuf {
+    let part = dir.join("win.part.raw");
+    fixtures::extract_partition(image, w.win_offset, w.win_size, &part);
+    let fix = run("ntfsfix", &["-n", s(&part)]);
+    assert!(
+        String::from_utf8_lossy(&fix.stdout).contains("processed successfully"),
+        "ntfsfix -n: {}",
+        String::from_utf8_lossy(&fix.stdout)
+    );
+    part
+}
+
+fn ntfscat(part: &Path, path: &str) -> Vec<u8> {
+    run("ntfscat", &[s(part), path]).stdout
+}
+
+fn hive_file(part: &Path, root: &str, name: &str, dir: &Path) -> PathBuf {
+    let hive = dir.join(format!("{name}.hive"));
+    std::fs::write(
+        &hive,
+        ntfscat(part, &format!("/{root}/System32/config/{name}")),
+    )
+    .unwrap();
+    hive
+}
+
+fn hivexget(hive: &Path, key: &str, value: &str) -> String {
+    let out = std::process::Command::new("hivexget")
+        .args([s(hive), key, value])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The security descriptor of `path` as ntfssecaudit prints it, without the lines
+/// that name the file.
+fn security(part: &Path, path: &str) -> String {
+    let out = run("ntfssecaudit", &["-v", s(part), path]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(path) && !l.contains("No errors"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("Windows owner")),
+        "ntfssecaudit shows no ACL for {path}: {text}"
+    );
+    lines.join("\n")
+}
+
+struct Case {
+    dir: tempfile::TempDir,
+    w: PhonyWindows,
+    iso: PathBuf,
+    root: &'static str,
+}
+
+fn case(spec: &WindowsSpec, iso_version: &str) -> Case {
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), spec, vec![]);
+    let iso = fixtures::virtio_iso(dir.path(), iso_version, 0);
+    Case {
+        w,
+        iso,
+        root: spec.root,
+        dir,
+    }
+}
+
+/// Injects the default drivers into an overlay; returns the report and the
+/// overlay's Windows partition.
+fn inject_default(c: &Case, extra: &[&str]) -> (Value, PathBuf) {
+    let out = c.dir.path().join("out.qcow2");
+    let before = sha256_file(&c.w.image);
+    let mut args = vec![s(&c.w.image), "--output", s(&out), "--drivers", s(&c.iso)];
+    args.extend_from_slice(extra);
+    let (code, j, err) = inject(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(sha256_file(&c.w.image), before, "the input changed");
+    assert_qemu_check_clean(&out);
+    (j, partition(&out, &c.w, c.dir.path()))
+}
+
+/// Every copied file is the ISO's bytes, read back by ntfscat, and carries the
+/// security descriptor of `System32\drivers\disk.sys`.
+fn check_files(c: &Case, j: &Value, part: &Path, version: &str) {
+    let files = j["drivers"]["files"].as_array().unwrap();
+    assert!(files.len() >= 10, "{files:?}");
+    let sibling = security(part, &format!("/{}/System32/drivers/disk.sys", c.root));
+    for f in files {
+        let guest = format!("/{}", f["to"].as_str().unwrap().replace('\\', "/"));
+        let want = fixtures::virtio_file(f["from"].as_str().unwrap(), version);
+        let got = ntfscat(part, &guest);
+        assert!(got == want, "{guest} differs from the ISO's bytes");
+        assert_eq!(security(part, &guest), sibling, "{guest}'s security");
+    }
+    assert!(
+        !files.iter().any(|f| {
+            let to = f["to"].as_str().unwrap().to_ascii_lowercase();
+            to.ends_with(".pdb") || to.contains("vioprot.")
+        }),
+        "debug symbols or vioprot copied"
+    );
+}
+
+#[test]
+fn server_2022_gets_a_driver_database_package_files_and_device_path() {
+    let c = case(&WIN2K22_X64, "0.1.999");
+    let (j, part) = inject_default(&c, &[]);
+    let d = &j["drivers"];
+    assert_eq!(d["registration"], "DriverDatabase");
+    let names: Vec<&str> = d["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["folder"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "viostor/2k22/amd64",
+            "NetKVM/2k22/amd64",
+            "Balloon/2k22/amd64"
+        ]
+    );
+    check_files(&c, &j, &part, "0.1.999");
+    let sys = ntfscat(&part, "/Windows/System32/drivers/viostor.sys");
+    assert_eq!(
+        sys,
+        fixtures::virtio_file("viostor/2k22/amd64/viostor.sys", "0.1.999")
+    );
+    let system = hive_file(&part, "Windows", "SYSTEM", c.dir.path());
+    let svc = "\\ControlSet001\\Services\\viostor";
+    assert_eq!(hivexget(&system, svc, "Type"), "1");
+    assert_eq!(hivexget(&system, svc, "Start"), "0");
+    assert_eq!(hivexget(&system, svc, "ErrorControl"), "1");
+    assert_eq!(hivexget(&system, svc, "Group"), "SCSI miniport");
+    assert_eq!(
+        hivexget(&system, svc, "ImagePath"),
+        "system32\\drivers\\viostor.sys"
+    );
+    assert_eq!(
+        hivexget(&system, &format!("{svc}\\Parameters"), "BusType"),
+        "1"
+    );
+    let label = "guestor.inf_amd64_0000000000000000";
+    assert_eq!(
+        hivexget(
+            &system,
+            "\\DriverDatabase\\DriverInfFiles\\guestor.inf",
+            "Active"
+        ),
+        label
+    );
+    assert_eq!(
+        hivexget(
+            &system,
+            &format!("\\DriverDatabase\\DriverPackages\\{label}\\Configurations\\guestor_conf"),
+            "Service"
+        ),
+        "viostor"
+    );
+    for id in ["VEN_1AF4&DEV_1001&REV_00", "VEN_1AF4&DEV_1042&REV_01"] {
+        assert_eq!(
+            hivexget(
+                &system,
+                &format!("\\DriverDatabase\\DriverPackages\\{label}\\Descriptors\\PCI\\{id}"),
+                "Configuration"
+            ),
+            "guestor_conf"
+        );
+        let raw = std::process::Command::new("hivexget")
+            .args([
+                s(&system),
+                &format!("\\DriverDatabase\\DeviceIds\\PCI\\{id}"),
+                "guestor.inf",
+            ])
+            .output()
+            .unwrap()
+            .stdout;
+        assert_eq!(raw, [0x01, 0xff, 0x00, 0x00], "DeviceIds\\PCI\\{id}");
+    }
+    // ImagePath is REG_EXPAND_SZ (a REG_SZ once did not boot: virt-v2v f8520889).
+    let exported = run(
+        "hivexregedit",
+        &[
+            "--export",
+            "--prefix",
+            "HKEY_LOCAL_MACHINE\\SYSTEM",
+            s(&system),
+            "\\ControlSet001\\Services\\viostor",
+        ],
+    );
+    let text = String::from_utf8_lossy(&exported.stdout);
+    assert!(text.contains("\"ImagePath\"=hex(2):"), "{text}");
+    let software = hive_file(&part, "Windows", "SOFTWARE", c.dir.path());
+    assert_eq!(
+        hivexget(
+            &software,
+            "\\Microsoft\\Windows\\CurrentVersion",
+            "DevicePath"
+        ),
+        "%SystemRoot%\\inf;%SystemRoot%\\Drivers\\VirtIO"
+    );
+}
+
+#[test]
+fn server_2003_gets_critical_device_database_entries() {
+    let c = case(&WIN2K3R2_X86, "0.1.999");
+    let (j, part) = inject_default(&c, &[]);
+    assert_eq!(j["drivers"]["registration"], "CriticalDeviceDatabase");
+    assert_eq!(j["drivers"]["drivers"][0]["folder"], "viostor/2k3/x86");
+    check_files(&c, &j, &part, "0.1.999");
+    let system = hive_file(&part, "WINDOWS", "SYSTEM", c.dir.path());
+    for id in [
+        "VEN_1AF4&DEV_1001&REV_00",
+        "VEN_1AF4&DEV_1042&REV_01",
+        "VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00",
+        "VEN_1AF4&DEV_1042&SUBSYS_11001AF4&REV_01",
+    ] {
+        let key = format!("\\ControlSet001\\Control\\CriticalDeviceDatabase\\PCI#{id}");
+        assert_eq!(hivexget(&system, &key, "Service"), "viostor", "{key}");
+        assert_eq!(
+            hivexget(&system, &key, "ClassGUID"),
+            "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
+        );
+    }
+    let db = std::process::Command::new("hivexsh")
+        .arg(s(&system))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"ls\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&db.stdout).contains("DriverDatabase"),
+        "a DriverDatabase was made on NT 5.2"
+    );
+}
