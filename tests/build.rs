@@ -94,7 +94,26 @@ fn golden_image_is_standalone_and_holds_every_setting() {
     assert_eq!(manifest["output"]["stable"], s(&site.golden));
     assert_eq!(manifest["output"]["sha256"], sha256_file(&site.golden));
     assert_eq!(manifest["virtio_win"]["version"], "0.1.999");
-    assert_eq!(manifest["virtio_win"]["drivers_injected"], false);
+    // The drivers went in ([drivers] inject defaults to true): each with its ISO
+    // folder and DriverVer, every file with its guest path and sha256, and the
+    // registry edits among the manifest's edits.
+    assert_eq!(manifest["virtio_win"]["drivers_injected"], true);
+    let drivers = &manifest["drivers"];
+    assert_eq!(drivers["drivers"][0]["folder"], "viostor/2k22/amd64");
+    assert_eq!(
+        drivers["drivers"][0]["driver_ver"],
+        "01/01/2025,100.95.104.999"
+    );
+    let files = drivers["files"].as_array().unwrap();
+    assert!(files
+        .iter()
+        .any(|f| f["to"] == "Windows\\System32\\drivers\\viostor.sys"
+            && f["sha256"].as_str().is_some_and(|h| h.len() == 64)));
+    assert!(manifest["edits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["key"] == "ControlSet001\\Services\\viostor" && e["value"] == "ImagePath"));
     assert_eq!(manifest["base"]["sha256"], sha256_file(&site.phony.image));
     assert!(!manifest["edits"].as_array().unwrap().is_empty());
     // Independent extraction: the Windows partition, then each hive, then values.
@@ -167,6 +186,10 @@ fn two_builds_of_the_same_inputs_are_byte_identical() {
     let b = site(false);
     // The same base bytes: copy a's base into b (fixtures differ in NTFS serials).
     std::fs::copy(&a.phony.image, &b.phony.image).unwrap();
+    // And the same ISO bytes (xorriso stamps each ISO with its creation time, which
+    // the injected driver files carry).
+    let iso = "virtio-win-0.1.999.iso";
+    std::fs::copy(a.dir.join(iso), b.dir.join(iso)).unwrap();
     ok(&build(&b, &[]).0);
     assert_eq!(sha256_file(&a.golden), sha256_file(&b.golden));
     // And compressed too.

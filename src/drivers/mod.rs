@@ -126,6 +126,9 @@ pub struct Report {
     /// Bytes the new and replaced files need on the volume.
     pub bytes_needed: u64,
     pub notes: Vec<String>,
+    /// The time new files and folders are stamped with: the ISO's creation date
+    /// (seconds since 1970), so that the same inputs give the same image.
+    pub file_time: i64,
 }
 
 /// A driver-injection plan: what the registry engine and the file writer do.
@@ -451,6 +454,7 @@ pub fn plan(
             folders: created,
             bytes_needed,
             notes,
+            file_time: image.created.unwrap_or(0),
         },
         edits: edits.list,
     })

@@ -185,7 +185,10 @@ pub fn driver_database(e: &mut Edits, d: &BootDriver, arch: &str) {
     let conf = format!("{package}\\Configurations\\guestor_conf");
     e.dword(&conf, "ConfigFlags", 0);
     e.sz(&conf, "Service", d.service);
-    for id in d.rev_ids() {
+    // Both id shapes, as for the CriticalDeviceDatabase: the compatible `REV` id
+    // virt-v2v writes since 2023 and the `SUBSYS` hardware id of 2016–2023 (the
+    // shape Debian 12's virt-v2v 2.2.0 writes), each boot-tested by virt-v2v.
+    for id in d.rev_ids().iter().chain(d.subsys_ids().iter()) {
         e.set(
             &format!("{db}\\DeviceIds\\PCI\\{id}"),
             "guestor.inf",

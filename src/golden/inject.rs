@@ -100,6 +100,8 @@ pub struct FilePlan {
     pub file_security: Vec<u8>,
     /// The descriptor of `System32\drivers`, for created folders.
     pub folder_security: Vec<u8>,
+    /// Seconds since 1970 that libntfs-3g stamps what it creates with.
+    pub time: i64,
 }
 
 /// Parses every source, finds Windows, checks it is safe to write, and runs the
@@ -246,6 +248,7 @@ fn plan_drivers(
         folders: p.report.folders.clone(),
         file_security: vol.security(&sibling)?,
         folder_security: vol.security(&drivers_dir)?,
+        time: p.report.file_time,
     };
     Ok((p, files))
 }
@@ -488,6 +491,23 @@ enum Ordering {
 /// Throughout, the NTFS volume and the qcow2 image carry their dirty flags, so
 /// chkdsk, ntfsfix and QEMU notice an interrupted run.
 fn write_hives(
+    img: &dyn BlockDev,
+    w: &Windows,
+    label: &str,
+    results: &[reg::HiveResult],
+    files: Option<&FilePlan>,
+    ordering: Ordering,
+) -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
+    match files {
+        // What libntfs-3g creates carries times: the inputs' time, not the clock's.
+        Some(f) => crate::ntfs::with_frozen_clock(f.time, || {
+            write_volume(img, w, label, results, files, ordering)
+        }),
+        None => write_volume(img, w, label, results, files, ordering),
+    }
+}
+
+fn write_volume(
     img: &dyn BlockDev,
     w: &Windows,
     label: &str,

@@ -34,3 +34,34 @@ void wingold_ntfs_install_log_handler(void)
 			      NTFS_LOG_LEVEL_VERBOSE | NTFS_LOG_LEVEL_QUIET |
 			      NTFS_LOG_LEVEL_INFO | NTFS_LOG_LEVEL_PROGRESS);
 }
+
+/*
+ * libntfs-3g stamps what it creates (file times, a folder's change time, MFT change
+ * times) with clock_gettime(CLOCK_REALTIME). Golden images must be byte-identical
+ * for the same inputs, so while wingold writes a volume the clock libntfs-3g reads
+ * can be frozen at a time taken from the inputs. This definition interposes the C
+ * library's for the whole process (as faketime-style preloads do); every clock but
+ * a frozen CLOCK_REALTIME goes straight to the kernel.
+ */
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+static volatile long long wingold_frozen_seconds = -1;
+
+void wingold_ntfs_freeze_clock(long long seconds)
+{
+	wingold_frozen_seconds = seconds;
+}
+
+int clock_gettime(clockid_t clock, struct timespec *ts)
+{
+	long long frozen = wingold_frozen_seconds;
+
+	if (clock == CLOCK_REALTIME && frozen >= 0) {
+		ts->tv_sec = (time_t)frozen;
+		ts->tv_nsec = 0;
+		return 0;
+	}
+	return (int)syscall(SYS_clock_gettime, clock, ts);
+}

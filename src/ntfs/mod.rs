@@ -18,6 +18,7 @@
 
 mod error;
 mod security;
+pub use security::with_frozen_clock;
 mod sys;
 
 pub use error::{Error, Result, SHUTDOWN_HINT};

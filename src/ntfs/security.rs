@@ -8,6 +8,23 @@ use std::ffi::c_char;
 /// The largest descriptor read (Windows caps one ACL at 64 KiB).
 const MAX_DESCRIPTOR: usize = 256 * 1024;
 
+/// Runs `f` with the clock libntfs-3g stamps new files, folders and MFT records
+/// with frozen at `seconds` since 1970 (so that the same inputs give the same
+/// bytes); the clock runs again afterwards, also when `f` fails or panics.
+pub fn with_frozen_clock<T>(seconds: i64, f: impl FnOnce() -> T) -> T {
+    struct Thaw;
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            // SAFETY: stores one integer read by the shim's clock_gettime.
+            unsafe { sys::wingold_ntfs_freeze_clock(-1) };
+        }
+    }
+    // SAFETY: as above.
+    unsafe { sys::wingold_ntfs_freeze_clock(seconds.max(0)) };
+    let _thaw = Thaw;
+    f()
+}
+
 impl Volume<'_> {
     /// A zeroed security context on this volume: libntfs-3g's NTFS-ACL calls read
     /// only `vol` from it (no user mapping, no permission cache).

@@ -16,4 +16,7 @@ include!(concat!(env!("OUT_DIR"), "/ntfs3g.rs"));
 extern "C" {
     /// From log_shim.c: routes libntfs-3g's messages to `wingold_ntfs_log`.
     pub fn wingold_ntfs_install_log_handler();
+    /// From log_shim.c: freezes the wall clock libntfs-3g reads (seconds since
+    /// 1970), or lets it run again (-1).
+    pub fn wingold_ntfs_freeze_clock(seconds: i64);
 }

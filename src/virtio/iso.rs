@@ -47,6 +47,8 @@ pub struct Iso {
     path: PathBuf,
     len: u64,
     pub volume_id: String,
+    /// The volume's creation date (seconds since 1970, UTC), when recorded.
+    pub created: Option<i64>,
     root: (u64, u64),
 }
 
@@ -96,6 +98,7 @@ impl Iso {
         let root = &pvd[156..190];
         let iso = Iso {
             volume_id: String::from_utf8_lossy(&pvd[40..72]).trim_end().to_owned(),
+            created: volume_date(&pvd[813..830]),
             root: (le32(root, 2) as u64 * SECTOR, le32(root, 10) as u64),
             file,
             path: path.to_owned(),
@@ -211,6 +214,30 @@ impl Iso {
         }
         Ok(())
     }
+}
+
+/// A PVD date (`YYYYMMDDHHMMSScc` digits and a signed offset in 15-minute steps)
+/// as seconds since 1970, UTC; None when unset or malformed.
+fn volume_date(b: &[u8]) -> Option<i64> {
+    let digits = std::str::from_utf8(&b[..16]).ok()?;
+    if !digits.bytes().all(|c| c.is_ascii_digit()) || digits.starts_with("0000") {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| digits[r].parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (hh, mm, ss) = (n(8..10)?, n(10..12)?, n(12..14)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from civil (proleptic Gregorian), 1970-01-01 = 0.
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let offset = (b[16] as i8) as i64 * 15 * 60;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
 }
 
 /// The Rock Ridge `NM` name in a record's system use area, if it has one.
