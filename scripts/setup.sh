@@ -50,8 +50,13 @@ backports_stanza() {
 
 # A full QEMU for the launch tests. Debian 12's own qemu-system-x86 (7.2) refuses to
 # install beside the qemu-utils from bookworm-backports these machines carry, so take
-# QEMU from backports too (reference/machine-notes.md).
-if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+# QEMU from backports too (reference/machine-notes.md). rhsrvany (the first-boot
+# service binary virt-v2v installs) is only in backports as well.
+need_qemu=0
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_qemu=1
+need_rhsrvany=0
+[ -e /usr/share/virt-tools/rhsrvany.exe ] || need_rhsrvany=1
+if [ $need_qemu -eq 1 ] || [ $need_rhsrvany -eq 1 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -63,10 +68,32 @@ if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
     fi
     printf '%s\n' "$stanza" | $sudo tee /etc/apt/sources.list.d/wingold-backports.sources >/dev/null
   fi
-  echo "setup: installing qemu-system-x86 from bookworm-backports" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    -t bookworm-backports qemu-system-x86 qemu-system-common qemu-system-data >/dev/null
+  if [ $need_qemu -eq 1 ]; then
+    echo "setup: installing qemu-system-x86 from bookworm-backports" >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports qemu-system-x86 qemu-system-common qemu-system-data >/dev/null
+  fi
+  if [ $need_rhsrvany -eq 1 ]; then
+    echo "setup: installing rhsrvany from bookworm-backports" >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports rhsrvany >/dev/null
+  fi
+fi
+
+# virt-v2v-in-place, the driver-injection oracle (libguestfs boots a helper VM with
+# the machine's kernel, under TCG). After QEMU: libguestfs needs a qemu-system-x86,
+# and Debian 12's own one would conflict with the backports qemu-utils.
+ORACLES=(virt-v2v nbdkit linux-image-amd64)
+missing=()
+for p in "${ORACLES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -265,3 +265,145 @@ fn server_2003_gets_critical_device_database_entries() {
         "a DriverDatabase was made on NT 5.2"
     );
 }
+
+/// `inject --drivers ISO` into an overlay must be refused: exit 2, one line that
+/// contains `want`, no output, the input unchanged.
+fn refused(image: &Path, iso: &Path, dir: &Path, want: &str) {
+    let out = dir.join("refused.qcow2");
+    let before = sha256_file(image);
+    let (code, _, err) = inject(&[s(image), "--output", s(&out), "--drivers", s(iso)]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(want), "wanted {want:?} in: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!out.exists(), "an output was written");
+    assert_eq!(sha256_file(image), before, "the input changed");
+}
+
+fn refused_with_iso(tweak: impl Fn(&str, &mut Vec<u8>) -> bool, want: &str) {
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let iso = fixtures::virtio_iso_with(dir.path(), "0.1.999", 0, tweak);
+    refused(&w.image, &iso, dir.path(), want);
+}
+
+#[test]
+fn refuses_an_iso_without_a_folder_for_this_windows() {
+    refused_with_iso(
+        |p, _| !p.starts_with("viostor/2k22/amd64/") && !p.starts_with("viostor/w10/amd64/"),
+        "no viostor folder for Windows Server 2022",
+    );
+    refused_with_iso(
+        |p, _| !p.starts_with("viostor/2k22/amd64/") && !p.starts_with("viostor/w10/amd64/"),
+        "tried viostor/2k22/amd64, viostor/w10/amd64",
+    );
+}
+
+#[test]
+fn refuses_a_driver_built_for_another_machine() {
+    refused_with_iso(
+        |p, data| {
+            if p == "viostor/2k22/amd64/viostor.sys" {
+                *data = fixtures::signed_pe(fixtures::MACHINE_I386);
+            }
+            true
+        },
+        "viostor/2k22/amd64/viostor.sys is built for x86, but this Windows is x64",
+    );
+}
+
+#[test]
+fn refuses_an_unsigned_boot_driver_on_64_bit_windows() {
+    refused_with_iso(
+        |p, data| {
+            if p == "viostor/2k22/amd64/viostor.sys" {
+                *data = fixtures::minimal_pe(fixtures::MACHINE_AMD64);
+            }
+            true
+        },
+        "viostor.sys has no embedded signature",
+    );
+}
+
+#[test]
+fn refuses_an_inf_that_does_not_list_the_registered_ids() {
+    refused_with_iso(
+        |p, data| {
+            if p == "viostor/2k22/amd64/viostor.inf" {
+                *data = String::from_utf8_lossy(data)
+                    .replace("DEV_1042", "DEV_10F0")
+                    .into_bytes();
+            }
+            true
+        },
+        "viostor.inf does not list PCI\\VEN_1AF4&DEV_1042",
+    );
+}
+
+#[test]
+fn refuses_a_volume_without_room_for_the_drivers() {
+    let dir = tempdir();
+    // A 40 MiB Windows partition: the hives take about 13 MiB, the filler the rest
+    // but about 2 MiB.
+    let filler = fixtures::Entry::File("pagefile.sys", vec![0x5a; 22 << 20]);
+    let w = fixtures::phony_windows_sized(dir.path(), &WIN2K22_X64, vec![filler], |_| {}, 40 << 20);
+    let iso = fixtures::virtio_iso(dir.path(), "0.1.999", 0);
+    refused(&w.image, &iso, dir.path(), "MiB free; the drivers need");
+}
+
+#[test]
+fn refuses_a_hive_whose_driver_database_contradicts_the_version() {
+    let dir = tempdir();
+    let spec = WindowsSpec {
+        system_reg: Some("system-driverdatabase.reg"),
+        ..WIN2K3R2_X86
+    };
+    let w = fixtures::phony_windows(dir.path(), &spec, vec![]);
+    let iso = fixtures::virtio_iso(dir.path(), "0.1.999", 0);
+    refused(
+        &w.image,
+        &iso,
+        dir.path(),
+        "has a DriverDatabase but this is Windows 5.2",
+    );
+}
+
+#[test]
+fn injecting_twice_changes_nothing_and_a_newer_iso_replaces_the_files() {
+    let c = case(&WIN2K22_X64, "0.1.999");
+    let image = c.dir.path().join("work.qcow2");
+    std::fs::copy(&c.w.image, &image).unwrap();
+    let once = |iso: &Path| {
+        let (code, j, err) = inject(&[s(&image), "--in-place", "--drivers", s(iso)]);
+        assert_eq!(code, Some(0), "{err}");
+        j
+    };
+    let first = once(&c.iso);
+    assert!(!first["changes"].as_array().unwrap().is_empty());
+    let after_first = sha256_file(&image);
+    let view_first = qemu_view(&image, c.dir.path());
+    let second = once(&c.iso);
+    assert_eq!(second["changes"].as_array().unwrap().len(), 0, "{second}");
+    assert!(second["drivers"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["action"] == "unchanged"));
+    assert!(second["hives_written"].as_array().unwrap().is_empty());
+    // Nothing was written the second time: not a byte of the file.
+    assert_eq!(sha256_file(&image), after_first);
+    assert!(qemu_view(&image, c.dir.path()) == view_first);
+    let newer = fixtures::virtio_iso(&c.dir.path().join("new"), "0.1.1000", 0);
+    let third = once(&newer);
+    let files = third["drivers"]["files"].as_array().unwrap();
+    assert!(files.iter().any(|f| f["action"] == "replaced"));
+    let notes = third["drivers"]["notes"].to_string();
+    assert!(
+        notes.contains("replacing 01/01/2025,100.95.104.999 with 01/01/2025,100.95.104.1000"),
+        "{notes}"
+    );
+    let part = partition(&image, &c.w, c.dir.path());
+    assert_eq!(
+        ntfscat(&part, "/Windows/Drivers/VirtIO/viostor.inf"),
+        fixtures::virtio_file("viostor/2k22/amd64/viostor.inf", "0.1.1000")
+    );
+}

@@ -253,6 +253,19 @@ fn plan_drivers(
     Ok((p, files))
 }
 
+impl Plan {
+    /// True when every edit is already in the hives and every file in place.
+    pub fn nothing_to_write(&self) -> bool {
+        self.results.iter().all(|r| r.bytes.is_none())
+            && self.files.as_ref().is_none_or(|f| {
+                f.folders.is_empty()
+                    && f.copies
+                        .iter()
+                        .all(|c| c.action == drivers::FileAction::Unchanged)
+            })
+    }
+}
+
 /// Refuses edits after which Windows cannot find its control set: `Select` gone,
 /// its `Current` or `Default` not a DWORD, or naming a `ControlSet00N` that is not
 /// there (deleting `CurrentControlSet` deletes the current set). The message names
@@ -344,9 +357,18 @@ pub fn refuse_golden_version(image: &Path) -> anyhow::Result<()> {
 pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
     let image_path = plan.report.image.clone();
     let (w, results) = (&plan.windows, &plan.results);
+    let nothing_to_write = plan.nothing_to_write();
     let r = &mut plan.report;
     match mode {
         Mode::DryRun => return Ok(()),
+        Mode::InPlace if nothing_to_write => {
+            eprintln!(
+                "wingold: {} already holds every edit and file: nothing written",
+                image_path.display()
+            );
+            verify(&image_path, w, results, plan.files.as_ref(), !plan.forced)?;
+            r.in_place = true;
+        }
         Mode::InPlace => {
             let img = image::open(&image_path, Access::ReadWrite)?;
             eprintln!(
