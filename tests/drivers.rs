@@ -407,3 +407,264 @@ fn injecting_twice_changes_nothing_and_a_newer_iso_replaces_the_files() {
         fixtures::virtio_file("viostor/2k22/amd64/viostor.inf", "0.1.1000")
     );
 }
+
+#[test]
+fn a_driver_windows_installed_itself_is_left_working() {
+    let dir = tempdir();
+    let spec = WindowsSpec {
+        system_reg: Some("system-pnp-viostor.reg"),
+        ..WIN2K3R2_X86
+    };
+    let theirs = b"viostor.sys as Windows installed it from the temporary disk".to_vec();
+    let w = fixtures::phony_windows(
+        dir.path(),
+        &spec,
+        vec![fixtures::Entry::File(
+            "WINDOWS/System32/drivers/viostor.sys",
+            theirs.clone(),
+        )],
+    );
+    let iso = fixtures::virtio_iso(dir.path(), "0.1.999", 0);
+    let c = Case {
+        dir,
+        w,
+        iso,
+        root: "WINDOWS",
+    };
+    let (j, part) = inject_default(&c, &[]);
+    assert_eq!(j["drivers"]["registration"], "InstalledByWindows");
+    assert!(j["drivers"]["notes"]
+        .to_string()
+        .contains("installed by Windows already"));
+    // Its service, its file and its (absent) CriticalDeviceDatabase stay as they were.
+    assert_eq!(
+        ntfscat(&part, "/WINDOWS/System32/drivers/viostor.sys"),
+        theirs
+    );
+    let system = hive_file(&part, "WINDOWS", "SYSTEM", c.dir.path());
+    let svc = "\\ControlSet001\\Services\\viostor";
+    assert_eq!(
+        hivexget(&system, svc, "ImagePath"),
+        "System32\\DRIVERS\\viostor.sys"
+    );
+    assert_eq!(hivexget(&system, svc, "Tag"), "33");
+    assert_eq!(
+        hivexget(
+            &system,
+            "\\ControlSet001\\Control\\CriticalDeviceDatabase\\PCI#VEN_1AF4&DEV_1001&REV_00",
+            "Service"
+        ),
+        ""
+    );
+    // The new drivers are staged for PnP all the same.
+    assert_eq!(
+        ntfscat(&part, "/WINDOWS/Drivers/VirtIO/netkvm.inf"),
+        fixtures::virtio_file("NetKVM/2k3/x86/netkvm.inf", "0.1.999")
+    );
+    // inspect tells who installed what.
+    let out = wingold()
+        .args(["inspect", "--json", s(&c.w.image)])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reg = r["virtio_drivers"]["boot_registration"].to_string();
+    assert!(reg.contains("viostor: installed by Windows"), "{reg}");
+    assert_eq!(r["virtio_drivers"]["services"][0]["file_present"], true);
+}
+
+#[test]
+fn inspect_shows_injected_drivers() {
+    let c = case(&WIN2K22_X64, "0.1.999");
+    let out_image = c.dir.path().join("out.qcow2");
+    let (code, _, err) = inject(&[
+        s(&c.w.image),
+        "--output",
+        s(&out_image),
+        "--drivers",
+        s(&c.iso),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let before = wingold()
+        .args(["inspect", "--json", s(&c.w.image)])
+        .output()
+        .unwrap();
+    let before: Value = serde_json::from_slice(&before.stdout).unwrap();
+    assert_eq!(before["virtio_drivers"]["services"], Value::Array(vec![]));
+    let out = wingold()
+        .args(["inspect", "--json", s(&out_image)])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &r["virtio_drivers"];
+    assert_eq!(d["services"][0]["name"], "viostor");
+    assert_eq!(d["services"][0]["start"], 0);
+    assert_eq!(d["services"][0]["file_present"], true);
+    assert!(d["boot_registration"]
+        .to_string()
+        .contains("DriverDatabase package guestor.inf_amd64_0000000000000000"));
+    assert_eq!(d["device_path_has_virtio"], true);
+    assert!(d["staged_versions"].to_string().contains("100.95.104.999"));
+    let text = wingold().args(["inspect", s(&out_image)]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("service viostor: start 0"), "{text}");
+}
+
+/// The virtio storage controllers among QEMU's `query-pci` devices (bridges
+/// followed): `VEN_…&DEV_…&REV_…` and the same with `SUBSYS_…`.
+fn storage_ids(devices: &Value, ids: &mut Vec<String>) {
+    for d in devices.as_array().into_iter().flatten() {
+        let class = d["class_info"]["class"].as_u64().unwrap_or(0);
+        // 0x0100 SCSI controller (virtio-scsi), 0x0180 other mass storage (virtio-blk).
+        if d["id"]["vendor"] == 0x1af4 && (class == 0x0100 || class == 0x0180) {
+            let n = |v: &Value| v.as_u64().unwrap_or(0);
+            // QEMU 10's query-pci (and `info pci`) report no revision: it follows
+            // from the device id as QEMU's virtio_pci_device_plugged sets it
+            // (modern-only devices, 0x1040 and up, get revision 1), unless a
+            // QEMU that reports it says otherwise.
+            let (v, dev) = (n(&d["id"]["vendor"]), n(&d["id"]["device"]));
+            let rev = d["revision"]
+                .as_u64()
+                .unwrap_or(if dev >= 0x1040 { 1 } else { 0 });
+            let (sv, sd) = (n(&d["id"]["subsystem-vendor"]), n(&d["id"]["subsystem"]));
+            ids.push(format!("VEN_{v:04X}&DEV_{dev:04X}&REV_{rev:02X}"));
+            ids.push(format!(
+                "VEN_{v:04X}&DEV_{dev:04X}&SUBSYS_{sd:04X}{sv:04X}&REV_{rev:02X}"
+            ));
+        }
+        storage_ids(&d["pci_bridge"]["devices"], ids);
+    }
+}
+
+/// The PCI ids QEMU (TCG, QMP `query-pci` once SeaBIOS has numbered the buses) gives the system-disk
+/// controller of the run recipe (`wingold launch --format argv`) on `machine`,
+/// optionally behind a PCIe root port.
+fn qemu_disk_ids(dir: &Path, disk_bus: &str, machine: &str, root_port: bool) -> Vec<String> {
+    let disk = dir.join("empty.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let out = wingold()
+        .args([
+            "launch",
+            s(&disk),
+            "--id",
+            "7",
+            "--net",
+            "none",
+            "--vnc",
+            "none",
+        ])
+        .args(["--accel", "tcg", "--disk-bus", disk_bus, "--format", "argv"])
+        .output()
+        .unwrap();
+    let argv: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut args: Vec<String> = Vec::new();
+    let mut i = 1;
+    while i < argv.len() {
+        let opt = argv[i].clone();
+        if opt == "-usb" {
+            i += 1;
+            continue;
+        }
+        let val = argv.get(i + 1).cloned().unwrap_or_default();
+        i += 2;
+        match opt.as_str() {
+            "-machine" => args.extend([opt, machine.into()]),
+            "-device" if val == "usb-tablet" => {}
+            "-device"
+                if root_port
+                    && (val.starts_with("virtio-blk") || val.starts_with("virtio-scsi")) =>
+            {
+                args.extend(["-device".into(), "pcie-root-port,id=rp0,chassis=1".into()]);
+                args.extend([opt, format!("{val},bus=rp0")]);
+            }
+            _ => args.extend([opt, val]),
+        }
+    }
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&args)
+        // Not paused: the firmware must number the buses behind a root port first.
+        .args(["-qmp", "stdio", "-nodefaults"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("TEST CANNOT RUN: qemu-system-x86_64 is missing (make setup installs it)");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(
+                b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-pci\"}\n\
+                  {\"execute\":\"quit\"}\n",
+            )
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let reply: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["return"].is_array())
+        .unwrap_or_else(|| {
+            panic!(
+                "no query-pci reply: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let mut ids = Vec::new();
+    for bus in reply["return"].as_array().unwrap() {
+        storage_ids(&bus["devices"], &mut ids);
+    }
+    assert!(
+        !ids.is_empty(),
+        "QEMU shows no virtio storage controller: {reply}"
+    );
+    ids
+}
+
+#[test]
+fn every_id_qemu_gives_the_run_recipes_disk_is_registered() {
+    // (virtio-win has no vioscsi for Windows 2003.)
+    for (spec, root, boot, bus) in [
+        (&WIN2K3R2_X86, "WINDOWS", "viostor", "virtio"),
+        (&WIN2K22_X64, "Windows", "viostor", "virtio"),
+        (&WIN2K22_X64, "Windows", "vioscsi", "scsi"),
+    ] {
+        let c = case(spec, "0.1.999");
+        let (j, part) = inject_default(&c, &["--boot", boot]);
+        let system = hive_file(&part, root, "SYSTEM", c.dir.path());
+        let ddb = j["drivers"]["registration"] == "DriverDatabase";
+        for (machine, root_port) in [("pc", false), ("q35", false), ("q35", true)] {
+            for id in qemu_disk_ids(c.dir.path(), bus, machine, root_port) {
+                let service = if ddb {
+                    let raw = std::process::Command::new("hivexget")
+                        .args([
+                            s(&system),
+                            &format!("\\DriverDatabase\\DeviceIds\\PCI\\{id}"),
+                            "guestor.inf",
+                        ])
+                        .output()
+                        .unwrap()
+                        .stdout;
+                    (raw == [1, 0xff, 0, 0]).then(|| boot.to_owned())
+                } else {
+                    Some(hivexget(
+                        &system,
+                        &format!("\\ControlSet001\\Control\\CriticalDeviceDatabase\\PCI#{id}"),
+                        "Service",
+                    ))
+                };
+                assert_eq!(
+                    service.as_deref(),
+                    Some(boot),
+                    "{machine}{}: {id} is not registered for {boot}",
+                    if root_port {
+                        " behind a PCIe root port"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+}

@@ -132,6 +132,16 @@ fn run_both(spec: &WindowsSpec, keys: &[&str]) -> Both {
 
 const MIB: u64 = 1 << 20;
 
+/// Text as hivexregedit exports it inside `hex(1)`/`hex(7)` data: UTF-16LE bytes,
+/// comma-separated (no terminating NUL).
+fn utf16_hex(text: &str) -> String {
+    text.encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn value<'a>(e: &'a Export, key: &str, name: &str) -> Option<&'a str> {
     e.get(&key.to_ascii_uppercase())
         .and_then(|v| v.get(&name.to_ascii_uppercase()))
@@ -208,9 +218,13 @@ fn server_2022_matches_virt_v2v() {
         // virt-v2v 2.2.0 names its package guestor.inf_tmp (renamed upstream in
         // 2025, da55dc4: the old label broke pnputil and Windows Update).
         let ours_key = key.replace("GUESTOR.INF_TMP", "GUESTOR.INF_AMD64_0000000000000000");
+        let (old_label, new_label) = (
+            utf16_hex("guestor.inf_tmp"),
+            utf16_hex("guestor.inf_amd64_0000000000000000"),
+        );
         let mut theirs = values.clone();
         for v in theirs.values_mut() {
-            *v = v.replace("guestor.inf_tmp", "guestor.inf_amd64_0000000000000000");
+            *v = v.replace(&old_label, &new_label);
         }
         println!("{key}: {theirs:?}");
         assert_eq!(

@@ -37,6 +37,9 @@ struct Report {
     settings: Vec<reg::Setting>,
     /// Why the settings could not be read, if they could not.
     settings_error: Option<String>,
+    /// virtio drivers in the image, whoever put them there: staged files, services,
+    /// boot registration, versions.
+    virtio_drivers: Option<crate::drivers::State>,
     /// `<IMAGE>.manifest.json`, when the image is a golden image wingold built.
     manifest: Option<serde_json::Value>,
     /// The golden version the image is or rests on (a clone's), when wingold built it.
@@ -127,6 +130,36 @@ fn current_settings(img: &dyn BlockDev, w: &Windows) -> anyhow::Result<Vec<reg::
     })?)
 }
 
+fn virtio_state(img: &dyn BlockDev, w: &Windows) -> anyhow::Result<crate::drivers::State> {
+    let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
+    let vol = Volume::open(&part, "drivers", Access::ReadOnly)?;
+    let system = vol.read_file(&w.hive_path("SYSTEM"))?;
+    let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
+    let read = |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        match vol.lookup(path)? {
+            None => Ok(None),
+            Some(_) => Ok(vol.read_file(path).ok()),
+        }
+    };
+    let staging = format!(
+        "{}\\{}",
+        w.system_root.trim_start_matches('\\'),
+        crate::drivers::STAGING
+    );
+    let list = || -> anyhow::Result<Vec<String>> {
+        Ok(match vol.lookup(&staging)? {
+            None => Vec::new(),
+            Some(_) => vol
+                .list(&staging)?
+                .into_iter()
+                .filter(|e| !e.is_dir)
+                .map(|e| e.name)
+                .collect(),
+        })
+    };
+    crate::drivers::state(w, &system, &software, &read, &list)
+}
+
 fn report(path: &Path) -> anyhow::Result<Report> {
     let img = image::open(path, Access::ReadOnly)?;
     let table = scan_partitions(&img, path)?;
@@ -162,6 +195,7 @@ fn report(path: &Path) -> anyhow::Result<Report> {
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         },
     };
+    let virtio_drivers = windows.as_ref().and_then(|w| virtio_state(&img, w).ok());
     let manifest = std::fs::canonicalize(path)
         .ok()
         .and_then(|p| std::fs::read(crate::golden::build::manifest_path(&p)).ok())
@@ -171,6 +205,7 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         manifest,
         settings,
         settings_error,
+        virtio_drivers,
         image: path.to_owned(),
         format: img.format(),
         virtual_size: img.len(),
@@ -341,6 +376,45 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = &r.settings_error {
         println!("settings: cannot read them: {e}");
+    }
+    if let Some(d) = &r.virtio_drivers {
+        println!("virtio drivers:");
+        if d.services.is_empty() && d.staged.is_empty() {
+            println!("  none");
+        }
+        for svc in &d.services {
+            println!(
+                "  service {}: start {}, {} ({})",
+                svc.name,
+                svc.start
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                svc.image_path.as_deref().unwrap_or("no ImagePath"),
+                if svc.file_present {
+                    "file present"
+                } else {
+                    "file missing"
+                }
+            );
+        }
+        for b in &d.boot_registration {
+            println!("  boot: {b}");
+        }
+        if !d.staged.is_empty() {
+            println!(
+                "  staged in %SystemRoot%\\{}: {} file(s){}",
+                crate::drivers::STAGING,
+                d.staged.len(),
+                if d.device_path_has_virtio {
+                    ", on DevicePath"
+                } else {
+                    ""
+                }
+            );
+        }
+        for (inf, ver) in &d.staged_versions {
+            println!("  {inf}: DriverVer {ver}");
+        }
     }
     Ok(())
 }

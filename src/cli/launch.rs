@@ -2,7 +2,7 @@
 
 use super::BadInput;
 use crate::image;
-use crate::launch::{self, Accel, Install, Net, Vm};
+use crate::launch::{self, Accel, DiskBus, Install, Net, Vm};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,11 @@ pub struct VmArgs {
     /// Accelerator: kvm, tcg, or auto (KVM, else TCG).
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: Accel,
+    /// The system disk's controller for everyday runs: virtio (virtio-blk, boot
+    /// driver viostor) or scsi (virtio-scsi, boot driver vioscsi: inject with
+    /// --boot vioscsi). The installer recipe keeps HDA on IDE.
+    #[arg(long, value_enum, default_value = "virtio")]
+    pub disk_bus: DiskBus,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +108,7 @@ pub fn vm(
         net: a.net,
         vnc: (a.vnc != "none").then(|| a.vnc.clone()),
         accel: a.accel,
+        disk_bus: a.disk_bus,
         install,
     })
 }

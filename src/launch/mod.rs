@@ -47,6 +47,16 @@ pub enum Accel {
     Auto,
 }
 
+/// The controller the system disk sits on in everyday runs: it decides the boot
+/// driver Windows needs (`viostor` for virtio-blk, `vioscsi` for virtio-scsi).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    #[default]
+    Virtio,
+    Scsi,
+}
+
 /// What the installer needs beside HDA.
 #[derive(Debug, Clone, Serialize)]
 pub struct Install {
@@ -71,6 +81,8 @@ pub struct Vm {
     /// VNC listen address; the display number is the VM id.
     pub vnc: Option<String>,
     pub accel: Accel,
+    /// The system disk's controller in everyday runs (the installer keeps IDE).
+    pub disk_bus: DiskBus,
     pub install: Option<Install>,
 }
 
@@ -155,10 +167,18 @@ impl Vm {
             }
             None => {
                 a.extend(["-drive".into(), drive("hda", &self.hda, &self.hda_format)]);
-                a.extend([
-                    "-device".into(),
-                    "virtio-blk-pci,drive=hda,bootindex=0".into(),
-                ]);
+                match self.disk_bus {
+                    DiskBus::Virtio => a.extend([
+                        "-device".into(),
+                        "virtio-blk-pci,drive=hda,bootindex=0".into(),
+                    ]),
+                    DiskBus::Scsi => a.extend([
+                        "-device".into(),
+                        "virtio-scsi-pci,id=scsi0".into(),
+                        "-device".into(),
+                        "scsi-hd,drive=hda,bus=scsi0.0,bootindex=0".into(),
+                    ]),
+                }
             }
         }
         a.extend(["-device".into(), "virtio-balloon-pci,id=balloon0".into()]);
@@ -261,6 +281,10 @@ impl Vm {
                         xml(&iso.to_string_lossy())
                     );
                 }
+            }
+            None if self.disk_bus == DiskBus::Scsi => {
+                x.push_str("    <controller type='scsi' index='0' model='virtio-scsi'/>\n");
+                disk(&mut x, &self.hda, &self.hda_format, "sda", "scsi")
             }
             None => disk(&mut x, &self.hda, &self.hda_format, "vda", "virtio"),
         }
