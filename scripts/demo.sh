@@ -20,8 +20,8 @@ if [ -n "${WINGOLD_CONFIG:-}" ]; then
   exit 0
 fi
 
-step "wingold disks --id 10: the system disk (HDA), the temporary virtio disk (HDB), the install recipe"
-"$bin" disks --id 10 --dir "$dir" --hda-size 20G --hdb-size 1G \
+step "wingold disks --id 10 --no-hdb: the system disk (HDA) and the install recipe (Windows on IDE; no temporary disk)"
+"$bin" disks --id 10 --dir "$dir" --hda-size 20G --no-hdb \
   --iso "$dir/windows.iso" --virtio-iso "$dir/virtio-win-0.1.999.iso" --script "$dir/install_10.sh"
 qemu-img check -q "$dir/vm_10.qcow2" && echo "qemu-img check: clean"
 sed -n '1,12p' "$dir/install_10.sh"; echo "  ..."
@@ -36,8 +36,11 @@ step "wingold fetch --list-drivers --for-image: which virtio-win folders serve t
 "$bin" fetch --url "file://$dir/virtio-win-0.1.999.iso" --cache "$dir/cache" --lock "$dir/wingold.lock" \
   --list-drivers --for-image "$dir/phony/phony.qcow2" | head -n 8
 
-step "wingold inspect: partitions, Windows, hives, and the settings as they are"
+step "wingold inspect: partitions, Windows, hives, the settings and the virtio drivers as they are"
 "$bin" inspect "$dir/phony/phony.qcow2"
+
+step "wingold inject --drivers --dry-run: the virtio drivers the build will put in, offline"
+"$bin" inject "$dir/phony/phony.qcow2" --drivers "$dir/virtio-win-0.1.999.iso" --dry-run | sed -n '/^virtio drivers/,$p'
 
 step "wingold build -c wingold.toml: fetch, inject, finalize, verify, manifest"
 "$bin" build -c "$dir/wingold.toml"
@@ -46,13 +49,15 @@ qemu-img check -q "$dir/golden/phony-2022.qcow2" && echo "qemu-img check: clean"
 step "wingold build again: nothing changed, nothing written"
 "$bin" build -c "$dir/wingold.toml"
 
-step "wingold inspect golden: the manifest, and every setting as the profiles want it"
+step "wingold inspect golden: the manifest, every setting as the profiles want it, the drivers"
 "$bin" inspect "$dir/golden/phony-2022.qcow2" | sed -n '/^settings of/,$p'
 
 step "wingold clone --id 11: a new VM in constant time, with its run recipe"
 mkdir -p "$dir/vms"
 "$bin" clone "$dir/golden/phony-2022.qcow2" --id 11 --dir "$dir/vms"
 qemu-img info --backing-chain "$dir/vms/vm_11.qcow2" | grep -E '^(image|backing file):'
+echo "  its run recipe boots the system disk on virtio-blk:"
+grep -E "virtio-blk-pci,drive=hda" "$dir/vms/vm_11.sh" | sed 's/^/  /'
 
 step "a changed input makes a new golden version; the clone keeps the one it was made from"
 printf 'Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Demo]\r\n"Rebuilt"=dword:00000001\r\n' > "$dir/demo.reg"

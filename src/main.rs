@@ -6,6 +6,14 @@ fn main() {
     // Panics caught inside the image layer become ordinary errors; any other panic
     // is a bug in wingold, reported on one line like every other error.
     std::panic::set_hook(Box::new(|info| {
+        // A reader that stopped reading (`wingold … | head`) ends the output: not
+        // an error, as with any Unix filter.
+        if info
+            .to_string()
+            .contains("failed printing to stdout: Broken pipe")
+        {
+            std::process::exit(0);
+        }
         if !wingold::image::panic_is_guarded() {
             let text = info.to_string().replace('\n', " ");
             eprintln!("wingold: internal error (a bug, please report it): {text}");

@@ -380,3 +380,110 @@ fn completions_cover_every_subcommand() {
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("gc"));
     }
 }
+
+/// `wingold launch` for `f.hda` with `extra` arguments, in `format`.
+fn launch_with(f: &Files, extra: &[&str], format: &str) -> String {
+    let out = wingold()
+        .args(["launch", s(&f.hda), "--id", "7", "--net", "user"])
+        .args(["--accel", "tcg", "--vnc", "none", "--format", format])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn disks_without_hdb_give_an_ide_only_install_vm() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("nohdb");
+    let out = wingold()
+        .args([
+            "disks",
+            "--id",
+            "8",
+            "--dir",
+            s(&dir),
+            "--hda-size",
+            "64M",
+            "--no-hdb",
+        ])
+        .args(["--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["disks"].as_array().unwrap().len(), 1, "{j}");
+    assert!(dir.join("vm_8.qcow2").exists());
+    assert!(!dir.join("temp_8.qcow2").exists());
+    let f = files("install-nohdb");
+    let recipe = f.dir.join("install-nohdb.sh");
+    let text = launch_with(
+        &f,
+        &[
+            "--install",
+            "--windows-iso",
+            s(&f.win_iso),
+            "--virtio-iso",
+            s(&f.virtio_iso),
+        ],
+        "sh",
+    );
+    std::fs::write(&recipe, text).unwrap();
+    let mut q = Qemu::start(&recipe, &f.dir.join("qmp.sock"));
+    let virtio = pci_devices(&mut q)
+        .iter()
+        .filter(|d| d["id"]["vendor"] == VIRTIO_VENDOR)
+        .count();
+    assert_eq!(virtio, 2, "virtio NIC and balloon only");
+    let blocks = q.cmd("query-block");
+    assert!(
+        !blocks.to_string().contains("\"hdb\""),
+        "an HDB in the recipe: {blocks}"
+    );
+}
+
+#[test]
+fn run_vm_on_virtio_scsi() {
+    let f = files("scsi");
+    let recipe = f.dir.join("run-scsi.sh");
+    std::fs::write(&recipe, launch_with(&f, &["--disk-bus", "scsi"], "sh")).unwrap();
+    let mut q = Qemu::start(&recipe, &f.dir.join("qmp.sock"));
+    let devices = pci_devices(&mut q);
+    // The virtio-scsi controller (transitional id 0x1004 on the pc machine).
+    assert!(
+        devices
+            .iter()
+            .any(|d| d["id"]["vendor"] == VIRTIO_VENDOR && d["id"]["device"] == 0x1004),
+        "no virtio-scsi controller: {devices:?}"
+    );
+    let blocks = q.cmd("query-block");
+    let hda = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["device"] == "hda")
+        .unwrap();
+    assert_eq!(hda["inserted"]["file"], s(&f.hda));
+    let xml = f.dir.join("domain-scsi.xml");
+    std::fs::write(&xml, launch_with(&f, &["--disk-bus", "scsi"], "libvirt")).unwrap();
+    let text = std::fs::read_to_string(&xml).unwrap();
+    assert!(text.contains("bus='scsi'") && text.contains("model='virtio-scsi'"));
+    let out = Command::new("virt-xml-validate")
+        .args([s(&xml), "domain"])
+        .output()
+        .expect("TEST CANNOT RUN: virt-xml-validate missing (Debian libvirt-clients)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -21,6 +21,10 @@ pub struct DisksArgs {
     /// virtio storage driver.
     #[arg(long, default_value = "1G", value_parser = image::parse_size)]
     hdb_size: u64,
+    /// No temporary virtio disk: Windows installs on IDE alone, and `wingold build`
+    /// (or `inject --drivers`) puts the virtio drivers into the image offline.
+    #[arg(long, conflicts_with = "hdb_size")]
+    no_hdb: bool,
     /// The Windows installation ISO: with --virtio-iso, the install recipe is printed.
     #[arg(long, requires = "virtio_iso")]
     iso: Option<PathBuf>,
@@ -49,7 +53,9 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
     let hda = args.dir.join(format!("vm_{}.qcow2", args.id));
     let hdb = args.dir.join(format!("temp_{}.qcow2", args.id));
     // Refuse before creating anything, so that a refusal writes nothing.
-    let mut outputs = vec![&hda, &hdb];
+    let hdb = (!args.no_hdb).then_some(hdb);
+    let mut outputs = vec![&hda];
+    outputs.extend(hdb.as_ref());
     outputs.extend(args.script.as_ref());
     for path in outputs {
         if path.exists() {
@@ -68,24 +74,24 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("{}: cannot create the folder", args.dir.display()))?;
     create_qcow2(&hda, &CreateOptions::new(args.hda_size)).context("creating the system disk")?;
-    if let Err(e) = create_qcow2(&hdb, &CreateOptions::new(args.hdb_size)) {
-        let _ = std::fs::remove_file(&hda);
-        return Err(e).context("creating the temporary virtio disk");
+    if let Some(hdb) = &hdb {
+        if let Err(e) = create_qcow2(hdb, &CreateOptions::new(args.hdb_size)) {
+            let _ = std::fs::remove_file(&hda);
+            return Err(e).context("creating the temporary virtio disk");
+        }
     }
-    let disks = [
-        Disk {
-            role: "hda",
-            path: hda,
-            format: "qcow2",
-            virtual_size: args.hda_size.div_ceil(512) * 512,
-        },
-        Disk {
-            role: "hdb",
-            path: hdb,
-            format: "qcow2",
-            virtual_size: args.hdb_size.div_ceil(512) * 512,
-        },
-    ];
+    let mut disks = vec![Disk {
+        role: "hda",
+        path: hda,
+        format: "qcow2",
+        virtual_size: args.hda_size.div_ceil(512) * 512,
+    }];
+    disks.extend(hdb.map(|path| Disk {
+        role: "hdb",
+        path,
+        format: "qcow2",
+        virtual_size: args.hdb_size.div_ceil(512) * 512,
+    }));
     if let (Some(script), Some(vm)) = (&args.script, &recipe) {
         // All or nothing: without its recipe, the disks go too.
         if let Err(e) = write_script(script, &vm.sh()) {

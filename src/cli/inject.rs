@@ -1,5 +1,6 @@
 //! `wingold inject`: arguments and output; the work is `golden::inject`.
 
+use crate::drivers::registry::Registration;
 use crate::golden::inject::{self, Mode, Report, SourceSpec};
 use crate::reg::{self, profiles};
 use crate::BadInput;
@@ -205,6 +206,40 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
                 )
             }
             reg::Action::ValueDeleted => println!("  - {key}: {name} (was {})", show(&c.old)),
+        }
+    }
+    if let Some(d) = &r.drivers {
+        println!(
+            "virtio drivers from {} ({}), boot driver {}, {}:",
+            d.iso.display(),
+            d.iso_volume_id,
+            d.boot.driver().service,
+            match d.registration {
+                Registration::CriticalDeviceDatabase => "registered in the CriticalDeviceDatabase",
+                Registration::DriverDatabase => "registered in the DriverDatabase",
+                Registration::InstalledByWindows => "installed by Windows already",
+            }
+        );
+        for drv in &d.drivers {
+            println!(
+                "  {} ({}): {}, DriverVer {}{}",
+                drv.name,
+                drv.role,
+                drv.folder,
+                drv.driver_ver.as_deref().unwrap_or("?"),
+                if drv.alias { " (alias folder)" } else { "" }
+            );
+        }
+        for f in &d.files {
+            let mark = match f.action {
+                crate::drivers::FileAction::New => "+",
+                crate::drivers::FileAction::Replaced => "~",
+                crate::drivers::FileAction::Unchanged => "=",
+            };
+            println!("  {mark} {} ({} bytes) from {}", f.to, f.size, f.from);
+        }
+        for n in &d.notes {
+            println!("  note: {n}");
         }
     }
     let hives: std::collections::BTreeSet<&str> = r.changes.iter().map(|c| c.hive).collect();

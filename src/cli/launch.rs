@@ -49,7 +49,7 @@ pub struct LaunchArgs {
     #[arg(long)]
     id: u32,
     /// The installer recipe: boot the Windows ISO, HDA on IDE, HDB on virtio.
-    #[arg(long, requires_all = ["windows_iso", "virtio_iso", "hdb"])]
+    #[arg(long, requires_all = ["windows_iso", "virtio_iso"])]
     install: bool,
     /// The Windows installation ISO (with --install).
     #[arg(long, requires = "install")]
@@ -84,17 +84,19 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 pub fn vm(
     id: u32,
     hda: &Path,
-    install: Option<(PathBuf, PathBuf, PathBuf)>,
+    install: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
     a: &VmArgs,
 ) -> anyhow::Result<Vm> {
     let mac = launch::mac_for(&a.mac_base, id).map_err(|e| BadInput(e.to_string()))?;
     let install = match install {
         None => None,
         Some((windows_iso, virtio_iso, hdb)) => Some(Install {
-            hdb_format: format_of(&hdb)?,
+            hdb: match hdb {
+                Some(h) => Some((absolute(&h)?, format_of(&h)?)),
+                None => None,
+            },
             windows_iso: absolute(&windows_iso)?,
             virtio_iso: absolute(&virtio_iso)?,
-            hdb: absolute(&hdb)?,
         }),
     };
     Ok(Vm {
@@ -123,13 +125,9 @@ pub fn render(vm: &Vm, format: Format) -> anyhow::Result<String> {
 
 pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
     let install = match (args.install, args.windows_iso, args.virtio_iso, args.hdb) {
-        (true, Some(w), Some(v), Some(h)) => Some((w, v, h)),
+        (true, Some(w), Some(v), h) => Some((w, v, h)),
         (false, ..) => None,
-        _ => {
-            return Err(
-                BadInput("--install needs --windows-iso, --virtio-iso and --hdb".into()).into(),
-            )
-        }
+        _ => return Err(BadInput("--install needs --windows-iso and --virtio-iso".into()).into()),
     };
     let vm = vm(args.id, &args.image, install, &args.vm)?;
     print!("{}", render(&vm, args.format)?);

@@ -62,9 +62,9 @@ pub enum DiskBus {
 pub struct Install {
     pub windows_iso: PathBuf,
     pub virtio_iso: PathBuf,
-    /// The temporary virtio disk (HDB).
-    pub hdb: PathBuf,
-    pub hdb_format: String,
+    /// The temporary virtio disk (HDB) and its format; None installs without one
+    /// (the drivers are injected offline by `wingold build` / `inject --drivers`).
+    pub hdb: Option<(PathBuf, String)>,
 }
 
 /// One VM's recipe.
@@ -150,8 +150,10 @@ impl Vm {
                 a.extend(["-boot".into(), "menu=on,order=d".into()]);
                 a.extend(["-drive".into(), drive("hda", &self.hda, &self.hda_format)]);
                 a.extend(["-device".into(), "ide-hd,drive=hda,bus=ide.0,unit=0".into()]);
-                a.extend(["-drive".into(), drive("hdb", &inst.hdb, &inst.hdb_format)]);
-                a.extend(["-device".into(), "virtio-blk-pci,drive=hdb".into()]);
+                if let Some((hdb, format)) = &inst.hdb {
+                    a.extend(["-drive".into(), drive("hdb", hdb, format)]);
+                    a.extend(["-device".into(), "virtio-blk-pci,drive=hdb".into()]);
+                }
                 for (id, unit, iso) in [("cd0", 0, &inst.windows_iso), ("cd1", 1, &inst.virtio_iso)]
                 {
                     a.extend([
@@ -273,7 +275,9 @@ impl Vm {
         match &self.install {
             Some(inst) => {
                 disk(&mut x, &self.hda, &self.hda_format, "hda", "ide");
-                disk(&mut x, &inst.hdb, &inst.hdb_format, "vda", "virtio");
+                if let Some((hdb, format)) = &inst.hdb {
+                    disk(&mut x, hdb, format, "vda", "virtio");
+                }
                 for (dev, iso) in [("hdc", &inst.windows_iso), ("hdd", &inst.virtio_iso)] {
                     let _ = write!(
                         x,
