@@ -24,6 +24,7 @@ bench: setup
 	$(CARGO) bench --bench fetch
 	$(CARGO) bench --bench finalize
 	$(CARGO) bench --bench build
+	$(CARGO) bench --bench drivers
 
 lint: setup
 	$(CARGO) fmt --check

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod drivers;
+pub mod firstboot;
 pub mod fsutil;
 pub mod golden;
 pub mod guest;

@@ -44,6 +44,18 @@ pub struct InjectArgs {
     /// The boot driver: viostor (virtio-blk) or vioscsi (virtio-scsi).
     #[arg(long, value_enum, default_value_t = BootArg::Viostor, requires = "drivers")]
     boot: BootArg,
+    /// A script (.cmd, .bat or .ps1) to run once at the first boot, after the
+    /// built-in steps (repeatable, run in the order given).
+    #[arg(long = "firstboot", value_name = "SCRIPT")]
+    firstboot: Vec<PathBuf>,
+    /// Copy a local file or folder tree into the guest: LOCAL:GUEST_PATH, e.g.
+    /// payload/:C:\Tools (repeatable).
+    #[arg(long = "copy-in", value_name = "LOCAL:GUEST_PATH")]
+    copy_in: Vec<String>,
+    /// No first-boot queue: the built-in steps (PnP install of the staged drivers,
+    /// the balloon service, netsh tuning) are left out.
+    #[arg(long, conflicts_with_all = ["firstboot", "copy_in"])]
+    no_firstboot: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -144,12 +156,37 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
         },
         extra: args.driver.clone(),
     });
+    let mut copy_in = Vec::new();
+    for spec in &args.copy_in {
+        // LOCAL:GUEST — the guest part starts at the first ':' followed by a drive
+        // path or a backslash; a local path may hold ':' itself.
+        let split = spec
+            .match_indices(':')
+            .map(|(i, _)| i)
+            .find(|&i| {
+                let rest = &spec[i + 1..];
+                rest.starts_with('\\') || (rest.len() >= 2 && rest.as_bytes()[1] == b':')
+            })
+            .ok_or_else(|| {
+                BadInput(format!(
+                    "--copy-in {spec}: give LOCAL:GUEST_PATH, e.g. payload/:C:\\Tools"
+                ))
+            })?;
+        copy_in.push((PathBuf::from(&spec[..split]), spec[split + 1..].to_owned()));
+    }
+    let first_boot_request = (!args.no_firstboot).then(|| crate::firstboot::Request {
+        steps: Vec::new(),
+        scripts: args.firstboot.clone(),
+        copy_in,
+        service_binary: None,
+    });
     let mut plan = inject::plan(
         &image_path,
         &specs,
         args.partition,
         args.force,
         driver_request.as_ref(),
+        first_boot_request.as_ref(),
     )?;
     inject::write(&mut plan, &mode)?;
     print_report(&plan.report, args.json)

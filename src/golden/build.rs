@@ -31,6 +31,45 @@ pub struct Config {
     pub golden: GoldenConfig,
     #[serde(default)]
     pub drivers: DriversConfig,
+    #[serde(default)]
+    pub firstboot: FirstbootConfig,
+    /// `[[files]]`: local trees copied into the guest.
+    #[serde(default)]
+    pub files: Vec<FilesConfig>,
+}
+
+/// `[firstboot]`: what runs once at the first boot.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstbootConfig {
+    /// The queue and its service (default true): the built-in steps run.
+    #[serde(default = "yes")]
+    pub enable: bool,
+    /// The user's scripts (.cmd, .bat, .ps1), after the built-in steps.
+    #[serde(default)]
+    pub scripts: Vec<PathBuf>,
+    /// The service binary (default: Debian's /usr/share/virt-tools/rhsrvany.exe).
+    pub service_binary: Option<PathBuf>,
+}
+
+impl Default for FirstbootConfig {
+    fn default() -> Self {
+        FirstbootConfig {
+            enable: true,
+            scripts: Vec::new(),
+            service_binary: None,
+        }
+    }
+}
+
+/// One `[[files]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// A local file or folder (relative to the config file).
+    pub from: PathBuf,
+    /// Where it lands in the guest (`C:\Tools`).
+    pub to: String,
 }
 
 /// `[drivers]`: virtio drivers put into the image offline.
@@ -143,6 +182,13 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     resolve(&mut config.base.image);
     resolve(&mut config.golden.output);
     config.golden.regfiles.iter_mut().for_each(resolve);
+    config.firstboot.scripts.iter_mut().for_each(resolve);
+    if let Some(b) = config.firstboot.service_binary.as_mut() {
+        resolve(b);
+    }
+    for f in &mut config.files {
+        resolve(&mut f.from);
+    }
     if let Some(iso) = config.virtio_win.iso.as_mut() {
         resolve(iso);
     }
@@ -252,6 +298,10 @@ pub struct Manifest {
     /// DriverVer, every file (guest path, sha256); the registry edits are in `edits`.
     #[serde(default)]
     pub drivers: Option<serde_json::Value>,
+    /// The first-boot queue: the service (binary and its sha256), every queued
+    /// script, every file written (guest path, sha256), copied-in trees included.
+    #[serde(default)]
+    pub first_boot: Option<serde_json::Value>,
     pub output: OutputRecord,
     pub timings_ms: serde_json::Value,
 }
@@ -585,12 +635,23 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             .unwrap_or_default(),
         extra: c.drivers.extra.clone(),
     });
+    let first_boot_request = c.firstboot.enable.then(|| crate::firstboot::Request {
+        steps: Vec::new(),
+        scripts: c.firstboot.scripts.clone(),
+        copy_in: c
+            .files
+            .iter()
+            .map(|f| (f.from.clone(), f.to.clone()))
+            .collect(),
+        service_binary: c.firstboot.service_binary.clone(),
+    });
     let mut plan = inject::plan(
         &c.base.image,
         &specs,
         c.base.partition,
         false,
         driver_request.as_ref(),
+        first_boot_request.as_ref(),
     )?;
     let result = (|| -> anyhow::Result<Outcome> {
         inject::write(&mut plan, &Mode::Overlay(work.clone()))?;
@@ -662,6 +723,12 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             drivers: plan
                 .report
                 .drivers
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()?,
+            first_boot: plan
+                .report
+                .first_boot
                 .as_ref()
                 .map(serde_json::to_value)
                 .transpose()?,

@@ -8,6 +8,7 @@
 //! changed hives, verify them by reading the output back, and move it into place.
 
 use crate::drivers;
+use crate::firstboot;
 use crate::guest::{self, Windows};
 use crate::hive;
 use crate::image::{self, Access, BlockDev, PartitionView};
@@ -58,6 +59,8 @@ pub struct Report {
     pub first_boot_commands: Vec<String>,
     /// virtio drivers injected (`--drivers`): drivers, files, registration.
     pub drivers: Option<drivers::Report>,
+    /// The first-boot queue: service, queued scripts, files, copied-in trees.
+    pub first_boot: Option<firstboot::Report>,
     pub verified: bool,
 }
 
@@ -87,21 +90,68 @@ pub struct Plan {
     /// Edits that leave Windows unbootable were allowed (`--force`): verification
     /// then does not look for Windows again.
     pub forced: bool,
-    /// Driver files to copy, and the descriptors they take.
+    /// Files and folders to write (drivers, first boot, copy-in).
     pub files: Option<FilePlan>,
 }
 
-/// Files copied into the guest with the security of their neighbours.
+/// One file written into the guest.
+pub struct GuestWrite {
+    /// Path on the Windows volume.
+    pub to: String,
+    pub data: Vec<u8>,
+    pub sha256: String,
+    pub action: drivers::FileAction,
+    /// Index into `FilePlan::descriptors`.
+    pub security: usize,
+    /// Seconds since 1970 it is stamped with; the plan's time when None.
+    pub time: Option<i64>,
+}
+
+/// Files and folders written into the guest, each with a security descriptor
+/// (a driver file takes its neighbours'; first-boot files and copied-in trees
+/// the restricted one), never libntfs-3g's everyone-writable default.
 pub struct FilePlan {
-    pub copies: Vec<drivers::FileCopy>,
-    /// Folders to create (parents first).
-    pub folders: Vec<String>,
-    /// The descriptor of an existing driver file (`System32\drivers\disk.sys`).
-    pub file_security: Vec<u8>,
-    /// The descriptor of `System32\drivers`, for created folders.
-    pub folder_security: Vec<u8>,
+    pub writes: Vec<GuestWrite>,
+    /// Folders to create, parents first, with their descriptor.
+    pub folders: Vec<(String, usize)>,
+    pub descriptors: Vec<Vec<u8>>,
     /// Seconds since 1970 that libntfs-3g stamps what it creates with.
     pub time: i64,
+}
+
+impl FilePlan {
+    fn empty(time: i64) -> FilePlan {
+        FilePlan {
+            writes: Vec::new(),
+            folders: Vec::new(),
+            descriptors: Vec::new(),
+            time,
+        }
+    }
+
+    fn descriptor(&mut self, sd: Vec<u8>) -> usize {
+        self.descriptors.push(sd);
+        self.descriptors.len() - 1
+    }
+
+    fn folder(&mut self, path: String, security: usize) {
+        let key = crate::hive::fold_name(&path);
+        if !self
+            .folders
+            .iter()
+            .any(|(p, _)| crate::hive::fold_name(p) == key)
+        {
+            self.folders.push((path, security));
+        }
+    }
+
+    fn bytes_needed(&self) -> u64 {
+        self.writes
+            .iter()
+            .filter(|w| w.action != drivers::FileAction::Unchanged)
+            .map(|w| (w.data.len() as u64).div_ceil(4096) * 4096)
+            .sum()
+    }
 }
 
 /// Parses every source, finds Windows, checks it is safe to write, and runs the
@@ -112,10 +162,16 @@ pub fn plan(
     partition: Option<u32>,
     force: bool,
     driver_request: Option<&drivers::Request>,
+    first_boot_request: Option<&firstboot::Request>,
 ) -> anyhow::Result<Plan> {
-    if specs.is_empty() && driver_request.is_none() {
+    if specs.is_empty()
+        && driver_request.is_none()
+        && first_boot_request.is_none_or(|r| r.is_empty())
+    {
         return Err(BadInput(
-            "nothing to apply: give --profile NAME, --reg FILE and/or --drivers ISO".into(),
+            "nothing to apply: give --profile NAME, --reg FILE, --drivers ISO, --firstboot \
+             SCRIPT and/or --copy-in LOCAL:GUEST"
+                .into(),
         )
         .into());
     }
@@ -134,6 +190,7 @@ pub fn plan(
     reg::check_roots(&edits, &w.control_sets)?;
     let mut files = None;
     let mut driver_report = None;
+    let mut first_boot_report = None;
     let results = {
         // One read-only mount: refuse an unsafe volume before any output exists,
         // then read the hives the edits run on.
@@ -144,10 +201,23 @@ pub fn plan(
             Access::ReadOnly,
         )?;
         vol.refuse_unsafe()?;
+        let mut f = FilePlan::empty(0);
         if let Some(req) = driver_request {
-            let (p, f) = plan_drivers(&vol, &w, req, image_path)?;
+            let p = plan_drivers(&vol, &w, req, &mut f)?;
             edits.extend(p.edits);
             driver_report = Some(p.report);
+        }
+        if let Some(req) = first_boot_request {
+            let mut req = req.clone();
+            req.steps = builtin_steps(&w, &sources, driver_report.as_ref());
+            if !req.is_empty() {
+                let p = plan_first_boot(&vol, &w, &req, &mut f)?;
+                edits.extend(p.edits);
+                first_boot_report = Some(p.report);
+            }
+        }
+        if !f.writes.is_empty() || !f.folders.is_empty() {
+            refuse_full_volume(&vol, &w, image_path, f.bytes_needed())?;
             files = Some(f);
         }
         reg::apply(&edits, &w.control_sets, |hive| {
@@ -189,6 +259,7 @@ pub fn plan(
         logs_truncated: Vec::new(),
         first_boot_commands: first_boot,
         drivers: driver_report,
+        first_boot: first_boot_report,
         verified: false,
     };
     Ok(Plan {
@@ -200,23 +271,27 @@ pub fn plan(
     })
 }
 
-/// The driver plan, and the security descriptors its files and folders take;
-/// refuses a volume without room for them.
+/// The driver plan; its files and folders go into `f`, with the security
+/// descriptors of `System32\drivers\disk.sys` and `System32\drivers`.
 fn plan_drivers(
     vol: &Volume,
     w: &Windows,
     req: &drivers::Request,
-    image_path: &Path,
-) -> anyhow::Result<(drivers::Plan, FilePlan)> {
-    let read = |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
-        match vol.lookup(path)? {
-            None => Ok(None),
-            Some(_) => Ok(Some(vol.read_file(path)?)),
-        }
-    };
+    f: &mut FilePlan,
+) -> anyhow::Result<drivers::Plan> {
+    let read = guest_reader(vol);
     let system = vol.read_file(&w.hive_path("SYSTEM"))?;
     let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
-    let p = drivers::plan(w, req, &system, &software, &read)?;
+    let mut p = drivers::plan(w, req, &system, &software, &read)?;
+    if vol.lookup(&w.hive_path("DRIVERS"))?.is_some() {
+        // Windows 10+ also keeps a DRIVERS hive; virt-v2v registers the boot driver
+        // in SYSTEM\DriverDatabase only, boot-tested on 2016-2025: so does wingold.
+        p.report.notes.push(
+            "this Windows has a DRIVERS hive; the boot driver is registered in \
+             SYSTEM\\DriverDatabase, as virt-v2v does"
+                .into(),
+        );
+    }
     let root = w.system_root.trim_start_matches('\\');
     let drivers_dir = format!("{root}\\System32\\drivers");
     let sibling = ["disk.sys", "pci.sys", "atapi.sys"]
@@ -227,15 +302,117 @@ fn plan_drivers(
             BadInput(format!(
                 "{}: no {drivers_dir}\\disk.sys to take the driver files' security from; \
                  is this an installed Windows?",
-                image_path.display()
+                req.iso.display()
             ))
         })?;
+    let file_sd = f.descriptor(vol.security(&sibling)?);
+    let folder_sd = f.descriptor(vol.security(&drivers_dir)?);
+    f.time = p.report.file_time;
+    for dir in &p.report.folders {
+        f.folder(dir.clone(), folder_sd);
+    }
+    for c in &p.report.files {
+        f.writes.push(GuestWrite {
+            to: c.to.clone(),
+            data: c.data.clone(),
+            sha256: c.sha256.clone(),
+            action: c.action,
+            security: file_sd,
+            time: None,
+        });
+    }
+    Ok(p)
+}
+
+/// The built-in first-boot steps this plan calls for: PnP install of the staged
+/// drivers (NT 6.0+), the balloon service (Balloon staged), the netsh TCP tuning
+/// (the tcpip profile, NT 6.0+).
+fn builtin_steps(
+    w: &Windows,
+    sources: &[Source],
+    drivers: Option<&drivers::Report>,
+) -> Vec<firstboot::Step> {
+    let nt6 = w.major_version >= 6;
+    let mut steps = Vec::new();
+    if let Some(d) = drivers {
+        if nt6 && !d.drivers.is_empty() {
+            steps.push(firstboot::Step::PnpDrivers);
+        }
+        if d.files
+            .iter()
+            .any(|f| f.to.to_ascii_lowercase().ends_with("\\blnsvr.exe"))
+        {
+            steps.push(firstboot::Step::BalloonService);
+        }
+    }
+    if nt6
+        && sources
+            .iter()
+            .any(|s| matches!(s, Source::Profile { name, .. } if name == "tcpip"))
+    {
+        steps.push(firstboot::Step::TcpipNetsh);
+    }
+    steps
+}
+
+/// The first-boot plan; its files and folders go into `f` with the restricted
+/// descriptor.
+fn plan_first_boot(
+    vol: &Volume,
+    w: &Windows,
+    req: &firstboot::Request,
+    f: &mut FilePlan,
+) -> anyhow::Result<firstboot::Plan> {
+    let read = guest_reader(vol);
+    let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
+    let p = firstboot::plan(w, req, &software, &read)?;
+    let file_sd = f.descriptor(firstboot::security::restricted(false));
+    let folder_sd = f.descriptor(firstboot::security::restricted(true));
+    for dir in &p.report.folders {
+        // Folders that exist (the user's C:\Tools on a second run) keep theirs.
+        if vol.lookup(dir)?.is_none() {
+            f.folder(dir.clone(), folder_sd);
+        }
+    }
+    for g in &p.report.files {
+        f.writes.push(GuestWrite {
+            to: g.to.clone(),
+            data: g.data.clone(),
+            sha256: g.sha256.clone(),
+            action: g.action,
+            security: file_sd,
+            time: g.time,
+        });
+    }
+    Ok(p)
+}
+
+/// Files on the volume as the planners read them: None when missing.
+fn guest_reader<'v, 'd>(
+    vol: &'v Volume<'d>,
+) -> impl Fn(&str) -> anyhow::Result<Option<Vec<u8>>> + use<'v, 'd> {
+    move |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        match vol.lookup(path)? {
+            None => Ok(None),
+            Some(_) => Ok(Some(vol.read_file(path)?)),
+        }
+    }
+}
+
+/// Refuses a volume without room for the files (plus slack for NTFS metadata and
+/// the hives' growth).
+fn refuse_full_volume(
+    vol: &Volume,
+    w: &Windows,
+    image_path: &Path,
+    bytes_needed: u64,
+) -> anyhow::Result<()> {
     let free = vol.free_bytes()?;
-    // Room for the files, plus slack for NTFS metadata and the hives' growth.
-    let needed = p.report.bytes_needed + (4 << 20);
-    if p.report.bytes_needed > 0 && free < needed {
+    let needed = bytes_needed + (4 << 20);
+    if bytes_needed > 0 && free < needed {
         return Err(BadInput(format!(
-            "{}: partition {} has {} MiB free; the drivers need {} MiB: make room in              Windows or grow the disk",
+            "{}: partition {} has {} MiB free; the files to copy need {} MiB: make room \
+             in Windows or grow the disk",
             image_path.display(),
             w.partition,
             free >> 20,
@@ -243,14 +420,7 @@ fn plan_drivers(
         ))
         .into());
     }
-    let files = FilePlan {
-        copies: p.report.files.clone(),
-        folders: p.report.folders.clone(),
-        file_security: vol.security(&sibling)?,
-        folder_security: vol.security(&drivers_dir)?,
-        time: p.report.file_time,
-    };
-    Ok((p, files))
+    Ok(())
 }
 
 impl Plan {
@@ -259,7 +429,7 @@ impl Plan {
         self.results.iter().all(|r| r.bytes.is_none())
             && self.files.as_ref().is_none_or(|f| {
                 f.folders.is_empty()
-                    && f.copies
+                    && f.writes
                         .iter()
                         .all(|c| c.action == drivers::FileAction::Unchanged)
             })
@@ -598,19 +768,24 @@ fn write_volume(
     Ok((written, truncated))
 }
 
-/// Creates the folders and writes the new and changed files, each with the
-/// security descriptor of its neighbours.
+/// Creates the folders and writes the new and changed files, each with its
+/// security descriptor and its time.
 fn write_files(vol: &Volume, f: &FilePlan) -> anyhow::Result<()> {
-    for dir in &f.folders {
-        vol.mkdir_p(dir)?;
-        vol.set_security(dir, &f.folder_security)?;
+    for (dir, sd) in &f.folders {
+        if vol.lookup(dir)?.is_none() {
+            vol.mkdir_p(dir)?;
+        }
+        vol.set_security(dir, &f.descriptors[*sd])?;
     }
-    for c in &f.copies {
+    for c in &f.writes {
         if c.action == drivers::FileAction::Unchanged {
             continue;
         }
-        vol.write_file(&c.to, &c.data)?;
-        vol.set_security(&c.to, &f.file_security)?;
+        crate::ntfs::with_frozen_clock(c.time.unwrap_or(f.time), || -> anyhow::Result<()> {
+            vol.write_file(&c.to, &c.data)?;
+            vol.set_security(&c.to, &f.descriptors[c.security])?;
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -627,7 +802,7 @@ pub fn verify(
     let img = image::open(image, Access::ReadOnly)?;
     let part = PartitionView::new(&img, w.partition_start, w.partition_size)?;
     let vol = Volume::open(&part, "verification", Access::ReadOnly)?;
-    for f in files.map(|f| f.copies.as_slice()).unwrap_or_default() {
+    for f in files.map(|f| f.writes.as_slice()).unwrap_or_default() {
         let back = vol.read_file(&f.to)?;
         anyhow::ensure!(
             sha256_hex(&back) == f.sha256,

@@ -43,6 +43,12 @@ pub fn ntfs_volume(path: &Path, size: u64, label: &str, entries: &[Entry]) {
     if entries.is_empty() {
         return;
     }
+    add_entries(path, entries);
+}
+
+/// Writes `entries` into the NTFS volume image at `path` (through ntfs-3g's FUSE
+/// driver).
+pub fn add_entries(path: &Path, entries: &[Entry]) {
     with_fuse_mount(path, |mnt| {
         for e in entries {
             match e {
@@ -437,7 +443,7 @@ pub fn phony_windows_sized(
 ) -> PhonyWindows {
     let config = format!("{}/System32/config", spec.root);
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-    let mut entries = vec![
+    let entries = vec![
         Entry::File(leak(format!("{config}/SYSTEM")), system_hive(dir, spec)),
         Entry::File(
             leak(format!("{config}/SOFTWARE")),
@@ -459,7 +465,6 @@ pub fn phony_windows_sized(
         ),
         Entry::Dir("Program Files"),
     ];
-    entries.extend(extra);
     let sysres = dir.join("sysres.ntfs");
     ntfs_volume(
         &sysres,
@@ -477,6 +482,10 @@ pub fn phony_windows_sized(
         ("755", format!("/{}/System32/drivers", spec.root)),
     ] {
         run("ntfssecaudit", &[s(&win), mode, &path]);
+    }
+    // Extras last: ntfssecaudit refuses a volume holding a hibernation file.
+    if !extra.is_empty() {
+        add_entries(&win, &extra);
     }
     tweak(&win);
     let raw = dir.join("phony.raw");

@@ -1,0 +1,629 @@
+//! The first-boot queue: what only a running Windows can do, prepared offline to
+//! run once by itself at the first boot of the golden image and of every clone.
+//!
+//! A service created offline (`wingold-firstboot`, LocalSystem, automatic) runs
+//! Debian's `rhsrvany.exe` — the binary virt-v2v installs for the same purpose —
+//! which starts `%SystemRoot%\wingold\firstboot\firstboot.cmd`, the runner
+//! (`assets/firstboot/firstboot.cmd`): numbered scripts in `queue\`, each once,
+//! logged, moved to `done\` or, after three failures across boots, `failed\`; the
+//! service disables itself when the queue is empty. Built-in steps, the user's
+//! scripts, and copied-in trees are all plain files; the service is plain
+//! registry edits. `golden` writes them with the rest of the plan.
+//!
+//! Like `drivers`, this knows nothing of images or NTFS: guest files come through
+//! a closure.
+
+#![forbid(unsafe_code)]
+
+pub mod names;
+pub mod security;
+
+use crate::drivers::registry::{Edits, REG_DWORD, REG_SZ};
+use crate::drivers::FileAction;
+use crate::guest::Windows;
+use crate::hive::Hive;
+use crate::reg::{utf16z, RegEdit};
+use crate::BadInput;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The service's name (also the runner's `sc config` target).
+pub const SERVICE: &str = "wingold-firstboot";
+/// The first-boot folder under the system root.
+pub const FOLDER: &str = "wingold\\firstboot";
+/// Where Debian's rhsrvany package puts the service binary.
+pub const RHSRVANY: &str = "/usr/share/virt-tools/rhsrvany.exe";
+
+const RUNNER: &str = include_str!("../../assets/firstboot/firstboot.cmd");
+const PNP_DRIVERS: &str = include_str!("../../assets/firstboot/pnp-drivers.cmd");
+const BALLOON_SERVICE: &str = include_str!("../../assets/firstboot/balloon-service.cmd");
+const TCPIP_NETSH: &str = include_str!("../../assets/firstboot/tcpip-netsh.cmd");
+
+/// A built-in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// `pnputil -i -a` over the staged virtio INFs (NT 6.0+).
+    PnpDrivers,
+    /// `blnsvr -i`: the balloon service.
+    BalloonService,
+    /// The NT 6+ TCP tuning with no registry form.
+    TcpipNetsh,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::PnpDrivers => "pnp-drivers",
+            Step::BalloonService => "balloon-service",
+            Step::TcpipNetsh => "tcpip-netsh",
+        }
+    }
+
+    /// Queue order: PnP before the balloon service (it needs the driver), both
+    /// before the user's scripts.
+    fn priority(self) -> u32 {
+        match self {
+            Step::PnpDrivers => 2000,
+            Step::BalloonService => 5000,
+            Step::TcpipNetsh => 5100,
+        }
+    }
+
+    fn script(self) -> &'static str {
+        match self {
+            Step::PnpDrivers => PNP_DRIVERS,
+            Step::BalloonService => BALLOON_SERVICE,
+            Step::TcpipNetsh => TCPIP_NETSH,
+        }
+    }
+}
+
+/// What to queue and copy in.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub steps: Vec<Step>,
+    /// The user's scripts (`.cmd`, `.bat`, `.ps1`), run in this order after the
+    /// built-in steps.
+    pub scripts: Vec<PathBuf>,
+    /// Local file or folder → guest path (`C:\Tools` or `\Tools`).
+    pub copy_in: Vec<(PathBuf, String)>,
+    /// The service binary; `RHSRVANY` when None.
+    pub service_binary: Option<PathBuf>,
+}
+
+impl Request {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.scripts.is_empty() && self.copy_in.is_empty()
+    }
+}
+
+/// How a file or folder is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protection {
+    /// SYSTEM and Administrators full control, Users read and execute.
+    Restricted,
+}
+
+/// One file to put into the guest.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestFile {
+    /// Path on the Windows volume (`Windows\wingold\firstboot\firstboot.cmd`).
+    pub to: String,
+    /// Where it comes from: a local path, `wingold` (generated) or the binary.
+    pub from: String,
+    pub size: u64,
+    pub sha256: String,
+    pub action: FileAction,
+    /// Its time (seconds since 1970): a copied-in file keeps its local mtime.
+    #[serde(skip)]
+    pub time: Option<i64>,
+    #[serde(skip)]
+    pub data: Vec<u8>,
+}
+
+/// A queued script.
+#[derive(Debug, Clone, Serialize)]
+pub struct Queued {
+    /// `2000-pnp-drivers.cmd`.
+    pub name: String,
+    /// The built-in step, or the user's file.
+    pub source: String,
+}
+
+/// The service that starts the runner.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceReport {
+    pub name: &'static str,
+    pub binary: PathBuf,
+    pub binary_sha256: String,
+    /// Debian's rhsrvany package, what virt-v2v installs.
+    pub binary_origin: &'static str,
+}
+
+/// What the first-boot plan does; the manifest and `inject --json` carry it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `C:\Windows\wingold\firstboot`, as the guest sees it.
+    pub folder: String,
+    pub service: Option<ServiceReport>,
+    pub queue: Vec<Queued>,
+    /// Every file written (runner, steps, scripts, copied-in trees).
+    pub files: Vec<GuestFile>,
+    pub folders: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// The plan: files, folders (parents first), registry edits.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub report: Report,
+    pub edits: Vec<RegEdit>,
+}
+
+/// A file on the guest's volume (None when missing), as the planner needs it.
+pub type ReadGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<Vec<u8>>> + 'a;
+
+/// Text with CRLF line ends (what cmd on NT 5.2 needs).
+pub fn crlf(text: &str) -> Vec<u8> {
+    text.replace("\r\n", "\n")
+        .replace('\n', "\r\n")
+        .into_bytes()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+/// `C:\Windows` as the guest knows it: SOFTWARE's `SystemRoot`, else `C:` and the
+/// system root found on the volume.
+fn system_root_with_drive(w: &Windows, software: &[u8]) -> anyhow::Result<String> {
+    let h = Hive::open_read("SOFTWARE", software)?;
+    let from_hive = h
+        .value("Microsoft\\Windows NT\\CurrentVersion", "SystemRoot")?
+        .and_then(|v| v.as_string())
+        .filter(|s| s.len() > 3 && s.as_bytes()[1] == b':');
+    Ok(from_hive.unwrap_or_else(|| format!("C:{}", w.system_root)))
+}
+
+/// A name safe for a queue entry: letters, digits, `-`, `_`.
+fn queue_stem(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let s: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "script".into()
+    } else {
+        s
+    }
+}
+
+fn mtime(meta: &std::fs::Metadata) -> Option<i64> {
+    use std::os::unix::fs::MetadataExt;
+    Some(meta.mtime())
+}
+
+/// Computes the plan; refusals are bad input naming the file.
+pub fn plan(
+    w: &Windows,
+    req: &Request,
+    software: &[u8],
+    read_guest: &ReadGuest,
+) -> anyhow::Result<Plan> {
+    let root = w.system_root.trim_start_matches('\\').to_owned();
+    let dir = format!("{root}\\{FOLDER}");
+    let guest_root = system_root_with_drive(w, software)?;
+    let guest_dir = format!("{guest_root}\\{FOLDER}");
+    let mut files: Vec<GuestFile> = Vec::new();
+    let mut folders: Vec<String> = Vec::new();
+    let mut notes = Vec::new();
+    let mut queue = Vec::new();
+    let add = |files: &mut Vec<GuestFile>, to: String, from: String, data: Vec<u8>, time| {
+        files.push(GuestFile {
+            size: data.len() as u64,
+            sha256: sha256_hex(&data),
+            action: FileAction::New,
+            to,
+            from,
+            time,
+            data,
+        });
+    };
+
+    // Queue entries, in order: built-ins by priority, then the user's scripts.
+    let done_before = |name: &str| -> anyhow::Result<bool> {
+        Ok(read_guest(&format!("{dir}\\done\\{name}"))?.is_some()
+            || read_guest(&format!("{dir}\\failed\\{name}"))?.is_some())
+    };
+    let mut steps = req.steps.clone();
+    steps.sort_by_key(|s| s.priority());
+    steps.dedup();
+    let mut entries: Vec<(String, String, Vec<u8>, Option<i64>)> = Vec::new();
+    for s in &steps {
+        entries.push((
+            format!("{}-{}.cmd", s.priority(), s.name()),
+            format!("built-in step {}", s.name()),
+            crlf(s.script()),
+            None,
+        ));
+    }
+    let has_powershell = read_guest(&format!(
+        "{root}\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"
+    ))?
+    .is_some();
+    for (i, script) in req.scripts.iter().enumerate() {
+        let shown = script.display().to_string();
+        let ext = script
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let meta = std::fs::metadata(script)
+            .map_err(|e| BadInput(format!("{shown}: cannot read: {e}")))?;
+        let data =
+            std::fs::read(script).map_err(|e| BadInput(format!("{shown}: cannot read: {e}")))?;
+        let name = format!("{}-{}", 6000 + i, queue_stem(script));
+        match ext.as_str() {
+            "cmd" | "bat" => entries.push((format!("{name}.cmd"), shown, data, mtime(&meta))),
+            "ps1" => {
+                if !has_powershell {
+                    return Err(BadInput(format!(
+                        "{shown}: this Windows ({}) has no PowerShell \
+                         (System32\\WindowsPowerShell\\v1.0\\powershell.exe); give a .cmd script",
+                        w.product_name
+                    ))
+                    .into());
+                }
+                add(
+                    &mut files,
+                    format!("{dir}\\scripts\\{name}.ps1"),
+                    shown.clone(),
+                    data,
+                    mtime(&meta),
+                );
+                let wrapper = format!(
+                    "@echo off\nrem wingold: runs {shown} under PowerShell, this script's policy bypassed\n\
+                     powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \"%~dp0..\\scripts\\{name}.ps1\"\n\
+                     exit /b %errorlevel%\n"
+                );
+                entries.push((format!("{name}.cmd"), shown, crlf(&wrapper), mtime(&meta)));
+            }
+            _ => {
+                return Err(BadInput(format!(
+                    "{shown}: a first-boot script must be .cmd, .bat or .ps1"
+                ))
+                .into())
+            }
+        }
+    }
+    for (name, source, data, time) in entries {
+        if done_before(&name)? {
+            notes.push(format!(
+                "{name} already ran on this image (done\\ or failed\\): not queued again"
+            ));
+            continue;
+        }
+        add(
+            &mut files,
+            format!("{dir}\\queue\\{name}"),
+            source.clone(),
+            data,
+            time,
+        );
+        queue.push(Queued { name, source });
+    }
+
+    // The runner and its service, when anything is queued.
+    let mut edits = Edits::new("first boot".into());
+    let service = if queue.is_empty() {
+        None
+    } else {
+        let binary = req
+            .service_binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(RHSRVANY));
+        let bytes = std::fs::read(&binary).map_err(|e| {
+            BadInput(format!(
+                "{}: cannot read the first-boot service binary ({e}); install Debian's \
+                 rhsrvany package (bookworm-backports), as make setup does",
+                binary.display()
+            ))
+        })?;
+        let sha = sha256_hex(&bytes);
+        add(
+            &mut files,
+            format!("{dir}\\rhsrvany.exe"),
+            binary.display().to_string(),
+            bytes,
+            None,
+        );
+        add(
+            &mut files,
+            format!("{dir}\\firstboot.cmd"),
+            "wingold runner".into(),
+            crlf(RUNNER),
+            None,
+        );
+        service_edits(&mut edits, &guest_dir);
+        Some(ServiceReport {
+            name: SERVICE,
+            binary,
+            binary_sha256: sha,
+            binary_origin: "Debian package rhsrvany (what virt-v2v installs)",
+        })
+    };
+    if service.is_some() {
+        for f in [
+            "wingold",
+            FOLDER,
+            &format!("{FOLDER}\\queue"),
+            &format!("{FOLDER}\\done"),
+            &format!("{FOLDER}\\failed"),
+            &format!("{FOLDER}\\scripts"),
+        ] {
+            folders.push(format!("{root}\\{f}"));
+        }
+    }
+
+    // Copied-in trees.
+    for (local, guest) in &req.copy_in {
+        copy_in(local, guest, &mut files, &mut folders)?;
+    }
+
+    // Idempotence: what is there with the same bytes is left alone.
+    for f in &mut files {
+        f.action = match read_guest(&f.to)? {
+            None => FileAction::New,
+            Some(old) if old == f.data => FileAction::Unchanged,
+            Some(_) => FileAction::Replaced,
+        };
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    folders.retain(|f| seen.insert(crate::hive::fold_name(f)));
+    Ok(Plan {
+        report: Report {
+            folder: guest_dir,
+            service,
+            queue,
+            files,
+            folders,
+            notes,
+        },
+        edits: edits.list,
+    })
+}
+
+/// The service virt-v2v's tools install for their first boot, with wingold's
+/// names (reference/driver-injection.md §4.3, R1).
+fn service_edits(e: &mut Edits, guest_dir: &str) {
+    let key = format!("HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\{SERVICE}");
+    let dword =
+        |e: &mut Edits, name: &str, v: u32| e.set(&key, name, REG_DWORD, v.to_le_bytes().to_vec());
+    dword(e, "Type", 0x10);
+    dword(e, "Start", 2);
+    dword(e, "ErrorControl", 1);
+    e.set(
+        &key,
+        "ImagePath",
+        REG_SZ,
+        utf16z(&format!("\"{guest_dir}\\rhsrvany.exe\" -s {SERVICE}")),
+    );
+    e.set(&key, "DisplayName", REG_SZ, utf16z("wingold first boot"));
+    e.set(&key, "ObjectName", REG_SZ, utf16z("LocalSystem"));
+    let params = format!("{key}\\Parameters");
+    e.set(
+        &params,
+        "CommandLine",
+        REG_SZ,
+        utf16z(&format!("cmd /c \"{guest_dir}\\firstboot.cmd\"")),
+    );
+    e.set(&params, "PWD", REG_SZ, utf16z(guest_dir));
+}
+
+/// The guest path of `C:\Tools` or `\Tools` on the Windows volume (`Tools`).
+fn guest_target(guest: &str) -> Result<String, String> {
+    let g = guest.replace('/', "\\");
+    let rest = match g.as_bytes() {
+        [d, b':', ..] if d.eq_ignore_ascii_case(&b'c') => &g[2..],
+        [_, b':', ..] => {
+            return Err(format!(
+                "{guest}: only the Windows volume (C:) is written; give C:\\… or \\…"
+            ))
+        }
+        _ => &g[..],
+    };
+    let rest = rest.trim_matches('\\');
+    if rest.is_empty() {
+        return Err(format!("{guest}: name a folder, not the volume's root"));
+    }
+    for part in rest.split('\\') {
+        if part == "." || part == ".." {
+            return Err(format!("{guest}: no . or .. in guest paths"));
+        }
+        if let Some(p) = names::problem(part) {
+            return Err(format!("{guest}: {part:?}: {p}"));
+        }
+    }
+    Ok(rest.to_owned())
+}
+
+/// Adds a local file or folder tree under `guest` (its shape kept); refuses names
+/// Windows cannot hold, two names equal but for case in one folder, and symbolic
+/// links — naming the file, before anything is written.
+fn copy_in(
+    local: &Path,
+    guest: &str,
+    files: &mut Vec<GuestFile>,
+    folders: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let target = guest_target(guest).map_err(BadInput)?;
+    let meta = std::fs::symlink_metadata(local)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", local.display())))?;
+    if meta.file_type().is_symlink() {
+        return Err(BadInput(format!(
+            "{}: a symbolic link; copy-in takes files and folders only",
+            local.display()
+        ))
+        .into());
+    }
+    // Folder parents of the target.
+    let mut acc = String::new();
+    let parts: Vec<&str> = target.split('\\').collect();
+    let dirs = if meta.is_dir() {
+        &parts[..]
+    } else {
+        &parts[..parts.len() - 1]
+    };
+    for p in dirs {
+        acc = if acc.is_empty() {
+            p.to_string()
+        } else {
+            format!("{acc}\\{p}")
+        };
+        folders.push(acc.clone());
+    }
+    if meta.is_file() {
+        let data = std::fs::read(local)
+            .map_err(|e| BadInput(format!("{}: cannot read: {e}", local.display())))?;
+        files.push(GuestFile {
+            to: target,
+            from: local.display().to_string(),
+            size: data.len() as u64,
+            sha256: sha256_hex(&data),
+            action: FileAction::New,
+            time: mtime(&meta),
+            data,
+        });
+        return Ok(());
+    }
+    let mut by_folder: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let walk = walkdir::WalkDir::new(local)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1);
+    for entry in walk {
+        let entry = entry.map_err(|e| BadInput(format!("{}: {e}", local.display())))?;
+        let path = entry.path();
+        let rel = path.strip_prefix(local).expect("under the root");
+        let mut guest_parts = Vec::new();
+        for c in rel.components() {
+            let name = c
+                .as_os_str()
+                .to_str()
+                .ok_or_else(|| BadInput(format!("{}: a name that is not UTF-8", path.display())))?;
+            guest_parts.push(name.to_owned());
+        }
+        let name = guest_parts.last().cloned().unwrap_or_default();
+        if let Some(p) = names::problem(&name) {
+            return Err(BadInput(format!("{}: {name:?}: {p}", path.display())).into());
+        }
+        let parent = guest_parts[..guest_parts.len() - 1].join("\\");
+        let folded = crate::hive::fold_name(&name);
+        if let Some(other) = by_folder
+            .entry(parent.clone())
+            .or_default()
+            .insert(folded, name.clone())
+        {
+            return Err(BadInput(format!(
+                "{}: {name:?} and {other:?} differ only in case; Windows holds one",
+                path.display()
+            ))
+            .into());
+        }
+        let to = format!("{target}\\{}", guest_parts.join("\\"));
+        let ft = entry.file_type();
+        if ft.is_symlink() {
+            return Err(BadInput(format!(
+                "{}: a symbolic link; copy-in takes files and folders only",
+                path.display()
+            ))
+            .into());
+        } else if ft.is_dir() {
+            folders.push(to);
+        } else if ft.is_file() {
+            let meta = entry
+                .metadata()
+                .map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+            let data = std::fs::read(path)
+                .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+            files.push(GuestFile {
+                to,
+                from: path.display().to_string(),
+                size: data.len() as u64,
+                sha256: sha256_hex(&data),
+                action: FileAction::New,
+                time: mtime(&meta),
+                data,
+            });
+        } else {
+            return Err(BadInput(format!(
+                "{}: not a file or folder; copy-in takes files and folders only",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// An image's queue, for `inspect`: pending, done, failed, and the log's tail.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueState {
+    pub pending: Vec<String>,
+    pub done: Vec<String>,
+    pub failed: Vec<String>,
+    pub log_tail: Vec<String>,
+    pub service_start: Option<u32>,
+}
+
+/// Reads the queue state through `list` (folder → file names) and `read_guest`.
+pub fn queue_state(
+    w: &Windows,
+    system: &[u8],
+    read_guest: &ReadGuest,
+    list: &dyn Fn(&str) -> anyhow::Result<Option<Vec<String>>>,
+) -> anyhow::Result<Option<QueueState>> {
+    let root = w.system_root.trim_start_matches('\\');
+    let dir = format!("{root}\\{FOLDER}");
+    let Some(_) = list(&dir)? else {
+        return Ok(None);
+    };
+    let names = |sub: &str| -> anyhow::Result<Vec<String>> {
+        Ok(list(&format!("{dir}\\{sub}"))?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.to_ascii_lowercase().ends_with(".cmd"))
+            .collect())
+    };
+    let log = read_guest(&format!("{dir}\\log.txt"))?.unwrap_or_default();
+    let text = String::from_utf8_lossy(&log);
+    let lines: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
+    let log_tail = lines[lines.len().saturating_sub(10)..].to_vec();
+    let sys = Hive::open_read("SYSTEM", system)?;
+    let service_start = sys
+        .value(
+            &format!("{}\\Services\\{SERVICE}", w.control_sets.current),
+            "Start",
+        )?
+        .and_then(|v| v.as_dword());
+    Ok(Some(QueueState {
+        pending: names("queue")?,
+        done: names("done")?,
+        failed: names("failed")?,
+        log_tail,
+        service_start,
+    }))
+}

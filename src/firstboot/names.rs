@@ -1,0 +1,59 @@
+//! File names Windows can hold: what copy-in refuses before anything is written.
+
+/// Characters no Windows file name may hold.
+const FORBIDDEN: &[char] = &['<', '>', ':', '"', '|', '?', '*', '\\'];
+
+/// Device names Windows reserves, with or without an extension.
+const RESERVED: &[&str] = &[
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// Why Windows cannot hold `name` (one path component), or None when it can.
+pub fn problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("an empty name".into());
+    }
+    if let Some(c) = name.chars().find(|c| FORBIDDEN.contains(c)) {
+        return Some(format!("{c:?} is not allowed in Windows names"));
+    }
+    if let Some(c) = name.chars().find(|c| (*c as u32) < 0x20) {
+        return Some(format!("control character {:#04x}", c as u32));
+    }
+    if name.ends_with('.') || name.ends_with(' ') {
+        return Some("Windows drops a trailing dot or space".into());
+    }
+    let stem = name.split('.').next().unwrap_or("").trim_end();
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+        return Some(format!("{stem} is a device name Windows reserves"));
+    }
+    if name.encode_utf16().count() > 255 {
+        return Some("longer than 255 characters".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::problem;
+
+    #[test]
+    fn refuses_what_windows_cannot_hold() {
+        for bad in [
+            "a<b", "a:b", "q?", "star*", "pipe|", "quote\"", "dot.", "space ", "CON", "nul.txt",
+            "Com1.log", "tab\t",
+        ] {
+            assert!(problem(bad).is_some(), "{bad}");
+        }
+        for good in [
+            "readme.txt",
+            "Ünïcode ✓.cmd",
+            "CONSOLE",
+            "com10",
+            ".hidden",
+            "a b",
+        ] {
+            assert_eq!(problem(good), None, "{good}");
+        }
+    }
+}
