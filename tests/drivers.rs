@@ -347,7 +347,12 @@ fn refuses_a_volume_without_room_for_the_drivers() {
     let filler = fixtures::Entry::File("pagefile.sys", vec![0x5a; 22 << 20]);
     let w = fixtures::phony_windows_sized(dir.path(), &WIN2K22_X64, vec![filler], |_| {}, 40 << 20);
     let iso = fixtures::virtio_iso(dir.path(), "0.1.999", 0);
-    refused(&w.image, &iso, dir.path(), "MiB free; the drivers need");
+    refused(
+        &w.image,
+        &iso,
+        dir.path(),
+        "MiB free; the files to copy need",
+    );
 }
 
 #[test]

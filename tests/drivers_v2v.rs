@@ -175,17 +175,118 @@ fn same_device_path(b: &Both) {
     assert_eq!(value(&b.ours.1, key, "\"DevicePath\""), theirs);
 }
 
+/// Text of an exported `hex(1)`/`hex(2)` value (UTF-16LE, NUL dropped), or the
+/// quoted form.
+fn text_of(exported: &str) -> String {
+    let hex = exported
+        .strip_prefix("hex(1):")
+        .or_else(|| exported.strip_prefix("hex(2):"));
+    match hex {
+        Some(h) => {
+            let bytes: Vec<u8> = h
+                .split(',')
+                .filter_map(|b| u8::from_str_radix(b.trim(), 16).ok())
+                .collect();
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16_lossy(&units)
+                .trim_end_matches('\0')
+                .to_owned()
+        }
+        None => exported.trim_matches('"').to_owned(),
+    }
+}
+
+/// The first-boot service: virt-v2v's (the one whose ImagePath runs rhsrvany)
+/// and wingold's have the same shape — Type, Start, ErrorControl, ObjectName
+/// equal value for value; ImagePath, CommandLine and PWD of the same type and
+/// form (`rhsrvany.exe -s NAME`, `cmd /c "…\firstboot…"`, the folder), differing
+/// in the folder and name (the README lists why).
+fn same_first_boot_service(b: &Both) {
+    let theirs = b
+        .v2v
+        .0
+        .iter()
+        .filter(|(k, _)| k.matches('\\').count() == 2)
+        .find(|(_, v)| {
+            v.get("\"IMAGEPATH\"")
+                .is_some_and(|p| text_of(p).to_ascii_lowercase().contains("rhsrvany"))
+        })
+        .map(|(k, _)| k.clone())
+        .expect("virt-v2v installed no rhsrvany service");
+    let ours = "CONTROLSET001\\SERVICES\\WINGOLD-FIRSTBOOT".to_owned();
+    println!("virt-v2v's first-boot service: {theirs}");
+    for name in [
+        "\"TYPE\"",
+        "\"START\"",
+        "\"ERRORCONTROL\"",
+        "\"OBJECTNAME\"",
+    ] {
+        let t = value(&b.v2v.0, &theirs, name);
+        assert!(t.is_some(), "virt-v2v's service has no {name}");
+        assert_eq!(value(&b.ours.0, &ours, name), t, "{name}");
+    }
+    let kind = |v: Option<&str>| v.map(|v| v.split(':').next().unwrap_or("").to_owned());
+    for (key_t, key_o, name) in [
+        (theirs.clone(), ours.clone(), "\"IMAGEPATH\""),
+        (
+            format!("{theirs}\\PARAMETERS"),
+            format!("{ours}\\PARAMETERS"),
+            "\"COMMANDLINE\"",
+        ),
+        (
+            format!("{theirs}\\PARAMETERS"),
+            format!("{ours}\\PARAMETERS"),
+            "\"PWD\"",
+        ),
+    ] {
+        let (t, o) = (
+            value(&b.v2v.0, &key_t, name),
+            value(&b.ours.0, &key_o, name),
+        );
+        assert!(t.is_some() && o.is_some(), "{name}: {t:?} {o:?}");
+        assert_eq!(kind(o), kind(t), "{name}: type");
+        let (t, o) = (text_of(t.unwrap()), text_of(o.unwrap()));
+        println!("{name}: virt-v2v {t:?}, wingold {o:?}");
+        match name {
+            "\"IMAGEPATH\"" => {
+                for text in [&t, &o] {
+                    let l = text.to_ascii_lowercase();
+                    assert!(l.contains("rhsrvany.exe") && l.contains(" -s "), "{text}");
+                }
+            }
+            "\"COMMANDLINE\"" => {
+                for text in [&t, &o] {
+                    assert!(
+                        text.starts_with("cmd /c \"")
+                            && text.to_ascii_lowercase().contains("firstboot"),
+                        "{text}"
+                    );
+                }
+            }
+            _ => {
+                for text in [&t, &o] {
+                    assert!(text.len() > 3 && text.as_bytes()[1] == b':', "{text}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn server_2003_matches_virt_v2v() {
     let b = run_both(
         &WIN2K3R2_X86,
         &[
-            "\\ControlSet001\\Services\\viostor",
+            "\\ControlSet001\\Services",
             "\\ControlSet001\\Control\\CriticalDeviceDatabase",
         ],
     );
     same_service(&b);
     same_device_path(&b);
+    same_first_boot_service(&b);
     // Every CriticalDeviceDatabase entry virt-v2v makes for viostor, wingold makes
     // with the same values (wingold writes both id shapes; 2.2.0 writes SUBSYS ones).
     let mut compared = 0;
@@ -206,10 +307,11 @@ fn server_2003_matches_virt_v2v() {
 fn server_2022_matches_virt_v2v() {
     let b = run_both(
         &WIN2K22_X64,
-        &["\\ControlSet001\\Services\\viostor", "\\DriverDatabase"],
+        &["\\ControlSet001\\Services", "\\DriverDatabase"],
     );
     same_service(&b);
     same_device_path(&b);
+    same_first_boot_service(&b);
     let mut compared = 0;
     for (key, values) in &b.v2v.0 {
         if !key.contains("GUESTOR") && !key.contains("DEVICEIDS\\PCI\\VEN_1AF4") {

@@ -22,10 +22,10 @@ set "STOP=0"
 for /f "delims=" %%F in ('dir /b /a-d /on "%ROOT%\queue\*.cmd" 2^>nul') do (
   if "!STOP!"=="0" call :run "%%F"
 )
-if "!STOP!"=="1" goto :eof
+if "!STOP!"=="1" exit /b 0
 call :log "queue empty: disabling the wingold-firstboot service"
 %WINGOLD_DISABLE% >>"%LOG%" 2>&1
-goto :eof
+exit /b 0
 
 :run
 set "NAME=%~1"

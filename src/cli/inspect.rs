@@ -40,6 +40,9 @@ struct Report {
     /// virtio drivers in the image, whoever put them there: staged files, services,
     /// boot registration, versions.
     virtio_drivers: Option<crate::drivers::State>,
+    /// The first-boot queue: pending, done and failed scripts, the log's tail, the
+    /// service's start type (4 = disabled, the queue has finished).
+    first_boot: Option<crate::firstboot::QueueState>,
     /// `<IMAGE>.manifest.json`, when the image is a golden image wingold built.
     manifest: Option<serde_json::Value>,
     /// The golden version the image is or rests on (a clone's), when wingold built it.
@@ -160,6 +163,34 @@ fn virtio_state(img: &dyn BlockDev, w: &Windows) -> anyhow::Result<crate::driver
     crate::drivers::state(w, &system, &software, &read, &list)
 }
 
+fn first_boot_state(
+    img: &dyn BlockDev,
+    w: &Windows,
+) -> anyhow::Result<Option<crate::firstboot::QueueState>> {
+    let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
+    let vol = Volume::open(&part, "first boot", Access::ReadOnly)?;
+    let system = vol.read_file(&w.hive_path("SYSTEM"))?;
+    let read = |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        match vol.lookup(path)? {
+            None => Ok(None),
+            Some(_) => Ok(vol.read_file(path).ok()),
+        }
+    };
+    let list = |path: &str| -> anyhow::Result<Option<Vec<String>>> {
+        Ok(match vol.lookup(path)? {
+            None => None,
+            Some(_) => Some(
+                vol.list(path)?
+                    .into_iter()
+                    .filter(|e| !e.is_dir)
+                    .map(|e| e.name)
+                    .collect(),
+            ),
+        })
+    };
+    crate::firstboot::queue_state(w, &system, &read, &list)
+}
+
 fn report(path: &Path) -> anyhow::Result<Report> {
     let img = image::open(path, Access::ReadOnly)?;
     let table = scan_partitions(&img, path)?;
@@ -196,6 +227,9 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         },
     };
     let virtio_drivers = windows.as_ref().and_then(|w| virtio_state(&img, w).ok());
+    let first_boot = windows
+        .as_ref()
+        .and_then(|w| first_boot_state(&img, w).ok().flatten());
     let manifest = std::fs::canonicalize(path)
         .ok()
         .and_then(|p| std::fs::read(crate::golden::build::manifest_path(&p)).ok())
@@ -206,6 +240,7 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         settings,
         settings_error,
         virtio_drivers,
+        first_boot,
         image: path.to_owned(),
         format: img.format(),
         virtual_size: img.len(),
@@ -376,6 +411,32 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = &r.settings_error {
         println!("settings: cannot read them: {e}");
+    }
+    if let Some(q) = &r.first_boot {
+        println!(
+            "first boot: {} pending, {} done, {} failed; service {}",
+            q.pending.len(),
+            q.done.len(),
+            q.failed.len(),
+            match q.service_start {
+                Some(4) => "disabled (the queue has finished)".to_owned(),
+                Some(2) => "starts at boot".to_owned(),
+                Some(n) => format!("start type {n}"),
+                None => "absent".to_owned(),
+            }
+        );
+        for (what, list) in [
+            ("pending", &q.pending),
+            ("done", &q.done),
+            ("failed", &q.failed),
+        ] {
+            for n in list {
+                println!("  {what:<7} {n}");
+            }
+        }
+        for l in &q.log_tail {
+            println!("  log: {l}");
+        }
     }
     if let Some(d) = &r.virtio_drivers {
         println!("virtio drivers:");

@@ -366,6 +366,22 @@ fn plan_first_boot(
     let read = guest_reader(vol);
     let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
     let p = firstboot::plan(w, req, &software, &read)?;
+    if f.time == 0 {
+        // No ISO to take a date from: the newest of the user's files, else the
+        // time Windows last wrote its SYSTEM hive (base block, FILETIME at 12).
+        f.time = match p.report.files.iter().filter_map(|g| g.time).max() {
+            Some(t) => t,
+            None => {
+                let head = vol.read_range(&w.hive_path("SYSTEM"), 12, 8)?;
+                let ft = head
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                (ft / 10_000_000).saturating_sub(11_644_473_600) as i64
+            }
+        };
+    }
     let file_sd = f.descriptor(firstboot::security::restricted(false));
     let folder_sd = f.descriptor(firstboot::security::restricted(true));
     for dir in &p.report.folders {
