@@ -121,8 +121,12 @@ pub struct GuestFile {
     /// Its time (seconds since 1970): a copied-in file keeps its local mtime.
     #[serde(skip)]
     pub time: Option<i64>,
+    /// The bytes of a generated file (runner, steps, scripts).
     #[serde(skip)]
     pub data: Vec<u8>,
+    /// A copied-in file is streamed from here when written, never held in memory.
+    #[serde(skip)]
+    pub local: Option<PathBuf>,
 }
 
 /// A queued script.
@@ -166,6 +170,20 @@ pub struct Plan {
 
 /// A file on the guest's volume (None when missing), as the planner needs it.
 pub type ReadGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<Vec<u8>>> + 'a;
+
+/// The SHA-256 of a file on the guest's volume (None when missing), read in
+/// pieces.
+pub type HashGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<String>> + 'a;
+
+/// The SHA-256 of a local file, read in pieces.
+fn sha256_local(path: &Path) -> anyhow::Result<String> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    Ok(format!("{:x}", h.finalize()))
+}
 
 /// Text with CRLF line ends (what cmd on NT 5.2 needs).
 pub fn crlf(text: &str) -> Vec<u8> {
@@ -223,6 +241,7 @@ pub fn plan(
     req: &Request,
     software: &[u8],
     read_guest: &ReadGuest,
+    hash_guest: &HashGuest,
 ) -> anyhow::Result<Plan> {
     let root = w.system_root.trim_start_matches('\\').to_owned();
     let dir = format!("{root}\\{FOLDER}");
@@ -241,6 +260,7 @@ pub fn plan(
             from,
             time,
             data,
+            local: None,
         });
     };
 
@@ -385,9 +405,9 @@ pub fn plan(
 
     // Idempotence: what is there with the same bytes is left alone.
     for f in &mut files {
-        f.action = match read_guest(&f.to)? {
+        f.action = match hash_guest(&f.to)? {
             None => FileAction::New,
-            Some(old) if old == f.data => FileAction::Unchanged,
+            Some(old) if old == f.sha256 => FileAction::Unchanged,
             Some(_) => FileAction::Replaced,
         };
     }
@@ -496,16 +516,15 @@ fn copy_in(
         folders.push(acc.clone());
     }
     if meta.is_file() {
-        let data = std::fs::read(local)
-            .map_err(|e| BadInput(format!("{}: cannot read: {e}", local.display())))?;
         files.push(GuestFile {
             to: target,
             from: local.display().to_string(),
-            size: data.len() as u64,
-            sha256: sha256_hex(&data),
+            size: meta.len(),
+            sha256: sha256_local(local)?,
             action: FileAction::New,
             time: mtime(&meta),
-            data,
+            data: Vec::new(),
+            local: Some(local.to_owned()),
         });
         return Ok(());
     }
@@ -557,16 +576,15 @@ fn copy_in(
             let meta = entry
                 .metadata()
                 .map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
-            let data = std::fs::read(path)
-                .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
             files.push(GuestFile {
                 to,
                 from: path.display().to_string(),
-                size: data.len() as u64,
-                sha256: sha256_hex(&data),
+                size: meta.len(),
+                sha256: sha256_local(path)?,
                 action: FileAction::New,
                 time: mtime(&meta),
-                data,
+                data: Vec::new(),
+                local: Some(path.to_owned()),
             });
         } else {
             return Err(BadInput(format!(

@@ -105,6 +105,9 @@ pub struct GuestWrite {
     pub security: usize,
     /// Seconds since 1970 it is stamped with; the plan's time when None.
     pub time: Option<i64>,
+    /// A local file streamed in when written (copy-in), instead of `data`.
+    pub local: Option<PathBuf>,
+    pub size: u64,
 }
 
 /// Files and folders written into the guest, each with a security descriptor
@@ -149,7 +152,7 @@ impl FilePlan {
         self.writes
             .iter()
             .filter(|w| w.action != drivers::FileAction::Unchanged)
-            .map(|w| (w.data.len() as u64).div_ceil(4096) * 4096)
+            .map(|w| w.size.div_ceil(4096) * 4096)
             .sum()
     }
 }
@@ -319,6 +322,8 @@ fn plan_drivers(
             action: c.action,
             security: file_sd,
             time: None,
+            local: None,
+            size: c.size,
         });
     }
     Ok(p)
@@ -365,7 +370,13 @@ fn plan_first_boot(
 ) -> anyhow::Result<firstboot::Plan> {
     let read = guest_reader(vol);
     let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
-    let p = firstboot::plan(w, req, &software, &read)?;
+    let hash = |path: &str| -> anyhow::Result<Option<String>> {
+        match vol.lookup(path)? {
+            None => Ok(None),
+            Some(_) => Ok(Some(guest_sha256(vol, path)?)),
+        }
+    };
+    let p = firstboot::plan(w, req, &software, &read, &hash)?;
     if f.time == 0 {
         // No ISO to take a date from: the newest of the user's files, else the
         // time Windows last wrote its SYSTEM hive (base block, FILETIME at 12).
@@ -398,9 +409,27 @@ fn plan_first_boot(
             action: g.action,
             security: file_sd,
             time: g.time,
+            local: g.local.clone(),
+            size: g.size,
         });
     }
     Ok(p)
+}
+
+/// The SHA-256 of a file on the volume, read in 1 MiB pieces.
+fn guest_sha256(vol: &Volume, path: &str) -> anyhow::Result<String> {
+    let mut h = Sha256::new();
+    let size = vol.file_size(path)?;
+    let mut at = 0u64;
+    while at < size {
+        let piece = vol.read_range(path, at, 1 << 20)?;
+        if piece.is_empty() {
+            break;
+        }
+        at += piece.len() as u64;
+        h.update(&piece);
+    }
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// Files on the volume as the planners read them: None when missing.
@@ -798,7 +827,15 @@ fn write_files(vol: &Volume, f: &FilePlan) -> anyhow::Result<()> {
             continue;
         }
         crate::ntfs::with_frozen_clock(c.time.unwrap_or(f.time), || -> anyhow::Result<()> {
-            vol.write_file(&c.to, &c.data)?;
+            match &c.local {
+                Some(local) => {
+                    let mut src = std::fs::File::open(local).with_context(|| {
+                        format!("{}: cannot read", local.display())
+                    })?;
+                    vol.write_file_from(&c.to, c.size, &mut src)?;
+                }
+                None => vol.write_file(&c.to, &c.data)?,
+            }
             vol.set_security(&c.to, &f.descriptors[c.security])?;
             Ok(())
         })?;
@@ -819,9 +856,8 @@ pub fn verify(
     let part = PartitionView::new(&img, w.partition_start, w.partition_size)?;
     let vol = Volume::open(&part, "verification", Access::ReadOnly)?;
     for f in files.map(|f| f.writes.as_slice()).unwrap_or_default() {
-        let back = vol.read_file(&f.to)?;
         anyhow::ensure!(
-            sha256_hex(&back) == f.sha256,
+            guest_sha256(&vol, &f.to)? == f.sha256,
             "verification failed: {} reads back different bytes",
             f.to
         );

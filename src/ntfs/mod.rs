@@ -862,6 +862,56 @@ impl<'a> Volume<'a> {
         ino.close().map_err(|e| self.op_error(path, "closing", e))
     }
 
+    /// Replaces the content of `path` with the `len` bytes `src` yields (creating
+    /// the file when missing; its folder must exist), streamed in 1 MiB pieces: a
+    /// large file is never held in memory.
+    pub fn write_file_from(&self, path: &str, len: u64, src: &mut dyn std::io::Read) -> Result<()> {
+        self.require_writable()?;
+        let parts = self.components(path)?;
+        let Some((name, parents)) = parts.split_last() else {
+            return Err(Error::BadPath {
+                volume: self.name.clone(),
+                path: path.to_owned(),
+                reason: "no file name".into(),
+            });
+        };
+        let dir = self.open_inode(self.must_lookup(&parents.join("\\"))?, path)?;
+        let ino = match self.lookup_in(&dir, name)? {
+            Some(mref) => self.open_inode(mref, path)?,
+            None => self.create_in(&dir, name, libc::S_IFREG, path)?,
+        };
+        dir.close().map_err(|e| self.op_error(path, "closing", e))?;
+        {
+            let attr = self.open_data(&ino, path)?;
+            self.resize(&attr, len, path)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut at = 0u64;
+            while at < len {
+                let want = buf.len().min((len - at) as usize);
+                let n = src.read(&mut buf[..want]).map_err(|e| Error::Op {
+                    volume: self.name.clone(),
+                    path: path.to_owned(),
+                    op: "reading the source of",
+                    reason: e.to_string(),
+                    source: e,
+                })?;
+                if n == 0 {
+                    let e = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                    return Err(Error::Op {
+                        volume: self.name.clone(),
+                        path: path.to_owned(),
+                        op: "reading the source of",
+                        reason: format!("the source ended after {at} of {len} bytes"),
+                        source: e,
+                    });
+                }
+                self.pwrite_all(&attr, at, &buf[..n], path)?;
+                at += n as u64;
+            }
+        }
+        ino.close().map_err(|e| self.op_error(path, "closing", e))
+    }
+
     /// Writes all of `data` into `attr` at `offset`.
     fn pwrite_all(&self, attr: &DataAttr, offset: u64, data: &[u8], path: &str) -> Result<()> {
         let mut done = 0;

@@ -8,20 +8,28 @@ use std::ffi::c_char;
 /// The largest descriptor read (Windows caps one ACL at 64 KiB).
 const MAX_DESCRIPTOR: usize = 256 * 1024;
 
+/// The clock the shim serves libntfs-3g: -1 runs, else frozen at these seconds.
+static FROZEN: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+
+fn freeze(seconds: i64) {
+    FROZEN.store(seconds, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: stores one integer read by the shim's clock_gettime.
+    unsafe { sys::wingold_ntfs_freeze_clock(seconds) };
+}
+
 /// Runs `f` with the clock libntfs-3g stamps new files, folders and MFT records
 /// with frozen at `seconds` since 1970 (so that the same inputs give the same
-/// bytes); the clock runs again afterwards, also when `f` fails or panics.
+/// bytes); afterwards the clock is as it was (frozen at the outer time, or
+/// running), also when `f` fails or panics.
 pub fn with_frozen_clock<T>(seconds: i64, f: impl FnOnce() -> T) -> T {
-    struct Thaw;
-    impl Drop for Thaw {
+    struct Restore(i64);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            // SAFETY: stores one integer read by the shim's clock_gettime.
-            unsafe { sys::wingold_ntfs_freeze_clock(-1) };
+            freeze(self.0);
         }
     }
-    // SAFETY: as above.
-    unsafe { sys::wingold_ntfs_freeze_clock(seconds.max(0)) };
-    let _thaw = Thaw;
+    let _restore = Restore(FROZEN.load(std::sync::atomic::Ordering::SeqCst));
+    freeze(seconds.max(0));
     f()
 }
 
