@@ -25,6 +25,7 @@ bench: setup
 	$(CARGO) bench --bench finalize
 	$(CARGO) bench --bench build
 	$(CARGO) bench --bench drivers
+	$(CARGO) bench --bench copy_in
 
 lint: setup
 	$(CARGO) fmt --check

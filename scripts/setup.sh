@@ -84,8 +84,9 @@ fi
 # virt-v2v-in-place, the driver-injection oracle (libguestfs boots a helper VM with
 # the machine's kernel, under TCG). After QEMU: libguestfs needs a qemu-system-x86,
 # and Debian 12's own one would conflict with the backports qemu-utils.
-# Wine's cmd runs the first-boot runner in the tests.
-ORACLES=(virt-v2v nbdkit linux-image-amd64 wine64)
+# Wine's cmd runs the first-boot runner in the tests; virt-copy-in (libguestfs-tools)
+# is what make bench times copy-in against.
+ORACLES=(virt-v2v nbdkit linux-image-amd64 wine64 libguestfs-tools)
 missing=()
 for p in "${ORACLES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

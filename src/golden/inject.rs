@@ -829,9 +829,8 @@ fn write_files(vol: &Volume, f: &FilePlan) -> anyhow::Result<()> {
         crate::ntfs::with_frozen_clock(c.time.unwrap_or(f.time), || -> anyhow::Result<()> {
             match &c.local {
                 Some(local) => {
-                    let mut src = std::fs::File::open(local).with_context(|| {
-                        format!("{}: cannot read", local.display())
-                    })?;
+                    let mut src = std::fs::File::open(local)
+                        .with_context(|| format!("{}: cannot read", local.display()))?;
                     vol.write_file_from(&c.to, c.size, &mut src)?;
                 }
                 None => vol.write_file(&c.to, &c.data)?,
