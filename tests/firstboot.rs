@@ -471,3 +471,66 @@ fn copy_in_of_a_thousand_files_in_nested_folders() {
         assert!(&ntfscat(&part, path) == data, "{path} differs");
     }
 }
+
+#[test]
+fn nic_watchdog_is_queued_on_nt6_and_refused_where_windows_cannot_reset_a_nic() {
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let out = dir.path().join("out.qcow2");
+    let (code, j, err) = inject(&[
+        s(&w.image),
+        "--output",
+        s(&out),
+        "--nic-watchdog",
+        "--watchdog-target",
+        "10.1.2.3",
+        "--watchdog-failures",
+        "5",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["first_boot"]["queue"][0]["name"], "5200-nic-watchdog.cmd");
+    let part = partition(&out, &w, dir.path());
+    let script = String::from_utf8(ntfscat(&part, "/Windows/wingold/nic-watchdog.cmd")).unwrap();
+    assert!(script.contains("set \"TARGET=10.1.2.3\"\r\n"), "{script}");
+    assert!(script.contains("set \"LIMIT=5\"\r\n"), "{script}");
+    assert!(script.contains("Restart-NetAdapter") && script.contains("eventcreate"));
+    let task = String::from_utf8(ntfscat(
+        &part,
+        "/Windows/wingold/firstboot/queue/5200-nic-watchdog.cmd",
+    ))
+    .unwrap();
+    assert!(
+        task.contains("schtasks /create /tn \"wingold NIC watchdog\" /sc minute /mo 1 /ru SYSTEM"),
+        "{task}"
+    );
+    let (bytes, text) = descriptor(&part, "/Windows/wingold/nic-watchdog.cmd");
+    assert_eq!(
+        parse_sd(&bytes),
+        parse_sd(&wingold::firstboot::security::restricted(false)),
+        "{text}"
+    );
+    // A target that is no address could run commands as SYSTEM: refused.
+    let out2 = dir.path().join("out2.qcow2");
+    let (code, _, err) = inject(&[
+        s(&w.image),
+        "--output",
+        s(&out2),
+        "--nic-watchdog",
+        "--watchdog-target",
+        "1.2.3.4&del",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("give an IP address or a host name"), "{err}");
+    assert!(!out2.exists());
+    // Windows 2003: no built-in way to reset an adapter.
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &fixtures::WIN2K3R2_X86, vec![]);
+    let out = dir.path().join("out.qcow2");
+    let (code, _, err) = inject(&[s(&w.image), "--output", s(&out), "--nic-watchdog"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("no built-in way to reset a network adapter"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

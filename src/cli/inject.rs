@@ -52,9 +52,20 @@ pub struct InjectArgs {
     /// payload/:C:\Tools (repeatable).
     #[arg(long = "copy-in", value_name = "LOCAL:GUEST_PATH")]
     copy_in: Vec<String>,
+    /// Install the NIC watchdog at first boot (Windows Vista / 2008 and later): a
+    /// task that pings the default gateway (or --watchdog-target) every minute and
+    /// resets the virtio NIC after --watchdog-failures failures in a row.
+    #[arg(long)]
+    nic_watchdog: bool,
+    /// The address the NIC watchdog pings (default: the default gateway).
+    #[arg(long, value_name = "ADDRESS", requires = "nic_watchdog")]
+    watchdog_target: Option<String>,
+    /// Failures in a row before the NIC watchdog resets the NIC.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "nic_watchdog")]
+    watchdog_failures: u32,
     /// No first-boot queue: the built-in steps (PnP install of the staged drivers,
     /// the balloon service, netsh tuning) are left out.
-    #[arg(long, conflicts_with_all = ["firstboot", "copy_in"])]
+    #[arg(long, conflicts_with_all = ["firstboot", "copy_in", "nic_watchdog"])]
     no_firstboot: bool,
     /// Print the result as JSON.
     #[arg(long)]
@@ -179,6 +190,10 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
         scripts: args.firstboot.clone(),
         copy_in,
         service_binary: None,
+        nic_watchdog: args.nic_watchdog.then(|| crate::firstboot::Watchdog {
+            target: args.watchdog_target.clone(),
+            failures: args.watchdog_failures,
+        }),
     });
     let mut plan = inject::plan(
         &image_path,

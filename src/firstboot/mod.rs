@@ -40,6 +40,17 @@ const RUNNER: &str = include_str!("../../assets/firstboot/firstboot.cmd");
 const PNP_DRIVERS: &str = include_str!("../../assets/firstboot/pnp-drivers.cmd");
 const BALLOON_SERVICE: &str = include_str!("../../assets/firstboot/balloon-service.cmd");
 const TCPIP_NETSH: &str = include_str!("../../assets/firstboot/tcpip-netsh.cmd");
+const NIC_WATCHDOG: &str = include_str!("../../assets/firstboot/nic-watchdog.cmd");
+const NIC_WATCHDOG_TASK: &str = include_str!("../../assets/firstboot/nic-watchdog-task.cmd");
+
+/// The NIC watchdog's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watchdog {
+    /// The address pinged; the default gateway when None.
+    pub target: Option<String>,
+    /// Failures in a row before the NIC is reset.
+    pub failures: u32,
+}
 
 /// A built-in step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,11 +103,16 @@ pub struct Request {
     pub copy_in: Vec<(PathBuf, String)>,
     /// The service binary; `RHSRVANY` when None.
     pub service_binary: Option<PathBuf>,
+    /// The NIC watchdog (opt-in).
+    pub nic_watchdog: Option<Watchdog>,
 }
 
 impl Request {
     pub fn is_empty(&self) -> bool {
-        self.steps.is_empty() && self.scripts.is_empty() && self.copy_in.is_empty()
+        self.steps.is_empty()
+            && self.scripts.is_empty()
+            && self.copy_in.is_empty()
+            && self.nic_watchdog.is_none()
     }
 }
 
@@ -278,6 +294,50 @@ pub fn plan(
             format!("{}-{}.cmd", s.priority(), s.name()),
             format!("built-in step {}", s.name()),
             crlf(s.script()),
+            None,
+        ));
+    }
+    if let Some(wd) = &req.nic_watchdog {
+        if w.major_version < 6 {
+            return Err(BadInput(format!(
+                "--nic-watchdog: {} has no built-in way to reset a network adapter \
+                 (netsh resets only dedicated interfaces there; devcon is a separate \
+                 Microsoft tool): not installed",
+                w.product_name
+            ))
+            .into());
+        }
+        let target = wd.target.clone().unwrap_or_default();
+        if !target
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        {
+            return Err(BadInput(format!(
+                "--watchdog-target {target:?}: give an IP address or a host name"
+            ))
+            .into());
+        }
+        if !(1..=100).contains(&wd.failures) {
+            return Err(BadInput(format!(
+                "--watchdog-failures {}: give 1 to 100",
+                wd.failures
+            ))
+            .into());
+        }
+        let script = NIC_WATCHDOG
+            .replace("@TARGET@", &target)
+            .replace("@LIMIT@", &wd.failures.to_string());
+        add(
+            &mut files,
+            format!("{root}\\wingold\\nic-watchdog.cmd"),
+            "wingold NIC watchdog".into(),
+            crlf(&script),
+            None,
+        );
+        entries.push((
+            "5200-nic-watchdog.cmd".into(),
+            "built-in step nic-watchdog".into(),
+            crlf(NIC_WATCHDOG_TASK),
             None,
         ));
     }

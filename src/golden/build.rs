@@ -50,6 +50,13 @@ pub struct FirstbootConfig {
     pub scripts: Vec<PathBuf>,
     /// The service binary (default: Debian's /usr/share/virt-tools/rhsrvany.exe).
     pub service_binary: Option<PathBuf>,
+    /// The NIC watchdog (opt-in, NT 6.0+).
+    #[serde(default)]
+    pub nic_watchdog: bool,
+    /// The address it pings (default: the default gateway).
+    pub watchdog_target: Option<String>,
+    /// Failures in a row before it resets the NIC (default 3).
+    pub watchdog_failures: Option<u32>,
 }
 
 impl Default for FirstbootConfig {
@@ -58,6 +65,9 @@ impl Default for FirstbootConfig {
             enable: true,
             scripts: Vec::new(),
             service_binary: None,
+            nic_watchdog: false,
+            watchdog_target: None,
+            watchdog_failures: None,
         }
     }
 }
@@ -644,6 +654,13 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             .map(|f| (f.from.clone(), f.to.clone()))
             .collect(),
         service_binary: c.firstboot.service_binary.clone(),
+        nic_watchdog: c
+            .firstboot
+            .nic_watchdog
+            .then(|| crate::firstboot::Watchdog {
+                target: c.firstboot.watchdog_target.clone(),
+                failures: c.firstboot.watchdog_failures.unwrap_or(3),
+            }),
     });
     let mut plan = inject::plan(
         &c.base.image,
