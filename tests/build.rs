@@ -114,6 +114,32 @@ fn golden_image_is_standalone_and_holds_every_setting() {
         .unwrap()
         .iter()
         .any(|e| e["key"] == "ControlSet001\\Services\\viostor" && e["value"] == "ImagePath"));
+    // The first-boot queue: PnP install of the staged drivers, the balloon service
+    // and the netsh tuning, behind the rhsrvany service (binary and hash recorded).
+    let queue: Vec<&str> = manifest["first_boot"]["queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        queue,
+        [
+            "2000-pnp-drivers.cmd",
+            "5000-balloon-service.cmd",
+            "5100-tcpip-netsh.cmd"
+        ]
+    );
+    assert_eq!(
+        manifest["first_boot"]["service"]["binary"],
+        "/usr/share/virt-tools/rhsrvany.exe"
+    );
+    assert_eq!(
+        manifest["first_boot"]["service"]["binary_sha256"]
+            .as_str()
+            .map(str::len),
+        Some(64)
+    );
     assert_eq!(manifest["base"]["sha256"], sha256_file(&site.phony.image));
     assert!(!manifest["edits"].as_array().unwrap().is_empty());
     // Independent extraction: the Windows partition, then each hive, then values.
