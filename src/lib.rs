@@ -15,6 +15,7 @@ pub mod hive;
 pub mod image;
 pub mod launch;
 pub mod ntfs;
+pub mod publish;
 pub mod reg;
 pub mod virtio;
 

@@ -11,6 +11,7 @@ mod fetch;
 mod inject;
 mod inspect;
 mod launch;
+mod publish;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +53,8 @@ pub enum Command {
     Clone(build::CloneArgs),
     /// Remove golden versions that no clone uses and no running VM holds.
     Gc(build::GcArgs),
+    /// Publish a golden image to an OCI registry as a KubeVirt containerDisk.
+    Publish(publish::PublishArgs),
     /// Print a shell completion script (e.g. `wingold completions bash > /etc/bash_completion.d/wingold`).
     Completions {
         /// The shell: bash, zsh, fish, elvish or powershell.
@@ -73,6 +76,7 @@ pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
         Command::Build(args) => build::run_build(args),
         Command::Clone(args) => build::run_clone(args),
         Command::Gc(args) => build::run_gc(args),
+        Command::Publish(args) => publish::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -1,0 +1,646 @@
+//! Publishing a golden image to an OCI registry as a KubeVirt containerDisk
+//! (reference/publishing.md §2): an uncompressed tar layer holding
+//! `disk/disk.img` (107:107, 0444) first, a provenance layer second, a canonical
+//! config and manifest — the same bytes on any machine for the same golden image
+//! and manifest. The disk layer is hashed in one read (cached beside the image,
+//! which never changes) and streamed to the registry; blobs the registry has are
+//! skipped. `--oci-layout DIR` writes the same image as an OCI image layout.
+
+#![forbid(unsafe_code)]
+
+pub mod registry;
+pub mod tar;
+
+use crate::BadInput;
+use anyhow::Context;
+use registry::{Credentials, Registry};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+pub const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Bumped when the layout of the disk layer changes (invalidates the cache).
+const LAYOUT_VERSION: u32 = 1;
+
+/// What `publish` is asked.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub golden: PathBuf,
+    /// `docker://HOST[:PORT]/REPO[:TAG]`; None with only `--oci-layout`.
+    pub to: Option<String>,
+    pub tags: Vec<String>,
+    pub insecure: bool,
+    pub ca_cert: Option<PathBuf>,
+    pub credentials: Option<Credentials>,
+    pub oci_layout: Option<PathBuf>,
+    pub created: Option<String>,
+    /// `auto`, a KubeVirt preference name, or `none`.
+    pub preference: String,
+    pub chunked: bool,
+    pub dry_run: bool,
+}
+
+/// One blob of the image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Layer {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: &'static str,
+    /// True when this run uploaded it; false when the registry had it.
+    pub uploaded: bool,
+}
+
+/// `publish --json`. Field names are part of the CLI contract (README).
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    /// `HOST/REPO@sha256:…`, what to pin.
+    pub reference: Option<String>,
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub config: Layer,
+    pub layers: Vec<Layer>,
+    pub bytes_uploaded: u64,
+    pub oci_layout: Option<PathBuf>,
+    pub dry_run: bool,
+    /// Ready-to-paste snippets.
+    pub kubevirt: Option<Value>,
+}
+
+/// Standard base64 (the auth header and auth files use it).
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64; None on anything else.
+pub fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let t: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    let t = t
+        .strip_suffix(b"==")
+        .or_else(|| t.strip_suffix(b"="))
+        .unwrap_or(&t);
+    let mut out = Vec::new();
+    for c in t.chunks(4) {
+        let mut n = 0u32;
+        for (i, b) in c.iter().enumerate() {
+            n |= val(*b)? << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..c.len().saturating_sub(1)]);
+    }
+    Some(out)
+}
+
+/// Credentials for `host` from the files skopeo and podman read:
+/// `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
+/// `~/.docker/config.json` (`auths.<host>.auth` = base64 of `user:password`).
+pub fn credentials_from_files(host: &str) -> Option<Credentials> {
+    let mut files = Vec::new();
+    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        files.push(PathBuf::from(f));
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        files.push(PathBuf::from(d).join("containers/auth.json"));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        files.push(PathBuf::from(h).join(".docker/config.json"));
+    }
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        let Ok(j) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        if let Some(auth) = j["auths"][host]["auth"].as_str() {
+            let raw = unbase64(auth)?;
+            let text = String::from_utf8(raw).ok()?;
+            let (u, p) = text.split_once(':')?;
+            return Some(Credentials {
+                username: u.to_owned(),
+                password: p.to_owned(),
+            });
+        }
+    }
+    None
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(b))
+}
+
+/// The KubeVirt preference for a Windows (common-instancetypes names), `.virtio`
+/// when the virtio drivers were injected.
+pub fn preference_for(osinfo: &str, virtio: bool) -> Option<String> {
+    let base = match osinfo {
+        "win10" => "windows.10",
+        "win11" => "windows.11",
+        "win2k16" => "windows.2k16",
+        "win2k19" => "windows.2k19",
+        "win2k22" => "windows.2k22",
+        "win2k25" => "windows.2k25",
+        "win2k12" | "win2k12r2" => "windows.2k12",
+        "win2k8" | "win2k8r2" => "windows.2k8",
+        "win7" => "windows.7",
+        "winxp" => "windows.xp",
+        "win2k3" | "win2k3r2" => "windows.2k3",
+        _ => return None,
+    };
+    Some(if virtio {
+        format!("{base}.virtio")
+    } else {
+        base.to_owned()
+    })
+}
+
+/// The deterministic part of a golden manifest: nothing that names a host path,
+/// an inode or a time.
+fn provenance(m: &Value) -> Value {
+    let strip_paths = |files: &Value| -> Value {
+        Value::Array(
+            files
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| json!({"to": f["to"], "sha256": f["sha256"], "size": f["size"]}))
+                .collect(),
+        )
+    };
+    let edits: Vec<Value> = m["edits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let mut e = e.clone();
+            // `file:line` of an edit: a host path keeps only its file name.
+            if let Some(src) = e["source"].as_str() {
+                if src.starts_with('/') {
+                    let short = src.rsplit('/').next().unwrap_or(src).to_owned();
+                    e["source"] = Value::String(short);
+                }
+            }
+            e
+        })
+        .collect();
+    let d = &m["drivers"];
+    let f = &m["first_boot"];
+    json!({
+        "format": "qcow2",
+        "wingold_version": m["wingold_version"],
+        "identity": {
+            "base_sha256": m["identity"]["base_sha256"],
+            "virtio_win_version": m["identity"]["virtio_win_version"],
+            "virtio_win_sha256": m["identity"]["virtio_win_sha256"],
+            "config_sha256": m["identity"]["config_sha256"],
+            "regfiles": m["identity"]["regfiles"].as_array().map(|r| r.iter().map(|p| json!([p[0].as_str().and_then(|s| s.rsplit('/').next()), p[1]])).collect::<Vec<_>>()),
+        },
+        "virtio_win": {
+            "version": m["virtio_win"]["version"],
+            "sha256": m["virtio_win"]["sha256"],
+            "size": m["virtio_win"]["size"],
+            "drivers_injected": m["virtio_win"]["drivers_injected"],
+        },
+        "windows": m["windows"],
+        "edits": edits,
+        "first_boot_commands": m["first_boot_commands"],
+        "drivers": if d.is_null() { Value::Null } else { json!({
+            "boot": d["boot"], "registration": d["registration"], "drivers": d["drivers"],
+            "files": strip_paths(&d["files"]),
+        })},
+        "first_boot": if f.is_null() { Value::Null } else { json!({
+            "queue": f["queue"].as_array().map(|q| q.iter().map(|x| x["name"].clone()).collect::<Vec<_>>()),
+            "service_binary_sha256": f["service"]["binary_sha256"],
+            "files": strip_paths(&f["files"]),
+        })},
+        "output": {
+            "sha256": m["output"]["sha256"],
+            "size": m["output"]["size"],
+            "virtual_size": m["output"]["virtual_size"],
+            "compressed": m["output"]["compressed"],
+        },
+    })
+}
+
+/// The disk layer's digest: from the cache beside the golden image (keyed by its
+/// SHA-256 and the layout version), else one streaming read.
+fn disk_layer_digest(golden: &Path, golden_sha: &str, size: u64) -> anyhow::Result<String> {
+    let cache = PathBuf::from(format!("{}.oci.json", golden.display()));
+    if let Ok(bytes) = std::fs::read(&cache) {
+        if let Ok(c) = serde_json::from_slice::<Value>(&bytes) {
+            if c["golden_sha256"] == golden_sha && c["layout_version"] == LAYOUT_VERSION {
+                if let Some(d) = c["disk_layer_digest"].as_str() {
+                    return Ok(d.to_owned());
+                }
+            }
+        }
+    }
+    let f = std::fs::File::open(golden)
+        .with_context(|| format!("{}: cannot read", golden.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut tar::disk_layer(f, size), &mut h)?;
+    let digest = format!("sha256:{:x}", h.finalize());
+    let record = json!({"golden_sha256": golden_sha, "layout_version": LAYOUT_VERSION, "disk_layer_digest": digest});
+    // A cache only: a folder we cannot write (a read-only store) just costs a read next time.
+    let _ = crate::fsutil::write_file(
+        &cache,
+        record.to_string().as_bytes(),
+        0o644,
+        crate::fsutil::Place::Replace,
+    );
+    Ok(digest)
+}
+
+/// Publishes (or, with `dry_run`, only computes) the image.
+pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
+    let golden = &o.golden;
+    let shown = golden.display().to_string();
+    let target =
+        o.to.as_deref()
+            .map(registry::parse_reference)
+            .transpose()
+            .map_err(BadInput)?;
+    if target.is_none() && o.oci_layout.is_none() {
+        return Err(
+            BadInput("give docker://HOST/REPO[:TAG] and/or --oci-layout DIR".into()).into(),
+        );
+    }
+    for t in &o.tags {
+        if !registry::valid_tag(t) {
+            return Err(BadInput(format!("--tag {t:?}: not a valid tag")).into());
+        }
+    }
+    if let Some(c) = &o.created {
+        if c.len() < 20 || c.as_bytes().get(4) != Some(&b'-') || c.as_bytes().get(10) != Some(&b'T')
+        {
+            return Err(BadInput(format!(
+                "--created {c:?}: give an RFC 3339 time, e.g. 2026-11-30T12:00:00Z"
+            ))
+            .into());
+        }
+    }
+    let version = std::fs::canonicalize(golden)
+        .map_err(|e| BadInput(format!("{shown}: cannot read: {e}")))?;
+    let backing = crate::image::backing_files(&version);
+    if !backing.is_empty() {
+        return Err(BadInput(format!(
+            "{shown}: has a backing file ({}); KubeVirt refuses such images: publish a golden image (wingold build), not a clone",
+            backing[0].display()
+        ))
+        .into());
+    }
+    let manifest_bytes =
+        std::fs::read(crate::golden::build::manifest_path(&version)).map_err(|_| {
+            BadInput(format!(
+                "{shown}: no {}.manifest.json beside it: publish what wingold build made",
+                version.display()
+            ))
+        })?;
+    let m: Value = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| BadInput(format!("{shown}: its manifest does not parse: {e}")))?;
+    let size = std::fs::metadata(&version)?.len();
+    let golden_sha = m["output"]["sha256"].as_str().unwrap_or("").to_owned();
+    if m["output"]["size"].as_u64() != Some(size) {
+        return Err(BadInput(format!(
+            "{shown}: its size differs from its manifest's: not the file wingold built"
+        ))
+        .into());
+    }
+
+    // Layers.
+    let disk_digest = disk_layer_digest(&version, &golden_sha, size)?;
+    let disk_len = tar::disk_layer_len(size);
+    let prov = provenance(&m);
+    let prov_bytes = serde_json::to_vec(&prov)?;
+    let prov_layer = tar::small_layer(
+        &["wingold/"],
+        &[("wingold/provenance.json", 0o444, &prov_bytes)],
+    );
+    let prov_digest = sha256_hex(&prov_layer);
+
+    // Annotations and labels, from the deterministic part only.
+    let w = &m["windows"];
+    let s = |v: &Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let title = version
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let title = title
+        .rsplit_once('-')
+        .map(|(a, _)| a.to_owned())
+        .unwrap_or(title);
+    let mut ann = serde_json::Map::new();
+    let mut put = |k: &str, v: String| {
+        // A value the manifest does not hold (an unhashed base) is left out.
+        if v != "null" && !v.is_empty() {
+            ann.insert(k.to_owned(), Value::String(v));
+        }
+    };
+    put("org.opencontainers.image.title", title.clone());
+    put(
+        "org.opencontainers.image.description",
+        format!(
+            "{} {} golden image (wingold)",
+            s(&w["product_name"]),
+            s(&w["version"])
+        ),
+    );
+    if let Some(c) = &o.created {
+        put("org.opencontainers.image.created", c.clone());
+    }
+    put("io.wingold.version", s(&m["wingold_version"]));
+    put("io.wingold.golden.sha256", golden_sha.clone());
+    put("io.wingold.golden.size", size.to_string());
+    put(
+        "io.wingold.golden.virtual-size",
+        s(&m["output"]["virtual_size"]),
+    );
+    put("io.wingold.golden.format", "qcow2".into());
+    put(
+        "io.wingold.golden.compressed",
+        s(&m["output"]["compressed"]),
+    );
+    put("io.wingold.base.sha256", s(&m["identity"]["base_sha256"]));
+    put(
+        "io.wingold.config.sha256",
+        s(&m["identity"]["config_sha256"]),
+    );
+    put(
+        "io.wingold.virtio-win.version",
+        s(&m["virtio_win"]["version"]),
+    );
+    put(
+        "io.wingold.virtio-win.sha256",
+        s(&m["virtio_win"]["sha256"]),
+    );
+    put(
+        "io.wingold.virtio-win.drivers-injected",
+        s(&m["virtio_win"]["drivers_injected"]),
+    );
+    put("io.wingold.windows.product-name", s(&w["product_name"]));
+    put("io.wingold.windows.version", s(&w["version"]));
+    put("io.wingold.windows.osinfo", s(&w["osinfo"]));
+    put("io.wingold.windows.arch", s(&w["arch"]));
+    put(
+        "io.wingold.provenance.sha256",
+        format!("{:x}", Sha256::digest(&prov_bytes)),
+    );
+    let virtio = m["virtio_win"]["drivers_injected"] == true;
+    let pref = match o.preference.as_str() {
+        "" | "auto" => preference_for(w["osinfo"].as_str().unwrap_or(""), virtio),
+        "none" => None,
+        name => Some(name.to_owned()),
+    };
+    let env: Vec<Value> = pref
+        .iter()
+        .map(|p| Value::String(format!("INSTANCETYPE_KUBEVIRT_IO_DEFAULT_PREFERENCE={p}")))
+        .collect();
+    let mut config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": env, "Labels": Value::Object(ann.clone())},
+        "rootfs": {"type": "layers", "diff_ids": [disk_digest, prov_digest]},
+    });
+    if let Some(c) = &o.created {
+        config["created"] = Value::String(c.clone());
+    }
+    let config_bytes = serde_json::to_vec(&config)?;
+    let config_digest = sha256_hex(&config_bytes);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": CONFIG_TYPE, "digest": config_digest, "size": config_bytes.len()},
+        "layers": [
+            {"mediaType": LAYER_TYPE, "digest": disk_digest, "size": disk_len},
+            {"mediaType": LAYER_TYPE, "digest": prov_digest, "size": prov_layer.len()},
+        ],
+        "annotations": Value::Object(ann),
+    });
+    let manifest_out = serde_json::to_vec(&manifest)?;
+    let digest = sha256_hex(&manifest_out);
+
+    let mut tags: Vec<String> = target
+        .as_ref()
+        .and_then(|t| t.tag.clone())
+        .into_iter()
+        .collect();
+    tags.extend(o.tags.iter().cloned());
+    if tags.is_empty() {
+        let vw = s(&m["virtio_win"]["version"]);
+        tags.push(format!(
+            "{title}-{vw}-{}",
+            &golden_sha.get(..12).unwrap_or("")
+        ));
+    }
+    tags.dedup();
+    let open_disk = || -> anyhow::Result<Box<dyn Read + Send>> {
+        let f = std::fs::File::open(&version).with_context(|| format!("{shown}: cannot read"))?;
+        Ok(Box::new(tar::disk_layer(f, size)))
+    };
+    let mut layers = vec![
+        Layer {
+            digest: disk_digest.clone(),
+            size: disk_len,
+            media_type: LAYER_TYPE,
+            uploaded: false,
+        },
+        Layer {
+            digest: prov_digest.clone(),
+            size: prov_layer.len() as u64,
+            media_type: LAYER_TYPE,
+            uploaded: false,
+        },
+    ];
+    let mut config_layer = Layer {
+        digest: config_digest.clone(),
+        size: config_bytes.len() as u64,
+        media_type: CONFIG_TYPE,
+        uploaded: false,
+    };
+    let mut bytes_uploaded = 0;
+
+    if let (Some(dir), false) = (&o.oci_layout, o.dry_run) {
+        write_layout(
+            dir,
+            &[(
+                &disk_digest,
+                &open_disk as &dyn Fn() -> anyhow::Result<Box<dyn Read + Send>>,
+            )],
+            &[
+                (&prov_digest, &prov_layer),
+                (&config_digest, &config_bytes),
+                (&digest, &manifest_out),
+            ],
+            &digest,
+            manifest_out.len(),
+            &tags,
+        )?;
+    }
+    let reference = target
+        .as_ref()
+        .map(|t| format!("{}/{}@{digest}", t.host, t.repo));
+    if let (Some(t), false) = (&target, o.dry_run) {
+        let ca = o
+            .ca_cert
+            .as_ref()
+            .map(|p| {
+                std::fs::read(p).map_err(|e| BadInput(format!("{}: cannot read: {e}", p.display())))
+            })
+            .transpose()?;
+        let creds = o
+            .credentials
+            .clone()
+            .or_else(|| credentials_from_files(&t.host));
+        let mut reg = Registry::new(t.clone(), o.insecure, ca.as_deref(), creds)?;
+        reg.login()?;
+        let chunk = o.chunked.then_some(4 << 20);
+        let small: [(&str, &[u8]); 2] =
+            [(&prov_digest, &prov_layer), (&config_digest, &config_bytes)];
+        if !reg.has_blob(&disk_digest)? {
+            reg.upload(&disk_digest, disk_len, chunk, &open_disk)?;
+            layers[0].uploaded = true;
+            bytes_uploaded += disk_len;
+        }
+        for (i, (d, bytes)) in small.iter().enumerate() {
+            if !reg.has_blob(d)? {
+                let data = bytes.to_vec();
+                let open = move || -> anyhow::Result<Box<dyn Read + Send>> {
+                    Ok(Box::new(std::io::Cursor::new(data.clone())))
+                };
+                reg.upload(d, bytes.len() as u64, None, &open)?;
+                bytes_uploaded += bytes.len() as u64;
+                if i == 0 {
+                    layers[1].uploaded = true
+                } else {
+                    config_layer.uploaded = true
+                }
+            }
+        }
+        for tag in &tags {
+            reg.put_manifest(tag, MANIFEST_TYPE, &manifest_out, &digest)?;
+        }
+    }
+    let kubevirt = reference.as_ref().map(|r| {
+        let vsize = m["output"]["virtual_size"].as_u64().unwrap_or(size);
+        let gib = vsize.div_ceil(1 << 30) + 1;
+        json!({
+            "containerDisk": format!("volumes:\n- name: rootdisk\n  containerDisk:\n    image: {r}\n"),
+            "dataVolume": format!(
+                "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: {title}\nspec:\n  source:\n    registry:\n      url: docker://{r}\n  storage:\n    resources:\n      requests:\n        storage: {gib}Gi\n"
+            ),
+        })
+    });
+    Ok(Outcome {
+        reference,
+        digest,
+        tags,
+        config: config_layer,
+        layers,
+        bytes_uploaded,
+        oci_layout: o.oci_layout.clone(),
+        dry_run: o.dry_run,
+        kubevirt,
+    })
+}
+
+type Opener<'a> = &'a dyn Fn() -> anyhow::Result<Box<dyn Read + Send>>;
+
+/// Writes an OCI image layout: `oci-layout`, `blobs/sha256/…` (each under a
+/// temporary name, then moved), `index.json` naming the manifest with each tag.
+fn write_layout(
+    dir: &Path,
+    streamed: &[(&String, Opener)],
+    small: &[(&String, &Vec<u8>)],
+    manifest_digest: &str,
+    manifest_len: usize,
+    tags: &[String],
+) -> anyhow::Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)
+        .with_context(|| format!("{}: cannot create", blobs.display()))?;
+    let place = |digest: &str, write: &dyn Fn(&Path) -> anyhow::Result<()>| -> anyhow::Result<()> {
+        let hex = digest.trim_start_matches("sha256:");
+        let path = blobs.join(hex);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = crate::fsutil::temp_name(&path);
+        write(&tmp)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    };
+    for (digest, open) in streamed {
+        place(digest, &|tmp| {
+            let mut src = open()?;
+            let mut f = std::fs::File::create(tmp)?;
+            std::io::copy(&mut src, &mut f)?;
+            f.sync_all()?;
+            Ok(())
+        })?;
+    }
+    for (digest, bytes) in small {
+        place(digest, &|tmp| Ok(std::fs::write(tmp, bytes)?))?;
+    }
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let manifests: Vec<Value> = tags
+        .iter()
+        .map(|t| json!({"mediaType": MANIFEST_TYPE, "digest": manifest_digest, "size": manifest_len, "annotations": {"org.opencontainers.image.ref.name": t}}))
+        .collect();
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for s in ["", "f", "fo", "foo", "user:pa:ss wörd"] {
+            assert_eq!(unbase64(&base64(s.as_bytes())).unwrap(), s.as_bytes());
+        }
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+    }
+
+    #[test]
+    fn references_parse() {
+        let t = registry::parse_reference("docker://127.0.0.1:5000/windows/win2k22:v1").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.repo.as_str(), t.tag.as_deref()),
+            ("127.0.0.1:5000", "windows/win2k22", Some("v1"))
+        );
+        assert!(registry::parse_reference("docker://host/Upper").is_err());
+        assert!(registry::parse_reference("http://host/repo").is_err());
+    }
+}

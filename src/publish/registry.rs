@@ -1,0 +1,428 @@
+//! The five calls of the OCI distribution API wingold needs, on the reqwest it
+//! already has: check a blob, upload one (one streamed monolithic PUT, or PATCH
+//! chunks), put a manifest; with anonymous, basic and bearer-token access, TLS by
+//! default and plain HTTP only for the host `--insecure` names.
+
+use anyhow::{anyhow, bail, Context};
+use reqwest::blocking::{Body, Client, RequestBuilder, Response};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+use std::io::Read;
+use std::time::Duration;
+
+/// Where to push: `HOST[:PORT]` and `REPO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub repo: String,
+    pub tag: Option<String>,
+}
+
+/// Parses `docker://HOST[:PORT]/REPO[:TAG]`.
+pub fn parse_reference(text: &str) -> Result<Target, String> {
+    let rest = text
+        .strip_prefix("docker://")
+        .ok_or_else(|| format!("{text}: give docker://HOST[:PORT]/REPO[:TAG]"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("{text}: no repository after the host"))?;
+    if host.is_empty() || path.is_empty() {
+        return Err(format!("{text}: give docker://HOST[:PORT]/REPO[:TAG]"));
+    }
+    let (repo, tag) = match path.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, Some(t.to_owned())),
+        _ => (path, None),
+    };
+    let repo_ok = repo.split('/').all(|c| {
+        !c.is_empty()
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+    });
+    if !repo_ok {
+        return Err(format!(
+            "{text}: a repository is lower-case letters, digits, '.', '_', '-' and '/'"
+        ));
+    }
+    if let Some(t) = &tag {
+        if !valid_tag(t) {
+            return Err(format!("{text}: {t:?} is no valid tag"));
+        }
+    }
+    Ok(Target {
+        host: host.to_owned(),
+        repo: repo.to_owned(),
+        tag,
+    })
+}
+
+/// A tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && !t.starts_with(['.', '-'])
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// Credentials; never printed.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <secret>)", self.username)
+    }
+}
+
+/// A connection to one repository of one registry.
+pub struct Registry {
+    client: Client,
+    base: String,
+    pub target: Target,
+    creds: Option<Credentials>,
+    /// The `Authorization` header value, once the registry asked for one.
+    auth: Option<String>,
+    pub retries: u32,
+}
+
+impl Registry {
+    pub fn new(
+        target: Target,
+        insecure: bool,
+        ca_cert: Option<&[u8]>,
+        creds: Option<Credentials>,
+    ) -> anyhow::Result<Registry> {
+        let mut b = Client::builder()
+            .connect_timeout(Duration::from_secs(20))
+            .timeout(None::<Duration>)
+            .user_agent(concat!("wingold/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = ca_cert {
+            b = b.add_root_certificate(
+                reqwest::Certificate::from_pem(pem).context("--ca-cert: not a PEM certificate")?,
+            );
+        }
+        let scheme = if insecure { "http" } else { "https" };
+        Ok(Registry {
+            client: b.build()?,
+            base: format!("{scheme}://{}", target.host),
+            target,
+            creds,
+            auth: None,
+            retries: 4,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.target.repo)
+    }
+
+    fn with_auth(&self, r: RequestBuilder) -> RequestBuilder {
+        match &self.auth {
+            Some(a) => r.header(AUTHORIZATION, a),
+            None => r,
+        }
+    }
+
+    /// Asks `GET /v2/` and settles how to authenticate (basic, or a bearer token
+    /// for pull and push on this repository).
+    pub fn login(&mut self) -> anyhow::Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let r = self
+            .client
+            .get(&url)
+            .send()
+            .map_err(|e| anyhow!("{}: {}", self.target.host, plain(&e)))?;
+        if r.status().is_success() {
+            return Ok(());
+        }
+        if r.status() != StatusCode::UNAUTHORIZED {
+            bail!("{}: /v2/ answered {}", self.target.host, r.status());
+        }
+        let challenge = r
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let creds = self.creds.clone();
+        if challenge.to_ascii_lowercase().starts_with("basic") {
+            let c = creds.ok_or_else(|| {
+                anyhow!(
+                    "{}: the registry wants a user name and password (--username, \
+                     --password-stdin, or a containers/docker auth file)",
+                    self.target.host
+                )
+            })?;
+            let token = crate::publish::base64(format!("{}:{}", c.username, c.password).as_bytes());
+            self.auth = Some(format!("Basic {token}"));
+            let check = self
+                .client
+                .get(&url)
+                .header(AUTHORIZATION, self.auth.clone().unwrap_or_default())
+                .send()
+                .map_err(|e| anyhow!("{}: {}", self.target.host, plain(&e)))?;
+            if check.status() == StatusCode::UNAUTHORIZED {
+                bail!(
+                    "{}: the user name or password was refused",
+                    self.target.host
+                );
+            }
+            return Ok(());
+        }
+        if challenge.to_ascii_lowercase().starts_with("bearer") {
+            let param = |name: &str| {
+                challenge.split(',').find_map(|p| {
+                    let p = p
+                        .trim()
+                        .trim_start_matches("Bearer ")
+                        .trim_start_matches("bearer ");
+                    let (k, v) = p.split_once('=')?;
+                    (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
+                })
+            };
+            let realm = param("realm")
+                .ok_or_else(|| anyhow!("{}: a bearer challenge without realm", self.target.host))?;
+            let mut req = self.client.get(&realm).query(&[(
+                "scope",
+                format!("repository:{}:pull,push", self.target.repo),
+            )]);
+            if let Some(service) = param("service") {
+                req = req.query(&[("service", service)]);
+            }
+            if let Some(c) = &creds {
+                req = req.basic_auth(&c.username, Some(&c.password));
+            }
+            let r = req
+                .send()
+                .map_err(|e| anyhow!("{}: token: {}", self.target.host, plain(&e)))?;
+            if !r.status().is_success() {
+                bail!(
+                    "{}: the token service refused the credentials ({})",
+                    self.target.host,
+                    r.status()
+                );
+            }
+            let body = r.bytes().context("the token service's answer")?;
+            let j: serde_json::Value =
+                serde_json::from_slice(&body).context("the token service's answer")?;
+            let token = j["token"]
+                .as_str()
+                .or(j["access_token"].as_str())
+                .ok_or_else(|| anyhow!("{}: no token in the answer", self.target.host))?;
+            self.auth = Some(format!("Bearer {token}"));
+            return Ok(());
+        }
+        bail!(
+            "{}: unknown authentication scheme {challenge:?}",
+            self.target.host
+        )
+    }
+
+    /// True when the registry has the blob.
+    pub fn has_blob(&self, digest: &str) -> anyhow::Result<bool> {
+        let r = self.retry("checking a blob", || {
+            self.with_auth(self.client.head(self.url(&format!("blobs/{digest}"))))
+                .send()
+        })?;
+        match r.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => bail!("{}: checking blob {digest}: {s}", self.target.host),
+        }
+    }
+
+    /// Uploads a blob of `len` bytes that `open` yields (called again for each
+    /// attempt): one streamed PUT, or PATCHes of `chunk` bytes.
+    pub fn upload(
+        &self,
+        digest: &str,
+        len: u64,
+        chunk: Option<usize>,
+        open: &dyn Fn() -> anyhow::Result<Box<dyn Read + Send>>,
+    ) -> anyhow::Result<()> {
+        let mut wait = Duration::from_millis(500);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.upload_once(digest, len, chunk, open) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt <= self.retries && is_transient(&e) => {
+                    eprintln!(
+                        "wingold: {}: upload of {digest} failed ({e:#}); retrying in {} ms",
+                        self.target.host,
+                        wait.as_millis()
+                    );
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn upload_once(
+        &self,
+        digest: &str,
+        len: u64,
+        chunk: Option<usize>,
+        open: &dyn Fn() -> anyhow::Result<Box<dyn Read + Send>>,
+    ) -> anyhow::Result<()> {
+        let host = &self.target.host;
+        let r = self
+            .with_auth(self.client.post(self.url("blobs/uploads/")))
+            .header(reqwest::header::CONTENT_LENGTH, 0)
+            .send()
+            .map_err(|e| Transient(format!("{host}: {}", plain(&e))))?;
+        check(&r, host, "starting an upload")?;
+        let mut location = self.location(&r)?;
+        let mut reader = open()?;
+        if let Some(size) = chunk {
+            let mut at = 0u64;
+            let mut buf = vec![0u8; size];
+            while at < len {
+                let want = size.min((len - at) as usize);
+                reader.read_exact(&mut buf[..want])?;
+                let r = self
+                    .with_auth(self.client.patch(&location))
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header("Content-Range", format!("{at}-{}", at + want as u64 - 1))
+                    .body(buf[..want].to_vec())
+                    .send()
+                    .map_err(|e| Transient(format!("{host}: {}", plain(&e))))?;
+                check(&r, host, "uploading a chunk")?;
+                location = self.location(&r)?;
+                at += want as u64;
+            }
+            let sep = if location.contains('?') { '&' } else { '?' };
+            let r = self
+                .with_auth(self.client.put(format!("{location}{sep}digest={digest}")))
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(reqwest::header::CONTENT_LENGTH, 0)
+                .send()
+                .map_err(|e| Transient(format!("{host}: {}", plain(&e))))?;
+            check(&r, host, "finishing an upload")?;
+            return self.same_digest(&r, digest);
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let r = self
+            .with_auth(self.client.put(format!("{location}{sep}digest={digest}")))
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(Body::sized(reader, len))
+            .send()
+            .map_err(|e| Transient(format!("{host}: {}", plain(&e))))?;
+        check(&r, host, "uploading")?;
+        self.same_digest(&r, digest)
+    }
+
+    /// Puts a manifest under `reference` (a tag); returns the digest the
+    /// registry gives it, which must be `digest`.
+    pub fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> anyhow::Result<()> {
+        let r = self.retry("putting the manifest", || {
+            self.with_auth(self.client.put(self.url(&format!("manifests/{reference}"))))
+                .header(CONTENT_TYPE, media_type)
+                .body(bytes.to_vec())
+                .send()
+        })?;
+        check(&r, &self.target.host, "putting the manifest")?;
+        self.same_digest(&r, digest)
+    }
+
+    fn same_digest(&self, r: &Response, digest: &str) -> anyhow::Result<()> {
+        if let Some(got) = r
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            if got != digest {
+                bail!(
+                    "{}: the registry reports {got} for what wingold digested as {digest}",
+                    self.target.host
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn location(&self, r: &Response) -> anyhow::Result<String> {
+        let loc = r
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| anyhow!("{}: an upload without a Location", self.target.host))?;
+        Ok(
+            if loc.starts_with("http://") || loc.starts_with("https://") {
+                loc.to_owned()
+            } else {
+                format!("{}{loc}", self.base)
+            },
+        )
+    }
+
+    fn retry(
+        &self,
+        what: &str,
+        send: impl Fn() -> reqwest::Result<Response>,
+    ) -> anyhow::Result<Response> {
+        let mut wait = Duration::from_millis(500);
+        for attempt in 0.. {
+            match send() {
+                Ok(r) if r.status().is_server_error() && attempt < self.retries => {}
+                Ok(r) => return Ok(r),
+                Err(e) if attempt >= self.retries => {
+                    bail!("{}: {what}: {}", self.target.host, plain(&e))
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(wait);
+            wait *= 2;
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+/// A failure worth another attempt: a dropped connection or a 5xx.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Transient(String);
+
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Transient>().is_some())
+}
+
+fn check(r: &Response, host: &str, what: &str) -> anyhow::Result<()> {
+    let s = r.status();
+    if s.is_success() {
+        return Ok(());
+    }
+    if s.is_server_error() {
+        return Err(Transient(format!("{host}: {what}: {s}")).into());
+    }
+    if s == StatusCode::PAYLOAD_TOO_LARGE {
+        bail!("{host}: {what}: 413 — a proxy in front of the registry limits request sizes; try --chunked");
+    }
+    if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN {
+        bail!("{host}: {what}: {s} — the credentials do not allow pushing here");
+    }
+    bail!("{host}: {what}: {s}")
+}
+
+/// A reqwest error with its causes, on one line (wingold's URLs carry no
+/// credentials: they go in headers).
+fn plain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text = format!("{text}: {s}");
+        src = s.source();
+    }
+    text
+}
