@@ -85,8 +85,10 @@ fi
 # the machine's kernel, under TCG). After QEMU: libguestfs needs a qemu-system-x86,
 # and Debian 12's own one would conflict with the backports qemu-utils.
 # Wine's cmd runs the first-boot runner in the tests; virt-copy-in (libguestfs-tools)
-# is what make bench times copy-in against.
-ORACLES=(virt-v2v nbdkit linux-image-amd64 wine64 libguestfs-tools)
+# is what make bench times copy-in against; docker-registry, skopeo, umoci,
+# htpasswd and openssl are the publish tests' registry, clients and credentials.
+ORACLES=(virt-v2v nbdkit linux-image-amd64 wine64 libguestfs-tools
+         docker-registry skopeo umoci apache2-utils openssl)
 missing=()
 for p in "${ORACLES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -95,7 +97,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # docker-registry's package would start a registry on :5000 on every interface:
+  # no service starts during this install (tests start their own, on loopback).
+  policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod 755 /usr/sbin/policy-rc.d
+    policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ $policy -eq 0 ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,0 +1,624 @@
+//! `wingold publish` against a real registry — Debian's docker-registry (CNCF
+//! distribution), started here on 127.0.0.1 with its own config and stopped after
+//! — checked by clients that are not ours: skopeo (inspect, copy) and umoci
+//! (unpack, as a container runtime would).
+
+mod support;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use support::fixtures::{self, WIN2K22_X64};
+use support::*;
+
+/// A docker-registry on 127.0.0.1, killed when dropped.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a registry: `extra` is appended to its config (auth, TLS).
+fn registry(extra: &str) -> Registry {
+    let tool = Path::new("/usr/bin/docker-registry");
+    assert!(
+        tool.exists(),
+        "TEST CANNOT RUN: docker-registry is missing; make setup installs Debian's docker-registry"
+    );
+    let dir = tempdir();
+    let cfg = dir.path().join("config.yml");
+    let storage = dir.path().join("data");
+    let (http_extra, rest) = extra.split_once("\n---\n").unwrap_or(("", extra));
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:0\n{http_extra}{rest}",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(tool)
+        .args(["serve", s(&cfg)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut port = 0;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(at) = line.find("listening on 127.0.0.1:") {
+            let rest = &line[at + "listening on 127.0.0.1:".len()..];
+            port = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .unwrap();
+            break;
+        }
+    }
+    assert!(port > 0, "docker-registry did not say where it listens");
+    // Keep draining its log so that it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Registry {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+/// A golden image built by `wingold build` from a phony Windows Server 2022.
+struct Golden {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+fn golden() -> Golden {
+    let tmp = tempdir();
+    let dir = tmp.path().to_owned();
+    std::fs::create_dir_all(dir.join("base")).unwrap();
+    fixtures::phony_windows(&dir.join("base"), &WIN2K22_X64, vec![]);
+    fixtures::virtio_iso(&dir, "0.1.999", 0);
+    build_in(&dir);
+    Golden {
+        path: dir.join("golden/win.qcow2"),
+        dir,
+        _dir: tmp,
+    }
+}
+
+fn build_in(dir: &Path) {
+    std::fs::write(
+        dir.join("wingold.toml"),
+        "[virtio_win]\niso = \"virtio-win-0.1.999.iso\"\ncache = \"cache\"\n\n\
+         [base]\nimage = \"base/phony.qcow2\"\n\n[golden]\noutput = \"golden/win.qcow2\"\n\
+         compress = true\n",
+    )
+    .unwrap();
+    let out = wingold()
+        .args(["build", "-c", s(&dir.join("wingold.toml"))])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn publish(args: &[&str]) -> (Option<i32>, Value, String) {
+    let out = wingold()
+        .arg("publish")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn manifest_of(golden: &Path) -> Value {
+    let version = std::fs::canonicalize(golden).unwrap();
+    let mut name = version.file_name().unwrap().to_owned();
+    name.push(".manifest.json");
+    serde_json::from_slice(&std::fs::read(version.with_file_name(name)).unwrap()).unwrap()
+}
+
+fn skopeo_inspect(reference: &str, extra: &[&str]) -> Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .args(extra)
+        .arg(reference)
+        .output()
+        .expect("TEST CANNOT RUN: skopeo is missing (make setup installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// skopeo copies the image into an OCI layout, umoci unpacks it: the bundle's root.
+fn unpack(reference: &str, dir: &Path) -> PathBuf {
+    let layout = dir.join("oci");
+    let bundle = dir.join("bundle");
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-oci-accept-uncompressed-layers",
+            reference,
+            &format!("oci:{}:t", layout.display()),
+        ],
+    );
+    let out = Command::new("umoci")
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:t", layout.display()),
+            s(&bundle),
+        ])
+        .output()
+        .expect("TEST CANNOT RUN: umoci is missing (make setup installs it)");
+    assert!(
+        out.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bundle.join("rootfs")
+}
+
+#[test]
+fn publishes_a_containerdisk_that_skopeo_and_umoci_read() {
+    let g = golden();
+    let reg = registry("");
+    let to = format!("docker://127.0.0.1:{}/windows/win2k22:v1", reg.port);
+    let (code, j, err) = publish(&[s(&g.path), &to, "--insecure", "--tag", "latest"]);
+    assert_eq!(code, Some(0), "{err}");
+    let digest = j["digest"].as_str().unwrap().to_owned();
+    assert_eq!(
+        j["reference"],
+        format!("127.0.0.1:{}/windows/win2k22@{digest}", reg.port)
+    );
+    assert_eq!(j["tags"], serde_json::json!(["v1", "latest"]));
+    let m = manifest_of(&g.path);
+    let golden_sha = m["output"]["sha256"].as_str().unwrap();
+    // skopeo: the digest, platform, labels and the preference env.
+    let i = skopeo_inspect(
+        &format!("docker://127.0.0.1:{}/windows/win2k22:latest", reg.port),
+        &[],
+    );
+    assert_eq!(i["Digest"], digest);
+    assert_eq!(i["Architecture"], "amd64");
+    assert_eq!(i["Os"], "linux");
+    assert_eq!(i["Labels"]["io.wingold.golden.sha256"], golden_sha);
+    assert_eq!(i["Labels"]["io.wingold.windows.osinfo"], "win2k22");
+    assert!(i["Env"]
+        .to_string()
+        .contains("INSTANCETYPE_KUBEVIRT_IO_DEFAULT_PREFERENCE=windows.2k22.virtio"));
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!(
+            "docker://127.0.0.1:{}/windows/win2k22:v1",
+            reg.port
+        ))
+        .output()
+        .unwrap()
+        .stdout;
+    use sha2::Digest;
+    assert_eq!(format!("sha256:{:x}", sha2::Sha256::digest(&raw)), digest);
+    let manifest: Value = serde_json::from_slice(&raw).unwrap();
+    assert!(manifest["annotations"]["org.opencontainers.image.created"].is_null());
+    // umoci: disk/disk.img byte-identical to the golden image, 107:107, 0444,
+    // alone in disk/; the provenance matches its annotation.
+    let tmp = tempdir();
+    let root = unpack(
+        &format!("docker://127.0.0.1:{}/windows/win2k22:v1", reg.port),
+        tmp.path(),
+    );
+    let disk = root.join("disk/disk.img");
+    assert_eq!(sha256_file(&disk), golden_sha);
+    let meta = std::fs::metadata(&disk).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (107, 107, 0o444)
+    );
+    assert_eq!(std::fs::read_dir(root.join("disk")).unwrap().count(), 1);
+    let prov = std::fs::read(root.join("wingold/provenance.json")).unwrap();
+    let parsed: Value = serde_json::from_slice(&prov).unwrap();
+    assert_eq!(parsed["output"]["sha256"], golden_sha);
+    assert!(
+        !String::from_utf8_lossy(&prov).contains(s(&g.dir)),
+        "a host path in the provenance"
+    );
+    assert_eq!(
+        manifest["annotations"]["io.wingold.provenance.sha256"],
+        format!("{:x}", sha2::Sha256::digest(&prov))
+    );
+    let info = run("qemu-img", &["info", "--output=json", s(&disk)]);
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert!(info["backing-filename"].is_null());
+    // The snippets name the digest.
+    assert!(j["kubevirt"]["containerDisk"]
+        .as_str()
+        .unwrap()
+        .contains(&digest));
+}
+
+#[test]
+fn publishing_again_uploads_nothing_and_identical_builds_share_a_digest() {
+    let g = golden();
+    let reg = registry("");
+    let to = |repo: &str| format!("docker://127.0.0.1:{}/{repo}:v1", reg.port);
+    let (code, first, err) = publish(&[s(&g.path), &to("a/win"), "--insecure"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(first["bytes_uploaded"].as_u64().unwrap() > 0);
+    let (code, again, err) = publish(&[s(&g.path), &to("a/win"), "--insecure"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(again["digest"], first["digest"]);
+    assert_eq!(again["bytes_uploaded"], 0);
+    // A second build of the same inputs in another folder: the same digest.
+    let tmp = tempdir();
+    let other = tmp.path().to_owned();
+    std::fs::create_dir_all(other.join("base")).unwrap();
+    std::fs::copy(
+        g.dir.join("base/phony.qcow2"),
+        other.join("base/phony.qcow2"),
+    )
+    .unwrap();
+    std::fs::copy(
+        g.dir.join("virtio-win-0.1.999.iso"),
+        other.join("virtio-win-0.1.999.iso"),
+    )
+    .unwrap();
+    build_in(&other);
+    let (code, second, err) = publish(&[
+        s(&other.join("golden/win.qcow2")),
+        &to("b/win"),
+        "--insecure",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(second["digest"], first["digest"]);
+    // The OCI layout, written twice, is the same tree, and skopeo reads it.
+    let (l1, l2) = (tmp.path().join("l1"), tmp.path().join("l2"));
+    for l in [&l1, &l2] {
+        let (code, j, err) = publish(&[s(&g.path), "--oci-layout", s(l), "--tag", "v1"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(j["digest"], first["digest"]);
+    }
+    let listing = |d: &Path| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = walk(d)
+            .into_iter()
+            .map(|p| {
+                (
+                    p.strip_prefix(d).unwrap().display().to_string(),
+                    sha256_file(&p),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listing(&l1), listing(&l2));
+    let i = skopeo_inspect(&format!("oci:{}:v1", l1.display()), &[]);
+    assert_eq!(i["Digest"], first["digest"]);
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn basic_auth_works_and_a_wrong_password_is_one_clear_line() {
+    let g = golden();
+    let tmp = tempdir();
+    let htpasswd = tmp.path().join("htpasswd");
+    run(
+        "htpasswd",
+        &["-Bbc", s(&htpasswd), "builder", "s3cret-Pa55"],
+    );
+    let reg = registry(&format!(
+        "auth:\n  htpasswd:\n    realm: wingold-test\n    path: {}\n",
+        htpasswd.display()
+    ));
+    let to = format!("docker://127.0.0.1:{}/windows/win:v1", reg.port);
+    let with_password = |password: &str| {
+        let mut child = wingold()
+            .args([
+                "publish",
+                s(&g.path),
+                &to,
+                "--insecure",
+                "--username",
+                "builder",
+            ])
+            .args(["--password-stdin", "--json"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let bad = with_password("wrong-password");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", reg.port)) && err.contains("refused"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let good = with_password("s3cret-Pa55");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    for out in [&bad, &good] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !all.contains("s3cret-Pa55") && !all.contains("wrong-password"),
+            "{all}"
+        );
+    }
+    let i = skopeo_inspect(&to, &["--creds", "builder:s3cret-Pa55"]);
+    let j: Value = serde_json::from_slice(&good.stdout).unwrap();
+    assert_eq!(i["Digest"], j["digest"]);
+}
+
+#[test]
+fn tls_with_a_test_ca_and_plain_http_only_when_asked() {
+    let g = golden();
+    let tmp = tempdir();
+    let d = tmp.path();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        d.join("ca.key"),
+        d.join("ca.pem"),
+        d.join("server.key"),
+        d.join("server.csr"),
+        d.join("server.pem"),
+        d.join("ext.cnf"),
+    );
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=wingold test CA",
+            "-keyout",
+            s(&ca_key),
+            "-out",
+            s(&ca),
+        ],
+    );
+    run(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            s(&key),
+            "-out",
+            s(&csr),
+        ],
+    );
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            s(&csr),
+            "-CA",
+            s(&ca),
+            "-CAkey",
+            s(&ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            s(&ext),
+            "-out",
+            s(&cert),
+        ],
+    );
+    let reg = registry(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        cert.display(),
+        key.display()
+    ));
+    let to = format!("docker://127.0.0.1:{}/windows/win:v1", reg.port);
+    // Without the CA: refused by TLS, one line, exit 1.
+    let (code, _, err) = publish(&[s(&g.path), &to]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", reg.port)), "{err}");
+    // With it: published over TLS.
+    let (code, j, err) = publish(&[s(&g.path), &to, "--ca-cert", s(&ca)]);
+    assert_eq!(code, Some(0), "{err}");
+    let i = skopeo_inspect(&to, &[]);
+    assert_eq!(i["Digest"], j["digest"]);
+    // Plain HTTP to a TLS registry is not silently tried: --insecure is needed
+    // for HTTP, and it fails here (the registry speaks TLS).
+    let (code, _, _) = publish(&[s(&g.path), &to, "--insecure"]);
+    assert_ne!(code, Some(0));
+}
+
+/// A proxy to the registry that cuts the first blob PUT (on whatever connection
+/// it comes) after about `cut` bytes of its body; everything else passes through.
+fn flaky_proxy(upstream: u16, cut: usize) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cut_done = Arc::new(AtomicBool::new(false));
+    let flag = cut_done.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let flag = flag.clone();
+            std::thread::spawn(move || {
+                let mut server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let (mut s_read, mut c_write) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                let down = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+                let mut buf = vec![0u8; 65536];
+                let mut cutting: Option<usize> = None;
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if let Some(left) = cutting.as_mut() {
+                        *left = left.saturating_sub(n);
+                        if *left == 0 {
+                            break;
+                        }
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    if text.contains("PUT /v2/")
+                        && text.contains("digest=")
+                        && !flag.swap(true, Ordering::SeqCst)
+                    {
+                        // Forward nothing of this request: swallow `cut` bytes, then drop.
+                        cutting = Some(cut);
+                        continue;
+                    }
+                    if server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+                let _ = down.join();
+            });
+        }
+    });
+    (port, cut_done)
+}
+
+#[test]
+fn a_connection_dropped_mid_upload_is_retried_to_success() {
+    let g = golden();
+    let reg = registry("");
+    let (port, cut) = flaky_proxy(reg.port, 200_000);
+    let to = format!("docker://127.0.0.1:{port}/windows/win:v1");
+    let (code, j, err) = publish(&[s(&g.path), &to, "--insecure"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(cut.load(Ordering::SeqCst), "the proxy never cut an upload");
+    assert!(err.contains("retrying"), "{err}");
+    let i = skopeo_inspect(
+        &format!("docker://127.0.0.1:{}/windows/win:v1", reg.port),
+        &[],
+    );
+    assert_eq!(i["Digest"], j["digest"]);
+    let tmp = tempdir();
+    let root = unpack(
+        &format!("docker://127.0.0.1:{}/windows/win:v1", reg.port),
+        tmp.path(),
+    );
+    assert_eq!(
+        sha256_file(&root.join("disk/disk.img")),
+        manifest_of(&g.path)["output"]["sha256"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn refusals_before_any_network_call() {
+    let g = golden();
+    // A clone (backing file) is no containerDisk.
+    let clone_dir = g.dir.join("vms");
+    let out = wingold()
+        .args(["clone", s(&g.path), "--id", "5", "--dir", s(&clone_dir)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for (args, want) in [
+        (
+            vec![
+                s(&clone_dir.join("vm_5.qcow2")).to_owned(),
+                "docker://127.0.0.1:9/x/y:v1".into(),
+            ],
+            "has a backing file",
+        ),
+        (
+            vec![s(&g.path).to_owned(), "http://127.0.0.1:9/x/y".into()],
+            "give docker://",
+        ),
+        (
+            vec![s(&g.path).to_owned(), "docker://127.0.0.1:9/Upper/y".into()],
+            "lower-case",
+        ),
+        (
+            vec![
+                s(&g.path).to_owned(),
+                "docker://127.0.0.1:9/x/y:bad tag".into(),
+            ],
+            "no valid tag",
+        ),
+        (
+            vec![
+                s(&g.path.with_file_name("missing.qcow2")).to_owned(),
+                "docker://127.0.0.1:9/x/y".into(),
+            ],
+            "missing.qcow2",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = publish(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: wanted {want:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
