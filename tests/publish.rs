@@ -322,6 +322,11 @@ fn publishing_again_uploads_nothing_and_identical_builds_share_a_digest() {
     assert_eq!(listing(&l1), listing(&l2));
     let i = skopeo_inspect(&format!("oci:{}:v1", l1.display()), &[]);
     assert_eq!(i["Digest"], first["digest"]);
+    // Chunked uploads (4 MiB PATCHes) give the same image.
+    let (code, chunked, err) = publish(&[s(&g.path), &to("c/win"), "--insecure", "--chunked"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(chunked["digest"], first["digest"]);
+    assert!(chunked["layers"][0]["uploaded"].as_bool().unwrap());
 }
 
 fn walk(d: &Path) -> Vec<PathBuf> {
@@ -621,4 +626,65 @@ fn refusals_before_any_network_call() {
         assert!(err.contains(want), "{args:?}: wanted {want:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+}
+
+#[test]
+fn build_publishes_after_each_build_and_an_up_to_date_build_sends_nothing() {
+    let reg = registry("");
+    let tmp = tempdir();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("base")).unwrap();
+    fixtures::phony_windows(&dir.join("base"), &WIN2K22_X64, vec![]);
+    fixtures::virtio_iso(dir, "0.1.999", 0);
+    std::fs::write(
+        dir.join("wingold.toml"),
+        format!(
+            "[virtio_win]\niso = \"virtio-win-0.1.999.iso\"\ncache = \"cache\"\n\n\
+             [base]\nimage = \"base/phony.qcow2\"\n\n[golden]\noutput = \"golden/win.qcow2\"\n\n\
+             [publish]\nto = [\"docker://127.0.0.1:{}/windows/win2k22:stable\"]\ntags = [\"latest\"]\ninsecure = true\n",
+            reg.port
+        ),
+    )
+    .unwrap();
+    let build = || {
+        let out = wingold()
+            .args(["build", "-c", s(&dir.join("wingold.toml")), "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = build();
+    assert_eq!(first["up_to_date"], false);
+    let p = &first["published"][0];
+    assert!(p["bytes_uploaded"].as_u64().unwrap() > 0);
+    assert_eq!(p["tags"], serde_json::json!(["stable", "latest"]));
+    let i = skopeo_inspect(
+        &format!("docker://127.0.0.1:{}/windows/win2k22:latest", reg.port),
+        &[],
+    );
+    assert_eq!(i["Digest"], p["digest"]);
+    assert_eq!(i["Labels"]["io.wingold.golden.sha256"], first["sha256"]);
+    let again = build();
+    assert_eq!(again["up_to_date"], true);
+    assert_eq!(again["published"][0]["bytes_uploaded"], 0);
+    assert_eq!(again["published"][0]["digest"], p["digest"]);
+    // A bad [publish] entry is refused before anything is written.
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[virtio_win]\niso = \"virtio-win-0.1.999.iso\"\n\n[base]\nimage = \"base/phony.qcow2\"\n\n\
+         [golden]\noutput = \"other/win.qcow2\"\n\n[publish]\nto = [\"http://nowhere/x\"]\n",
+    )
+    .unwrap();
+    let out = wingold()
+        .args(["build", "-c", s(&dir.join("bad.toml"))])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[publish] to"));
+    assert!(!dir.join("other").exists());
 }

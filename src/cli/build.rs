@@ -20,12 +20,57 @@ pub struct BuildArgs {
     json: bool,
 }
 
+/// `build --json`: the build's outcome and what `[publish]` published.
+#[derive(serde::Serialize)]
+struct BuildReport<'a> {
+    #[serde(flatten)]
+    build: &'a build::Outcome,
+    published: Vec<crate::publish::Outcome>,
+}
+
 pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let cfg = build::load(&args.config)?;
+    // `[publish]` is checked with the rest of the config, before anything is written.
+    let p = &cfg.config.publish;
+    for to in &p.to {
+        crate::publish::registry::parse_reference(to)
+            .map_err(|e| BadInput(format!("{}: [publish] to: {e}", args.config.display())))?;
+    }
+    if let Some(t) = p
+        .tags
+        .iter()
+        .find(|t| !crate::publish::registry::valid_tag(t))
+    {
+        return Err(BadInput(format!(
+            "{}: [publish] tags: {t:?} is no valid tag",
+            args.config.display()
+        ))
+        .into());
+    }
     let progress = std::io::stderr().is_terminal() && !args.json;
     let outcome = build::build(&cfg, args.force, progress)?;
+    // An up-to-date build publishes too: only what a registry lacks is sent.
+    let mut published = Vec::new();
+    for to in &p.to {
+        published.push(crate::publish::publish(&crate::publish::Options {
+            golden: outcome.output.clone(),
+            to: Some(to.clone()),
+            tags: p.tags.clone(),
+            insecure: p.insecure,
+            ca_cert: p.ca_cert.clone(),
+            credentials: None,
+            oci_layout: None,
+            created: None,
+            preference: "auto".into(),
+            chunked: false,
+            dry_run: false,
+        })?);
+    }
     if args.json {
-        return super::print_json(&outcome);
+        return super::print_json(&BuildReport {
+            build: &outcome,
+            published,
+        });
     }
     if outcome.up_to_date {
         println!(
@@ -43,6 +88,13 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
             outcome.changes,
             outcome.sha256,
             outcome.manifest.display()
+        );
+    }
+    for p in &published {
+        println!(
+            "published {} ({} bytes uploaded)",
+            p.reference.as_deref().unwrap_or(&p.digest),
+            p.bytes_uploaded
         );
     }
     Ok(())

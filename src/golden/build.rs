@@ -36,6 +36,27 @@ pub struct Config {
     /// `[[files]]`: local trees copied into the guest.
     #[serde(default)]
     pub files: Vec<FilesConfig>,
+    /// `[publish]`: registries the golden image goes to after each build (the
+    /// `cli` layer does it, with `publish`).
+    #[serde(default)]
+    pub publish: PublishConfig,
+}
+
+/// `[publish]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// `docker://HOST[:PORT]/REPO[:TAG]`, one or more.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// More tags for each.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Plain HTTP for these registries (loopback or a trusted network only).
+    #[serde(default)]
+    pub insecure: bool,
+    /// A CA certificate (PEM) to trust, relative to the config file.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// `[firstboot]`: what runs once at the first boot.
@@ -198,6 +219,9 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     }
     for f in &mut config.files {
         resolve(&mut f.from);
+    }
+    if let Some(c) = config.publish.ca_cert.as_mut() {
+        resolve(c);
     }
     if let Some(iso) = config.virtio_win.iso.as_mut() {
         resolve(iso);
