@@ -70,4 +70,30 @@ echo "  phony-2022.qcow2 -> $(readlink "$dir/golden/phony-2022.qcow2")"
 step "wingold gc --dry-run: which old versions nobody uses"
 "$bin" gc "$dir/golden/phony-2022.qcow2" --keep 0 --clones "$dir/vms" --dry-run
 
+step "wingold publish: the golden image as a KubeVirt containerDisk, to a registry on loopback"
+if command -v docker-registry >/dev/null 2>&1; then
+  mkdir -p "$dir/registry"
+  printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:0\n' \
+    "$dir/registry/data" > "$dir/registry/config.yml"
+  docker-registry serve "$dir/registry/config.yml" > "$dir/registry/access.log" 2> "$dir/registry/log" &
+  registry_pid=$!
+  trap 'kill $registry_pid 2>/dev/null' EXIT
+  port=""
+  for _ in $(seq 50); do
+    port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$dir/registry/log" | sed 's/.*://' || true)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  "$bin" publish "$dir/golden/phony-2022.qcow2" "docker://127.0.0.1:$port/windows/phony-2022:demo" --insecure
+  echo "  skopeo inspect:"
+  skopeo inspect --tls-verify=false "docker://127.0.0.1:$port/windows/phony-2022:demo" \
+    | grep -E '"(Digest|Architecture|Os|io.wingold.golden.sha256|io.wingold.windows.osinfo)"' | sed 's/^ */    /'
+  kill $registry_pid 2>/dev/null || true
+  wait $registry_pid 2>/dev/null || true
+  trap - EXIT
+  echo "  (registry stopped)"
+else
+  echo "  docker-registry is not installed (make setup installs it)"
+fi
+
 printf '\nFiles are in %s\n' "$dir"
