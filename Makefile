@@ -26,6 +26,7 @@ bench: setup
 	$(CARGO) bench --bench build
 	$(CARGO) bench --bench drivers
 	$(CARGO) bench --bench copy_in
+	$(CARGO) bench --bench publish
 
 lint: setup
 	$(CARGO) fmt --check
