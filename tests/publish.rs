@@ -408,6 +408,35 @@ fn basic_auth_works_and_a_wrong_password_is_one_clear_line() {
     let i = skopeo_inspect(&to, &["--creds", "builder:s3cret-Pa55"]);
     let j: Value = serde_json::from_slice(&good.stdout).unwrap();
     assert_eq!(i["Digest"], j["digest"]);
+    // The credentials skopeo and podman keep (REGISTRY_AUTH_FILE) serve too.
+    let auth = tmp.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        format!(
+            "{{\"auths\":{{\"127.0.0.1:{}\":{{\"auth\":\"{}\"}}}}}}",
+            reg.port,
+            wingold::publish::base64(b"builder:s3cret-Pa55")
+        ),
+    )
+    .unwrap();
+    let out = wingold()
+        .args([
+            "publish",
+            s(&g.path),
+            &to,
+            "--insecure",
+            "--tag",
+            "from-auth-file",
+        ])
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret"));
 }
 
 #[test]
