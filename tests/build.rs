@@ -825,3 +825,35 @@ fn golden_versions_and_older_golden_files_are_never_written() {
         .is_symlink());
     assert_eq!(sha256_file(&site.golden), legacy);
 }
+
+#[test]
+fn a_changed_first_boot_script_or_copied_in_tree_rebuilds() {
+    let site = site(false);
+    std::fs::write(site.dir.join("setup.cmd"), "@echo off\r\necho one\r\n").unwrap();
+    std::fs::create_dir_all(site.dir.join("payload")).unwrap();
+    std::fs::write(site.dir.join("payload/tool.txt"), "v1").unwrap();
+    let cfg = site.dir.join("wingold.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + "\n[firstboot]\nscripts = [\"setup.cmd\"]\n\n[[files]]\nfrom = \"payload\"\nto = 'C:\\Tools'\n";
+    std::fs::write(&cfg, text).unwrap();
+    let (out, first) = build(&site, &[]);
+    ok(&out);
+    let m = manifest_of(&site.golden);
+    assert!(m["first_boot"]["queue"]
+        .to_string()
+        .contains("6000-setup.cmd"));
+    let (_, again) = build(&site, &[]);
+    assert_eq!(again["up_to_date"], true);
+    std::fs::write(site.dir.join("setup.cmd"), "@echo off\r\necho two\r\n").unwrap();
+    let (out, changed) = build(&site, &[]);
+    ok(&out);
+    assert_eq!(
+        changed["up_to_date"], false,
+        "a changed script must rebuild"
+    );
+    assert_ne!(changed["version"], first["version"]);
+    std::fs::write(site.dir.join("payload/tool.txt"), "v2 longer").unwrap();
+    let (out, tree) = build(&site, &[]);
+    ok(&out);
+    assert_eq!(tree["up_to_date"], false, "a changed tree must rebuild");
+}

@@ -286,6 +286,56 @@ pub struct Identity {
     pub virtio_win_sha256: String,
     pub config_sha256: String,
     pub regfiles: Vec<(String, String)>,
+    /// The first boot's inputs: each script and the service binary by SHA-256,
+    /// each copied-in tree by a digest of its files' paths, sizes and mtimes.
+    #[serde(default)]
+    pub first_boot_inputs: Vec<(String, String)>,
+}
+
+/// What the first boot takes from the host, as (path, digest) pairs.
+fn first_boot_inputs(c: &Config) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if !c.firstboot.enable {
+        return Ok(out);
+    }
+    let binary = c
+        .firstboot
+        .service_binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::firstboot::RHSRVANY));
+    let mut files: Vec<PathBuf> = c.firstboot.scripts.clone();
+    if binary.exists() {
+        files.push(binary);
+    }
+    for f in files {
+        let bytes = std::fs::read(&f)
+            .map_err(|e| BadInput(format!("{}: cannot read: {e}", f.display())))?;
+        out.push((
+            f.display().to_string(),
+            format!("{:x}", Sha256::digest(&bytes)),
+        ));
+    }
+    for t in &c.files {
+        let mut h = Sha256::new();
+        for e in walkdir::WalkDir::new(&t.from).sort_by_file_name() {
+            let e = e.map_err(|e| BadInput(format!("{}: {e}", t.from.display())))?;
+            let meta = e
+                .metadata()
+                .map_err(|e| BadInput(format!("{}: {e}", t.from.display())))?;
+            h.update(format!(
+                "{}\0{}\0{}\0{}\n",
+                e.path().strip_prefix(&t.from).unwrap_or(e.path()).display(),
+                meta.is_dir(),
+                meta.len(),
+                meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+            ));
+        }
+        out.push((
+            format!("{} -> {}", t.from.display(), t.to),
+            format!("{:x}", h.finalize()),
+        ));
+    }
+    Ok(out)
 }
 
 /// The base image as the manifest records it. Size, mtime and inode are the cheap
@@ -461,6 +511,12 @@ fn refuse_aliases(cfg: &Loaded) -> anyhow::Result<()> {
     if let Some(iso) = &c.virtio_win.iso {
         inputs.push(("the virtio-win ISO", iso.clone()));
     }
+    for s in &c.firstboot.scripts {
+        inputs.push(("a first-boot script", s.clone()));
+    }
+    for f in &c.files {
+        inputs.push(("a copied-in file", f.from.clone()));
+    }
     refuse_output_among(&c.golden.output, &inputs)
 }
 
@@ -606,6 +662,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         virtio_win_sha256: iso.sha256.clone(),
         config_sha256: format!("{:x}", Sha256::digest(&cfg.bytes)),
         regfiles,
+        first_boot_inputs: first_boot_inputs(c)?,
     };
     let others_same = previous.as_ref().is_some_and(|m| {
         m.identity
