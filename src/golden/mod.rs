@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+mod files;
 pub mod finalize;
 pub mod inject;
 pub mod versions;

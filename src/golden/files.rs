@@ -1,0 +1,299 @@
+//! The files a plan writes into the guest — virtio drivers, the first-boot queue,
+//! copied-in trees — each with its security descriptor and its time, planned
+//! against the read-only volume and written into the output's.
+
+use super::inject::Source;
+use crate::drivers;
+use crate::firstboot;
+use crate::guest::Windows;
+use crate::ntfs::Volume;
+use crate::BadInput;
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// One file written into the guest.
+pub struct GuestWrite {
+    /// Path on the Windows volume.
+    pub to: String,
+    pub data: Vec<u8>,
+    pub sha256: String,
+    pub action: drivers::FileAction,
+    /// Index into `FilePlan::descriptors`.
+    pub security: usize,
+    /// Seconds since 1970 it is stamped with; the plan's time when None.
+    pub time: Option<i64>,
+    /// A local file streamed in when written (copy-in), instead of `data`.
+    pub local: Option<PathBuf>,
+    pub size: u64,
+}
+
+/// Files and folders written into the guest, each with a security descriptor
+/// (a driver file takes its neighbours'; first-boot files and copied-in trees
+/// the restricted one), never libntfs-3g's everyone-writable default.
+pub struct FilePlan {
+    pub writes: Vec<GuestWrite>,
+    /// Folders to create, parents first, with their descriptor.
+    pub folders: Vec<(String, usize)>,
+    pub descriptors: Vec<Vec<u8>>,
+    /// Seconds since 1970 that libntfs-3g stamps what it creates with.
+    pub time: i64,
+}
+
+impl FilePlan {
+    pub(super) fn empty(time: i64) -> FilePlan {
+        FilePlan {
+            writes: Vec::new(),
+            folders: Vec::new(),
+            descriptors: Vec::new(),
+            time,
+        }
+    }
+
+    fn descriptor(&mut self, sd: Vec<u8>) -> usize {
+        self.descriptors.push(sd);
+        self.descriptors.len() - 1
+    }
+
+    fn folder(&mut self, path: String, security: usize) {
+        let key = crate::hive::fold_name(&path);
+        if !self
+            .folders
+            .iter()
+            .any(|(p, _)| crate::hive::fold_name(p) == key)
+        {
+            self.folders.push((path, security));
+        }
+    }
+
+    pub(super) fn bytes_needed(&self) -> u64 {
+        self.writes
+            .iter()
+            .filter(|w| w.action != drivers::FileAction::Unchanged)
+            .map(|w| w.size.div_ceil(4096) * 4096)
+            .sum()
+    }
+}
+
+/// The driver plan; its files and folders go into `f`, with the security
+/// descriptors of `System32\drivers\disk.sys` and `System32\drivers`.
+pub(super) fn plan_drivers(
+    vol: &Volume,
+    w: &Windows,
+    req: &drivers::Request,
+    f: &mut FilePlan,
+) -> anyhow::Result<drivers::Plan> {
+    let read = guest_reader(vol);
+    let system = vol.read_file(&w.hive_path("SYSTEM"))?;
+    let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
+    let mut p = drivers::plan(w, req, &system, &software, &read)?;
+    if vol.lookup(&w.hive_path("DRIVERS"))?.is_some() {
+        // Windows 10+ also keeps a DRIVERS hive; virt-v2v registers the boot driver
+        // in SYSTEM\DriverDatabase only, boot-tested on 2016-2025: so does wingold.
+        p.report.notes.push(
+            "this Windows has a DRIVERS hive; the boot driver is registered in \
+             SYSTEM\\DriverDatabase, as virt-v2v does"
+                .into(),
+        );
+    }
+    let root = w.system_root.trim_start_matches('\\');
+    let drivers_dir = format!("{root}\\System32\\drivers");
+    let sibling = ["disk.sys", "pci.sys", "atapi.sys"]
+        .iter()
+        .map(|n| format!("{drivers_dir}\\{n}"))
+        .find(|f| vol.lookup(f).ok().flatten().is_some())
+        .ok_or_else(|| {
+            BadInput(format!(
+                "{}: no {drivers_dir}\\disk.sys to take the driver files' security from; \
+                 is this an installed Windows?",
+                req.iso.display()
+            ))
+        })?;
+    let file_sd = f.descriptor(vol.security(&sibling)?);
+    let folder_sd = f.descriptor(vol.security(&drivers_dir)?);
+    f.time = p.report.file_time;
+    for dir in &p.report.folders {
+        f.folder(dir.clone(), folder_sd);
+    }
+    for c in &p.report.files {
+        f.writes.push(GuestWrite {
+            to: c.to.clone(),
+            data: c.data.clone(),
+            sha256: c.sha256.clone(),
+            action: c.action,
+            security: file_sd,
+            time: None,
+            local: None,
+            size: c.size,
+        });
+    }
+    Ok(p)
+}
+
+/// The built-in first-boot steps this plan calls for: PnP install of the staged
+/// drivers (NT 6.0+), the balloon service (Balloon staged), the netsh TCP tuning
+/// (the tcpip profile, NT 6.0+).
+pub(super) fn builtin_steps(
+    w: &Windows,
+    sources: &[Source],
+    drivers: Option<&drivers::Report>,
+) -> Vec<firstboot::Step> {
+    let nt6 = w.major_version >= 6;
+    let mut steps = Vec::new();
+    if let Some(d) = drivers {
+        if nt6 && !d.drivers.is_empty() {
+            steps.push(firstboot::Step::PnpDrivers);
+        }
+        if d.files
+            .iter()
+            .any(|f| f.to.to_ascii_lowercase().ends_with("\\blnsvr.exe"))
+        {
+            steps.push(firstboot::Step::BalloonService);
+        }
+    }
+    if nt6
+        && sources
+            .iter()
+            .any(|s| matches!(s, Source::Profile { name, .. } if name == "tcpip"))
+    {
+        steps.push(firstboot::Step::TcpipNetsh);
+    }
+    steps
+}
+
+/// The first-boot plan; its files and folders go into `f` with the restricted
+/// descriptor.
+pub(super) fn plan_first_boot(
+    vol: &Volume,
+    w: &Windows,
+    req: &firstboot::Request,
+    f: &mut FilePlan,
+) -> anyhow::Result<firstboot::Plan> {
+    let read = guest_reader(vol);
+    let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
+    let hash = |path: &str| -> anyhow::Result<Option<String>> {
+        match vol.lookup(path)? {
+            None => Ok(None),
+            Some(_) => Ok(Some(guest_sha256(vol, path)?)),
+        }
+    };
+    let p = firstboot::plan(w, req, &software, &read, &hash)?;
+    if f.time == 0 {
+        // No ISO to take a date from: the newest of the user's files, else the
+        // time Windows last wrote its SYSTEM hive (base block, FILETIME at 12).
+        f.time = match p.report.files.iter().filter_map(|g| g.time).max() {
+            Some(t) => t,
+            None => {
+                let head = vol.read_range(&w.hive_path("SYSTEM"), 12, 8)?;
+                let ft = head
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                (ft / 10_000_000).saturating_sub(11_644_473_600) as i64
+            }
+        };
+    }
+    let file_sd = f.descriptor(firstboot::security::restricted(false));
+    let folder_sd = f.descriptor(firstboot::security::restricted(true));
+    for dir in &p.report.folders {
+        // Folders that exist (the user's C:\Tools on a second run) keep theirs.
+        if vol.lookup(dir)?.is_none() {
+            f.folder(dir.clone(), folder_sd);
+        }
+    }
+    for g in &p.report.files {
+        f.writes.push(GuestWrite {
+            to: g.to.clone(),
+            data: g.data.clone(),
+            sha256: g.sha256.clone(),
+            action: g.action,
+            security: file_sd,
+            time: g.time,
+            local: g.local.clone(),
+            size: g.size,
+        });
+    }
+    Ok(p)
+}
+
+/// The SHA-256 of a file on the volume, read in 1 MiB pieces.
+pub(super) fn guest_sha256(vol: &Volume, path: &str) -> anyhow::Result<String> {
+    let mut h = Sha256::new();
+    let size = vol.file_size(path)?;
+    let mut at = 0u64;
+    while at < size {
+        let piece = vol.read_range(path, at, 1 << 20)?;
+        if piece.is_empty() {
+            break;
+        }
+        at += piece.len() as u64;
+        h.update(&piece);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Files on the volume as the planners read them: None when missing.
+pub(super) fn guest_reader<'v, 'd>(
+    vol: &'v Volume<'d>,
+) -> impl Fn(&str) -> anyhow::Result<Option<Vec<u8>>> + use<'v, 'd> {
+    move |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        match vol.lookup(path)? {
+            None => Ok(None),
+            Some(_) => Ok(Some(vol.read_file(path)?)),
+        }
+    }
+}
+
+/// Refuses a volume without room for the files (plus slack for NTFS metadata and
+/// the hives' growth).
+pub(super) fn refuse_full_volume(
+    vol: &Volume,
+    w: &Windows,
+    image_path: &Path,
+    bytes_needed: u64,
+) -> anyhow::Result<()> {
+    let free = vol.free_bytes()?;
+    let needed = bytes_needed + (4 << 20);
+    if bytes_needed > 0 && free < needed {
+        return Err(BadInput(format!(
+            "{}: partition {} has {} MiB free; the files to copy need {} MiB: make room \
+             in Windows or grow the disk",
+            image_path.display(),
+            w.partition,
+            free >> 20,
+            needed.div_ceil(1 << 20)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Creates the folders and writes the new and changed files, each with its
+/// security descriptor and its time.
+pub(super) fn write_files(vol: &Volume, f: &FilePlan) -> anyhow::Result<()> {
+    for (dir, sd) in &f.folders {
+        if vol.lookup(dir)?.is_none() {
+            vol.mkdir_p(dir)?;
+        }
+        vol.set_security(dir, &f.descriptors[*sd])?;
+    }
+    for c in &f.writes {
+        if c.action == drivers::FileAction::Unchanged {
+            continue;
+        }
+        crate::ntfs::with_frozen_clock(c.time.unwrap_or(f.time), || -> anyhow::Result<()> {
+            match &c.local {
+                Some(local) => {
+                    let mut src = std::fs::File::open(local)
+                        .with_context(|| format!("{}: cannot read", local.display()))?;
+                    vol.write_file_from(&c.to, c.size, &mut src)?;
+                }
+                None => vol.write_file(&c.to, &c.data)?,
+            }
+            vol.set_security(&c.to, &f.descriptors[c.security])?;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
