@@ -344,3 +344,84 @@ fn special_files_loops_and_foreign_formats_are_named() {
         }
     }
 }
+
+#[test]
+fn a_hive_that_is_a_folder_is_bad_input() {
+    let dir = tempdir();
+    let w = fixtures::phony_windows_with(dir.path(), &fixtures::WIN2K22_X64, vec![], |vol| {
+        fixtures::with_fuse_mount(vol, |mnt| {
+            let system = mnt.join("Windows/System32/config/SYSTEM");
+            std::fs::remove_file(&system).unwrap();
+            std::fs::create_dir(&system).unwrap();
+        });
+    });
+    let out = wingold()
+        .args([
+            "inject",
+            s(&w.image),
+            "--dry-run",
+            "--profile",
+            "crash-dump",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("SYSTEM"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Detaches a loop device when dropped.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn a_block_device_is_a_disk() {
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let raw = dir.path().join("disk.raw");
+    run("qemu-img", &["convert", "-O", "raw", s(&w.image), s(&raw)]);
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show", "--read-only", s(&raw)])
+        .output()
+        .expect("TEST CANNOT RUN: losetup is missing");
+    assert!(
+        out.status.success(),
+        "TEST CANNOT RUN: no loop device here ({}); block devices need one",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let dev = Loop(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    let r = wingold()
+        .args(["inspect", "--json", &dev.0])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(j["format"], "raw");
+    assert_eq!(j["virtual_size"], std::fs::metadata(&raw).unwrap().len());
+    assert_eq!(j["windows"]["osinfo"], "win2k22");
+    // And an overlay over it: the device is the backing file, never written.
+    let before = sha256_file(&raw);
+    let ov = dir.path().join("over.qcow2");
+    let r = wingold()
+        .args([
+            "inject",
+            &dev.0,
+            "--output",
+            s(&ov),
+            "--profile",
+            "crash-dump",
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_qemu_check_clean(&ov);
+    assert_eq!(sha256_file(&raw), before);
+}

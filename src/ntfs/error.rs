@@ -44,15 +44,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// `reason` holds the cause (libntfs-3g's message, or the OS error), printed
+    /// once; the OS error is kept, not chained, so it is not printed twice.
     #[error("{volume}: {path}: {op} failed: {reason}")]
     Op {
         volume: String,
         path: String,
         op: &'static str,
         reason: String,
-        #[source]
-        source: io::Error,
+        errno: io::Error,
     },
+
+    #[error("{volume}: {path}: a folder, where a file is expected")]
+    NotAFile { volume: String, path: String },
 
     #[error("the volume is open read-only")]
     ReadOnly,
@@ -71,6 +75,7 @@ impl Error {
             | Error::Mount { .. }
             | Error::NotFound { .. }
             | Error::NotADirectory { .. }
+            | Error::NotAFile { .. }
             | Error::BadPath { .. } => true,
             Error::Image(e) => e.is_bad_input(),
             Error::NotWritable { .. } | Error::Op { .. } | Error::ReadOnly => false,

@@ -626,7 +626,7 @@ impl<'a> Volume<'a> {
             } else {
                 log
             },
-            source,
+            errno: source,
         }
     }
 
@@ -761,10 +761,33 @@ impl<'a> Volume<'a> {
         })
     }
 
+    /// A folder where a file is expected is the input's fault, said so.
+    fn refuse_folder(&self, path: &str) -> Result<()> {
+        let parts = self.components(path)?;
+        if let Some((name, parents)) = parts.split_last() {
+            let parent = parents.join("\\");
+            if self.list(&parent)?.iter().any(|e| {
+                e.is_dir && crate::hive::fold_name(&e.name) == crate::hive::fold_name(name)
+            }) {
+                return Err(Error::NotAFile {
+                    volume: self.name.clone(),
+                    path: path.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The whole content of a file's unnamed data stream.
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>> {
         let ino = self.open_inode(self.must_lookup(path)?, path)?;
-        let attr = self.open_data(&ino, path)?;
+        let attr = match self.open_data(&ino, path) {
+            Ok(a) => a,
+            Err(e) => {
+                self.refuse_folder(path)?;
+                return Err(e);
+            }
+        };
         let mut buf = vec![0u8; attr.size() as usize];
         let n = self.pread(&attr, 0, &mut buf, path)?;
         buf.truncate(n);
@@ -893,7 +916,7 @@ impl<'a> Volume<'a> {
                     path: path.to_owned(),
                     op: "reading the source of",
                     reason: e.to_string(),
-                    source: e,
+                    errno: e,
                 })?;
                 if n == 0 {
                     let e = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
@@ -902,7 +925,7 @@ impl<'a> Volume<'a> {
                         path: path.to_owned(),
                         op: "reading the source of",
                         reason: format!("the source ended after {at} of {len} bytes"),
-                        source: e,
+                        errno: e,
                     });
                 }
                 self.pwrite_all(&attr, at, &buf[..n], path)?;
@@ -1038,7 +1061,7 @@ impl<'a> Volume<'a> {
                 path: "/".into(),
                 op: "unmounting",
                 reason: take_log(),
-                source,
+                errno: source,
             });
         }
         Ok(())
