@@ -91,3 +91,81 @@ fn damaged_partition_tables_never_panic() {
         assert_no_panic(&bad, &format!("mbr round {round}"));
     }
 }
+
+/// Runs wingold with a deadline: a hang is a failure like a panic.
+fn bounded(args: &[&str], what: &str) {
+    let mut child = wingold()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: wingold hung (killed after 30 s)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        matches!(status.code(), Some(0..=2)),
+        "{what}: exit {status:?}: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{what}: {err}"
+    );
+}
+
+#[test]
+fn iso_with_damaged_descriptors_and_directories_never_panics_or_hangs() {
+    let dir = tempdir();
+    let iso = fixtures::virtio_iso(dir.path(), "0.1.999", 0);
+    let good = std::fs::read(&iso).unwrap();
+    // The primary volume descriptor (sector 16) and the directory records after it.
+    let span = (good.len()).min(200 * 2048) - 16 * 2048;
+    let w = fixtures::phony_windows(dir.path(), &fixtures::WIN2K22_X64, vec![]);
+    for round in 0..40u64 {
+        let mut bytes = good.clone();
+        for (pos, value) in mutations(1000 + round, 1 + round as usize % 8, span) {
+            bytes[16 * 2048 + pos] = value;
+        }
+        let bad = dir.path().join(format!("virtio-win-0.1.{round}.iso"));
+        std::fs::write(&bad, &bytes).unwrap();
+        let cache = dir.path().join(format!("cache{round}"));
+        let lock = dir.path().join(format!("lock{round}"));
+        bounded(
+            &[
+                "fetch",
+                "--url",
+                &format!("file://{}", bad.display()),
+                "--cache",
+                s(&cache),
+                "--lock",
+                s(&lock),
+                "--list-drivers",
+            ],
+            &format!("fetch --list-drivers, round {round}"),
+        );
+        if round % 4 == 0 {
+            bounded(
+                &["inject", s(&w.image), "--drivers", s(&bad), "--dry-run"],
+                &format!("inject --drivers, round {round}"),
+            );
+        }
+        let _ = std::fs::remove_file(&bad);
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+}
