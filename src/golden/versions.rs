@@ -202,6 +202,8 @@ pub fn gc(
         } else {
             std::fs::remove_file(&v.path).map_err(|e| image::Error::io(&v.path, "removing", e))?;
             let _ = std::fs::remove_file(&v.manifest);
+            // The publish cache of its OCI layer digest (`publish`), if any.
+            let _ = std::fs::remove_file(format!("{}.oci.json", v.path.display()));
             "removed".to_owned()
         };
         out.push(GcEntry {
