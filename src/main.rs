@@ -24,8 +24,21 @@ fn main() {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    if let Err(err) = wingold::cli::run(args, Some(&matches)) {
-        eprintln!("wingold: {err:#}");
-        std::process::exit(wingold::cli::exit_code(&err));
+    // A panic (a bug) has printed its one line through the hook: exit 1, "failed",
+    // not Rust's 101.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Test-only, like WINGOLD_TEST_KILL_AT: proves what a bug looks like.
+        if std::env::var_os("WINGOLD_TEST_PANIC").is_some() {
+            panic!("a panic asked for by WINGOLD_TEST_PANIC");
+        }
+        wingold::cli::run(args, Some(&matches))
+    }));
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            eprintln!("wingold: {err:#}");
+            std::process::exit(wingold::cli::exit_code(&err));
+        }
+        Err(_) => std::process::exit(wingold::cli::EXIT_FAILED),
     }
 }

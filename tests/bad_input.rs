@@ -295,3 +295,16 @@ fn qemu_refuses_an_image_wingold_is_writing() {
     drop(img);
     run("qemu-img", &["info", s(&p)]);
 }
+
+#[test]
+fn a_panic_is_one_internal_error_line_and_exit_1() {
+    let out = wingold()
+        .args(["inject", "--list-profiles"])
+        .env("WINGOLD_TEST_PANIC", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("wingold: internal error (a bug, please report it):"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
