@@ -305,6 +305,9 @@ fn a_panic_is_one_internal_error_line_and_exit_1() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("wingold: internal error (a bug, please report it):"), "{err}");
+    assert!(
+        err.starts_with("wingold: internal error (a bug, please report it):"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -173,7 +173,12 @@ pub fn plan(
     if !force {
         refuse_unbootable(&edits, &results)?;
     }
-    let changes: Vec<Change> = results.iter().flat_map(|r| r.changes.clone()).collect();
+    // The changes move into the report (a large .reg makes hundreds of thousands).
+    let mut results = results;
+    let changes: Vec<Change> = results
+        .iter_mut()
+        .flat_map(|r| std::mem::take(&mut r.changes))
+        .collect();
     let mut sets = vec![w.control_sets.current.clone()];
     sets.extend(
         w.control_sets

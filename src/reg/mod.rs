@@ -199,10 +199,21 @@ impl From<&RegValue> for ValueView {
     fn from(v: &RegValue) -> Self {
         ValueView {
             kind: type_name(v.kind),
-            data: v.data.iter().map(|b| format!("{b:02x}")).collect(),
+            data: hex(&v.data),
             display: display(v),
         }
     }
+}
+
+/// Lower-case hex digits of `data`, in one allocation.
+fn hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(data.len() * 2);
+    for b in data {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
 }
 
 /// `REG_DWORD`, … or `REG_0x1234` for unknown type numbers.
