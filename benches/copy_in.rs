@@ -16,15 +16,6 @@ use support::fixtures;
 
 const ROUNDS: usize = 3;
 
-fn peak_kib(out: &std::process::Output) -> u64 {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| l.strip_prefix("peak-kb "))
-        .next_back()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-copy-in");
     let _ = std::fs::remove_dir_all(&dir);

@@ -170,14 +170,7 @@ fn many_values(dir: &Path, wingold: &Path, image: &Path, software: &Path) {
     }
     let reg = dir.join("many.reg");
     std::fs::write(&reg, text).unwrap();
-    let peak = |out: &std::process::Output| -> u64 {
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter_map(|l| l.strip_prefix("peak-kb "))
-            .next_back()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let peak = peak_kib;
     let (mut ours, mut theirs, mut ours_kb, mut theirs_kb) = (vec![], vec![], 0, 0);
     for round in 0..ROUNDS {
         let out = dir.join(format!("many{round}.qcow2"));

@@ -88,15 +88,6 @@ fn golden(path: &Path, size: u64, random: bool) {
     std::fs::write(path.with_file_name(name), manifest.to_string()).unwrap();
 }
 
-fn peak_kib(out: &std::process::Output) -> u64 {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| l.strip_prefix("peak-kb "))
-        .next_back()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-publish");
     let _ = std::fs::remove_dir_all(&dir);

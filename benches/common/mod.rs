@@ -43,3 +43,13 @@ pub fn fill_random(block: &mut [u8], x: &mut u64) {
         w.copy_from_slice(&x.to_le_bytes());
     }
 }
+
+/// Peak RSS in KiB from a command run under `/usr/bin/time -f "peak-kb %M"`.
+pub fn peak_kib(out: &std::process::Output) -> u64 {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("peak-kb "))
+        .next_back()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}

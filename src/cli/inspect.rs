@@ -40,9 +40,13 @@ struct Report {
     /// virtio drivers in the image, whoever put them there: staged files, services,
     /// boot registration, versions.
     virtio_drivers: Option<crate::drivers::State>,
+    /// Why the driver state could not be read, if it could not.
+    virtio_drivers_error: Option<String>,
     /// The first-boot queue: pending, done and failed scripts, the log's tail, the
     /// service's start type (4 = disabled, the queue has finished).
     first_boot: Option<crate::firstboot::QueueState>,
+    /// Why the queue could not be read, if it could not.
+    first_boot_error: Option<String>,
     /// `<IMAGE>.manifest.json`, when the image is a golden image wingold built.
     manifest: Option<serde_json::Value>,
     /// The golden version the image is or rests on (a clone's), when wingold built it.
@@ -226,10 +230,21 @@ fn report(path: &Path) -> anyhow::Result<Report> {
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         },
     };
-    let virtio_drivers = windows.as_ref().and_then(|w| virtio_state(&img, w).ok());
-    let first_boot = windows
-        .as_ref()
-        .and_then(|w| first_boot_state(&img, w).ok().flatten());
+    // What cannot be read is said, like the settings, never silently left out.
+    let (virtio_drivers, virtio_drivers_error) = match &windows {
+        None => (None, None),
+        Some(w) => match virtio_state(&img, w) {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        },
+    };
+    let (first_boot, first_boot_error) = match &windows {
+        None => (None, None),
+        Some(w) => match first_boot_state(&img, w) {
+            Ok(q) => (q, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        },
+    };
     let manifest = std::fs::canonicalize(path)
         .ok()
         .and_then(|p| std::fs::read(crate::golden::build::manifest_path(&p)).ok())
@@ -240,7 +255,9 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         settings,
         settings_error,
         virtio_drivers,
+        virtio_drivers_error,
         first_boot,
+        first_boot_error,
         image: path.to_owned(),
         format: img.format(),
         virtual_size: img.len(),
@@ -411,6 +428,12 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = &r.settings_error {
         println!("settings: cannot read them: {e}");
+    }
+    if let Some(e) = &r.virtio_drivers_error {
+        println!("virtio drivers: cannot read them: {e}");
+    }
+    if let Some(e) = &r.first_boot_error {
+        println!("first boot: cannot read the queue: {e}");
     }
     if let Some(q) = &r.first_boot {
         println!(

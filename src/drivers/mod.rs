@@ -124,7 +124,8 @@ pub struct Report {
     pub registration: Registration,
     pub drivers: Vec<DriverReport>,
     pub files: Vec<FileCopy>,
-    /// Folders created, on the Windows volume.
+    /// The folders the files go in, parents first, on the Windows volume (the
+    /// writer creates those that are missing).
     pub folders: Vec<String>,
     /// Bytes the new and replaced files need on the volume.
     pub bytes_needed: u64,
@@ -417,12 +418,6 @@ pub fn plan(
             notes.push(format!("{}: replacing {old} with {new}", d.name));
         }
     }
-    let mut created = Vec::new();
-    for dir in [format!("{root}\\Drivers"), staging.clone()] {
-        if read_guest_dir_missing(read_guest, &dir)? {
-            created.push(dir);
-        }
-    }
 
     let mut edits = Edits::new(format!("virtio-win {}", boot_folder(&chosen, boot)));
     if pnp.is_none() {
@@ -454,7 +449,7 @@ pub fn plan(
             registration,
             drivers,
             files,
-            folders: created,
+            folders: vec![format!("{root}\\Drivers"), staging.clone()],
             bytes_needed,
             notes,
             file_time: image.created.unwrap_or(0),
@@ -469,12 +464,6 @@ fn boot_folder(chosen: &[folders::Pick], boot: &BootDriver) -> String {
         .find(|p| p.driver.eq_ignore_ascii_case(boot.folder))
         .map(|p| p.folder.clone())
         .unwrap_or_else(|| boot.folder.to_owned())
-}
-
-/// A folder is missing when reading it as a file says "not found". The closure
-/// answers None for a missing path and an error for a folder read as a file.
-fn read_guest_dir_missing(read_guest: &ReadGuest, dir: &str) -> anyhow::Result<bool> {
-    Ok(matches!(read_guest(dir), Ok(None)))
 }
 
 /// Checks a driver binary: a PE image for the guest's machine, and, for a boot

@@ -3,13 +3,8 @@
 //! (reference/driver-injection.md §1.3, §2.1–2.3), as plain [`RegEdit`]s that run in
 //! the same hive commits as every other edit.
 
+use crate::hive::types::{REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ, REG_SZ};
 use crate::reg::{utf16z, Op, RegEdit};
-
-pub const REG_SZ: u32 = 1;
-pub const REG_EXPAND_SZ: u32 = 2;
-pub const REG_BINARY: u32 = 3;
-pub const REG_DWORD: u32 = 4;
-pub const REG_MULTI_SZ: u32 = 7;
 
 /// The SCSIAdapter device class, which both virtio storage drivers belong to.
 pub const SCSI_ADAPTER_CLASS: &str = "{4D36E97B-E325-11CE-BFC1-08002BE10318}";
@@ -111,11 +106,11 @@ impl Edits {
         });
     }
 
-    fn sz(&mut self, key: &str, name: &str, text: &str) {
+    pub fn sz(&mut self, key: &str, name: &str, text: &str) {
         self.set(key, name, REG_SZ, utf16z(text));
     }
 
-    fn dword(&mut self, key: &str, name: &str, v: u32) {
+    pub fn dword(&mut self, key: &str, name: &str, v: u32) {
         self.set(key, name, REG_DWORD, v.to_le_bytes().to_vec());
     }
 

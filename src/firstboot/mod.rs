@@ -22,11 +22,11 @@ mod state;
 
 pub use state::{queue_state, QueueState};
 
-use crate::drivers::registry::{Edits, REG_DWORD, REG_SZ};
+use crate::drivers::registry::Edits;
 use crate::drivers::FileAction;
 use crate::guest::Windows;
 use crate::hive::Hive;
-use crate::reg::{utf16z, RegEdit};
+use crate::reg::RegEdit;
 use crate::BadInput;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -117,14 +117,6 @@ impl Request {
             && self.copy_in.is_empty()
             && self.nic_watchdog.is_none()
     }
-}
-
-/// How a file or folder is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Protection {
-    /// SYSTEM and Administrators full control, Users read and execute.
-    Restricted,
 }
 
 /// One file to put into the guest.
@@ -493,25 +485,21 @@ pub fn plan(
 /// names (reference/driver-injection.md §4.3, R1).
 fn service_edits(e: &mut Edits, guest_dir: &str) {
     let key = format!("HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\{SERVICE}");
-    let dword =
-        |e: &mut Edits, name: &str, v: u32| e.set(&key, name, REG_DWORD, v.to_le_bytes().to_vec());
-    dword(e, "Type", 0x10);
-    dword(e, "Start", 2);
-    dword(e, "ErrorControl", 1);
-    e.set(
+    e.dword(&key, "Type", 0x10);
+    e.dword(&key, "Start", 2);
+    e.dword(&key, "ErrorControl", 1);
+    e.sz(
         &key,
         "ImagePath",
-        REG_SZ,
-        utf16z(&format!("\"{guest_dir}\\rhsrvany.exe\" -s {SERVICE}")),
+        &format!("\"{guest_dir}\\rhsrvany.exe\" -s {SERVICE}"),
     );
-    e.set(&key, "DisplayName", REG_SZ, utf16z("wingold first boot"));
-    e.set(&key, "ObjectName", REG_SZ, utf16z("LocalSystem"));
+    e.sz(&key, "DisplayName", "wingold first boot");
+    e.sz(&key, "ObjectName", "LocalSystem");
     let params = format!("{key}\\Parameters");
-    e.set(
+    e.sz(
         &params,
         "CommandLine",
-        REG_SZ,
-        utf16z(&format!("cmd /c \"{guest_dir}\\firstboot.cmd\"")),
+        &format!("cmd /c \"{guest_dir}\\firstboot.cmd\""),
     );
-    e.set(&params, "PWD", REG_SZ, utf16z(guest_dir));
+    e.sz(&params, "PWD", guest_dir);
 }

@@ -41,12 +41,12 @@ pub struct FilePlan {
 }
 
 impl FilePlan {
-    pub(super) fn empty(time: i64) -> FilePlan {
+    pub(super) fn empty() -> FilePlan {
         FilePlan {
             writes: Vec::new(),
             folders: Vec::new(),
             descriptors: Vec::new(),
-            time,
+            time: 0,
         }
     }
 
@@ -75,18 +75,24 @@ impl FilePlan {
     }
 }
 
-/// The driver plan; its files and folders go into `f`, with the security
-/// descriptors of `System32\drivers\disk.sys` and `System32\drivers`.
+/// The SYSTEM and SOFTWARE hives as they are, read once for every planner.
+pub(super) struct Hives {
+    pub system: Vec<u8>,
+    pub software: Vec<u8>,
+}
+
+/// The driver plan; its files and folders go into `f` (the file bytes move
+/// there), with the security descriptors of `System32\drivers\disk.sys` and
+/// `System32\drivers`.
 pub(super) fn plan_drivers(
     vol: &Volume,
     w: &Windows,
+    hives: &Hives,
     req: &drivers::Request,
     f: &mut FilePlan,
 ) -> anyhow::Result<drivers::Plan> {
     let read = guest_reader(vol);
-    let system = vol.read_file(&w.hive_path("SYSTEM"))?;
-    let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
-    let mut p = drivers::plan(w, req, &system, &software, &read)?;
+    let mut p = drivers::plan(w, req, &hives.system, &hives.software, &read)?;
     if vol.lookup(&w.hive_path("DRIVERS"))?.is_some() {
         // Windows 10+ also keeps a DRIVERS hive; virt-v2v registers the boot driver
         // in SYSTEM\DriverDatabase only, boot-tested on 2016-2025: so does wingold.
@@ -112,13 +118,19 @@ pub(super) fn plan_drivers(
     let file_sd = f.descriptor(vol.security(&sibling)?);
     let folder_sd = f.descriptor(vol.security(&drivers_dir)?);
     f.time = p.report.file_time;
+    // Only missing folders are made (and given a descriptor); the report says so.
+    let mut missing = Vec::new();
     for dir in &p.report.folders {
-        f.folder(dir.clone(), folder_sd);
+        if vol.lookup(dir)?.is_none() {
+            missing.push(dir.clone());
+            f.folder(dir.clone(), folder_sd);
+        }
     }
-    for c in &p.report.files {
+    p.report.folders = missing;
+    for c in &mut p.report.files {
         f.writes.push(GuestWrite {
             to: c.to.clone(),
-            data: c.data.clone(),
+            data: std::mem::take(&mut c.data),
             sha256: c.sha256.clone(),
             action: c.action,
             security: file_sd,
@@ -166,27 +178,27 @@ pub(super) fn builtin_steps(
 pub(super) fn plan_first_boot(
     vol: &Volume,
     w: &Windows,
+    hives: &Hives,
     req: &firstboot::Request,
     f: &mut FilePlan,
 ) -> anyhow::Result<firstboot::Plan> {
     let read = guest_reader(vol);
-    let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
     let hash = |path: &str| -> anyhow::Result<Option<String>> {
         match vol.lookup(path)? {
             None => Ok(None),
             Some(_) => Ok(Some(guest_sha256(vol, path)?)),
         }
     };
-    let p = firstboot::plan(w, req, &software, &read, &hash)?;
+    let mut p = firstboot::plan(w, req, &hives.software, &read, &hash)?;
     if f.time == 0 {
         // No ISO to take a date from: the newest of the user's files, else the
         // time Windows last wrote its SYSTEM hive (base block, FILETIME at 12).
         f.time = match p.report.files.iter().filter_map(|g| g.time).max() {
             Some(t) => t,
             None => {
-                let head = vol.read_range(&w.hive_path("SYSTEM"), 12, 8)?;
-                let ft = head
-                    .get(..8)
+                let ft = hives
+                    .system
+                    .get(12..20)
                     .and_then(|b| b.try_into().ok())
                     .map(u64::from_le_bytes)
                     .unwrap_or(0);
@@ -202,10 +214,10 @@ pub(super) fn plan_first_boot(
             f.folder(dir.clone(), folder_sd);
         }
     }
-    for g in &p.report.files {
+    for g in &mut p.report.files {
         f.writes.push(GuestWrite {
             to: g.to.clone(),
-            data: g.data.clone(),
+            data: std::mem::take(&mut g.data),
             sha256: g.sha256.clone(),
             action: g.action,
             security: file_sd,

@@ -142,17 +142,25 @@ pub fn plan(
             Access::ReadOnly,
         )?;
         vol.refuse_unsafe()?;
-        let mut f = FilePlan::empty(0);
-        if let Some(req) = driver_request {
-            let p = files::plan_drivers(&vol, &w, req, &mut f)?;
+        let mut f = FilePlan::empty();
+        // The planners and the edits below share one read of each hive.
+        let mut hives = None;
+        if driver_request.is_some() || first_boot_request.is_some() {
+            hives = Some(files::Hives {
+                system: vol.read_file(&w.hive_path("SYSTEM"))?,
+                software: vol.read_file(&w.hive_path("SOFTWARE"))?,
+            });
+        }
+        if let (Some(req), Some(h)) = (driver_request, &hives) {
+            let p = files::plan_drivers(&vol, &w, h, req, &mut f)?;
             edits.extend(p.edits);
             driver_report = Some(p.report);
         }
-        if let Some(req) = first_boot_request {
+        if let (Some(req), Some(h)) = (first_boot_request, &hives) {
             let mut req = req.clone();
             req.steps = files::builtin_steps(&w, &sources, driver_report.as_ref());
             if !req.is_empty() {
-                let p = files::plan_first_boot(&vol, &w, &req, &mut f)?;
+                let p = files::plan_first_boot(&vol, &w, h, &req, &mut f)?;
                 edits.extend(p.edits);
                 first_boot_report = Some(p.report);
             }
@@ -162,6 +170,14 @@ pub fn plan(
             files = Some(f);
         }
         reg::apply(&edits, &w.control_sets, |hive| {
+            let cached = hives.as_mut().and_then(|h| match hive {
+                "SYSTEM" => Some(std::mem::take(&mut h.system)),
+                "SOFTWARE" => Some(std::mem::take(&mut h.software)),
+                _ => None,
+            });
+            if let Some(bytes) = cached {
+                return Ok(bytes);
+            }
             vol.read_file(&w.hive_path(hive))
                 .map_err(|e| reg::Error::Load {
                     hive,

@@ -516,8 +516,10 @@ fn write_layout(
             return Ok(());
         }
         let tmp = crate::fsutil::temp_name(&path);
-        write(&tmp)?;
-        std::fs::rename(&tmp, &path)?;
+        if let Err(e) = write(&tmp).and_then(|()| Ok(std::fs::rename(&tmp, &path)?)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         Ok(())
     };
     for (digest, open) in streamed {
@@ -530,15 +532,25 @@ fn write_layout(
         })?;
     }
     for (digest, bytes) in small {
-        place(digest, &|tmp| Ok(std::fs::write(tmp, bytes)?))?;
+        place(digest, &|tmp| {
+            let mut f = std::fs::File::create(tmp)?;
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()?;
+            Ok(())
+        })?;
     }
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    // Small files whole or not at all (temporary name, then moved into place).
+    let put = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
+        crate::fsutil::write_file(&dir.join(name), bytes, 0o644, crate::fsutil::Place::Replace)
+            .with_context(|| format!("{}: cannot write {name}", dir.display()))
+    };
+    put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let manifests: Vec<Value> = tags
         .iter()
         .map(|t| json!({"mediaType": MANIFEST_TYPE, "digest": manifest_digest, "size": manifest_len, "annotations": {"org.opencontainers.image.ref.name": t}}))
         .collect();
     let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    put("index.json", &serde_json::to_vec(&index)?)?;
     Ok(())
 }
 

@@ -139,11 +139,6 @@ impl Iso {
         Ok(buf)
     }
 
-    /// The image's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn walk(
         &self,
         (offset, size): (u64, u64),
