@@ -138,3 +138,20 @@ pub fn temp_name_pid(path: &Path, candidate: &str) -> Option<i32> {
         .parse()
         .ok()
 }
+
+/// The SHA-256 (lower-case hex) of a file's bytes, read in 4 MiB pieces.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}

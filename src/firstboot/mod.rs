@@ -188,12 +188,8 @@ pub type HashGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<String>> + 'a;
 
 /// The SHA-256 of a local file, read in pieces.
 fn sha256_local(path: &Path) -> anyhow::Result<String> {
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)
-        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
-    Ok(format!("{:x}", h.finalize()))
+    Ok(crate::fsutil::sha256_file(path)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?)
 }
 
 /// Text with CRLF line ends (what cmd on NT 5.2 needs).

@@ -17,7 +17,6 @@ use crate::BadInput;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -418,18 +417,7 @@ pub fn read_manifest(golden: &Path) -> Option<Manifest> {
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
+    fsutil::sha256_file(path).with_context(|| format!("{}: cannot read", path.display()))
 }
 
 fn stamp(meta: &std::fs::Metadata) -> (u64, i128, u64) {
