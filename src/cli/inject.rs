@@ -5,6 +5,7 @@ use crate::golden::inject::{self, Mode, Report, SourceSpec};
 use crate::reg::{self, profiles};
 use crate::BadInput;
 use clap::{ArgMatches, Args};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -239,6 +240,8 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
             })
             .unwrap_or_default()
     };
+    // Tens of thousands of lines: one write per buffer, not per line.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for c in &r.changes {
         let key = format!("{}\\{}", c.hive, c.key);
         let name = match c.value.as_deref() {
@@ -247,19 +250,24 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
             None => String::new(),
         };
         match c.action {
-            reg::Action::KeyAdded => println!("  + {key}"),
-            reg::Action::KeyDeleted => println!("  - {key}"),
-            reg::Action::ValueAdded => println!("  + {key}: {name} = {}", show(&c.new)),
+            reg::Action::KeyAdded => writeln!(out, "  + {key}"),
+            reg::Action::KeyDeleted => writeln!(out, "  - {key}"),
+            reg::Action::ValueAdded => writeln!(out, "  + {key}: {name} = {}", show(&c.new)),
             reg::Action::ValueChanged => {
-                println!(
+                writeln!(
+                    out,
                     "  ~ {key}: {name} = {} (was {})",
                     show(&c.new),
                     show(&c.old)
                 )
             }
-            reg::Action::ValueDeleted => println!("  - {key}: {name} (was {})", show(&c.old)),
-        }
+            reg::Action::ValueDeleted => {
+                writeln!(out, "  - {key}: {name} (was {})", show(&c.old))
+            }
+        }?;
     }
+    out.flush()?;
+    drop(out);
     if let Some(d) = &r.drivers {
         println!(
             "virtio drivers from {} ({}), boot driver {}, {}:",

@@ -6,10 +6,12 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod index;
+
 use hivex::{Hive as HivexHandle, OpenFlags};
 use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -111,6 +113,9 @@ impl Error {
 /// gives `SS` and would merge two names Windows keeps apart); characters outside
 /// the BMP (surrogate pairs) are left as they are.
 pub fn fold_name(name: &str) -> String {
+    if name.is_ascii() {
+        return name.to_ascii_uppercase();
+    }
     name.chars()
         .map(|c| {
             let mut up = c.to_uppercase();
@@ -276,6 +281,18 @@ pub struct Hive {
     /// result is deterministic): libhivex rewrites a key's whole value list on every
     /// set, which made N sets into one key cost N² time and memory.
     pending: RefCell<BTreeMap<NodeH, Pending>>,
+    /// Per key, the names of its subkeys that hold a NUL (libhivex would take
+    /// `zero\0key` for `zero`); filled with `children`.
+    nul_names: RefCell<HashMap<NodeH, Vec<String>>>,
+    /// Folded paths of keys [`Hive::prepare_keys`] made that no edit has reached
+    /// yet: the first `create_key` through one reports it as added.
+    prepared: HashSet<String>,
+    /// Whether anything was changed since the hive was opened.
+    edited: bool,
+    /// The last key path looked up and its node: edits come in runs on one key.
+    last_key: RefCell<Option<(String, NodeH)>>,
+    /// The last path `create_key` made sure of (it exists, its adds reported).
+    last_created: Option<String>,
 }
 
 /// One key's values as edited so far; deleted ones are `None` until written.
@@ -352,6 +369,11 @@ impl Hive {
             writable,
             children: RefCell::default(),
             pending: RefCell::default(),
+            nul_names: RefCell::default(),
+            prepared: HashSet::new(),
+            edited: false,
+            last_key: RefCell::default(),
+            last_created: None,
         })
     }
 
@@ -373,6 +395,10 @@ impl Hive {
                 for child in ffi::children(&self.handle, node) {
                     let child_name =
                         ffi::node_name(&self.handle, child).map_err(|e| self.read_err(path, e))?;
+                    if child_name.contains('\0') {
+                        let mut nul = self.nul_names.borrow_mut();
+                        nul.entry(node).or_default().push(fold_name(&child_name));
+                    }
                     // The first of two names equal but for case wins, as before.
                     map.entry(fold_name(&child_name)).or_insert(child);
                 }
@@ -431,6 +457,11 @@ impl Hive {
     }
 
     fn key(&self, path: &str) -> Result<Option<NodeH>> {
+        if let Some((last, node)) = &*self.last_key.borrow() {
+            if last == path {
+                return Ok(Some(*node));
+            }
+        }
         let mut node = ffi::root(&self.handle).map_err(|e| self.read_err(path, e))?;
         for part in path.split('\\').filter(|p| !p.is_empty()) {
             match self.child(node, part, path)? {
@@ -438,7 +469,16 @@ impl Hive {
                 None => return Ok(None),
             }
         }
+        *self.last_key.borrow_mut() = Some((path.to_owned(), node));
         Ok(Some(node))
+    }
+
+    /// Forgets every cached node handle (after a delete or a reopen).
+    fn forget_nodes(&mut self) {
+        self.children.borrow_mut().clear();
+        self.nul_names.borrow_mut().clear();
+        *self.last_key.borrow_mut() = None;
+        self.last_created = None;
     }
 
     /// Whether the key at `path` (relative to the hive's root) exists.
@@ -493,30 +533,34 @@ impl Hive {
     /// the paths of the keys it added (parents first).
     pub fn create_key(&mut self, path: &str) -> Result<Vec<String>> {
         self.require_writable()?;
+        if self.last_created.as_deref() == Some(path) {
+            return Ok(Vec::new());
+        }
         let mut node = ffi::root(&self.handle).map_err(|e| self.read_err(path, e))?;
         let mut walked: Vec<&str> = Vec::new();
         let mut added = Vec::new();
         for part in path.split('\\').filter(|p| !p.is_empty()) {
             walked.push(part);
             node = match self.child(node, part, path)? {
-                Some(next) => next,
+                Some(next) => {
+                    if !self.prepared.is_empty() {
+                        let here = walked.join("\\");
+                        if self.prepared.remove(&fold_name(&here)) {
+                            added.push(here);
+                        }
+                    }
+                    next
+                }
                 None => {
                     // libhivex would take `zero\0key` for `zero`.
-                    let wanted = fold_name(part);
-                    let clash = self.children.borrow().get(&node).and_then(|m| {
-                        m.keys()
-                            .find(|k| {
-                                k.contains('\0') && k.split('\0').next() == Some(wanted.as_str())
-                            })
-                            .cloned()
-                    });
-                    if let Some(found) = clash {
+                    if let Some(found) = self.nul_clash(node, part) {
                         return Err(Error::NulInName {
                             name: self.name.clone(),
                             path: path.to_owned(),
                             found,
                         });
                     }
+                    self.edited = true;
                     let next = ffi::add_child(&self.handle, node, part)
                         .map_err(|e| self.write_err(path, "creating the key", e))?;
                     if let Some(map) = self.children.borrow_mut().get_mut(&node) {
@@ -527,6 +571,7 @@ impl Hive {
                 }
             };
         }
+        self.last_created = Some(path.to_owned());
         Ok(added)
     }
 
@@ -545,9 +590,10 @@ impl Hive {
         // Deleting frees blocks below the key: write what is pending first and
         // forget every cached handle.
         self.flush()?;
+        self.edited = true;
         ffi::delete_child(&self.handle, node)
             .map_err(|e| self.write_err(path, "deleting the key", e))?;
-        self.children.borrow_mut().clear();
+        self.forget_nodes();
         Ok(true)
     }
 
@@ -576,6 +622,7 @@ impl Hive {
                 std::io::Error::other("the key vanished"),
             )
         })?;
+        self.edited = true;
         let mut pending = self.pending.borrow_mut();
         let p = self.pending_of(&mut pending, node, path)?;
         let new = RegValue {
@@ -603,12 +650,77 @@ impl Hive {
         let Some(node) = self.key(path)? else {
             return Ok(None);
         };
+        self.edited = true;
         let mut pending = self.pending.borrow_mut();
         let p = self.pending_of(&mut pending, node, path)?;
         Ok(match p.index.remove(&fold_name(name)) {
             Some(i) => p.values[i].take().map(|(_, v)| v),
             None => None,
         })
+    }
+
+    /// A subkey of `node` whose name is `part` up to a NUL, if any.
+    fn nul_clash(&self, node: NodeH, part: &str) -> Option<String> {
+        let wanted = fold_name(part);
+        self.nul_names.borrow().get(&node).and_then(|names| {
+            names
+                .iter()
+                .find(|k| k.split('\0').next() == Some(wanted.as_str()))
+                .cloned()
+        })
+    }
+
+    /// Makes every key of `paths` that does not exist yet, with its missing
+    /// parents, in one pass over the hive's bytes ([`index`]): libhivex adds keys
+    /// one at a time at a cost that grows with the number of siblings. Only before
+    /// any other edit; the keys then count as added by the first edit that reaches
+    /// them, so reports read as if each edit had made its own. Keys this cannot
+    /// make (names with NUL, a hive whose indexes it cannot read) are left to
+    /// [`Hive::create_key`].
+    pub fn prepare_keys<'p>(&mut self, paths: impl IntoIterator<Item = &'p str>) -> Result<()> {
+        self.require_writable()?;
+        if self.edited {
+            return Ok(());
+        }
+        let root = ffi::root(&self.handle).map_err(|e| self.read_err("", e))?;
+        let mut plan: BTreeMap<usize, index::NewKey> = BTreeMap::new();
+        let mut prepared = HashSet::new();
+        for path in paths {
+            let parts: Vec<&str> = path.split('\\').filter(|p| !p.is_empty()).collect();
+            if parts.iter().any(|p| p.contains('\0')) {
+                continue;
+            }
+            let mut node = root;
+            let mut depth = 0;
+            while depth < parts.len() {
+                match self.child(node, parts[depth], path)? {
+                    Some(next) => node = next,
+                    None => break,
+                }
+                depth += 1;
+            }
+            if depth == parts.len() || self.nul_clash(node, parts[depth]).is_some() {
+                continue;
+            }
+            plan.entry(node).or_default().insert(&parts[depth..]);
+            for end in depth + 1..=parts.len() {
+                prepared.insert(fold_name(&parts[..end].join("\\")));
+            }
+        }
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let staged = |e| self.write_err("", "adding keys", e);
+        let bytes = std::fs::read(self.file.path()).map_err(staged)?;
+        let Ok(bytes) = index::add_subkeys(&bytes, &plan) else {
+            return Ok(());
+        };
+        std::fs::write(self.file.path(), &bytes).map_err(staged)?;
+        self.handle = HivexHandle::open(self.file.path(), OpenFlags::WRITE)
+            .map_err(|e| self.write_err("", "reopening after adding keys", e))?;
+        self.forget_nodes();
+        self.prepared = prepared;
+        Ok(())
     }
 
     /// Writes the hive out (hivex sets both sequence numbers and the checksum) and

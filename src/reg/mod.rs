@@ -309,19 +309,32 @@ pub fn apply(
     sets: &ControlSets,
     mut load: impl FnMut(&'static str) -> Result<Vec<u8>, Error>,
 ) -> Result<Vec<HiveResult>, Error> {
-    check_roots(edits, sets)?;
+    let targets = edits
+        .iter()
+        .map(|e| {
+            map_key(e.op.key(), sets).map_err(|reason| Error::Root {
+                file: e.file.clone(),
+                line: e.line,
+                key: e.op.key().to_owned(),
+                reason,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut made = keys_made(edits, &targets);
     let mut open: BTreeMap<&'static str, (Hive, Vec<Change>, Expected)> = BTreeMap::new();
-    for e in edits {
+    for (e, targets) in edits.iter().zip(targets) {
         let at = |source: hive::Error| Error::Hive {
             file: e.file.clone(),
             line: e.line,
             source,
         };
         let src = format!("{}:{}", e.file, e.line);
-        for t in map_key(e.op.key(), sets).expect("checked above") {
+        for t in targets {
             if !open.contains_key(t.hive) {
                 let bytes = load(t.hive)?;
-                let h = Hive::open_write(t.hive, &bytes)?;
+                let mut h = Hive::open_write(t.hive, &bytes)?;
+                let paths = made.remove(t.hive).unwrap_or_default();
+                h.prepare_keys(paths.iter().map(String::as_str))?;
                 open.insert(t.hive, (h, Vec::new(), BTreeMap::new()));
             }
             let (h, changes, expected) = open.get_mut(t.hive).expect("inserted");
@@ -412,6 +425,43 @@ pub fn apply(
         });
     }
     Ok(out)
+}
+
+/// Per hive, the keys the edits create or set values in, all made at once when
+/// the hive is opened ([`Hive::prepare_keys`]) — except keys at or below a key
+/// some edit deletes, whose existence depends on the order of the edits.
+fn keys_made(edits: &[RegEdit], targets: &[Vec<Target>]) -> BTreeMap<&'static str, Vec<String>> {
+    let mut deleted: std::collections::HashSet<(&str, String)> = Default::default();
+    for (e, ts) in edits.iter().zip(targets) {
+        if let Op::DeleteKey { .. } = e.op {
+            deleted.extend(ts.iter().map(|t| (t.hive, hive::fold_name(&t.path))));
+        }
+    }
+    let mut made: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut seen: std::collections::HashSet<(&str, String)> = Default::default();
+    for (e, ts) in edits.iter().zip(targets) {
+        if !matches!(e.op, Op::CreateKey { .. } | Op::SetValue { .. }) {
+            continue;
+        }
+        for t in ts {
+            let folded = hive::fold_name(&t.path);
+            if !seen.insert((t.hive, folded.clone())) {
+                continue;
+            }
+            let mut prefix = String::new();
+            let under_deleted = folded.split('\\').any(|part| {
+                if !prefix.is_empty() {
+                    prefix.push('\\');
+                }
+                prefix.push_str(part);
+                deleted.contains(&(t.hive, prefix.clone()))
+            });
+            if !under_deleted {
+                made.entry(t.hive).or_default().push(t.path.clone());
+            }
+        }
+    }
+    made
 }
 
 /// Reads back every value the edits left set (or deleted) from `bytes`, the hive as
