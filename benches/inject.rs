@@ -5,6 +5,11 @@
 //! - libguestfs `virt-win-reg --merge` on the same image, when it is installed
 //!   (it boots a helper VM; said so when it is not installed).
 //!
+//! Then large edits against `hivexregedit --merge` on the extracted SOFTWARE hive,
+//! time and peak memory: 20,000 values into one key, 20,000 subkeys of one key
+//! (libhivex adds keys one by one: tens of seconds and a hive of over a gigabyte,
+//! so one round), and a 10 MB .reg.
+//!
 //! Median of several rounds, side by side; ratios reported.
 
 mod common;
@@ -154,26 +159,85 @@ fn main() {
              needs QEMU from bookworm-backports and a kernel in /boot here)"
         ),
     }
-    many_values(&dir, &wingold, &w.image, &extracted[1].1);
-}
-
-/// 20,000 values into one key: wingold inject (whole process) beside
-/// hivexregedit --merge of the same file into the extracted SOFTWARE hive; time
-/// and peak memory (GNU time).
-fn many_values(dir: &Path, wingold: &Path, image: &Path, software: &Path) {
-    let n = 20_000;
+    let software = &extracted[1].1;
     let mut text = String::from(
         "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Many]\r\n",
     );
-    for i in 0..n {
+    for i in 0..20_000 {
         text += &format!("\"v{i:05}\"=dword:{i:08x}\r\n");
     }
-    let reg = dir.join("many.reg");
+    side_by_side(
+        &dir,
+        &wingold,
+        &w.image,
+        software,
+        "20000 values into one key",
+        &text,
+        7,
+    );
+
+    // Subkeys: hivexregedit needs each parent spelled out before its children.
+    let mut text = String::from(
+        "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\ManyKeys]\r\n\r\n",
+    );
+    for i in 0..20_000 {
+        text += &format!(
+            "[HKEY_LOCAL_MACHINE\\SOFTWARE\\ManyKeys\\k{i:05}]\r\n\"v\"=dword:{i:08x}\r\n\r\n"
+        );
+    }
+    side_by_side(
+        &dir,
+        &wingold,
+        &w.image,
+        software,
+        "20000 subkeys of one key",
+        &text,
+        1,
+    );
+
+    // A 10 MB .reg: 7,800 keys under 200 groups, 21 values each.
+    let mut text = String::from(
+        "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Big]\r\n\r\n",
+    );
+    for g in 0..200 {
+        text += &format!("[HKEY_LOCAL_MACHINE\\SOFTWARE\\Big\\Group{g:03}]\r\n\r\n");
+    }
+    let mut k = 0;
+    while text.len() < 10_000_000 {
+        text += &format!(
+            "[HKEY_LOCAL_MACHINE\\SOFTWARE\\Big\\Group{:03}\\Key{k:05}]\r\n",
+            k % 200
+        );
+        for j in 0..20 {
+            text += &format!("\"Value{j:02}\"=\"some text value number {j} for key {k}\"\r\n");
+        }
+        let hex: Vec<String> = (0..64)
+            .map(|b| format!("{:02x}", (b * 7 + k) % 256))
+            .collect();
+        text += &format!("\"Bin\"=hex:{}\r\n\r\n", hex.join(","));
+        k += 1;
+    }
+    side_by_side(&dir, &wingold, &w.image, software, "a 10 MB .reg", &text, 3);
+}
+
+/// `text` as a .reg: wingold inject (whole process) beside hivexregedit --merge of
+/// the same file into the extracted SOFTWARE hive; median time and peak memory
+/// (GNU time) of `rounds` runs.
+fn side_by_side(
+    dir: &Path,
+    wingold: &Path,
+    image: &Path,
+    software: &Path,
+    what: &str,
+    text: &str,
+    rounds: usize,
+) {
+    let reg = dir.join("side.reg");
     std::fs::write(&reg, text).unwrap();
     let peak = peak_kib;
     let (mut ours, mut theirs, mut ours_kb, mut theirs_kb) = (vec![], vec![], 0, 0);
-    for round in 0..ROUNDS {
-        let out = dir.join(format!("many{round}.qcow2"));
+    for round in 0..rounds {
+        let out = dir.join(format!("side{round}.qcow2"));
         ours.push(secs(|| {
             let o = run(Command::new("/usr/bin/time")
                 .args(["-f", "peak-kb %M"])
@@ -186,7 +250,7 @@ fn many_values(dir: &Path, wingold: &Path, image: &Path, software: &Path) {
             ours_kb = ours_kb.max(peak(&o));
         }));
         std::fs::remove_file(&out).unwrap();
-        let copy = dir.join("SOFTWARE.many");
+        let copy = dir.join("SOFTWARE.side");
         std::fs::copy(software, &copy).unwrap();
         theirs.push(secs(|| {
             let o = run(Command::new("/usr/bin/time")
@@ -197,15 +261,19 @@ fn many_values(dir: &Path, wingold: &Path, image: &Path, software: &Path) {
             theirs_kb = theirs_kb.max(peak(&o));
         }));
     }
+    let _ = std::fs::remove_file(dir.join("SOFTWARE.side"));
     let (o, t) = (median(ours), median(theirs));
-    println!("{n} values into one key (median of {ROUNDS}):");
     println!(
-        "  wingold inject (whole process)            {:>7.1} ms, peak {} MiB",
+        "{what} ({} KB .reg, median of {rounds}):",
+        text.len() / 1000
+    );
+    println!(
+        "  wingold inject (whole process)            {:>8.1} ms, peak {} MiB",
         o * 1000.0,
         ours_kb / 1024
     );
     println!(
-        "  hivexregedit --merge on extracted SOFTWARE {:>7.1} ms, peak {} MiB",
+        "  hivexregedit --merge on extracted SOFTWARE {:>8.1} ms, peak {} MiB",
         t * 1000.0,
         theirs_kb / 1024
     );

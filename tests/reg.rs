@@ -48,6 +48,28 @@ fn many_values_reg() -> Vec<u8> {
     text.into_bytes()
 }
 
+/// Thousands of new subkeys, nested, one deleted and made again below: the keys
+/// wingold lays out at once (`hive::index`) and the ones a delete leaves to
+/// libhivex, in mixed case.
+fn many_keys_reg() -> Vec<u8> {
+    let base = "HKEY_LOCAL_MACHINE\\SOFTWARE\\wingold-test\\Keys";
+    let mut text = format!("Windows Registry Editor Version 5.00\r\n\r\n[{base}]\r\n\r\n");
+    for i in 0..2000 {
+        let name = if i % 2 == 0 {
+            format!("K{i:04}")
+        } else {
+            format!("k_{i:04}")
+        };
+        text += &format!(
+            "[{base}\\{name}]\r\n\r\n[{base}\\{name}\\Sub]\r\n\"v\"=dword:{i:08x}\r\n\r\n"
+        );
+    }
+    text += &format!(
+        "[-{base}\\K0006]\r\n\r\n[{base}\\K0006]\r\n\r\n[{base}\\K0006\\Again]\r\n\"w\"=\"x\"\r\n"
+    );
+    text.into_bytes()
+}
+
 /// A 64 KiB binary value written as regedit wraps hex data (`\` + two-space indent).
 fn large_reg() -> Vec<u8> {
     let data = pattern(77, 65536);
@@ -212,8 +234,12 @@ fn merge_matches_hivexregedit() {
         ("nasty", fixture("nasty.reg")),
         ("large", large_reg()),
         ("many", many_values_reg()),
+        ("keys", many_keys_reg()),
     ] {
-        let a = export(&ours(dir.path(), name, &reg));
+        let o = ours(dir.path(), name, &reg);
+        wingold::hive::index::audit(&std::fs::read(&o).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: subkey indexes: {e}"));
+        let a = export(&o);
         let b = export(&theirs(dir.path(), name, &reg));
         assert!(
             a == b,

@@ -229,8 +229,9 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
         r.windows.osinfo,
         r.windows.control_sets.join(", ")
     );
-    let show = |v: &Option<reg::ValueView>| {
+    let show = |v: &Option<crate::hive::RegValue>| {
         v.as_ref()
+            .map(reg::ValueView::from)
             .map(|v| {
                 let shown = v
                     .display

@@ -77,14 +77,14 @@ pub enum Registration {
 
 /// Builds edits with running line numbers under one source name.
 pub struct Edits {
-    file: String,
+    file: std::sync::Arc<str>,
     pub list: Vec<RegEdit>,
 }
 
 impl Edits {
     pub fn new(file: String) -> Edits {
         Edits {
-            file,
+            file: file.into(),
             list: Vec::new(),
         }
     }

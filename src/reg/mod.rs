@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 /// One edit, with the file and line it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegEdit {
-    pub file: String,
+    /// The file (or built-in source) it came from, shared by all its edits.
+    pub file: std::sync::Arc<str>,
     pub line: usize,
     pub op: Op,
 }
@@ -175,7 +176,7 @@ pub fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, String> {
 pub fn check_roots(edits: &[RegEdit], sets: &ControlSets) -> Result<(), Error> {
     for e in edits {
         map_key(e.op.key(), sets).map_err(|reason| Error::Root {
-            file: e.file.clone(),
+            file: e.file.to_string(),
             line: e.line,
             key: e.op.key().to_owned(),
             reason,
@@ -280,10 +281,37 @@ pub struct Change {
     /// The value's name (`""` for the default value); None for key changes.
     pub value: Option<String>,
     pub action: Action,
-    pub old: Option<ValueView>,
-    pub new: Option<ValueView>,
+    /// Kept as stored and shown as a [`ValueView`] only when printed: a large
+    /// `.reg` makes hundreds of thousands of changes.
+    #[serde(serialize_with = "as_view")]
+    pub old: Option<RegValue>,
+    #[serde(serialize_with = "as_view")]
+    pub new: Option<RegValue>,
     /// `file:line` of the edit.
-    pub source: String,
+    pub source: Source,
+}
+
+fn as_view<S: serde::Serializer>(v: &Option<RegValue>, s: S) -> Result<S::Ok, S::Error> {
+    v.as_ref().map(ValueView::from).serialize(s)
+}
+
+/// Where an edit came from: `file:line` when shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub file: std::sync::Arc<str>,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// What the edits leave behind: (key path, upper-cased value name) → value, or
@@ -313,7 +341,7 @@ pub fn apply(
         .iter()
         .map(|e| {
             map_key(e.op.key(), sets).map_err(|reason| Error::Root {
-                file: e.file.clone(),
+                file: e.file.to_string(),
                 line: e.line,
                 key: e.op.key().to_owned(),
                 reason,
@@ -324,11 +352,14 @@ pub fn apply(
     let mut open: BTreeMap<&'static str, (Hive, Vec<Change>, Expected)> = BTreeMap::new();
     for (e, targets) in edits.iter().zip(targets) {
         let at = |source: hive::Error| Error::Hive {
-            file: e.file.clone(),
+            file: e.file.to_string(),
             line: e.line,
             source,
         };
-        let src = format!("{}:{}", e.file, e.line);
+        let src = Source {
+            file: e.file.clone(),
+            line: e.line,
+        };
         for t in targets {
             if !open.contains_key(t.hive) {
                 let bytes = load(t.hive)?;
@@ -347,8 +378,8 @@ pub fn apply(
                 key,
                 value,
                 action,
-                old: old.map(ValueView::from),
-                new: new.map(ValueView::from),
+                old: old.cloned(),
+                new: new.cloned(),
                 source: src.clone(),
             };
             match &e.op {
@@ -528,7 +559,7 @@ pub fn settings(
                 continue;
             };
             for t in map_key(key, sets).map_err(|reason| Error::Root {
-                file: e.file.clone(),
+                file: e.file.to_string(),
                 line: e.line,
                 key: key.clone(),
                 reason,

@@ -445,6 +445,7 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<(Version, Vec<RegEdit>), ParseE
         }
     };
     let p = Parser { file, version };
+    let shared: std::sync::Arc<str> = file.into();
     let mut edits = Vec::new();
     let mut key: Option<String> = None;
     for l in iter {
@@ -458,7 +459,7 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<(Version, Vec<RegEdit>), ParseE
             '[' => {
                 let (delete, path) = p.key_line(l, start)?;
                 edits.push(RegEdit {
-                    file: file.to_owned(),
+                    file: shared.clone(),
                     line: l.line,
                     op: if delete {
                         Op::DeleteKey { key: path.clone() }
@@ -475,7 +476,7 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<(Version, Vec<RegEdit>), ParseE
                 };
                 let op = p.value_line(l, start, k)?;
                 edits.push(RegEdit {
-                    file: file.to_owned(),
+                    file: shared.clone(),
                     line: l.line,
                     op,
                 });
