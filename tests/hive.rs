@@ -99,7 +99,7 @@ fn names_with_nul_characters_are_read_whole_and_never_merged() {
         .collect();
     assert_eq!(names, vec!["zero\0val".to_owned(), "plain".to_owned()]);
 
-    let sets = wingold::guest::ControlSets {
+    let sets = wingold::reg::ControlSets {
         current: "ControlSet001".into(),
         default: None,
         last_known_good: None,

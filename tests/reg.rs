@@ -6,7 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use support::*;
-use wingold::guest::ControlSets;
+use wingold::reg::ControlSets;
 use wingold::reg::{self, Op};
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -195,13 +195,12 @@ pub fn plan(
         .iter_mut()
         .flat_map(|r| std::mem::take(&mut r.changes))
         .collect();
-    let mut sets = vec![w.control_sets.current.clone()];
-    sets.extend(
-        w.control_sets
-            .default
-            .clone()
-            .filter(|d| *d != w.control_sets.current),
-    );
+    let sets: Vec<String> = w
+        .control_sets
+        .edited()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let report = Report {
         image: image_path.to_owned(),
         output: None,

@@ -10,6 +10,7 @@
 use crate::hive::{self, HeaderState, Hive};
 use crate::image::{self, probe_filesystem, Access, BlockDev, PartitionView, Role};
 use crate::ntfs::{self, Volume};
+use crate::reg::ControlSets;
 use serde::Serialize;
 use std::path::Path;
 use Error::Ntfs;
@@ -57,15 +58,6 @@ const MACHINE_AMD64: u16 = 0x8664;
 const MACHINE_ARM64: u16 = 0xaa64;
 /// Windows 11 is Windows 10.0 with build 22000 or later (§0).
 const WINDOWS_11_FIRST_BUILD: u32 = 22000;
-
-/// `HKLM\SYSTEM\Select`: which `ControlSet00N` is which.
-#[derive(Debug, Clone, Serialize)]
-pub struct ControlSets {
-    pub current: String,
-    pub default: Option<String>,
-    pub last_known_good: Option<String>,
-    pub failed: Option<String>,
-}
 
 /// One hive file and the state of its header and logs.
 #[derive(Debug, Clone, Serialize)]

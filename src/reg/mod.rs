@@ -12,7 +12,6 @@ pub mod profiles;
 
 pub use parse::{parse, utf16z, ParseError, Version};
 
-use crate::guest::ControlSets;
 use crate::hive::{self, Hive, RegValue};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -96,6 +95,26 @@ impl Error {
     }
 }
 
+/// `HKLM\SYSTEM\Select`: which `ControlSet00N` is which. Found by `guest`;
+/// kept here because mapping `CurrentControlSet` is this module's job.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlSets {
+    pub current: String,
+    pub default: Option<String>,
+    pub last_known_good: Option<String>,
+    pub failed: Option<String>,
+}
+
+impl ControlSets {
+    /// The sets an edit of `CurrentControlSet` goes to: the current one, and the
+    /// default one when it differs (reference/windows-offline.md §2a).
+    pub fn edited(&self) -> Vec<&str> {
+        let mut sets = vec![self.current.as_str()];
+        sets.extend(self.default.as_deref().filter(|d| *d != self.current));
+        sets
+    }
+}
+
 /// Where a registry key lives: a hive file and the path inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -133,15 +152,12 @@ pub fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, String> {
             };
             let inner = &rest[1..];
             if hive == "SYSTEM" && inner.first().is_some_and(|p| p.eq_ignore_ascii_case("CurrentControlSet")) {
-                let mut sets_used = vec![sets.current.clone()];
-                if let Some(d) = sets.default.as_ref().filter(|d| **d != sets.current) {
-                    sets_used.push(d.clone());
-                }
-                return Ok(sets_used
+                return Ok(sets
+                    .edited()
                     .into_iter()
                     .map(|set| Target {
                         hive,
-                        path: std::iter::once(set.as_str())
+                        path: std::iter::once(set)
                             .chain(inner[1..].iter().copied())
                             .collect::<Vec<_>>()
                             .join("\\"),
