@@ -6,6 +6,37 @@ use crate::launch::{self, Accel, DiskBus, Install, Net, Vm};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
+/// clap's view of a choice the launch layer defines (that layer knows no clap).
+macro_rules! value_enum {
+    ($ty:ident { $($variant:ident => $name:literal, $help:literal;)+ }) => {
+        impl ValueEnum for $ty {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$($ty::$variant),+]
+            }
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(match self {
+                    $($ty::$variant => clap::builder::PossibleValue::new($name).help($help)),+
+                })
+            }
+        }
+    };
+}
+
+value_enum!(Net {
+    Tap => "tap", "a host tap interface tap<ID> (made beforehand, no scripts run)";
+    User => "user", "QEMU's user-mode network (no setup, outbound only)";
+    None => "none", "no network";
+});
+value_enum!(Accel {
+    Kvm => "kvm", "KVM";
+    Tcg => "tcg", "TCG (emulation)";
+    Auto => "auto", "KVM, falling back to TCG where KVM is unavailable";
+});
+value_enum!(DiskBus {
+    Virtio => "virtio", "virtio-blk (boot driver viostor)";
+    Scsi => "scsi", "virtio-scsi (boot driver vioscsi)";
+});
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Sh,

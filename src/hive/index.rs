@@ -10,6 +10,8 @@
 //! Cells: a size (negative when allocated) then the record; offsets inside records
 //! are relative to the start of the hive bins data (file offset − 4096).
 
+#![forbid(unsafe_code)]
+
 use super::{base_block_checksum, BASE_BLOCK_LEN};
 use std::collections::BTreeMap;
 

@@ -27,7 +27,7 @@ pub enum Error {
 }
 
 /// How the guest is networked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Net {
     /// A host tap interface `tap<id>` (made beforehand by the admin, no scripts run).
@@ -38,7 +38,7 @@ pub enum Net {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -49,7 +49,7 @@ pub enum Accel {
 
 /// The controller the system disk sits on in everyday runs: it decides the boot
 /// driver Windows needs (`viostor` for virtio-blk, `vioscsi` for virtio-scsi).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskBus {
     #[default]
