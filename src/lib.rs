@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod drivers;
+pub mod error;
 pub mod firstboot;
 pub mod fsutil;
 pub mod golden;
@@ -24,3 +25,9 @@ pub mod virtio;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BadInput(pub String);
+
+impl error::Classify for BadInput {
+    fn kind(&self) -> error::Kind {
+        error::Kind::BadInput
+    }
+}

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use support::*;
+use wingold::error::{Classify, Kind};
 use wingold::image::{self, Access, Error};
 
 /// Snapshot of a folder: every file's name and sha256.
@@ -196,7 +197,7 @@ fn write_open_refused(path: &Path, needle: &str) {
         Ok(_) => panic!("{} opened for writing", path.display()),
         Err(e) => e,
     };
-    assert!(err.is_bad_input(), "{err}");
+    assert_eq!(err.kind(), Kind::BadInput, "{err}");
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains(needle) && text.contains(s(path)), "{text}");

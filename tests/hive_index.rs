@@ -181,3 +181,38 @@ fn new_keys_list_as_libhivex_orders_them_and_read_back_by_name() {
     }
     index::audit(&std::fs::read(&ours).unwrap()).unwrap();
 }
+
+/// libhivex hashes a new key's name over its UTF-8 bytes, upper-casing ASCII only,
+/// where Windows hashes the upper-cased UTF-16 name: a key `Ärger` that
+/// hivexregedit adds carries a hash Windows would not find it by. wingold lays out
+/// any new key with such a name itself, even a single one.
+#[test]
+fn non_ascii_key_names_get_the_hash_windows_computes_not_libhivex_s() {
+    let dir = tempdir();
+    let theirs = dir.path().join("SYSTEM.hivex");
+    std::fs::copy(corpus_hive(dir.path(), "SYSTEM"), &theirs).unwrap();
+    let reg_path = dir.path().join("odd.reg");
+    std::fs::write(
+        &reg_path,
+        "Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SYSTEM\\Select\\\u{c4}rger]\n\n",
+    )
+    .unwrap();
+    run(
+        "hivexregedit",
+        &[
+            "--merge",
+            "--prefix",
+            "HKEY_LOCAL_MACHINE\\SYSTEM",
+            s(&theirs),
+            s(&reg_path),
+        ],
+    );
+    let err = index::audit(&std::fs::read(&theirs).unwrap())
+        .expect_err("libhivex's hash of a non-ASCII name now matches Windows's: revisit");
+    assert!(err.contains("hash"), "{err}");
+
+    let ours = add_keys(dir.path(), "Select", &["\u{c4}rger".to_string()]);
+    index::audit(&std::fs::read(&ours).unwrap()).unwrap();
+    let listed = hivexsh(&ours, "cd \\Select\nls\n");
+    assert!(listed.lines().any(|l| l == "\u{c4}rger"), "{listed}");
+}

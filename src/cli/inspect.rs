@@ -129,11 +129,7 @@ fn current_settings(img: &dyn BlockDev, w: &Windows) -> anyhow::Result<Vec<reg::
     let family = profiles::Family::of(w.major_version);
     Ok(reg::settings(family, &w.control_sets, |hive| {
         vol.read_file(&w.hive_path(hive))
-            .map_err(|e| reg::Error::Load {
-                hive,
-                bad_input: e.is_bad_input(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| reg::Error::load(hive, e))
     })?)
 }
 

@@ -13,6 +13,7 @@ mod inspect;
 mod launch;
 mod publish;
 
+use crate::error::{Classify, Kind};
 use clap::{Parser, Subcommand};
 
 /// Exit code for bad usage or bad input.
@@ -90,36 +91,34 @@ pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
     }
 }
 
-/// Maps an error chain to the exit code: 2 when any cause is bad input.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
-    let bad_input = err.chain().any(|cause| {
-        cause
-            .downcast_ref::<crate::image::Error>()
-            .is_some_and(|e| e.is_bad_input())
-            || cause
-                .downcast_ref::<crate::ntfs::Error>()
-                .is_some_and(|e| e.is_bad_input())
-            || cause
-                .downcast_ref::<crate::hive::Error>()
-                .is_some_and(|e| e.is_bad_input())
-            || cause
-                .downcast_ref::<crate::guest::Error>()
-                .is_some_and(|e| e.is_bad_input())
-            || cause
-                .downcast_ref::<crate::reg::Error>()
-                .is_some_and(|e| e.is_bad_input())
-            || cause.downcast_ref::<crate::launch::Error>().is_some()
-            || cause
-                .downcast_ref::<crate::virtio::fetch::Error>()
-                .is_some_and(|e| e.is_bad_input())
-            || cause.downcast_ref::<crate::virtio::iso::Error>().is_some()
-            || cause.downcast_ref::<BadInput>().is_some()
-    });
-    if bad_input {
-        EXIT_BAD_INPUT
-    } else {
-        EXIT_FAILED
+/// The kind of the first cause in `err`'s chain that has one (an error of one of
+/// the layers; wrappers answer for what they wrap); a failure when none does.
+pub fn kind(err: &anyhow::Error) -> Kind {
+    fn of<E: Classify + std::error::Error + 'static>(
+        cause: &(dyn std::error::Error + 'static),
+    ) -> Option<Kind> {
+        cause.downcast_ref::<E>().map(Classify::kind)
     }
+    // Every error type that implements Classify, once.
+    let known = [
+        of::<crate::image::Error>,
+        of::<crate::ntfs::Error>,
+        of::<crate::hive::Error>,
+        of::<crate::guest::Error>,
+        of::<crate::reg::Error>,
+        of::<crate::launch::Error>,
+        of::<crate::virtio::fetch::Error>,
+        of::<crate::virtio::iso::Error>,
+        of::<BadInput>,
+    ];
+    err.chain()
+        .find_map(|cause| known.iter().find_map(|of| of(cause)))
+        .unwrap_or(Kind::Failure)
+}
+
+/// The exit code for `err`: 2 for usage and bad input, 1 for a failure.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    kind(err).exit_code()
 }
 
 pub use crate::BadInput;

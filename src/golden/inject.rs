@@ -179,11 +179,7 @@ pub fn plan(
                 return Ok(bytes);
             }
             vol.read_file(&w.hive_path(hive))
-                .map_err(|e| reg::Error::Load {
-                    hive,
-                    bad_input: e.is_bad_input(),
-                    reason: e.to_string(),
-                })
+                .map_err(|e| reg::Error::load(hive, e))
         })?
     };
     if !force {

@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod config;
 mod files;
 pub mod finalize;
 pub mod inject;
+pub mod manifest;
 pub mod versions;

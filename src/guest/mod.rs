@@ -34,13 +34,15 @@ pub enum Error {
     NoArch { path: String, what: String },
 }
 
-impl Error {
-    pub fn is_bad_input(&self) -> bool {
+impl crate::error::Classify for Error {
+    fn kind(&self) -> crate::error::Kind {
         match self {
-            Error::Image(e) => e.is_bad_input(),
-            Error::Ntfs(e) => e.is_bad_input(),
-            Error::Hive(e) => e.is_bad_input(),
-            Error::NoWindows { .. } | Error::Missing { .. } | Error::NoArch { .. } => true,
+            Error::Image(e) => e.kind(),
+            Error::Ntfs(e) => e.kind(),
+            Error::Hive(e) => e.kind(),
+            Error::NoWindows { .. } | Error::Missing { .. } | Error::NoArch { .. } => {
+                crate::error::Kind::BadInput
+            }
         }
     }
 }

@@ -6,107 +6,18 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod error;
+mod header;
 pub mod index;
 
+pub use error::{Error, Result};
+use header::{base_block_checksum, CHECKSUM_OFFSET};
+pub use header::{mark_write_in_progress, HeaderState, BASE_BLOCK_LEN};
+
 use hivex::{Hive as HivexHandle, OpenFlags};
-use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{name}: not a registry hive: {reason}")]
-    NotAHive { name: String, reason: String },
-
-    #[error("{name}: hivex cannot open it: {source}")]
-    Open {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error(
-        "{name}: the hive needs repair: a write to it was interrupted ({reason}) and its \
-         body cannot be read; restore it from a copy of the image"
-    )]
-    NeedsRepair { name: String, reason: String },
-
-    #[error("{name}: cannot stage the hive in a temporary file")]
-    Temp {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error("{name}: {path}: {reason}")]
-    Read {
-        name: String,
-        path: String,
-        reason: String,
-    },
-
-    #[error(
-        "{name}: the hive is dirty ({why}): changes are pending in its transaction logs, \
-         which wingold does not replay; boot Windows and shut it down fully \
-         (`shutdown /s /t 0`), then try again"
-    )]
-    Dirty { name: String, why: String },
-
-    #[error("{name}: {path}: {op} failed")]
-    Write {
-        name: String,
-        path: String,
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error(
-        "{name}: {path}: holds the name {found:?} with a NUL character in it; libhivex \
-         compares and writes names as C strings and would merge or rename it, so this \
-         key is not changed"
-    )]
-    NulInName {
-        name: String,
-        path: String,
-        found: String,
-    },
-
-    #[error(
-        "{name}: {path}: a value of {len} bytes is more than libhivex can write \
-         ({MAX_VALUE_DATA} bytes at most)"
-    )]
-    ValueTooLarge {
-        name: String,
-        path: String,
-        len: usize,
-    },
-
-    #[error("{name}: the root key of a hive cannot be deleted (delete its subkeys instead)")]
-    RootDelete { name: String },
-
-    #[error("{name}: the hive was opened read-only")]
-    ReadOnly { name: String },
-}
-
-impl Error {
-    /// Whether the error is the input being wrong (exit code 2).
-    pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            Error::NotAHive { .. }
-                | Error::Open { .. }
-                | Error::Dirty { .. }
-                | Error::NeedsRepair { .. }
-                | Error::NulInName { .. }
-                | Error::RootDelete { .. }
-                | Error::ValueTooLarge { .. }
-        )
-    }
-}
 
 /// A registry name as Windows compares names: each UTF-16 unit upper-cased on its
 /// own, by the simple case mapping (`ß` stays `ß`, where `str::to_uppercase`
@@ -127,104 +38,15 @@ pub fn fold_name(name: &str) -> String {
         .collect()
 }
 
+/// [`Hive::prepare_keys`] lays keys out itself from this many new keys on.
+pub const PREPARE_MIN_KEYS: usize = 64;
+
 /// Hive copies live in the temporary folder as `wingold-hive-PID-…`.
 const HIVE_TEMP_PREFIX: &str = "wingold-hive-";
 
 /// The largest value data libhivex writes: one block of at most 1,000,000 bytes
 /// (its HIVEX_MAX_ALLOCATION) holding a 4-byte size and the data (found by trying).
 pub const MAX_VALUE_DATA: usize = 999_996;
-
-/// Size of the regf base block.
-pub const BASE_BLOCK_LEN: usize = 4096;
-/// Offset of the XOR-32 checksum of the first 508 bytes (REGF "Base block").
-const CHECKSUM_OFFSET: usize = 508;
-
-/// The REGF checksum of a base block: XOR of its first 127 dwords, with 0 stored
-/// as 1 and 0xffffffff as 0xfffffffe.
-fn base_block_checksum(bytes: &[u8]) -> u32 {
-    let xor = bytes[..CHECKSUM_OFFSET]
-        .chunks_exact(4)
-        .fold(0u32, |acc, d| {
-            acc ^ u32::from_le_bytes(d.try_into().expect("4"))
-        });
-    match xor {
-        0 => 1,
-        0xffff_ffff => 0xffff_fffe,
-        x => x,
-    }
-}
-
-/// `bytes` (a clean hive) with its base block marked as a write in progress, the
-/// way Windows marks it while it writes a hive: the secondary sequence one behind
-/// the primary, checksum recomputed. Written first, it makes a hive torn by a crash
-/// read as dirty (needing repair), never as clean; the clean base block is written
-/// over it once the whole body is durable.
-pub fn mark_write_in_progress(bytes: &[u8]) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    if out.len() < BASE_BLOCK_LEN {
-        return out;
-    }
-    let primary = u32::from_le_bytes(out[4..8].try_into().expect("4"));
-    out[8..12].copy_from_slice(&primary.wrapping_sub(1).to_le_bytes());
-    let sum = base_block_checksum(&out);
-    out[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&sum.to_le_bytes());
-    out
-}
-
-/// What the regf base block says (reference/windows-offline.md §4a).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HeaderState {
-    pub primary_sequence: u32,
-    pub secondary_sequence: u32,
-    pub checksum_valid: bool,
-    pub major_version: u32,
-    pub minor_version: u32,
-}
-
-impl HeaderState {
-    /// Parses the base block at the start of `bytes`.
-    pub fn parse(name: &str, bytes: &[u8]) -> Result<HeaderState> {
-        let bad = |reason: &str| Error::NotAHive {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if bytes.len() < BASE_BLOCK_LEN {
-            return Err(bad("shorter than the 4096-byte base block"));
-        }
-        if &bytes[0..4] != b"regf" {
-            return Err(bad("no `regf` signature"));
-        }
-        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
-        let expected = base_block_checksum(bytes);
-        Ok(HeaderState {
-            primary_sequence: u32_at(4),
-            secondary_sequence: u32_at(8),
-            checksum_valid: u32_at(CHECKSUM_OFFSET) == expected,
-            major_version: u32_at(20),
-            minor_version: u32_at(24),
-        })
-    }
-
-    /// Clean: checksum right and both sequence numbers equal. A dirty hive has
-    /// changes pending in its transaction logs.
-    pub fn is_clean(&self) -> bool {
-        self.checksum_valid && self.primary_sequence == self.secondary_sequence
-    }
-
-    /// Why the hive is dirty, when it is.
-    pub fn dirty_reason(&self) -> Option<String> {
-        if !self.checksum_valid {
-            Some("the header checksum is wrong".into())
-        } else if self.primary_sequence != self.secondary_sequence {
-            Some(format!(
-                "primary sequence {} != secondary sequence {}",
-                self.primary_sequence, self.secondary_sequence
-            ))
-        } else {
-            None
-        }
-    }
-}
 
 /// Registry value types (winnt.h `REG_*`).
 pub mod types {
@@ -672,7 +494,8 @@ impl Hive {
 
     /// Makes every key of `paths` that does not exist yet, with its missing
     /// parents, in one pass over the hive's bytes ([`index`]): libhivex adds keys
-    /// one at a time at a cost that grows with the number of siblings. Only before
+    /// one at a time at a cost that grows with the number of siblings. Fewer than
+    /// [`PREPARE_MIN_KEYS`] new keys, all named in ASCII, are left to libhivex. Only before
     /// any other edit; the keys then count as added by the first edit that reaches
     /// them, so reports read as if each edit had made its own. Keys this cannot
     /// make (names with NUL, a hive whose indexes it cannot read) are left to
@@ -685,6 +508,7 @@ impl Hive {
         let root = ffi::root(&self.handle).map_err(|e| self.read_err("", e))?;
         let mut plan: BTreeMap<usize, index::NewKey> = BTreeMap::new();
         let mut prepared = HashSet::new();
+        let mut non_ascii = false;
         for path in paths {
             let parts: Vec<&str> = path.split('\\').filter(|p| !p.is_empty()).collect();
             if parts.iter().any(|p| p.contains('\0')) {
@@ -702,12 +526,18 @@ impl Hive {
             if depth == parts.len() || self.nul_clash(node, parts[depth]).is_some() {
                 continue;
             }
+            non_ascii |= parts[depth..].iter().any(|p| !p.is_ascii());
             plan.entry(node).or_default().insert(&parts[depth..]);
             for end in depth + 1..=parts.len() {
                 prepared.insert(fold_name(&parts[..end].join("\\")));
             }
         }
-        if plan.is_empty() {
+        // Rewriting and reopening the hive costs about what libhivex takes to add a
+        // few dozen keys: below that, it adds them — unless a name is not ASCII:
+        // libhivex hashes the UTF-8 bytes of a new name (upper-casing ASCII only)
+        // and sorts by them, where Windows hashes and sorts upper-cased UTF-16, so
+        // Windows could not find such a key.
+        if prepared.len() < PREPARE_MIN_KEYS && !non_ascii {
             return Ok(());
         }
         let staged = |e| self.write_err("", "adding keys", e);
@@ -763,161 +593,4 @@ impl Hive {
 }
 
 type NodeH = hivex::sys::hive_node_h;
-
-/// Thin safe wrappers over libhivex's node and value calls (the hivex crate keeps
-/// its handles' numbers private and refuses value types above REG_QWORD, which real
-/// hives carry). Every function takes the open hive whose handles it is given.
-mod ffi {
-    use super::NodeH;
-    use hivex::sys;
-    use hivex::Hive;
-    use std::io;
-
-    type ValueH = sys::hive_value_h;
-
-    /// Copies a 0-terminated array that hivex malloc'd, then frees it.
-    ///
-    /// # Safety
-    /// `p` is NULL or a malloc'd array of handles ending with 0.
-    unsafe fn take_handles(p: *mut usize) -> Vec<usize> {
-        if p.is_null() {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let mut i = 0;
-        // SAFETY: guaranteed by the caller: the array ends with 0.
-        unsafe {
-            while *p.add(i) != 0 {
-                out.push(*p.add(i));
-                i += 1;
-            }
-            libc::free(p as *mut libc::c_void);
-        }
-        out
-    }
-
-    pub fn root(h: &Hive) -> io::Result<NodeH> {
-        // SAFETY: h is an open hive.
-        match unsafe { sys::hivex_root(h.as_handle()) } {
-            0 => Err(io::Error::last_os_error()),
-            n => Ok(n),
-        }
-    }
-
-    pub fn children(h: &Hive, node: NodeH) -> Vec<NodeH> {
-        // SAFETY: h is open and node came from it; the result is a 0-terminated
-        // malloc'd array.
-        unsafe { take_handles(sys::hivex_node_children(h.as_handle(), node)) }
-    }
-
-    pub fn node_name(h: &Hive, node: NodeH) -> io::Result<String> {
-        // SAFETY: as above; the name is a malloc'd UTF-8 string of `len` bytes (a
-        // name may hold NUL characters, which a C string would cut off).
-        unsafe {
-            let len = sys::hivex_node_name_len(h.as_handle(), node);
-            take_string_len(sys::hivex_node_name(h.as_handle(), node), len)
-        }
-    }
-
-    pub fn values(h: &Hive, node: NodeH) -> Vec<ValueH> {
-        // SAFETY: as for children().
-        unsafe { take_handles(sys::hivex_node_values(h.as_handle(), node)) }
-    }
-
-    pub fn value_key(h: &Hive, v: ValueH) -> io::Result<String> {
-        // SAFETY: as for node_name().
-        unsafe {
-            let len = sys::hivex_value_key_len(h.as_handle(), v);
-            take_string_len(sys::hivex_value_key(h.as_handle(), v), len)
-        }
-    }
-
-    /// Copies `len` bytes of a string that hivex malloc'd, then frees it.
-    ///
-    /// # Safety
-    /// `p` is NULL or a malloc'd buffer of at least `len` bytes.
-    unsafe fn take_string_len(p: *mut std::ffi::c_char, len: usize) -> io::Result<String> {
-        if p.is_null() {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: guaranteed by the caller; the C string's own length bounds it too.
-        unsafe {
-            let c_len = std::ffi::CStr::from_ptr(p).to_bytes().len();
-            let n = if len > c_len { len } else { c_len };
-            let bytes = std::slice::from_raw_parts(p as *const u8, n);
-            let s = String::from_utf8_lossy(bytes).into_owned();
-            libc::free(p as *mut libc::c_void);
-            Ok(s)
-        }
-    }
-
-    fn cstring(s: &str) -> io::Result<std::ffi::CString> {
-        std::ffi::CString::new(s).map_err(|_| io::Error::other("a name holds a NUL character"))
-    }
-
-    pub fn add_child(h: &Hive, parent: NodeH, name: &str) -> io::Result<NodeH> {
-        let c = cstring(name)?;
-        // SAFETY: h is open for writing and parent came from it; c is NUL-terminated.
-        match unsafe { sys::hivex_node_add_child(h.as_handle(), parent, c.as_ptr()) } {
-            0 => Err(io::Error::last_os_error()),
-            n => Ok(n),
-        }
-    }
-
-    pub fn delete_child(h: &Hive, node: NodeH) -> io::Result<()> {
-        // SAFETY: h is open for writing and node came from it.
-        match unsafe { sys::hivex_node_delete_child(h.as_handle(), node) } {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
-    }
-
-    pub fn set_values(h: &Hive, node: NodeH, values: &[(String, u32, Vec<u8>)]) -> io::Result<()> {
-        let names: Vec<std::ffi::CString> = values
-            .iter()
-            .map(|(n, _, _)| cstring(n))
-            .collect::<io::Result<_>>()?;
-        let raw: Vec<sys::hive_set_value> = values
-            .iter()
-            .zip(&names)
-            .map(|((_, kind, data), c)| sys::hive_set_value {
-                key: c.as_ptr() as *mut _,
-                t: *kind as sys::hive_type,
-                len: data.len(),
-                value: data.as_ptr() as *mut _,
-            })
-            .collect();
-        // SAFETY: h is open for writing, node came from it; the array and what it
-        // points to live for the call, and hivex copies them.
-        match unsafe { sys::hivex_node_set_values(h.as_handle(), node, raw.len(), raw.as_ptr(), 0) }
-        {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
-    }
-
-    pub fn commit(h: &Hive) -> io::Result<()> {
-        // SAFETY: h is open for writing; NULL commits to the file it was opened from.
-        match unsafe { sys::hivex_commit(h.as_handle(), std::ptr::null(), 0) } {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
-    }
-
-    /// The value's type number and raw bytes.
-    pub fn value_value(h: &Hive, v: ValueH) -> io::Result<(u32, Vec<u8>)> {
-        let mut kind: sys::hive_type = 0;
-        let mut len: usize = 0;
-        // SAFETY: h is open and v came from it; hivex returns a malloc'd buffer of
-        // `len` bytes (or NULL with errno set), which we copy and free.
-        unsafe {
-            let data = sys::hivex_value_value(h.as_handle(), v, &mut kind, &mut len);
-            if data.is_null() {
-                return Err(io::Error::last_os_error());
-            }
-            let bytes = std::slice::from_raw_parts(data as *const u8, len).to_vec();
-            libc::free(data as *mut libc::c_void);
-            Ok((kind, bytes))
-        }
-    }
-}
+mod ffi;

@@ -1,5 +1,6 @@
 //! Errors of the image layer. Each names the file and what is wrong with it.
 
+use crate::error::{Classify, Kind};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -110,13 +111,26 @@ impl Error {
             hint: hint.into(),
         }
     }
+}
 
-    /// Whether the error is the user's input being wrong (exit code 2) rather than
-    /// an operation failing on good input (exit code 1).
-    pub fn is_bad_input(&self) -> bool {
-        !matches!(
-            self,
-            Error::Io { .. } | Error::Qcow2 { .. } | Error::OutOfRange { .. }
-        )
+impl Classify for Error {
+    fn kind(&self) -> Kind {
+        match self {
+            Error::Open { source, .. } => crate::error::open_kind(source),
+            Error::Backing { source, .. } => source.kind(),
+            // Writing through a read-only handle is wingold's mistake, not the user's.
+            Error::Io { .. }
+            | Error::Qcow2 { .. }
+            | Error::OutOfRange { .. }
+            | Error::ReadOnly { .. } => Kind::Failure,
+            Error::NotAnImage { .. }
+            | Error::Corrupt { .. }
+            | Error::Unsupported { .. }
+            | Error::Locked { .. }
+            | Error::Exists { .. }
+            | Error::NoPartitionTable { .. }
+            | Error::BadPartitionTable { .. }
+            | Error::BadSize { .. } => Kind::BadInput,
+        }
     }
 }

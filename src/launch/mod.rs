@@ -26,6 +26,13 @@ pub enum Error {
     IdTooLarge(u32),
 }
 
+impl crate::error::Classify for Error {
+    /// Every launch error is a value the user gave.
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::BadInput
+    }
+}
+
 /// How the guest is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

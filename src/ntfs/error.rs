@@ -65,9 +65,10 @@ pub enum Error {
     Image(#[from] crate::image::Error),
 }
 
-impl Error {
-    /// Whether the error is the input being wrong or unsafe to use (exit code 2).
-    pub fn is_bad_input(&self) -> bool {
+impl crate::error::Classify for Error {
+    /// The input being wrong or unsafe to use is bad input; the rest failures.
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
         match self {
             Error::NotNtfs { .. }
             | Error::Hibernated { .. }
@@ -76,9 +77,9 @@ impl Error {
             | Error::NotFound { .. }
             | Error::NotADirectory { .. }
             | Error::NotAFile { .. }
-            | Error::BadPath { .. } => true,
-            Error::Image(e) => e.is_bad_input(),
-            Error::NotWritable { .. } | Error::Op { .. } | Error::ReadOnly => false,
+            | Error::BadPath { .. } => Kind::BadInput,
+            Error::Image(e) => e.kind(),
+            Error::NotWritable { .. } | Error::Op { .. } | Error::ReadOnly => Kind::Failure,
         }
     }
 }

@@ -77,20 +77,36 @@ pub enum Error {
     },
     #[error(transparent)]
     Open(#[from] hive::Error),
-    #[error("hive {hive}: {reason}")]
+    /// The hive file could not be read; whoever read it says why and whose move it is.
+    #[error("hive {hive}")]
     Load {
         hive: &'static str,
-        reason: String,
-        bad_input: bool,
+        kind: crate::error::Kind,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
 impl Error {
-    pub fn is_bad_input(&self) -> bool {
+    /// A hive that could not be read, for the loaders `apply` and `settings` take.
+    pub fn load<E>(hive: &'static str, source: E) -> Error
+    where
+        E: crate::error::Classify + std::error::Error + Send + Sync + 'static,
+    {
+        Error::Load {
+            hive,
+            kind: source.kind(),
+            source: Box::new(source),
+        }
+    }
+}
+
+impl crate::error::Classify for Error {
+    fn kind(&self) -> crate::error::Kind {
         match self {
-            Error::Root { .. } => true,
-            Error::Hive { source, .. } | Error::Open(source) => source.is_bad_input(),
-            Error::Load { bad_input, .. } => *bad_input,
+            Error::Root { .. } => crate::error::Kind::BadInput,
+            Error::Hive { source, .. } | Error::Open(source) => source.kind(),
+            Error::Load { kind, .. } => *kind,
         }
     }
 }

@@ -4,14 +4,24 @@
 //! size, the pinned SHA-256) before it is accepted, and cached by content. A second
 //! fetch sends one conditional request and transfers nothing when nothing changed.
 
+mod cache;
+mod source;
+mod transfer;
+
 use super::iso;
+use cache::*;
+pub use cache::{LockEntry, LockFile};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use source::known;
+pub use source::{check_version, Source};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use transfer::without_credentials;
+use transfer::*;
 
 /// fedorapeople's direct-downloads tree (reference/windows-offline.md §5a).
 pub const DIRECT_DOWNLOADS: &str =
@@ -36,10 +46,13 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Bad input (exit 2): a wrong pin, a refused download, a bad argument.
-    pub fn is_bad_input(&self) -> bool {
-        matches!(self, Error::BadInput(_) | Error::Refused { .. })
+impl crate::error::Classify for Error {
+    /// Bad input: a wrong pin, a refused download, a bad argument.
+    fn kind(&self) -> crate::error::Kind {
+        match self {
+            Error::BadInput(_) | Error::Refused { .. } => crate::error::Kind::BadInput,
+            Error::Network { .. } | Error::Io { .. } => crate::error::Kind::Failure,
+        }
     }
 }
 
@@ -48,78 +61,6 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Er
         path: path.to_owned(),
         op,
         source,
-    }
-}
-
-/// Where the ISO comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Stable,
-    Latest,
-    Version(String),
-    Url(String),
-}
-
-#[derive(Debug, Deserialize)]
-struct KnownTable {
-    iso: Vec<KnownIso>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct KnownIso {
-    version: String,
-    release: u32,
-    sha256: String,
-}
-
-fn known() -> Vec<KnownIso> {
-    toml::from_str::<KnownTable>(KNOWN)
-        .expect("assets/virtio-win-known.toml parses (unit-tested)")
-        .iso
-}
-
-/// `0.1.NNN`, checked.
-pub fn check_version(v: &str) -> Result<(), Error> {
-    let ok = v
-        .strip_prefix("0.1.")
-        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::BadInput(format!(
-            "invalid virtio-win version {v:?}: expected 0.1.NNN"
-        )))
-    }
-}
-
-impl Source {
-    pub fn url(&self) -> Result<String, Error> {
-        Ok(match self {
-            Source::Stable => format!("{DIRECT_DOWNLOADS}/stable-virtio/virtio-win.iso"),
-            Source::Latest => format!("{DIRECT_DOWNLOADS}/latest-virtio/virtio-win.iso"),
-            Source::Version(v) => {
-                check_version(v)?;
-                let release = known()
-                    .into_iter()
-                    .find(|k| &k.version == v)
-                    .map(|k| k.release)
-                    .unwrap_or(1);
-                format!(
-                    "{DIRECT_DOWNLOADS}/archive-virtio/virtio-win-{v}-{release}/virtio-win-{v}.iso"
-                )
-            }
-            Source::Url(u) => {
-                if !(u.starts_with("http://")
-                    || u.starts_with("https://")
-                    || u.starts_with("file://"))
-                {
-                    return Err(Error::BadInput(format!(
-                        "unsupported URL {u:?}: use http://, https:// or file://"
-                    )));
-                }
-                u.clone()
-            }
-        })
     }
 }
 
@@ -174,163 +115,6 @@ pub fn default_cache() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from(".cache"))
         .join("wingold")
-}
-
-/// What the cache remembers of a URL.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct IndexEntry {
-    sha256: String,
-    version: String,
-    size: u64,
-    final_url: String,
-    etag: Option<String>,
-    last_modified: Option<String>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Index {
-    urls: BTreeMap<String, IndexEntry>,
-}
-
-/// A partial download and the validator that must still match to resume it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PartialMeta {
-    url: String,
-    etag: Option<String>,
-    last_modified: Option<String>,
-    total: u64,
-}
-
-/// wingold.lock: the SHA-256 each virtio-win version had when first fetched.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct LockFile {
-    #[serde(default)]
-    pub virtio_win: Vec<LockEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LockEntry {
-    pub version: String,
-    pub sha256: String,
-    pub url: String,
-}
-
-impl LockFile {
-    pub fn load(path: &Path) -> Result<LockFile, Error> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| {
-                Error::BadInput(format!(
-                    "{}: {}",
-                    path.display(),
-                    e.to_string().replace('\n', " ")
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile::default()),
-            Err(e) => Err(io(path, "reading")(e)),
-        }
-    }
-
-    fn save(&self, path: &Path) -> Result<(), Error> {
-        let text = format!(
-            "# wingold.lock: virtio-win versions and the SHA-256 they had when first fetched.\n\
-             # Later fetches of a version must match. Keep it under version control.\n\n{}",
-            toml::to_string(self).expect("serializable")
-        );
-        write_atomic(path, text.as_bytes())
-    }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    crate::fsutil::write_file(path, bytes, 0o644, crate::fsutil::Place::Replace)
-        .map_err(io(path, "writing"))
-}
-
-struct Cache {
-    dir: PathBuf,
-    _lock: nix::fcntl::Flock<File>,
-}
-
-impl Cache {
-    /// Opens the cache folder, holding its lock file exclusively: two fetches into one
-    /// cache take turns.
-    fn open(dir: &Path) -> Result<Cache, Error> {
-        for sub in ["", "objects", "partial"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(io(dir, "creating the cache folder"))?;
-        }
-        let lock_path = dir.join(".lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path, "opening"))?;
-        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| io(&lock_path, "locking")(e.into()))?;
-        Ok(Cache {
-            dir: dir.to_owned(),
-            _lock: lock,
-        })
-    }
-
-    fn index_path(&self) -> PathBuf {
-        self.dir.join("index.json")
-    }
-
-    fn index(&self) -> Index {
-        std::fs::read(self.index_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn save_index(&self, index: &Index) -> Result<(), Error> {
-        write_atomic(
-            &self.index_path(),
-            &serde_json::to_vec_pretty(index).expect("serializable"),
-        )
-    }
-
-    fn object(&self, sha256: &str) -> PathBuf {
-        self.dir.join("objects").join(format!("{sha256}.iso"))
-    }
-
-    fn named(&self, version: &str) -> PathBuf {
-        self.dir.join(format!("virtio-win-{version}.iso"))
-    }
-
-    fn partial(&self, url: &str) -> (PathBuf, PathBuf) {
-        let key = format!("{:x}", Sha256::digest(url.as_bytes()));
-        let base = self.dir.join("partial").join(&key[..32]);
-        (base.with_extension("partial"), base.with_extension("json"))
-    }
-
-    /// Moves a verified download into the store and names it by version.
-    fn store(&self, from: &Path, sha256: &str, version: &str) -> Result<PathBuf, Error> {
-        let obj = self.object(sha256);
-        std::fs::rename(from, &obj).map_err(io(&obj, "storing"))?;
-        self.name(sha256, version)
-    }
-
-    /// Points `virtio-win-<version>.iso` at the object `sha256`, unless it already
-    /// does: two sources may give one version different bytes, and the name must
-    /// always show the ISO just accepted.
-    fn name(&self, sha256: &str, version: &str) -> Result<PathBuf, Error> {
-        use std::os::unix::fs::MetadataExt;
-        let obj = self.object(sha256);
-        let named = self.named(version);
-        let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
-            (Ok(x), Ok(y)) => x.ino() == y.ino() && x.dev() == y.dev(),
-            _ => false,
-        };
-        if !same(&obj, &named) {
-            let tmp = crate::fsutil::temp_name(&named);
-            let _ = std::fs::remove_file(&tmp);
-            std::fs::hard_link(&obj, &tmp).map_err(io(&named, "naming"))?;
-            crate::fsutil::move_into_place(&tmp, &named, crate::fsutil::Place::Replace)
-                .map_err(io(&named, "naming"))?;
-        }
-        Ok(named)
-    }
 }
 
 /// The version, from the volume id `virtio-win-0.1.285` (what the bytes say), else
@@ -392,253 +176,6 @@ fn verify_download(path: &Path, url: &str, final_url: &str) -> Result<String, Er
             "no version in the file name or the volume id {vid:?}"
         ))
     })
-}
-
-/// What one HTTP attempt ended with.
-enum Attempt {
-    Done {
-        final_url: String,
-        etag: Option<String>,
-        last_modified: Option<String>,
-    },
-    NotModified,
-    Retry(String),
-}
-
-struct Transfer {
-    client: reqwest::blocking::Client,
-    /// The URL as given, credentials included: only ever sent, never shown.
-    request_url: String,
-    /// The URL without credentials, for messages and records.
-    url: String,
-    partial: PathBuf,
-    meta_path: PathBuf,
-    hasher: Sha256,
-    have: u64,
-    progress: Option<indicatif::ProgressBar>,
-}
-
-fn header(resp: &reqwest::blocking::Response, name: reqwest::header::HeaderName) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-impl Transfer {
-    /// One GET: conditional on the cached copy, or resuming the partial file.
-    fn attempt(&mut self, cached: Option<&IndexEntry>) -> Result<Attempt, Error> {
-        use reqwest::header::*;
-        let meta: Option<PartialMeta> = std::fs::read(&self.meta_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|m: &PartialMeta| m.url == self.url);
-        let mut req = self.client.get(&self.request_url);
-        let resuming = self.have > 0
-            && meta
-                .as_ref()
-                .is_some_and(|m| m.etag.is_some() || m.last_modified.is_some());
-        if resuming {
-            let m = meta.as_ref().expect("checked");
-            req = req.header(RANGE, format!("bytes={}-", self.have));
-            req = req.header(
-                IF_RANGE,
-                m.etag.clone().or(m.last_modified.clone()).expect("checked"),
-            );
-        } else if let Some(c) = cached {
-            if let Some(e) = &c.etag {
-                req = req.header(IF_NONE_MATCH, e);
-            }
-            if let Some(l) = &c.last_modified {
-                req = req.header(IF_MODIFIED_SINCE, l);
-            }
-        }
-        let mut resp = match req.send() {
-            Ok(r) => r,
-            Err(e) => return Ok(Attempt::Retry(describe(&e.without_url()))),
-        };
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() && !resuming {
-            return Ok(Attempt::NotModified);
-        }
-        if status.is_server_error() {
-            return Ok(Attempt::Retry(format!("HTTP {status}")));
-        }
-        if !status.is_success() {
-            return Err(Error::Refused {
-                url: self.url.clone(),
-                reason: format!("HTTP {status}"),
-            });
-        }
-        let final_url = without_credentials(resp.url().as_str());
-        let etag = header(&resp, ETAG);
-        let last_modified = header(&resp, LAST_MODIFIED);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&self.partial)
-            .map_err(io(&self.partial, "opening"))?;
-        if status == reqwest::StatusCode::PARTIAL_CONTENT && resuming {
-            // A 206 must be the range asked for, of the file we have the start of.
-            let expected_total = meta.as_ref().map(|m| m.total).unwrap_or(0);
-            let range = header(&resp, CONTENT_RANGE).and_then(|r| content_range(&r));
-            let fits = range.is_some_and(|(start, total)| {
-                start == self.have && (expected_total == 0 || total == Some(expected_total))
-            });
-            if !fits {
-                drop(file);
-                discard(&self.partial, &self.meta_path);
-                let asked = std::mem::take(&mut self.have);
-                return Ok(Attempt::Retry(format!(
-                    "the server answered the resume from byte {asked} with another range ({}); \
-                     starting over",
-                    header(&resp, CONTENT_RANGE).unwrap_or_else(|| "none".into())
-                )));
-            }
-        }
-        let total = if status == reqwest::StatusCode::PARTIAL_CONTENT && resuming {
-            // Resumed: the bytes we have were hashed when they arrived in an earlier
-            // process only, so hash them once now, then append.
-            let total = header(&resp, CONTENT_RANGE)
-                .and_then(|r| content_range(&r))
-                .and_then(|(_, total)| total)
-                .unwrap_or(0);
-            self.hasher = Sha256::new();
-            file.seek(SeekFrom::Start(0))
-                .map_err(io(&self.partial, "reading"))?;
-            let mut buf = vec![0u8; CHUNK];
-            let mut left = self.have;
-            while left > 0 {
-                let n = file
-                    .read(&mut buf[..CHUNK.min(left as usize)])
-                    .map_err(io(&self.partial, "reading"))?;
-                if n == 0 {
-                    break;
-                }
-                self.hasher.update(&buf[..n]);
-                left -= n as u64;
-            }
-            total
-        } else {
-            // A whole body: the server ignored the range, or this is a fresh start.
-            file.set_len(0).map_err(io(&self.partial, "truncating"))?;
-            self.have = 0;
-            self.hasher = Sha256::new();
-            resp.content_length().unwrap_or(0)
-        };
-        file.seek(SeekFrom::Start(self.have))
-            .map_err(io(&self.partial, "seeking"))?;
-        let meta = PartialMeta {
-            url: self.url.clone(),
-            etag: etag.clone(),
-            last_modified: last_modified.clone(),
-            total,
-        };
-        std::fs::write(
-            &self.meta_path,
-            serde_json::to_vec(&meta).expect("serializable"),
-        )
-        .map_err(io(&self.meta_path, "writing"))?;
-        if let Some(p) = &self.progress {
-            p.set_length(total);
-            p.set_position(self.have);
-        }
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match resp.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    file.sync_data().ok();
-                    return Ok(Attempt::Retry(format!(
-                        "the transfer broke off after {} bytes: {e}",
-                        self.have
-                    )));
-                }
-            };
-            file.write_all(&buf[..n])
-                .map_err(io(&self.partial, "writing"))?;
-            self.hasher.update(&buf[..n]);
-            self.have += n as u64;
-            if let Some(p) = &self.progress {
-                p.set_position(self.have);
-            }
-        }
-        file.sync_all().map_err(io(&self.partial, "syncing"))?;
-        if total > 0 && self.have != total {
-            if self.have < total {
-                return Ok(Attempt::Retry(format!(
-                    "the transfer ended after {} of {total} bytes",
-                    self.have
-                )));
-            }
-            return Err(Error::Refused {
-                url: self.url.clone(),
-                reason: format!("got {} bytes, but the server announced {total}", self.have),
-            });
-        }
-        Ok(Attempt::Done {
-            final_url,
-            etag,
-            last_modified,
-        })
-    }
-}
-
-/// `bytes START-END/TOTAL` → (START, TOTAL; None for `*`).
-fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (span, total) = rest.split_once('/')?;
-    let start = span.split_once('-')?.0.trim().parse().ok()?;
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    Some((start, total))
-}
-
-/// `url` without its user name and password: what is printed and stored. A URL
-/// without credentials comes back exactly as given.
-pub fn without_credentials(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Removes the credentials of `request_url` from a message, however they appear.
-fn scrub(text: &str, request_url: &str) -> String {
-    let Ok(u) = reqwest::Url::parse(request_url) else {
-        return text.to_owned();
-    };
-    let mut out = text.replace(request_url, &without_credentials(request_url));
-    for secret in [Some(u.username()), u.password()].into_iter().flatten() {
-        if !secret.is_empty() {
-            out = out.replace(secret, "***");
-        }
-    }
-    out
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s += &format!(": {inner}");
-        src = inner.source();
-    }
-    s
-}
-
-fn discard(partial: &Path, meta: &Path) {
-    let _ = std::fs::remove_file(partial);
-    let _ = std::fs::remove_file(meta);
 }
 
 /// Fetches (or finds in the cache) the ISO `opts` asks for.

@@ -30,6 +30,16 @@ pub enum Error {
     },
 }
 
+impl crate::error::Classify for Error {
+    /// A file that is no ISO, or a damaged one, is bad input; a failed read is not.
+    fn kind(&self) -> crate::error::Kind {
+        match self {
+            Error::NotIso { .. } | Error::Damaged { .. } => crate::error::Kind::BadInput,
+            Error::Io { .. } => crate::error::Kind::Failure,
+        }
+    }
+}
+
 /// One file or folder in the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

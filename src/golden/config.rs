@@ -1,0 +1,325 @@
+//! `wingold.toml`: the build's settings, read and checked whole before anything is
+//! done, and the identity of a build's inputs (what makes a rebuild).
+
+use super::versions;
+use crate::BadInput;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// `wingold.toml` (assets/wingold.example.toml documents it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub virtio_win: VirtioConfig,
+    pub base: BaseConfig,
+    pub golden: GoldenConfig,
+    #[serde(default)]
+    pub drivers: DriversConfig,
+    #[serde(default)]
+    pub firstboot: FirstbootConfig,
+    /// `[[files]]`: local trees copied into the guest.
+    #[serde(default)]
+    pub files: Vec<FilesConfig>,
+    /// `[publish]`: registries the golden image goes to after each build (the
+    /// `cli` layer does it, with `publish`).
+    #[serde(default)]
+    pub publish: PublishConfig,
+}
+
+/// `[publish]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// `docker://HOST[:PORT]/REPO[:TAG]`, one or more.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// More tags for each.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Plain HTTP for these registries (loopback or a trusted network only).
+    #[serde(default)]
+    pub insecure: bool,
+    /// A CA certificate (PEM) to trust, relative to the config file.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// `[firstboot]`: what runs once at the first boot.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstbootConfig {
+    /// The queue and its service (default true): the built-in steps run.
+    #[serde(default = "yes")]
+    pub enable: bool,
+    /// The user's scripts (.cmd, .bat, .ps1), after the built-in steps.
+    #[serde(default)]
+    pub scripts: Vec<PathBuf>,
+    /// The service binary (default: Debian's /usr/share/virt-tools/rhsrvany.exe).
+    pub service_binary: Option<PathBuf>,
+    /// The NIC watchdog (opt-in, NT 6.0+).
+    #[serde(default)]
+    pub nic_watchdog: bool,
+    /// The address it pings (default: the default gateway).
+    pub watchdog_target: Option<String>,
+    /// Failures in a row before it resets the NIC (default 3).
+    pub watchdog_failures: Option<u32>,
+}
+
+impl Default for FirstbootConfig {
+    fn default() -> Self {
+        FirstbootConfig {
+            enable: true,
+            scripts: Vec::new(),
+            service_binary: None,
+            nic_watchdog: false,
+            watchdog_target: None,
+            watchdog_failures: None,
+        }
+    }
+}
+
+/// One `[[files]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// A local file or folder (relative to the config file).
+    pub from: PathBuf,
+    /// Where it lands in the guest (`C:\Tools`).
+    pub to: String,
+}
+
+/// `[drivers]`: virtio drivers put into the image offline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriversConfig {
+    /// Inject the ISO's drivers (default true).
+    #[serde(default = "yes")]
+    pub inject: bool,
+    /// The boot driver: `viostor` (virtio-blk, default) or `vioscsi`.
+    #[serde(default)]
+    pub boot: Option<String>,
+    /// More driver folders by name.
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+impl Default for DriversConfig {
+    fn default() -> Self {
+        DriversConfig {
+            inject: true,
+            boot: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtioConfig {
+    /// `stable` or `latest`.
+    pub channel: Option<String>,
+    pub version: Option<String>,
+    pub url: Option<String>,
+    /// A local ISO file (relative to the config file).
+    pub iso: Option<PathBuf>,
+    pub sha256: Option<String>,
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseConfig {
+    pub image: PathBuf,
+    /// Record the base's SHA-256 in every manifest (one more read and hash of the
+    /// whole base per rebuild). Without it the base is known by path, size, mtime
+    /// and inode, and hashed only when that alone changed.
+    #[serde(default)]
+    pub hash: bool,
+    /// The partition holding Windows (Linux numbering), as `inject --partition`;
+    /// found by looking when omitted.
+    pub partition: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenConfig {
+    pub output: PathBuf,
+    #[serde(default = "all_profiles")]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub regfiles: Vec<PathBuf>,
+    #[serde(default)]
+    pub compress: bool,
+}
+
+fn all_profiles() -> Vec<String> {
+    vec!["all".into()]
+}
+
+/// A loaded config, its paths resolved against its folder.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub bytes: Vec<u8>,
+    pub config: Config,
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| BadInput(format!("{}: not UTF-8 text", path.display())))?;
+    let mut config: Config = toml::from_str(&text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                (
+                    before.matches('\n').count() + 1,
+                    before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1,
+                )
+            })
+            .unwrap_or((1, 1));
+        BadInput(format!("{}:{line}:{col}: {}", path.display(), e.message()))
+    })?;
+    let dir = std::path::absolute(path)?
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    };
+    resolve(&mut config.base.image);
+    resolve(&mut config.golden.output);
+    config.golden.regfiles.iter_mut().for_each(resolve);
+    config.firstboot.scripts.iter_mut().for_each(resolve);
+    if let Some(b) = config.firstboot.service_binary.as_mut() {
+        resolve(b);
+    }
+    for f in &mut config.files {
+        resolve(&mut f.from);
+    }
+    if let Some(c) = config.publish.ca_cert.as_mut() {
+        resolve(c);
+    }
+    if let Some(iso) = config.virtio_win.iso.as_mut() {
+        resolve(iso);
+    }
+    if let Some(c) = config.virtio_win.cache.as_mut() {
+        resolve(c);
+    }
+    let v = &config.virtio_win;
+    let given = [
+        v.channel.is_some(),
+        v.version.is_some(),
+        v.url.is_some(),
+        v.iso.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(BadInput(format!(
+            "{}: [virtio_win] takes one of channel, version, url or iso",
+            path.display()
+        ))
+        .into());
+    }
+    if let Some(ch) = v
+        .channel
+        .as_deref()
+        .filter(|c| !["stable", "latest"].contains(c))
+    {
+        return Err(BadInput(format!(
+            "{}: [virtio_win] channel must be stable or latest, not {ch:?}",
+            path.display()
+        ))
+        .into());
+    }
+    if let Some(b) = config
+        .drivers
+        .boot
+        .as_deref()
+        .filter(|b| crate::drivers::Boot::parse(b).is_none())
+    {
+        return Err(BadInput(format!(
+            "{}: [drivers] boot must be viostor or vioscsi, not {b:?}",
+            path.display()
+        ))
+        .into());
+    }
+    versions::Layout::new(&config.golden.output)
+        .map_err(|e| BadInput(format!("{}: [golden] output: {}", path.display(), e.0)))?;
+    Ok(Loaded {
+        path: path.to_owned(),
+        dir,
+        bytes,
+        config,
+    })
+}
+
+/// What a golden image was built from. When it is unchanged, nothing is rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub wingold_version: String,
+    /// None when the base was not hashed (see `[base] hash`).
+    pub base_sha256: Option<String>,
+    pub virtio_win_version: String,
+    pub virtio_win_sha256: String,
+    pub config_sha256: String,
+    pub regfiles: Vec<(String, String)>,
+    /// The first boot's inputs: each script and the service binary by SHA-256,
+    /// each copied-in tree by a digest of its files' paths, sizes and mtimes.
+    #[serde(default)]
+    pub first_boot_inputs: Vec<(String, String)>,
+}
+
+/// What the first boot takes from the host, as (path, digest) pairs.
+pub(super) fn first_boot_inputs(c: &Config) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if !c.firstboot.enable {
+        return Ok(out);
+    }
+    let binary = c
+        .firstboot
+        .service_binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::firstboot::RHSRVANY));
+    let mut files: Vec<PathBuf> = c.firstboot.scripts.clone();
+    if binary.exists() {
+        files.push(binary);
+    }
+    for f in files {
+        let bytes = std::fs::read(&f)
+            .map_err(|e| BadInput(format!("{}: cannot read: {e}", f.display())))?;
+        out.push((
+            f.display().to_string(),
+            format!("{:x}", Sha256::digest(&bytes)),
+        ));
+    }
+    for t in &c.files {
+        let mut h = Sha256::new();
+        for e in walkdir::WalkDir::new(&t.from).sort_by_file_name() {
+            let e = e.map_err(|e| BadInput(format!("{}: {e}", t.from.display())))?;
+            let meta = e
+                .metadata()
+                .map_err(|e| BadInput(format!("{}: {e}", t.from.display())))?;
+            h.update(format!(
+                "{}\0{}\0{}\0{}\n",
+                e.path().strip_prefix(&t.from).unwrap_or(e.path()).display(),
+                meta.is_dir(),
+                meta.len(),
+                meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+            ));
+        }
+        out.push((
+            format!("{} -> {}", t.from.display(), t.to),
+            format!("{:x}", h.finalize()),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,71 @@
+//! The manifest beside each golden version: what went into it (base, ISO,
+//! drivers, first boot, every edit) and what came out.
+
+use super::config::Identity;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The base image as the manifest records it. Size, mtime and inode are the cheap
+/// identity: when all three match the last build, its SHA-256 is taken as still
+/// true; when any differs, the base is hashed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRecord {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+    /// None when the base was not hashed (see `[base] hash`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// The versioned file (`NAME-<12 hex of sha256>.EXT`), never rewritten.
+    pub path: PathBuf,
+    /// The stable name that pointed at it when it was built (a symlink).
+    #[serde(default)]
+    pub stable: Option<PathBuf>,
+    pub sha256: String,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+    pub virtual_size: u64,
+    pub compressed: bool,
+}
+
+/// `<golden>.manifest.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub wingold_version: String,
+    pub identity: Identity,
+    pub base: BaseRecord,
+    pub virtio_win: serde_json::Value,
+    pub config: serde_json::Value,
+    pub windows: serde_json::Value,
+    pub edits: serde_json::Value,
+    pub first_boot_commands: Vec<String>,
+    /// The virtio drivers put into the image: per driver its ISO folder and
+    /// DriverVer, every file (guest path, sha256); the registry edits are in `edits`.
+    #[serde(default)]
+    pub drivers: Option<serde_json::Value>,
+    /// The first-boot queue: the service (binary and its sha256), every queued
+    /// script, every file written (guest path, sha256), copied-in trees included.
+    #[serde(default)]
+    pub first_boot: Option<serde_json::Value>,
+    pub output: OutputRecord,
+    pub timings_ms: serde_json::Value,
+}
+
+pub fn manifest_path(golden: &Path) -> PathBuf {
+    let mut name = golden.file_name().unwrap_or_default().to_owned();
+    name.push(".manifest.json");
+    golden.with_file_name(name)
+}
+
+/// The manifest of a golden version; the stable name is followed to its version.
+pub fn read_manifest(golden: &Path) -> Option<Manifest> {
+    let version = std::fs::canonicalize(golden).ok()?;
+    let bytes = std::fs::read(manifest_path(&version)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}

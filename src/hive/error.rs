@@ -1,0 +1,101 @@
+//! Errors of the hive layer: each names the hive and, where there is one, the key.
+
+use super::MAX_VALUE_DATA;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{name}: not a registry hive: {reason}")]
+    NotAHive { name: String, reason: String },
+
+    #[error("{name}: hivex cannot open it: {source}")]
+    Open {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{name}: the hive needs repair: a write to it was interrupted ({reason}) and its \
+         body cannot be read; restore it from a copy of the image"
+    )]
+    NeedsRepair { name: String, reason: String },
+
+    #[error("{name}: cannot stage the hive in a temporary file")]
+    Temp {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{name}: {path}: {reason}")]
+    Read {
+        name: String,
+        path: String,
+        reason: String,
+    },
+
+    #[error(
+        "{name}: the hive is dirty ({why}): changes are pending in its transaction logs, \
+         which wingold does not replay; boot Windows and shut it down fully \
+         (`shutdown /s /t 0`), then try again"
+    )]
+    Dirty { name: String, why: String },
+
+    #[error("{name}: {path}: {op} failed")]
+    Write {
+        name: String,
+        path: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{name}: {path}: holds the name {found:?} with a NUL character in it; libhivex \
+         compares and writes names as C strings and would merge or rename it, so this \
+         key is not changed"
+    )]
+    NulInName {
+        name: String,
+        path: String,
+        found: String,
+    },
+
+    #[error(
+        "{name}: {path}: a value of {len} bytes is more than libhivex can write \
+         ({MAX_VALUE_DATA} bytes at most)"
+    )]
+    ValueTooLarge {
+        name: String,
+        path: String,
+        len: usize,
+    },
+
+    #[error("{name}: the root key of a hive cannot be deleted (delete its subkeys instead)")]
+    RootDelete { name: String },
+
+    #[error("{name}: the hive was opened read-only")]
+    ReadOnly { name: String },
+}
+
+impl crate::error::Classify for Error {
+    fn kind(&self) -> crate::error::Kind {
+        let bad_input = matches!(
+            self,
+            Error::NotAHive { .. }
+                | Error::Open { .. }
+                | Error::Dirty { .. }
+                | Error::NeedsRepair { .. }
+                | Error::NulInName { .. }
+                | Error::RootDelete { .. }
+                | Error::ValueTooLarge { .. }
+        );
+        if bad_input {
+            crate::error::Kind::BadInput
+        } else {
+            crate::error::Kind::Failure
+        }
+    }
+}

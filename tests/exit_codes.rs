@@ -1,0 +1,230 @@
+//! The exit code of each kind of error, from each layer: one table. Bad usage and
+//! bad input exit 2, a failure on good input 1 — whatever layer it comes from and
+//! however deep in a chain of wrappers and contexts.
+
+mod support;
+
+use anyhow::Context;
+use std::io;
+use std::path::PathBuf;
+use support::*;
+use wingold::cli::exit_code;
+use wingold::{guest, hive, image, launch, ntfs, reg, virtio, BadInput};
+
+fn path() -> PathBuf {
+    PathBuf::from("disk.qcow2")
+}
+
+fn corrupt() -> image::Error {
+    image::Error::Corrupt {
+        path: path(),
+        reason: "an L2 table outside the file".into(),
+    }
+}
+
+fn image_io() -> image::Error {
+    image::Error::Io {
+        path: path(),
+        op: "read",
+        source: io::Error::from_raw_os_error(libc::EIO),
+    }
+}
+
+fn open(errno: i32) -> image::Error {
+    image::Error::Open {
+        path: path(),
+        source: io::Error::from_raw_os_error(errno),
+    }
+}
+
+fn not_ntfs() -> ntfs::Error {
+    ntfs::Error::NotNtfs {
+        volume: "p2".into(),
+        reason: "no boot sector".into(),
+    }
+}
+
+#[test]
+fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
+    let table: Vec<(&str, anyhow::Error, i32)> = vec![
+        // image
+        ("image: damaged qcow2", corrupt().into(), 2),
+        (
+            "image: a path that leads nowhere",
+            open(libc::ENOENT).into(),
+            2,
+        ),
+        ("image: a folder for an image", open(libc::EISDIR).into(), 2),
+        ("image: a symlink loop", open(libc::ELOOP).into(), 2),
+        ("image: open fails with EIO", open(libc::EIO).into(), 1),
+        (
+            "image: open fails with EACCES",
+            open(libc::EACCES).into(),
+            1,
+        ),
+        ("image: a read fails", image_io().into(), 1),
+        (
+            "image: written through a read-only handle",
+            image::Error::ReadOnly { path: path() }.into(),
+            1,
+        ),
+        (
+            "image: a damaged backing file",
+            image::Error::Backing {
+                path: path(),
+                backing: "base.qcow2".into(),
+                source: Box::new(corrupt()),
+            }
+            .into(),
+            2,
+        ),
+        (
+            "image: a backing file that fails to read",
+            image::Error::Backing {
+                path: path(),
+                backing: "base.qcow2".into(),
+                source: Box::new(image_io()),
+            }
+            .into(),
+            1,
+        ),
+        (
+            "image: an output that exists",
+            image::Error::Exists { path: path() }.into(),
+            2,
+        ),
+        // ntfs
+        ("ntfs: no NTFS here", not_ntfs().into(), 2),
+        (
+            "ntfs: written through a read-only volume",
+            ntfs::Error::ReadOnly.into(),
+            1,
+        ),
+        (
+            "ntfs: over a damaged image",
+            ntfs::Error::Image(corrupt()).into(),
+            2,
+        ),
+        (
+            "ntfs: over a failing image",
+            ntfs::Error::Image(image_io()).into(),
+            1,
+        ),
+        // hive
+        (
+            "hive: not a hive",
+            hive::Error::NotAHive {
+                name: "SYSTEM".into(),
+                reason: "no regf".into(),
+            }
+            .into(),
+            2,
+        ),
+        (
+            "hive: written through a read-only hive",
+            hive::Error::ReadOnly {
+                name: "SYSTEM".into(),
+            }
+            .into(),
+            1,
+        ),
+        // guest
+        (
+            "guest: no Windows",
+            guest::Error::NoWindows {
+                path: path(),
+                reason: "no \\Windows".into(),
+            }
+            .into(),
+            2,
+        ),
+        (
+            "guest: a failing image below",
+            guest::Error::Image(image_io()).into(),
+            1,
+        ),
+        // reg
+        (
+            "reg: a hive that is a folder",
+            reg::Error::load("SYSTEM", not_ntfs()).into(),
+            2,
+        ),
+        (
+            "reg: a hive that cannot be read",
+            reg::Error::load("SYSTEM", ntfs::Error::ReadOnly).into(),
+            1,
+        ),
+        // virtio
+        (
+            "virtio: not an ISO",
+            virtio::iso::Error::NotIso {
+                path: path(),
+                reason: "no volume descriptor".into(),
+            }
+            .into(),
+            2,
+        ),
+        (
+            "virtio: an ISO read fails",
+            virtio::iso::Error::Io {
+                path: path(),
+                source: io::Error::from_raw_os_error(libc::EIO),
+            }
+            .into(),
+            1,
+        ),
+        (
+            "virtio: a download refused (wrong pin)",
+            virtio::fetch::Error::Refused {
+                url: "https://x/y.iso".into(),
+                reason: "sha256 differs".into(),
+            }
+            .into(),
+            2,
+        ),
+        (
+            "virtio: the network fails",
+            virtio::fetch::Error::Network {
+                url: "https://x/y.iso".into(),
+                reason: "reset".into(),
+            }
+            .into(),
+            1,
+        ),
+        // launch and the rest
+        (
+            "launch: a VM id too large",
+            launch::Error::IdTooLarge(300).into(),
+            2,
+        ),
+        (
+            "bad input found outside the layers",
+            BadInput("two outputs".into()).into(),
+            2,
+        ),
+        ("no layer knows it", anyhow::anyhow!("something broke"), 1),
+    ];
+    let mut wrong = Vec::new();
+    for (what, err, want) in table {
+        // Context on top must not change the answer.
+        let wrapped = Err::<(), _>(err).context("while building").unwrap_err();
+        let got = exit_code(&wrapped);
+        if got != want {
+            wrong.push(format!("{what}: exit {got}, want {want} ({wrapped:#})"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Bad usage (clap's refusal) exits 2 like bad input, with nothing written.
+#[test]
+fn bad_usage_exits_2() {
+    let dir = tempdir();
+    let out = wingold()
+        .args(["disks", "--id", "not-a-number", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
