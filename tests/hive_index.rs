@@ -87,6 +87,25 @@ fn add_keys(dir: &Path, parent: &str, names: &[String]) -> std::path::PathBuf {
     out
 }
 
+/// `names` added as subkeys of `Select` in a copy of the corpus SYSTEM hive by
+/// libhivex itself (hivexregedit, one key at a time); returns the hive's path.
+fn added_by_libhivex(dir: &Path, names: &[String]) -> std::path::PathBuf {
+    let theirs = dir.join("SYSTEM.hivex");
+    std::fs::copy(corpus_hive(dir, "SYSTEM"), &theirs).unwrap();
+    let mut reg = String::from("Windows Registry Editor Version 5.00\n\n");
+    for n in names {
+        reg += &format!("[HKEY_LOCAL_MACHINE\\SYSTEM\\Select\\{n}]\n\n");
+    }
+    let reg_path = dir.join("keys.reg");
+    std::fs::write(&reg_path, reg).unwrap();
+    let prefix = "HKEY_LOCAL_MACHINE\\SYSTEM";
+    run(
+        "hivexregedit",
+        &["--merge", "--prefix", prefix, s(&theirs), s(&reg_path)],
+    );
+    theirs
+}
+
 /// 20,000 new keys under a key Windows already filled (ControlSet001\Services):
 /// one pass, a hive that grows by kilobytes per key (libhivex's one-at-a-time
 /// adds grew a hive to 1.6 GB), every old and new key readable by hivexsh and
@@ -151,24 +170,7 @@ fn new_keys_list_as_libhivex_orders_them_and_read_back_by_name() {
         .collect();
     let ours = add_keys(dir.path(), "Select", &names);
 
-    let theirs = dir.path().join("SYSTEM.hivex");
-    std::fs::copy(corpus_hive(dir.path(), "SYSTEM"), &theirs).unwrap();
-    let mut reg = String::from("Windows Registry Editor Version 5.00\n\n");
-    for n in &names {
-        reg += &format!("[HKEY_LOCAL_MACHINE\\SYSTEM\\Select\\{n}]\n\n");
-    }
-    let reg_path = dir.path().join("keys.reg");
-    std::fs::write(&reg_path, reg).unwrap();
-    run(
-        "hivexregedit",
-        &[
-            "--merge",
-            "--prefix",
-            "HKEY_LOCAL_MACHINE\\SYSTEM",
-            s(&theirs),
-            s(&reg_path),
-        ],
-    );
+    let theirs = added_by_libhivex(dir.path(), &names);
     let ls = "cd \\Select\nls\n";
     assert_eq!(hivexsh(&ours, ls), hivexsh(&theirs, ls));
 
@@ -189,24 +191,7 @@ fn new_keys_list_as_libhivex_orders_them_and_read_back_by_name() {
 #[test]
 fn non_ascii_key_names_get_the_hash_windows_computes_not_libhivex_s() {
     let dir = tempdir();
-    let theirs = dir.path().join("SYSTEM.hivex");
-    std::fs::copy(corpus_hive(dir.path(), "SYSTEM"), &theirs).unwrap();
-    let reg_path = dir.path().join("odd.reg");
-    std::fs::write(
-        &reg_path,
-        "Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SYSTEM\\Select\\\u{c4}rger]\n\n",
-    )
-    .unwrap();
-    run(
-        "hivexregedit",
-        &[
-            "--merge",
-            "--prefix",
-            "HKEY_LOCAL_MACHINE\\SYSTEM",
-            s(&theirs),
-            s(&reg_path),
-        ],
-    );
+    let theirs = added_by_libhivex(dir.path(), &["\u{c4}rger".to_string()]);
     let err = index::audit(&std::fs::read(&theirs).unwrap())
         .expect_err("libhivex's hash of a non-ASCII name now matches Windows's: revisit");
     assert!(err.contains("hash"), "{err}");
