@@ -68,26 +68,33 @@ pub trait BlockDev {
     }
 }
 
-impl<T: BlockDev + ?Sized> BlockDev for Box<T> {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        (**self).read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        (**self).write_at(offset, buf)
-    }
-    fn flush(&self) -> Result<()> {
-        (**self).flush()
-    }
-    fn is_writable(&self) -> bool {
-        (**self).is_writable()
-    }
-    fn allocated(&self, offset: u64, len: u64) -> Result<bool> {
-        (**self).allocated(offset, len)
-    }
+/// A box of a device, or a reference to one, is that device.
+macro_rules! same_device {
+    ($($outer:ty),+) => {$(
+        impl<D: BlockDev + ?Sized> BlockDev for $outer {
+            fn len(&self) -> u64 {
+                (**self).len()
+            }
+            fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+                (**self).read_at(offset, buf)
+            }
+            fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+                (**self).write_at(offset, buf)
+            }
+            fn flush(&self) -> Result<()> {
+                (**self).flush()
+            }
+            fn is_writable(&self) -> bool {
+                (**self).is_writable()
+            }
+            fn allocated(&self, offset: u64, len: u64) -> Result<bool> {
+                (**self).allocated(offset, len)
+            }
+        }
+    )+};
 }
+
+same_device!(Box<D>, &D);
 
 /// Checks that `[offset, offset + len)` lies within a device of `size` bytes.
 pub(crate) fn check_range(size: u64, offset: u64, len: usize) -> Result<()> {
@@ -351,26 +358,5 @@ impl<D: BlockDev> BlockDev for PartitionView<D> {
     }
     fn allocated(&self, offset: u64, len: u64) -> Result<bool> {
         self.dev.allocated(self.start + offset, len)
-    }
-}
-
-impl<D: BlockDev + ?Sized> BlockDev for &D {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        (**self).read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        (**self).write_at(offset, buf)
-    }
-    fn flush(&self) -> Result<()> {
-        (**self).flush()
-    }
-    fn is_writable(&self) -> bool {
-        (**self).is_writable()
-    }
-    fn allocated(&self, offset: u64, len: u64) -> Result<bool> {
-        (**self).allocated(offset, len)
     }
 }
