@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/wingold
 DEMO_DIR ?= target/demo
 
-.PHONY: setup build test demo bench lint clean
+.PHONY: setup build test demo bench lint man clean
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +27,9 @@ bench: setup
 	$(CARGO) bench --bench drivers
 	$(CARGO) bench --bench copy_in
 	$(CARGO) bench --bench publish
+
+man: build
+	@scripts/man.sh "$(BIN)" target/man
 
 lint: setup
 	$(CARGO) fmt --check

@@ -12,6 +12,7 @@ PACKAGES=(
   xorriso xz-utils                   # fixture ISOs, the hive corpus
   time                               # /usr/bin/time: peak memory in make bench
   libvirt-clients libxml2-utils      # virt-xml-validate (+ xmllint) for the libvirt recipes
+  help2man                           # make man: man pages from the CLI's own help
 )
 
 missing=()
