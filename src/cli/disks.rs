@@ -41,6 +41,15 @@ pub struct DisksArgs {
     json: bool,
 }
 
+/// `disks --json`.
+#[derive(Debug, Serialize)]
+struct Made<'a> {
+    disks: &'a [Disk],
+    /// The installer's QEMU argv, with --iso and --virtio-iso.
+    install_recipe: Option<Vec<String>>,
+    script: Option<&'a std::path::Path>,
+}
+
 #[derive(Debug, Serialize)]
 struct Disk {
     role: &'static str,
@@ -102,11 +111,11 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
         }
     }
     if args.json {
-        return super::print_json(&serde_json::json!({
-            "disks": disks,
-            "install_recipe": recipe.as_ref().map(|vm| vm.argv()),
-            "script": args.script,
-        }));
+        return super::print_json(&Made {
+            disks: &disks,
+            install_recipe: recipe.as_ref().map(|vm| vm.argv()),
+            script: args.script.as_deref(),
+        });
     }
     for d in &disks {
         let what = if d.role == "hda" {

@@ -134,7 +134,10 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
         }
         (None, None) => {
             if args.json {
-                return super::print_json(&serde_json::json!({ "iso": got, "folders": folders }));
+                return super::print_json(&Folders {
+                    iso: &got,
+                    folders: &folders,
+                });
             }
             for f in &folders {
                 println!("{f}");
@@ -145,9 +148,12 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
     let os_refs: Vec<&str> = os.iter().map(String::as_str).collect();
     let picks = drivers::pick(&folders, &os_refs, &arch);
     if args.json {
-        return super::print_json(
-            &serde_json::json!({ "iso": got, "os": os, "arch": arch, "drivers": picks }),
-        );
+        return super::print_json(&Picks {
+            iso: &got,
+            os: &os,
+            arch: &arch,
+            drivers: &picks,
+        });
     }
     if picks.is_empty() {
         println!(
@@ -165,4 +171,20 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `fetch --list-drivers --json`: the ISO and every driver folder on it.
+#[derive(serde::Serialize)]
+struct Folders<'a, F: serde::Serialize> {
+    iso: &'a virtio::fetch::Fetched,
+    folders: &'a [F],
+}
+
+/// `fetch --list-drivers --for … --json`: the folders picked for one Windows.
+#[derive(serde::Serialize)]
+struct Picks<'a, P: serde::Serialize> {
+    iso: &'a virtio::fetch::Fetched,
+    os: &'a [String],
+    arch: &'a str,
+    drivers: &'a [P],
 }

@@ -105,15 +105,21 @@ fn ordered_sources(args: &InjectArgs, matches: Option<&ArgMatches>) -> Vec<Sourc
 
 fn list_profiles(json: bool) -> anyhow::Result<()> {
     if json {
-        let list: Vec<_> = profiles::PROFILES
+        /// `inject --list-profiles --json`: each profile and its .reg file per family.
+        #[derive(serde::Serialize)]
+        struct Listed {
+            name: &'static str,
+            description: &'static str,
+            nt5: &'static str,
+            nt6: &'static str,
+        }
+        let list: Vec<Listed> = profiles::PROFILES
             .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "name": p.name,
-                    "description": p.description,
-                    "nt5": p.regfile(profiles::Family::Nt5).0,
-                    "nt6": p.regfile(profiles::Family::Nt6).0,
-                })
+            .map(|p| Listed {
+                name: p.name,
+                description: p.description,
+                nt5: p.regfile(profiles::Family::Nt5).0,
+                nt6: p.regfile(profiles::Family::Nt6).0,
             })
             .collect();
         return super::print_json(&list);
