@@ -87,7 +87,22 @@ pub fn with_fuse_mount(volume: &Path, f: impl FnOnce(&Path)) {
         std::thread::sleep(Duration::from_millis(20));
     }
     f(&mnt);
-    run("umount", &[s(&mnt)]);
+    // "target is busy" for a moment is possible while another test thread forks
+    // (its child holds our descriptors until it execs): try again for a while.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("umount").arg(&mnt).output().unwrap();
+        if out.status.success() {
+            break;
+        }
+        let why = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            why.contains("busy") && Instant::now() < deadline,
+            "umount {}: {why}",
+            mnt.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(child.wait().unwrap().success(), "ntfs-3g failed");
     std::fs::remove_dir(&mnt).unwrap();
 }
