@@ -1,7 +1,6 @@
 //! `wingold build` and `wingold clone`.
 
 use crate::golden::build;
-use crate::image::{self, create_overlay};
 use crate::BadInput;
 use clap::Args;
 use std::io::IsTerminal;
@@ -117,54 +116,21 @@ pub struct CloneArgs {
     json: bool,
 }
 
-/// `clone --json` (README lists the fields).
-#[derive(serde::Serialize)]
-struct Cloned<'a> {
-    image: &'a std::path::Path,
-    /// The golden version the clone rests on.
-    backing: &'a std::path::Path,
-    script: &'a std::path::Path,
-    argv: Vec<String>,
-}
-
 pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
-    let disk = args.dir.join(format!("vm_{}.qcow2", args.id));
-    let script = args.dir.join(format!("vm_{}.sh", args.id));
-    for p in [&disk, &script] {
-        if p.exists() {
-            return Err(image::Error::Exists { path: p.clone() }.into());
-        }
-    }
-    if !args.golden.exists() {
-        return Err(BadInput(format!("{}: no such golden image", args.golden.display())).into());
-    }
+    let (disk, script) = crate::golden::vm::clone_paths(&args.dir, args.id);
+    // The recipe is checked (MAC, paths) before anything is written.
     let vm = super::launch::vm(args.id, &disk, None, &args.vm)?;
-    std::fs::create_dir_all(&args.dir).map_err(|e| image::Error::open(&args.dir, e))?;
-    create_overlay(&disk, &args.golden)?;
-    if let Err(e) = super::disks::write_script(&script, &vm.sh()) {
-        let _ = std::fs::remove_file(&disk);
-        return Err(e);
-    }
-    // What the overlay records, not what the stable name points at by now.
-    let backing = image::backing_files(&disk)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let c = crate::golden::vm::clone(&args.golden, &disk, &script, &vm)?;
     if args.json {
-        return super::print_json(&Cloned {
-            image: &disk,
-            backing: &backing,
-            script: &script,
-            argv: vm.argv(),
-        });
+        return super::print_json(&c);
     }
     println!(
         "{}: VM {} (an overlay on the golden version {})",
-        disk.display(),
+        c.image.display(),
         args.id,
-        backing.display()
+        c.backing.display()
     );
-    println!("{}: start it with this script", script.display());
+    println!("{}: start it with this script", c.script.display());
     Ok(())
 }
 

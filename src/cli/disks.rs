@@ -1,7 +1,7 @@
 //! `wingold disks`: the system disk (HDA) and the temporary virtio disk (HDB).
 
-use crate::image::{self, create_qcow2, CreateOptions};
-use anyhow::Context;
+use crate::golden::vm;
+use crate::image;
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -44,33 +44,15 @@ pub struct DisksArgs {
 /// `disks --json`.
 #[derive(Debug, Serialize)]
 struct Made<'a> {
-    disks: &'a [Disk],
+    disks: &'a [vm::Disk],
     /// The installer's QEMU argv, with --iso and --virtio-iso.
     install_recipe: Option<Vec<String>>,
     script: Option<&'a std::path::Path>,
 }
 
-#[derive(Debug, Serialize)]
-struct Disk {
-    role: &'static str,
-    path: PathBuf,
-    format: &'static str,
-    virtual_size: u64,
-}
-
 pub fn run(args: DisksArgs) -> anyhow::Result<()> {
-    let hda = args.dir.join(format!("vm_{}.qcow2", args.id));
-    let hdb = args.dir.join(format!("temp_{}.qcow2", args.id));
-    // Refuse before creating anything, so that a refusal writes nothing.
+    let (hda, hdb) = vm::disk_paths(&args.dir, args.id);
     let hdb = (!args.no_hdb).then_some(hdb);
-    let mut outputs = vec![&hda];
-    outputs.extend(hdb.as_ref());
-    outputs.extend(args.script.as_ref());
-    for path in outputs {
-        if path.exists() {
-            return Err(image::Error::Exists { path: path.clone() }.into());
-        }
-    }
     let recipe = match (&args.iso, &args.virtio_iso) {
         (Some(iso), Some(virtio)) => Some(super::launch::vm(
             args.id,
@@ -80,36 +62,13 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("{}: cannot create the folder", args.dir.display()))?;
-    create_qcow2(&hda, &CreateOptions::new(args.hda_size)).context("creating the system disk")?;
-    if let Some(hdb) = &hdb {
-        if let Err(e) = create_qcow2(hdb, &CreateOptions::new(args.hdb_size)) {
-            let _ = std::fs::remove_file(&hda);
-            return Err(e).context("creating the temporary virtio disk");
-        }
-    }
-    let mut disks = vec![Disk {
-        role: "hda",
-        path: hda,
-        format: "qcow2",
-        virtual_size: args.hda_size.div_ceil(512) * 512,
-    }];
-    disks.extend(hdb.map(|path| Disk {
-        role: "hdb",
-        path,
-        format: "qcow2",
-        virtual_size: args.hdb_size.div_ceil(512) * 512,
-    }));
-    if let (Some(script), Some(vm)) = (&args.script, &recipe) {
-        // All or nothing: without its recipe, the disks go too.
-        if let Err(e) = write_script(script, &vm.sh()) {
-            for d in &disks {
-                let _ = std::fs::remove_file(&d.path);
-            }
-            return Err(e);
-        }
-    }
+    let sh = recipe.as_ref().map(|vm| vm.sh());
+    let script = args.script.as_deref().zip(sh.as_deref());
+    let disks = vm::create_disks(
+        (&hda, args.hda_size),
+        hdb.as_deref().map(|h| (h, args.hdb_size)),
+        script,
+    )?;
     if args.json {
         return super::print_json(&Made {
             disks: &disks,
@@ -135,17 +94,4 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
         (None, _) => println!("(give --iso and --virtio-iso for the install recipe)"),
     }
     Ok(())
-}
-
-/// Writes an executable script under a temporary name, then moves it into place;
-/// an existing file is never replaced.
-pub(super) fn write_script(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use crate::fsutil::{self, Place};
-    fsutil::write_file(path, text.as_bytes(), 0o755, Place::NoReplace).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => image::Error::Exists {
-            path: path.to_owned(),
-        }
-        .into(),
-        _ => anyhow::Error::new(e).context(format!("{}: cannot write", path.display())),
-    })
 }

@@ -48,7 +48,7 @@ struct Report {
     /// Why the queue could not be read, if it could not.
     first_boot_error: Option<String>,
     /// `<IMAGE>.manifest.json`, when the image is a golden image wingold built.
-    manifest: Option<serde_json::Value>,
+    manifest: Option<crate::golden::manifest::Manifest>,
     /// The golden version the image is or rests on (a clone's), when wingold built it.
     golden: Option<GoldenRef>,
 }
@@ -241,10 +241,7 @@ fn report(path: &Path) -> anyhow::Result<Report> {
             Err(e) => (None, Some(format!("{e:#}"))),
         },
     };
-    let manifest = std::fs::canonicalize(path)
-        .ok()
-        .and_then(|p| std::fs::read(crate::golden::build::manifest_path(&p)).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let manifest = crate::golden::build::read_manifest(path);
     Ok(Report {
         golden: golden_ref(&img),
         manifest,
@@ -401,25 +398,20 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             )
             .display()
         );
-        println!(
-            "  built by wingold {}",
-            m["wingold_version"].as_str().unwrap_or("?")
-        );
+        println!("  built by wingold {}", m.wingold_version);
         println!(
             "  base {} (sha256 {})",
-            m["base"]["path"].as_str().unwrap_or("?"),
-            m["base"]["sha256"].as_str().unwrap_or("not recorded")
+            m.base.path.display(),
+            m.base.sha256.as_deref().unwrap_or("not recorded")
         );
         println!(
             "  virtio-win {} (sha256 {}), drivers injected: {}",
-            m["virtio_win"]["version"].as_str().unwrap_or("?"),
-            m["virtio_win"]["sha256"].as_str().unwrap_or("?"),
-            m["virtio_win"]["drivers_injected"]
+            m.virtio_win.version, m.virtio_win.sha256, m.virtio_win.drivers_injected
         );
         println!(
             "  {} registry change(s); output sha256 {}",
-            m["edits"].as_array().map(|a| a.len()).unwrap_or(0),
-            m["output"]["sha256"].as_str().unwrap_or("?")
+            m.edits.as_array().map(|a| a.len()).unwrap_or(0),
+            m.output.sha256
         );
     }
     if let Some(e) = &r.settings_error {

@@ -12,7 +12,7 @@ use super::config::{first_boot_inputs, Identity, Loaded};
 use super::finalize;
 use super::inject::{self, Mode, SourceSpec};
 pub use super::manifest::{manifest_path, read_manifest};
-use super::manifest::{BaseRecord, Manifest, OutputRecord};
+use super::manifest::{BaseRecord, Manifest, OutputRecord, VirtioRecord};
 use super::versions::Layout;
 use crate::fsutil::{self, FileKey, Place};
 use crate::image::{self, Access};
@@ -409,16 +409,16 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
             wingold_version: env!("CARGO_PKG_VERSION").into(),
             identity: identity.clone(),
             base: base.clone(),
-            virtio_win: serde_json::json!({
-                "version": iso.version,
-                "url": iso.url,
-                "final_url": iso.final_url,
-                "sha256": iso.sha256,
-                "size": iso.size,
-                "pinned_by": iso.pinned_by,
-                "path": iso.path,
-                "drivers_injected": plan.report.drivers.is_some(),
-            }),
+            virtio_win: VirtioRecord {
+                version: iso.version.clone(),
+                url: iso.url.clone(),
+                final_url: iso.final_url.clone(),
+                sha256: iso.sha256.clone(),
+                size: iso.size,
+                pinned_by: iso.pinned_by,
+                path: iso.path.clone(),
+                drivers_injected: plan.report.drivers.is_some(),
+            },
             config: serde_json::json!({
                 "path": cfg.path,
                 "sha256": identity.config_sha256,

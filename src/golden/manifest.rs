@@ -40,7 +40,7 @@ pub struct Manifest {
     pub wingold_version: String,
     pub identity: Identity,
     pub base: BaseRecord,
-    pub virtio_win: serde_json::Value,
+    pub virtio_win: VirtioRecord,
     pub config: serde_json::Value,
     pub windows: serde_json::Value,
     pub edits: serde_json::Value,
@@ -55,6 +55,19 @@ pub struct Manifest {
     pub first_boot: Option<serde_json::Value>,
     pub output: OutputRecord,
     pub timings_ms: serde_json::Value,
+}
+
+/// The virtio-win ISO a build used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VirtioRecord {
+    pub version: String,
+    pub url: String,
+    pub final_url: String,
+    pub sha256: String,
+    pub size: u64,
+    pub pinned_by: crate::virtio::fetch::PinnedBy,
+    pub path: PathBuf,
+    pub drivers_injected: bool,
 }
 
 pub fn manifest_path(golden: &Path) -> PathBuf {

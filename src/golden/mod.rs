@@ -10,3 +10,4 @@ pub mod finalize;
 pub mod inject;
 pub mod manifest;
 pub mod versions;
+pub mod vm;
