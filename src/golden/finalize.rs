@@ -441,17 +441,16 @@ impl Tail {
 
     /// The header cluster.
     fn header(&self, size: u64) -> Vec<u8> {
-        let mut h = vec![0u8; CLUSTER as usize];
-        h[0..4].copy_from_slice(b"QFI\xfb");
-        h[4..8].copy_from_slice(&3u32.to_be_bytes());
-        h[20..24].copy_from_slice(&CLUSTER_BITS.to_be_bytes());
-        h[24..32].copy_from_slice(&size.to_be_bytes());
-        h[36..40].copy_from_slice(&(self.l1_size as u32).to_be_bytes());
-        h[40..48].copy_from_slice(&self.l1_offset.to_be_bytes());
-        h[48..56].copy_from_slice(&self.rt_offset.to_be_bytes());
-        h[56..60].copy_from_slice(&(self.table as u32).to_be_bytes());
-        h[96..100].copy_from_slice(&4u32.to_be_bytes());
-        h[100..104].copy_from_slice(&112u32.to_be_bytes());
+        let mut h = crate::image::Qcow2Header::new_v3(
+            CLUSTER_BITS,
+            size,
+            (self.l1_size as u32, self.l1_offset),
+            (self.rt_offset, self.table as u32),
+            None,
+        )
+        .encode()
+        .expect("a header without a backing name always fits");
+        h.resize(CLUSTER as usize, 0);
         h
     }
 }

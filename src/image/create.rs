@@ -9,7 +9,7 @@
 //! linked into place (`fsutil`), which fails if the target exists: nothing is
 //! overwritten and no partial image is ever visible under the target name.
 
-use super::qcow2::{EXT_BACKING_FORMAT, EXT_END, QCOW_MAGIC};
+use super::qcow2::Header;
 use super::{Error, Format, Result, SECTOR_SIZE};
 use crate::fsutil::{self, Place};
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ impl CreateOptions {
     }
 }
 
-const HEADER_LENGTH: u32 = 112;
+/// 16-bit refcounts, as `Header::new_v3` records.
 const REFCOUNT_ORDER: u32 = 4;
 
 /// Builds the image's bytes.
@@ -78,44 +78,33 @@ fn layout(opts: &CreateOptions) -> Result<Vec<u8>> {
     let mut img = vec![0u8; (total_clusters * cluster) as usize];
 
     // Header (docs/interop/qcow2.txt), version 3, zlib, no features.
-    let h = &mut img[..];
-    h[0..4].copy_from_slice(QCOW_MAGIC);
-    h[4..8].copy_from_slice(&3u32.to_be_bytes());
-    h[20..24].copy_from_slice(&opts.cluster_bits.to_be_bytes());
-    h[24..32].copy_from_slice(&size.to_be_bytes());
-    h[36..40].copy_from_slice(&(l1_entries as u32).to_be_bytes());
-    h[40..48].copy_from_slice(&l1_offset.to_be_bytes());
-    h[48..56].copy_from_slice(&rt_offset.to_be_bytes());
-    h[56..60].copy_from_slice(&(rt_clusters as u32).to_be_bytes());
-    h[96..100].copy_from_slice(&REFCOUNT_ORDER.to_be_bytes());
-    h[100..104].copy_from_slice(&HEADER_LENGTH.to_be_bytes());
-
-    let mut at = HEADER_LENGTH as usize;
-    if let Some((backing, format)) = &opts.backing {
-        let fmt = format.to_string();
-        let name = backing.to_str().ok_or_else(|| Error::NotAnImage {
-            path: backing.clone(),
-            reason: "the backing path is not UTF-8".into(),
-        })?;
-        h[at..at + 4].copy_from_slice(&EXT_BACKING_FORMAT.to_be_bytes());
-        h[at + 4..at + 8].copy_from_slice(&(fmt.len() as u32).to_be_bytes());
-        h[at + 8..at + 8 + fmt.len()].copy_from_slice(fmt.as_bytes());
-        at += 8 + fmt.len().div_ceil(8) * 8;
-        // End marker, then the name.
-        h[at..at + 8].copy_from_slice(&[0; 8]);
-        at += 8;
-        if name.len() > 1023 || at + name.len() > 4096 {
-            return Err(Error::NotAnImage {
-                path: backing.clone(),
-                reason: "the backing path is too long for a qcow2 header (1023 bytes)".into(),
-            });
+    let backing = match &opts.backing {
+        None => None,
+        Some((path, format)) => {
+            let name = path.to_str().ok_or_else(|| Error::NotAnImage {
+                path: path.clone(),
+                reason: "the backing path is not UTF-8".into(),
+            })?;
+            Some((name.to_owned(), format.to_string()))
         }
-        h[8..16].copy_from_slice(&(at as u64).to_be_bytes());
-        h[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
-        h[at..at + name.len()].copy_from_slice(name.as_bytes());
-    } else {
-        h[at..at + 4].copy_from_slice(&EXT_END.to_be_bytes());
-    }
+    };
+    let header = Header::new_v3(
+        opts.cluster_bits,
+        size,
+        (l1_entries as u32, l1_offset),
+        (rt_offset, rt_clusters as u32),
+        backing,
+    )
+    .encode()
+    .ok_or_else(|| Error::NotAnImage {
+        path: opts
+            .backing
+            .as_ref()
+            .map(|b| b.0.clone())
+            .unwrap_or_default(),
+        reason: "the backing path is too long for a qcow2 header (1023 bytes)".into(),
+    })?;
+    img[..header.len()].copy_from_slice(&header);
 
     // Refcount table: one block, at rb_offset.
     let rt = rt_offset as usize;

@@ -24,6 +24,7 @@ pub use lock::{in_use, Access};
 pub use partition::{
     probe_filesystem, scan_partitions, Partition, PartitionTable, Role, TableKind,
 };
+pub(crate) use qcow2::Header as Qcow2Header;
 pub use qcow2::{backing_files, panic_is_guarded, Qcow2Image};
 pub use raw::RawImage;
 pub use size::parse_size;
