@@ -118,15 +118,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
         (None, Some(img)) => {
             let dev = image::open(img, Access::ReadOnly)?;
             let w = guest::find_windows(&dev, img)?;
-            let t = drivers::Target {
-                major: w.major_version,
-                minor: w.minor_version,
-                build: w.build,
-                server: w.variant == "server",
-                product_name: w.product_name.clone(),
-                arch: w.arch.to_owned(),
-            };
-            let os = drivers::os_folders(&t)
+            let os = drivers::os_folders(&crate::drivers::target_of(&w))
                 .into_iter()
                 .map(str::to_owned)
                 .collect();

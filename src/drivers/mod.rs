@@ -165,15 +165,7 @@ pub fn plan(
     let image = iso::Iso::open(&req.iso)?;
     let entries = image.list()?;
     let folder_list = crate::virtio::driver_folders(&entries);
-    let target = folders::Target {
-        major: w.major_version,
-        minor: w.minor_version,
-        build: w.build,
-        server: w.variant == "server",
-        product_name: w.product_name.clone(),
-        arch: w.arch.to_owned(),
-    };
-    let os = folders::os_folders(&target);
+    let os = folders::os_folders(&target_of(w));
     let arch = folders::arch_folder(w.arch);
     let boot = req.boot.driver();
     let mut wanted: Vec<String> = vec![boot.folder.to_owned()];
@@ -528,4 +520,16 @@ pub fn installed_by_windows(
         }
     }
     Ok(None)
+}
+
+/// What the ISO's folder names depend on, for the Windows found.
+pub fn target_of(w: &crate::guest::Windows) -> folders::Target {
+    folders::Target {
+        major: w.major_version,
+        minor: w.minor_version,
+        windows11: w.is_windows_11(),
+        server: w.variant == "server",
+        product_name: w.product_name.clone(),
+        arch: w.arch.to_owned(),
+    }
 }

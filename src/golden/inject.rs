@@ -455,13 +455,10 @@ fn write_volume(
         let path = w.hive_path(r.hive);
         // Stale transaction logs must not replay old data over our edits: emptied
         // logs hold nothing (windows-offline.md §4b).
-        for log in listing.iter().filter(|e| {
-            let upper = e.name.to_ascii_uppercase();
-            !e.is_dir
-                && ["LOG", "LOG1", "LOG2"]
-                    .iter()
-                    .any(|x| upper == format!("{}.{x}", r.hive))
-        }) {
+        for log in listing
+            .iter()
+            .filter(|e| !e.is_dir && crate::hive::is_log_of(r.hive, &e.name))
+        {
             let log_path = format!("{config}\\{}", log.name);
             if vol.file_size(&log_path)? > 0 {
                 vol.write_file(&log_path, &[])?;

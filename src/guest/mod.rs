@@ -51,8 +51,6 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Folders a Windows system root may have (`WINNT` for NT 4 and 2000).
 const SYSTEM_ROOTS: [&str; 2] = ["Windows", "WINNT"];
-/// Hive files under `System32\config`, and the names Windows gives them.
-pub const HIVE_FILES: [&str; 5] = ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"];
 const CURRENT_VERSION: &str = "Microsoft\\Windows NT\\CurrentVersion";
 /// PE machine types (winnt.h `IMAGE_FILE_MACHINE_*`).
 const MACHINE_I386: u16 = 0x014c;
@@ -104,7 +102,19 @@ pub struct Windows {
     pub hives: Vec<HiveFile>,
 }
 
+/// Windows 11 is Windows 10.0 from build 22000 on (§0); servers are told apart
+/// by their product name, not by this.
+fn is_windows_11(major: u32, minor: u32, build: Option<u32>) -> bool {
+    (major, minor) == (10, 0) && build.is_some_and(|b| b >= WINDOWS_11_FIRST_BUILD)
+}
+
 impl Windows {
+    /// Whether this is Windows 11 (a client: servers are named by their year).
+    pub fn is_windows_11(&self) -> bool {
+        self.variant != "server"
+            && is_windows_11(self.major_version, self.minor_version, self.build)
+    }
+
     /// Path of a hive file on the volume, e.g. `hive_path("SYSTEM")`.
     pub fn hive_path(&self, name: &str) -> String {
         format!(
@@ -349,7 +359,7 @@ fn osinfo(major: u32, minor: u32, build: Option<u32>, variant: &str, product: &s
                 .map(|year| format!("win2k{}", &year[2..]))
                 .unwrap_or_else(|| "win2k16".into());
         }
-        (10, 0) if build.is_some_and(|b| b >= WINDOWS_11_FIRST_BUILD) => "win11",
+        (10, 0) if is_windows_11(major, minor, build) => "win11",
         (10, 0) => "win10",
         _ => return format!("windows-{major}.{minor}"),
     };
@@ -385,7 +395,7 @@ fn arch(vol: &Volume, root: &str) -> Result<&'static str> {
 fn hive_files(vol: &Volume, config: &str) -> Result<Vec<HiveFile>> {
     let listing = vol.list(config)?;
     let mut out = Vec::new();
-    for wanted in HIVE_FILES {
+    for wanted in crate::reg::HIVES {
         let Some(entry) = listing
             .iter()
             .find(|e| !e.is_dir && e.name.eq_ignore_ascii_case(wanted))
@@ -397,12 +407,7 @@ fn hive_files(vol: &Volume, config: &str) -> Result<Vec<HiveFile>> {
         let header = HeaderState::parse(&path, &head)?;
         let logs = listing
             .iter()
-            .filter(|e| {
-                let upper = e.name.to_ascii_uppercase();
-                ["LOG", "LOG1", "LOG2"]
-                    .iter()
-                    .any(|ext| upper == format!("{wanted}.{ext}"))
-            })
+            .filter(|e| hive::is_log_of(wanted, &e.name))
             .map(|e| e.name.clone())
             .collect();
         out.push(HiveFile {

@@ -38,6 +38,17 @@ pub fn fold_name(name: &str) -> String {
         .collect()
 }
 
+/// Whether `file` (any case) is one of `hive`'s transaction logs: `HIVE.LOG`
+/// (NT 5.x), `HIVE.LOG1` and `HIVE.LOG2` (Vista and later).
+pub fn is_log_of(hive: &str, file: &str) -> bool {
+    file.split_once('.').is_some_and(|(stem, ext)| {
+        stem.eq_ignore_ascii_case(hive)
+            && ["LOG", "LOG1", "LOG2"]
+                .iter()
+                .any(|x| ext.eq_ignore_ascii_case(x))
+    })
+}
+
 /// [`Hive::prepare_keys`] lays keys out itself from this many new keys on.
 pub const PREPARE_MIN_KEYS: usize = 64;
 

@@ -10,7 +10,8 @@ use serde::Serialize;
 pub struct Target {
     pub major: u32,
     pub minor: u32,
-    pub build: Option<u32>,
+    /// Windows 11 (a 10.0 client from build 22000 on), as the finder of Windows says.
+    pub windows11: bool,
     pub server: bool,
     pub product_name: String,
     /// `x86`, `x64` or `arm64`.
@@ -43,7 +44,7 @@ pub fn os_folders(t: &Target) -> Vec<&'static str> {
                 vec!["2k16", "w10"]
             }
         }
-        (10, 0) if t.build.is_some_and(|b| b >= 22000) => vec!["w11"],
+        (10, 0) if t.windows11 => vec!["w11"],
         (10, 0) => vec!["w10"],
         _ => vec![],
     }
@@ -105,7 +106,7 @@ mod tests {
         Target {
             major,
             minor,
-            build: Some(build),
+            windows11: build >= 22000,
             server,
             product_name: product.into(),
             arch: "x64".into(),
