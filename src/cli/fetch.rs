@@ -71,17 +71,16 @@ pub fn options(args: &FetchArgs) -> fetch::Options {
         (Some(Channel::Latest), ..) => Source::Latest,
         _ => Source::Stable,
     };
+    let timeout = Duration::from_secs(args.timeout.max(1));
     fetch::Options {
-        source,
         sha256: args.sha256.clone(),
         cache: args.cache.clone().unwrap_or_else(fetch::default_cache),
-        lock_file: args.lock.clone(),
         offline: args.offline,
         progress: std::io::stderr().is_terminal() && !args.json,
         retries: args.retries,
-        connect_timeout: Duration::from_secs(args.timeout.max(1)),
-        stall_timeout: Duration::from_secs(args.timeout.max(1)),
-        backoff: Duration::from_millis(500),
+        connect_timeout: timeout,
+        stall_timeout: timeout,
+        ..fetch::Options::new(source, args.lock.clone())
     }
 }
 

@@ -158,18 +158,13 @@ fn fetch_options(cfg: &Loaded, progress: bool) -> fetch::Options {
         (Some(ch), ..) if ch == "latest" => fetch::Source::Latest,
         _ => fetch::Source::Stable,
     };
-    fetch::Options {
-        source,
-        sha256: v.sha256.clone(),
-        cache: v.cache.clone().unwrap_or_else(fetch::default_cache),
-        lock_file: cfg.dir.join("wingold.lock"),
-        offline: false,
-        progress,
-        retries: 4,
-        connect_timeout: std::time::Duration::from_secs(30),
-        stall_timeout: std::time::Duration::from_secs(30),
-        backoff: std::time::Duration::from_millis(500),
+    let mut opts = fetch::Options::new(source, cfg.dir.join("wingold.lock"));
+    opts.sha256 = v.sha256.clone();
+    if let Some(cache) = &v.cache {
+        opts.cache = cache.clone();
     }
+    opts.progress = progress;
+    opts
 }
 
 /// Moves the finished, verified image `tmp` (whose sha256 is `sha256`) to its

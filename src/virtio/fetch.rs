@@ -108,6 +108,25 @@ pub struct Options {
     pub backoff: Duration,
 }
 
+impl Options {
+    /// Fetching `source` with the defaults `fetch` and `build` share: the default
+    /// cache, pins in `lock_file`, 4 retries, 30 s to connect or between bytes.
+    pub fn new(source: Source, lock_file: PathBuf) -> Options {
+        Options {
+            source,
+            sha256: None,
+            cache: default_cache(),
+            lock_file,
+            offline: false,
+            progress: false,
+            retries: 4,
+            connect_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
 /// The default cache folder: `$XDG_CACHE_HOME/wingold`, else `~/.cache/wingold`.
 pub fn default_cache() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
