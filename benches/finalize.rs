@@ -77,7 +77,7 @@ fn main() {
             let _ = std::fs::remove_file(&ours_out);
             o.push(secs(|| {
                 let src = image::open(&top, Access::ReadOnly).unwrap();
-                write_qcow2(&src, &ours_out, compress).unwrap();
+                write_qcow2(&src, &ours_out, compress, &|_| {}).unwrap();
             }));
             o_size = std::fs::metadata(&ours_out).unwrap().len();
             let _ = std::fs::remove_file(&theirs_out);

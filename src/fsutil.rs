@@ -141,17 +141,25 @@ pub fn temp_name_pid(path: &Path, candidate: &str) -> Option<i32> {
 
 /// The SHA-256 (lower-case hex) of a file's bytes, read in 4 MiB pieces.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    sha256_file_with(path, &|_| {})
+}
+
+/// [`sha256_file`], telling `progress` how many bytes are done.
+pub fn sha256_file_with(path: &Path, progress: &dyn Fn(u64)) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 4 << 20];
+    let mut done = 0u64;
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        done += n as u64;
+        progress(done);
     }
     Ok(format!("{:x}", h.finalize()))
 }

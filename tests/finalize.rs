@@ -49,8 +49,19 @@ fn flattened_images_hold_the_chain_and_pass_qemu_img_check() {
     for compress in [false, true] {
         let out = dir.path().join(format!("golden-{compress}.qcow2"));
         let img = image::open(&top, Access::ReadOnly).unwrap();
-        let stats = write_qcow2(&img, &out, compress).unwrap();
+        // Progress only moves forward and ends at the disk's size.
+        let done = std::cell::Cell::new(0);
+        let stats = write_qcow2(&img, &out, compress, &|n| {
+            assert!(
+                n >= done.get(),
+                "progress went back from {} to {n}",
+                done.get()
+            );
+            done.set(n);
+        })
+        .unwrap();
         assert_eq!(stats.virtual_size, img.len());
+        assert_eq!(done.get(), img.len(), "progress did not reach the end");
         assert!(
             stats.skipped_clusters >= 60,
             "zero clusters were stored: {stats:?}"
@@ -71,7 +82,13 @@ fn flattened_images_hold_the_chain_and_pass_qemu_img_check() {
     }
     // Deterministic: the same input gives the same bytes.
     let again = dir.path().join("again.qcow2");
-    write_qcow2(&image::open(&top, Access::ReadOnly).unwrap(), &again, true).unwrap();
+    write_qcow2(
+        &image::open(&top, Access::ReadOnly).unwrap(),
+        &again,
+        true,
+        &|_| {},
+    )
+    .unwrap();
     assert_eq!(
         sha256_file(&again),
         sha256_file(&dir.path().join("golden-true.qcow2"))
@@ -103,7 +120,13 @@ fn interleaved_compressed_clusters_pack_as_tightly_as_qemu() {
         &["convert", "-f", "raw", "-O", "qcow2", s(&raw), s(&base)],
     );
     let ours = dir.path().join("ours.qcow2");
-    let stats = write_qcow2(&image::open(&base, Access::ReadOnly).unwrap(), &ours, true).unwrap();
+    let stats = write_qcow2(
+        &image::open(&base, Access::ReadOnly).unwrap(),
+        &ours,
+        true,
+        &|_| {},
+    )
+    .unwrap();
     assert!(stats.compressed_clusters >= 120, "{stats:?}");
     assert_qemu_check_clean(&ours);
     assert!(qemu_view(&ours, dir.path()) == data, "data differs");

@@ -78,6 +78,22 @@ fn base_record(path: &Path, previous: Option<&BaseRecord>) -> anyhow::Result<(Ba
     ))
 }
 
+/// A bar on stderr for a step over `len` bytes when `shown` (a terminal and no
+/// `--json`); hidden otherwise, so that steps report to it either way.
+fn bar(shown: bool, len: u64, what: &'static str) -> indicatif::ProgressBar {
+    if !shown {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:10} [{bar:40}] {bytes}/{total_bytes} {eta}")
+    {
+        b.set_style(style);
+    }
+    b.set_message(what);
+    b
+}
+
 fn hash_in_background(path: &Path) -> Hashing {
     let path = path.to_owned();
     std::thread::spawn(move || sha256_file(&path))
@@ -282,7 +298,10 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
     let mut base_same = base_stamp_same;
     if !base_stamp_same && others_same && !force {
         if let Some(was) = previous.as_ref().and_then(|m| m.base.sha256.clone()) {
-            let now = sha256_file(&c.base.image)?;
+            let b = bar(progress, base.size, "hashing");
+            let now = fsutil::sha256_file_with(&c.base.image, &|n| b.set_position(n))
+                .with_context(|| format!("{}: cannot read", c.base.image.display()))?;
+            b.finish_and_clear();
             base_same = now == was;
             base.sha256 = Some(now);
             identity.base_sha256 = base.sha256.clone();
@@ -365,7 +384,11 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         // 4. Finalize into a temporary name, verify, fsync, move to its version.
         let stats = {
             let src = image::open(&work, Access::ReadOnly)?;
-            finalize::write_qcow2(&src, &tmp, c.golden.compress)?
+            let b = bar(progress, image::BlockDev::len(&src), "finalizing");
+            let stats =
+                finalize::write_qcow2(&src, &tmp, c.golden.compress, &|n| b.set_position(n))?;
+            b.finish_and_clear();
+            stats
         };
         let t_finalize = t0.elapsed();
         phase("finalized");

@@ -94,12 +94,18 @@ fn deflate(data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Writes `src` as a standalone qcow2 to `out` (created, or truncated). The caller
-/// names `out` temporarily and renames it when this returns.
-pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Stats, ImageError> {
+/// names `out` temporarily and renames it when this returns. `progress` is told
+/// how many guest bytes are done (of `src.len()`).
+pub fn write_qcow2(
+    src: &dyn BlockDev,
+    out: &Path,
+    compress: bool,
+    progress: &dyn Fn(u64),
+) -> Result<Stats, ImageError> {
     if compress {
-        write_compressed(src, out)
+        write_compressed(src, out, progress)
     } else {
-        write_plain(src, out)
+        write_plain(src, out, progress)
     }
 }
 
@@ -108,7 +114,11 @@ pub fn write_qcow2(src: &dyn BlockDev, out: &Path, compress: bool) -> Result<Sta
 /// guest order), so the header is known first and the file's SHA-256 is taken in
 /// file order on the second core while the data streams. A slot whose cluster
 /// reads as zeros is left as a hole (unreferenced, refcount 0).
-fn write_plain(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
+fn write_plain(
+    src: &dyn BlockDev,
+    out: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<Stats, ImageError> {
     use sha2::{Digest, Sha256};
     use std::sync::mpsc;
     let size = src.len();
@@ -216,6 +226,7 @@ fn write_plain(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
             }
             // Holes read back as zeros, and the buffer holds zeros there.
             send(buf, filled * CLUSTER as usize).map_err(io("hashing"))?;
+            progress((g * CLUSTER).min(size));
         }
         let meta = tail.bytes(&l2, &mut refs);
         w.write_all_at(&meta, tail.start).map_err(io("writing"))?;
@@ -247,7 +258,11 @@ fn io_error<'a>(out: &'a Path, op: &'static str) -> impl Fn(std::io::Error) -> I
 
 /// A compressed image: data clusters in guest order, deflated on every core and
 /// packed byte to byte, then the metadata, the header last.
-fn write_compressed(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError> {
+fn write_compressed(
+    src: &dyn BlockDev,
+    out: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<Stats, ImageError> {
     let size = src.len();
     let io = |op: &'static str| io_error(out, op);
     let mut w = File::create(out).map_err(io("creating"))?;
@@ -329,6 +344,7 @@ fn write_compressed(src: &dyn BlockDev, out: &Path) -> Result<Stats, ImageError>
         }
         write_all_vectored_at(&w, run_start, &mut parts).map_err(io("writing"))?;
         first += count;
+        progress((first * CLUSTER).min(size));
     }
     packer.finish(&w).map_err(io("writing"))?;
     w.seek(SeekFrom::Start(pos)).map_err(io("seeking"))?;
