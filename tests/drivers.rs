@@ -673,3 +673,56 @@ fn every_id_qemu_gives_the_run_recipes_disk_is_registered() {
         }
     }
 }
+
+/// `fetch --list-drivers --for-image` reads the Windows on a disk and picks the
+/// same folders `inject --drivers` takes from the same ISO.
+#[test]
+fn fetch_for_image_picks_the_folders_inject_takes() {
+    for (spec, os, arch) in [
+        (&WIN2K22_X64, vec!["2k22", "w10"], "amd64"),
+        (&WIN2K3R2_X86, vec!["2k3"], "x86"),
+    ] {
+        let c = case(spec, "0.1.999");
+        let out = wingold()
+            .args(["fetch", "--url"])
+            .arg(format!("file://{}", s(&c.iso)))
+            .arg("--cache")
+            .arg(c.dir.path().join("cache"))
+            .arg("--lock")
+            .arg(c.dir.path().join("wingold.lock"))
+            .args(["--list-drivers", "--for-image", s(&c.w.image), "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["os"], serde_json::json!(os), "{}", spec.root);
+        assert_eq!(j["arch"], arch);
+        let picked: Vec<(String, String)> = j["drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["driver"].as_str().unwrap().to_owned(),
+                    p["folder"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert!(!picked.is_empty());
+
+        let (code, r, err) = inject(&[s(&c.w.image), "--drivers", s(&c.iso), "--dry-run"]);
+        assert_eq!(code, Some(0), "{err}");
+        for d in r["drivers"]["drivers"].as_array().unwrap() {
+            let name = d["name"].as_str().unwrap();
+            let folder = d["folder"].as_str().unwrap();
+            assert!(
+                picked.iter().any(|(n, f)| n == name && f == folder),
+                "inject took {folder} for {name}; fetch picked {picked:?}"
+            );
+        }
+    }
+}
