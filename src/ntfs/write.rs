@@ -49,31 +49,10 @@ impl Volume<'_> {
     /// (its folder must exist). The file keeps its identity (record, security, other
     /// streams, times); its data may shrink or grow.
     pub fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
-        self.require_writable()?;
-        let parts = self.components(path)?;
-        let Some((name, parents)) = parts.split_last() else {
-            return Err(Error::BadPath {
-                volume: self.name.clone(),
-                path: path.to_owned(),
-                reason: "no file name".into(),
-            });
-        };
-        let dir_mref = self.must_lookup(&parents.join("\\"))?;
-        let dir = self.open_inode(dir_mref, path)?;
-        let ino = match self.lookup_in(&dir, name)? {
-            Some(mref) => self.open_inode(mref, path)?,
-            None => self.create_in(&dir, name, libc::S_IFREG, path)?,
-        };
-        dir.close().map_err(|e| self.op_error(path, "closing", e))?;
-        {
-            let attr = self.open_data(&ino, path)?;
-            self.resize(&attr, data.len() as u64, path)?;
-            self.pwrite_all(&attr, 0, data, path)?;
-        }
         // The file's times are left as they were: the same inputs must give a
         // byte-identical image (golden builds), and Windows does not look at a
         // hive file's times.
-        ino.close().map_err(|e| self.op_error(path, "closing", e))
+        self.write_file_from(path, data.len() as u64, &mut &data[..])
     }
 
     /// Replaces the content of `path` with the `len` bytes `src` yields (creating
