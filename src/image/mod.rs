@@ -135,6 +135,16 @@ const FOREIGN_MAGICS: &[(&[u8], &str)] = &[
     (b"QED\0", "QED"),
 ];
 
+/// Opens the disk file at `path` for `access`, after [`check_kind`].
+pub(crate) fn open_disk_file(path: &Path, access: Access) -> Result<std::fs::File> {
+    check_kind(path)?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(access == Access::ReadWrite)
+        .open(path)
+        .map_err(|e| Error::open(path, e))
+}
+
 /// Refuses, before anything opens it (opening a FIFO blocks), what cannot be a
 /// disk: a folder, a FIFO, a socket, a character device. Regular files and block
 /// devices (LVM volumes, loop devices) pass.

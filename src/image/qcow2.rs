@@ -26,7 +26,7 @@ use qcow2_rs::error::Qcow2Result;
 use qcow2_rs::meta::{MappingSource, Qcow2Header};
 use qcow2_rs::ops::Qcow2IoOps;
 use std::cell::{Cell, RefCell};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -195,12 +195,7 @@ impl Qcow2Image {
     fn open_in_chain(path: &Path, access: Access, above: &[(u64, u64)]) -> Result<Self> {
         use std::os::unix::fs::MetadataExt;
         let writable = access == Access::ReadWrite;
-        super::check_kind(path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map_err(|e| Error::open(path, e))?;
+        let file = super::open_disk_file(path, access)?;
         let meta = file.metadata().map_err(|e| Error::open(path, e))?;
         let id = (meta.dev(), meta.ino());
         if above.contains(&id) {

@@ -2,7 +2,7 @@
 
 use super::lock::{lock_image, Access};
 use super::{check_range, BlockDev, Error, Result};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -19,12 +19,7 @@ impl RawImage {
     /// Opens `path` as a raw disk, locked as QEMU would lock it.
     pub fn open(path: &Path, access: Access) -> Result<Self> {
         let writable = access == Access::ReadWrite;
-        super::check_kind(path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map_err(|e| Error::open(path, e))?;
+        let file = super::open_disk_file(path, access)?;
         lock_image(&file, path, access)?;
         let len = super::file_size(&file, path)?;
         Ok(RawImage {
