@@ -37,12 +37,36 @@ pub(crate) const QCOW_MAGIC: &[u8] = b"QFI\xfb";
 pub(crate) const EXT_END: u32 = 0;
 pub(crate) const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 
-/// Incompatible feature bits.
-const INCOMPAT_DIRTY: u64 = 1 << 0;
-const INCOMPAT_CORRUPT: u64 = 1 << 1;
-const INCOMPAT_DATA_FILE: u64 = 1 << 2;
-const INCOMPAT_COMPRESSION: u64 = 1 << 3;
-const INCOMPAT_EXTL2: u64 = 1 << 4;
+/// A qcow2 header's incompatible feature bits (docs/interop/qcow2.txt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Incompat(pub u64);
+
+impl Incompat {
+    pub const DIRTY: Incompat = Incompat(1 << 0);
+    pub const CORRUPT: Incompat = Incompat(1 << 1);
+    pub const DATA_FILE: Incompat = Incompat(1 << 2);
+    pub const COMPRESSION: Incompat = Incompat(1 << 3);
+    pub const EXTL2: Incompat = Incompat(1 << 4);
+    /// Every bit this module knows.
+    const KNOWN: u64 = 0b1_1111;
+
+    pub fn has(self, flag: Incompat) -> bool {
+        self.0 & flag.0 != 0
+    }
+
+    pub fn with(self, flag: Incompat, on: bool) -> Incompat {
+        Incompat(if on {
+            self.0 | flag.0
+        } else {
+            self.0 & !flag.0
+        })
+    }
+
+    /// The bits set that this module does not know.
+    pub fn unknown(self) -> u64 {
+        self.0 & !Self::KNOWN
+    }
+}
 
 /// Smallest cluster size qcow2-rs handles correctly for writes (found by trying).
 const MIN_CLUSTER_BITS: u32 = 12;
@@ -262,7 +286,7 @@ impl Qcow2Image {
         // qcow2-rs refuses the dirty bit; reads need no refcounts, and writes to a
         // dirty image were refused above. We set and clear the bit ourselves.
         if header.version == 3 {
-            hidden[79] &= !(INCOMPAT_DIRTY as u8);
+            hidden[79] &= !(Incompat::DIRTY.0 as u8);
         }
         let q_header = Qcow2Header::from_buf(&hidden)
             .map_err(|e| Error::corrupt(path, format!("the header is invalid: {e}")))?;
@@ -339,13 +363,8 @@ impl Qcow2Image {
             return Ok(());
         }
         let mut h = self.header_bytes.borrow_mut();
-        let mut features = be64(&h, 72);
-        if on {
-            features |= INCOMPAT_DIRTY;
-        } else {
-            features &= !INCOMPAT_DIRTY;
-        }
-        h[72..80].copy_from_slice(&features.to_be_bytes());
+        let features = Incompat(be64(&h, 72)).with(Incompat::DIRTY, on);
+        h[72..80].copy_from_slice(&features.0.to_be_bytes());
         self.file
             .write_all_at(&h[72..80], 72)
             .map_err(|e| Error::io(&self.path, "marking the image dirty", e))

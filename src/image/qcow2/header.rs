@@ -18,7 +18,7 @@ pub(crate) struct Header {
     pub refcount_table_offset: u64,
     pub refcount_table_clusters: u32,
     pub nb_snapshots: u32,
-    pub incompatible_features: u64,
+    pub incompatible_features: Incompat,
     pub autoclear_features: u64,
     pub refcount_order: u32,
     pub header_length: u32,
@@ -61,7 +61,7 @@ impl Header {
             refcount_table_offset: refcount_table.0,
             refcount_table_clusters: refcount_table.1,
             nb_snapshots: 0,
-            incompatible_features: 0,
+            incompatible_features: Incompat::default(),
             autoclear_features: 0,
             refcount_order: 4,
             header_length: V3_HEADER_LENGTH,
@@ -87,7 +87,7 @@ impl Header {
         h[56..60].copy_from_slice(&self.refcount_table_clusters.to_be_bytes());
         h[60..64].copy_from_slice(&self.nb_snapshots.to_be_bytes());
         if self.version >= 3 {
-            h[72..80].copy_from_slice(&self.incompatible_features.to_be_bytes());
+            h[72..80].copy_from_slice(&self.incompatible_features.0.to_be_bytes());
             h[88..96].copy_from_slice(&self.autoclear_features.to_be_bytes());
             h[96..100].copy_from_slice(&self.refcount_order.to_be_bytes());
             h[100..104].copy_from_slice(&self.header_length.to_be_bytes());
@@ -139,7 +139,7 @@ impl Header {
             refcount_table_offset: be64(buf, 48),
             refcount_table_clusters: be32(buf, 56),
             nb_snapshots: be32(buf, 60),
-            incompatible_features: 0,
+            incompatible_features: Incompat::default(),
             autoclear_features: 0,
             refcount_order: 4,
             header_length: 72,
@@ -150,7 +150,7 @@ impl Header {
             if buf.len() < 104 {
                 return Err(corrupt("the version 3 header is truncated"));
             }
-            h.incompatible_features = be64(buf, 72);
+            h.incompatible_features = Incompat(be64(buf, 72));
             h.autoclear_features = be64(buf, 88);
             h.refcount_order = be32(buf, 96);
             h.header_length = be32(buf, 100);
@@ -223,36 +223,32 @@ impl Header {
             return unsupported("an encrypted image", "decrypt it with `qemu-img convert`");
         }
         let f = self.incompatible_features;
-        if f & INCOMPAT_CORRUPT != 0 {
+        if f.has(Incompat::CORRUPT) {
             return Err(Error::corrupt(
                 path,
                 "QEMU marked it corrupt; repair it with `qemu-img check -r all`",
             ));
         }
-        if f & INCOMPAT_DATA_FILE != 0 {
+        if f.has(Incompat::DATA_FILE) {
             return unsupported("an external data file", convert);
         }
-        if f & INCOMPAT_COMPRESSION != 0 {
+        if f.has(Incompat::COMPRESSION) {
             return unsupported(
                 "a compression type other than zlib (zstd)",
                 "convert it with `qemu-img convert -O qcow2 -o compression_type=zlib`",
             );
         }
-        if f & INCOMPAT_EXTL2 != 0 {
+        if f.has(Incompat::EXTL2) {
             return unsupported("extended L2 entries (subclusters)", convert);
         }
-        let unknown = f & !(INCOMPAT_DIRTY
-            | INCOMPAT_CORRUPT
-            | INCOMPAT_DATA_FILE
-            | INCOMPAT_COMPRESSION
-            | INCOMPAT_EXTL2);
+        let unknown = f.unknown();
         if unknown != 0 {
             return unsupported(
                 &format!("unknown incompatible feature bits {unknown:#x}"),
                 convert,
             );
         }
-        if write && f & INCOMPAT_DIRTY != 0 {
+        if write && f.has(Incompat::DIRTY) {
             return unsupported(
                 "writing an image marked dirty (QEMU did not close it cleanly)",
                 "repair it with `qemu-img check -r all` first",
