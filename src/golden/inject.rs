@@ -121,18 +121,22 @@ pub fn plan(
         )
         .into());
     }
-    // Syntax first, before touching any image (the family only picks profile variants).
+    // Syntax first, before touching any image (the family only picks profile
+    // variants): each .reg file is read and parsed once, here.
+    let mut parsed = Vec::new();
     for src in specs {
         if let SourceSpec::Reg(path) = src {
             let bytes = std::fs::read(path)
                 .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
-            reg::parse(&bytes, &path.display().to_string()).map_err(|e| BadInput(e.to_string()))?;
+            let (_, edits) = reg::parse(&bytes, &path.display().to_string())
+                .map_err(|e| BadInput(e.to_string()))?;
+            parsed.push(edits);
         }
     }
     let input = image::open(image_path, Access::ReadOnly)?;
     let w = guest::find_windows_on(&input, image_path, partition)?;
     let family = profiles::Family::of(w.major_version);
-    let (sources, mut edits, first_boot) = load_sources(specs, family)?;
+    let (sources, mut edits, first_boot) = load_sources(specs, family, parsed)?;
     reg::check_roots(&edits, &w.control_sets)?;
     let mut files = None;
     let mut driver_report = None;
@@ -331,11 +335,15 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the edits of every source; a bad .reg file or profile name is bad input.
+/// The edits of every source in order: profiles for `family`, `.reg` files from
+/// `parsed` (parsed before the image was opened, in the same order); a bad profile
+/// name is bad input.
 fn load_sources(
     order: &[SourceSpec],
     family: profiles::Family,
+    parsed: Vec<Vec<RegEdit>>,
 ) -> anyhow::Result<(Vec<Source>, Vec<RegEdit>, Vec<String>)> {
+    let mut parsed = parsed.into_iter();
     let mut sources = Vec::new();
     let mut edits = Vec::new();
     let mut first_boot = Vec::new();
@@ -369,11 +377,7 @@ fn load_sources(
                 }
             }
             SourceSpec::Reg(path) => {
-                let bytes = std::fs::read(path)
-                    .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
-                let (_, e) = reg::parse(&bytes, &path.display().to_string())
-                    .map_err(|e| BadInput(e.to_string()))?;
-                edits.extend(e);
+                edits.extend(parsed.next().context("a .reg file was not parsed first")?);
                 sources.push(Source::Reg { file: path.clone() });
             }
         }
