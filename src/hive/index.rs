@@ -15,9 +15,10 @@
 use super::{base_block_checksum, BASE_BLOCK_LEN};
 use std::collections::BTreeMap;
 
-/// Leaf entries per index cell. Windows splits a fast or hash leaf that would
-/// outgrow one 4 KiB block (507 entries) and puts the leaves under an index root;
-/// staying below that keeps every index the shape Windows itself writes.
+/// Leaf entries per index cell, the leaves under an index root when there are
+/// more. A leaf of 507 entries fills one 4 KiB block, where (as remembered of the
+/// NT kernel, not confirmed by a source here) Windows splits leaves itself; any
+/// leaf size reads back (libhivex writes single leaves of thousands).
 const LEAF_MAX: usize = 500;
 
 /// Where the base block keeps the root cell and the size of the bins data.
