@@ -553,8 +553,20 @@ impl Hive {
         }
         let staged = |e| self.write_err("", "adding keys", e);
         let bytes = std::fs::read(self.file.path()).map_err(staged)?;
-        let Ok(bytes) = index::add_subkeys(&bytes, &plan) else {
-            return Ok(());
+        let bytes = match index::add_subkeys(&bytes, &plan) {
+            Ok(bytes) => bytes,
+            // Indexes this cannot read: libhivex adds the keys — unless a name is
+            // not ASCII, which libhivex would hash where Windows cannot find it.
+            Err(reason) if non_ascii => {
+                return Err(Error::Read {
+                    name: self.name.clone(),
+                    path: String::new(),
+                    reason: format!(
+                        "cannot add keys named outside ASCII: the subkey indexes do not                          read as Windows writes them ({reason})"
+                    ),
+                })
+            }
+            Err(_) => return Ok(()),
         };
         std::fs::write(self.file.path(), &bytes).map_err(staged)?;
         self.handle = HivexHandle::open(self.file.path(), OpenFlags::WRITE)

@@ -367,32 +367,30 @@ pub fn apply(
 /// the hive is opened ([`Hive::prepare_keys`]) — except keys at or below a key
 /// some edit deletes, whose existence depends on the order of the edits.
 fn keys_made(edits: &[RegEdit], targets: &[Vec<Target>]) -> BTreeMap<&'static str, Vec<String>> {
-    let mut deleted: std::collections::HashSet<(&str, String)> = Default::default();
+    // Keys as `HIVE\FOLDED\PATH`, so that every prefix of one is a plain &str.
+    let full = |t: &Target| format!("{}\\{}", t.hive, hive::fold_name(&t.path));
+    let mut deleted = std::collections::HashSet::new();
     for (e, ts) in edits.iter().zip(targets) {
         if let Op::DeleteKey { .. } = e.op {
-            deleted.extend(ts.iter().map(|t| (t.hive, hive::fold_name(&t.path))));
+            deleted.extend(ts.iter().map(full));
         }
     }
     let mut made: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut seen: std::collections::HashSet<(&str, String)> = Default::default();
+    let mut seen = std::collections::HashSet::new();
     for (e, ts) in edits.iter().zip(targets) {
         if !matches!(e.op, Op::CreateKey { .. } | Op::SetValue { .. }) {
             continue;
         }
         for t in ts {
-            let folded = hive::fold_name(&t.path);
-            if !seen.insert((t.hive, folded.clone())) {
-                continue;
-            }
-            let mut prefix = String::new();
-            let under_deleted = folded.split('\\').any(|part| {
-                if !prefix.is_empty() {
-                    prefix.push('\\');
-                }
-                prefix.push_str(part);
-                deleted.contains(&(t.hive, prefix.clone()))
-            });
-            if !under_deleted {
+            let key = full(t);
+            let under_deleted = !deleted.is_empty()
+                && key
+                    .match_indices('\\')
+                    .skip(1)
+                    .map(|(i, _)| &key[..i])
+                    .chain([key.as_str()])
+                    .any(|prefix| deleted.contains(prefix));
+            if !under_deleted && seen.insert(key) {
                 made.entry(t.hive).or_default().push(t.path.clone());
             }
         }
