@@ -10,24 +10,16 @@ use common::*;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use support::fixtures;
 
 const ROUNDS: usize = 3;
 
 fn main() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-copy-in");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("bench-copy-in");
     eprintln!("bench: building a 2 GiB phony Windows Server 2022 disk and a 1 GiB tree");
-    let w = fixtures::phony_windows_sized(
-        &dir,
-        &fixtures::WIN2K22_X64,
-        vec![],
-        |_| {},
-        2032 * fixtures::MIB,
-    );
+    let w = fixtures::phony_2k22_2gib(&dir);
     let tree = dir.join("Tools");
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let mut block = vec![0u8; 1 << 20];

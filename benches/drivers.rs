@@ -14,24 +14,16 @@ use common::*;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use support::fixtures;
 
 const ROUNDS: usize = 5;
 
 fn main() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-drivers");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("bench-drivers");
     eprintln!("bench: building a 2 GiB phony Windows Server 2022 disk and a virtio-win ISO");
-    let w = fixtures::phony_windows_sized(
-        &dir,
-        &fixtures::WIN2K22_X64,
-        vec![],
-        |_| {},
-        2032 * fixtures::MIB,
-    );
+    let w = fixtures::phony_2k22_2gib(&dir);
     let iso = fixtures::virtio_iso_with(&dir, "0.1.999", 0, |path, data| {
         let lower = path.to_ascii_lowercase();
         if lower.ends_with(".sys") || lower.ends_with(".exe") {

@@ -59,17 +59,9 @@ fn reg_for(hive: &str) -> String {
 }
 
 fn main() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-inject");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("bench-inject");
     eprintln!("bench: building a 2 GiB phony Windows Server 2022 disk");
-    let w = fixtures::phony_windows_sized(
-        &dir,
-        &fixtures::WIN2K22_X64,
-        vec![],
-        |_| {},
-        2032 * fixtures::MIB,
-    );
+    let w = fixtures::phony_2k22_2gib(&dir);
     let wingold = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/wingold");
     run(Command::new("cargo").args(["build", "--release", "--quiet", "--bin", "wingold"]));
 

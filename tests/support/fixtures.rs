@@ -432,6 +432,12 @@ pub const WIN_PART_SIZE: u64 = 96 * MIB;
 /// partition holding the hives (SOFTWARE from .reg text, SYSTEM and SAM from the
 /// shared corpus), transaction logs beside SYSTEM, and a minimal cmd.exe.
 /// `extra` adds files to the Windows volume (e.g. a hiberfil.sys).
+/// The benches' disk: a phony Windows Server 2022 on 2 GiB (its Windows partition
+/// fills the disk).
+pub fn phony_2k22_2gib(dir: &Path) -> PhonyWindows {
+    phony_windows_sized(dir, &WIN2K22_X64, vec![], |_| {}, 2032 * MIB)
+}
+
 pub fn phony_windows(dir: &Path, spec: &WindowsSpec, extra: Vec<Entry>) -> PhonyWindows {
     phony_windows_with(dir, spec, extra, |_| {})
 }
