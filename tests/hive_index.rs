@@ -71,9 +71,10 @@ fn windows_written_indexes_follow_the_order_and_hash_wingold_writes() {
 /// through wingold; returns the hive's path.
 fn add_keys(dir: &Path, parent: &str, names: &[String]) -> std::path::PathBuf {
     let base = corpus_hive(dir, "SYSTEM");
-    let mut h = Hive::open_write("SYSTEM", &std::fs::read(&base).unwrap()).unwrap();
     let paths: Vec<String> = names.iter().map(|n| format!("{parent}\\{n}")).collect();
-    h.prepare_keys(paths.iter().map(String::as_str)).unwrap();
+    let bytes = std::fs::read(&base).unwrap();
+    let mut h =
+        Hive::open_write_with_keys("SYSTEM", &bytes, paths.iter().map(String::as_str)).unwrap();
     for p in &paths {
         let added = h.create_key(p).unwrap();
         assert_eq!(

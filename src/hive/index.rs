@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use super::{base_block_checksum, BASE_BLOCK_LEN};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Leaf entries per index cell, the leaves under an index root when there are
 /// more. A leaf of 507 entries fills one 4 KiB block, where (as remembered of the
@@ -82,6 +82,94 @@ pub fn name_hash(name: &str) -> u32 {
     sort_key(name)
         .iter()
         .fold(0u32, |h, &u| h.wrapping_mul(37).wrapping_add(u as u32))
+}
+
+/// A hive's bytes with new keys laid out, and the keys laid out (folded paths,
+/// every missing parent included).
+pub struct LaidOut {
+    pub bytes: Vec<u8>,
+    pub keys: std::collections::HashSet<String>,
+}
+
+/// Lays out every key of `paths` (relative to the root) that does not exist yet,
+/// with its missing parents — when there are at least `min_keys` of them or a
+/// name is not ASCII (libhivex would hash and sort its UTF-8 bytes, where Windows
+/// looks it up by upper-cased UTF-16); None leaves them to libhivex. Keys beside a
+/// sibling whose name holds a NUL are left to libhivex too (it refuses them).
+/// An error only when a name is not ASCII and the indexes cannot be read.
+pub fn lay_out_new_keys<'p>(
+    bytes: &[u8],
+    paths: impl IntoIterator<Item = &'p str>,
+    min_keys: usize,
+) -> Result<Option<LaidOut>, String> {
+    let paths: Vec<&str> = paths.into_iter().collect();
+    let attempt = || -> Result<Option<LaidOut>, String> {
+        let mut non_ascii = false;
+        let reader = Reader::new(bytes)?;
+        let root = rel_to_file(u32_at(bytes, ROOT_CELL_AT)?);
+        // Each key's children by Windows name, read once; None when one holds a NUL.
+        let mut children: HashMap<usize, Option<HashMap<Vec<u16>, usize>>> = HashMap::new();
+        let mut plan: BTreeMap<usize, NewKey> = BTreeMap::new();
+        let mut keys = std::collections::HashSet::new();
+        for path in &paths {
+            let parts: Vec<&str> = path.split('\\').filter(|p| !p.is_empty()).collect();
+            if parts.iter().any(|p| p.contains('\0')) {
+                continue;
+            }
+            let mut node = root;
+            let mut depth = 0;
+            let mut blocked = false;
+            while depth < parts.len() {
+                let known = match children.entry(node) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let list = reader.children(node)?;
+                        e.insert((!list.iter().any(|c| c.name.contains('\0'))).then(|| {
+                            let mut map = HashMap::new();
+                            for c in list {
+                                map.entry(c.key).or_insert(rel_to_file(c.offset));
+                            }
+                            map
+                        }))
+                    }
+                };
+                let Some(map) = known else {
+                    blocked = true;
+                    break;
+                };
+                match map.get(&sort_key(parts[depth])) {
+                    Some(&next) => node = next,
+                    None => break,
+                }
+                depth += 1;
+            }
+            if blocked || depth == parts.len() {
+                continue;
+            }
+            non_ascii |= parts[depth..].iter().any(|p| !p.is_ascii());
+            plan.entry(node).or_default().insert(&parts[depth..]);
+            for end in depth + 1..=parts.len() {
+                keys.insert(super::fold_name(&parts[..end].join("\\")));
+            }
+        }
+        if keys.len() < min_keys && !non_ascii {
+            return Ok(None);
+        }
+        Ok(Some(LaidOut {
+            bytes: add_subkeys(bytes, &plan)?,
+            keys,
+        }))
+    };
+    match attempt() {
+        Ok(done) => Ok(done),
+        // Which keys are new is not known then: any name outside ASCII refuses.
+        Err(reason) if paths.iter().any(|p| !p.is_ascii()) => Err(format!(
+            "cannot add keys named outside ASCII: the subkey indexes do not read as \
+             Windows writes them ({reason})"
+        )),
+        // Indexes this cannot read: libhivex adds the keys one by one.
+        Err(_) => Ok(None),
+    }
 }
 
 /// The hive's bytes with every key of `plan` added below the existing key whose

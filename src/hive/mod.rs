@@ -49,7 +49,7 @@ pub fn is_log_of(hive: &str, file: &str) -> bool {
     })
 }
 
-/// [`Hive::prepare_keys`] lays keys out itself from this many new keys on.
+/// [`Hive::open_write_with_keys`] lays keys out itself from this many new keys on.
 pub const PREPARE_MIN_KEYS: usize = 64;
 
 /// Hive copies live in the temporary folder as `wingold-hive-PID-…`.
@@ -117,11 +117,9 @@ pub struct Hive {
     /// Per key, the names of its subkeys that hold a NUL (libhivex would take
     /// `zero\0key` for `zero`); filled with `children`.
     nul_names: RefCell<HashMap<NodeH, Vec<String>>>,
-    /// Folded paths of keys [`Hive::prepare_keys`] made that no edit has reached
+    /// Folded paths of keys [`Hive::open_write_with_keys`] made that no edit has reached
     /// yet: the first `create_key` through one reports it as added.
     prepared: HashSet<String>,
-    /// Whether anything was changed since the hive was opened.
-    edited: bool,
     /// The last key path looked up and its node: edits come in runs on one key.
     last_key: RefCell<Option<(String, NodeH)>>,
     /// The last path `create_key` made sure of (it exists, its adds reported).
@@ -153,6 +151,43 @@ impl Hive {
             });
         }
         Self::open(name, bytes, true)
+    }
+
+    /// [`Hive::open_write`], with every key of `paths` that does not exist yet (and
+    /// its missing parents) laid out in the bytes first, all at once
+    /// ([`index::lay_out_new_keys`]): libhivex adds keys one at a time at a cost
+    /// that grows with the number of siblings. Fewer than [`PREPARE_MIN_KEYS`] new
+    /// keys, all named in ASCII, are left to libhivex, and so are keys beside a
+    /// sibling whose name holds a NUL. The keys laid out count as added by the first
+    /// edit that reaches them, so reports read as if each edit had made its own.
+    pub fn open_write_with_keys<'p>(
+        name: &str,
+        bytes: &[u8],
+        paths: impl IntoIterator<Item = &'p str>,
+    ) -> Result<Hive> {
+        let header = HeaderState::parse(name, bytes)?;
+        if let Some(why) = header.dirty_reason() {
+            return Err(Error::Dirty {
+                name: name.to_owned(),
+                why,
+            });
+        }
+        let laid_out =
+            index::lay_out_new_keys(bytes, paths, PREPARE_MIN_KEYS).map_err(|reason| {
+                Error::Read {
+                    name: name.to_owned(),
+                    path: String::new(),
+                    reason,
+                }
+            })?;
+        match laid_out {
+            None => Self::open(name, bytes, true),
+            Some(done) => {
+                let mut h = Self::open(name, &done.bytes, true)?;
+                h.prepared = done.keys;
+                Ok(h)
+            }
+        }
     }
 
     fn open(name: &str, bytes: &[u8], writable: bool) -> Result<Hive> {
@@ -204,7 +239,6 @@ impl Hive {
             pending: RefCell::default(),
             nul_names: RefCell::default(),
             prepared: HashSet::new(),
-            edited: false,
             last_key: RefCell::default(),
             last_created: None,
         })
@@ -393,7 +427,6 @@ impl Hive {
                             found,
                         });
                     }
-                    self.edited = true;
                     let next = ffi::add_child(&self.handle, node, part)
                         .map_err(|e| self.write_err(path, "creating the key", e))?;
                     if let Some(map) = self.children.borrow_mut().get_mut(&node) {
@@ -423,7 +456,6 @@ impl Hive {
         // Deleting frees blocks below the key: write what is pending first and
         // forget every cached handle.
         self.flush()?;
-        self.edited = true;
         ffi::delete_child(&self.handle, node)
             .map_err(|e| self.write_err(path, "deleting the key", e))?;
         self.forget_nodes();
@@ -455,7 +487,6 @@ impl Hive {
                 std::io::Error::other("the key vanished"),
             )
         })?;
-        self.edited = true;
         let mut pending = self.pending.borrow_mut();
         let p = self.pending_of(&mut pending, node, path)?;
         let new = RegValue {
@@ -483,7 +514,6 @@ impl Hive {
         let Some(node) = self.key(path)? else {
             return Ok(None);
         };
-        self.edited = true;
         let mut pending = self.pending.borrow_mut();
         let p = self.pending_of(&mut pending, node, path)?;
         Ok(match p.index.remove(&fold_name(name)) {
@@ -501,79 +531,6 @@ impl Hive {
                 .find(|k| k.split('\0').next() == Some(wanted.as_str()))
                 .cloned()
         })
-    }
-
-    /// Makes every key of `paths` that does not exist yet, with its missing
-    /// parents, in one pass over the hive's bytes ([`index`]): libhivex adds keys
-    /// one at a time at a cost that grows with the number of siblings. Fewer than
-    /// [`PREPARE_MIN_KEYS`] new keys, all named in ASCII, are left to libhivex. Only before
-    /// any other edit; the keys then count as added by the first edit that reaches
-    /// them, so reports read as if each edit had made its own. Keys this cannot
-    /// make (names with NUL, a hive whose indexes it cannot read) are left to
-    /// [`Hive::create_key`].
-    pub fn prepare_keys<'p>(&mut self, paths: impl IntoIterator<Item = &'p str>) -> Result<()> {
-        self.require_writable()?;
-        if self.edited {
-            return Ok(());
-        }
-        let root = ffi::root(&self.handle).map_err(|e| self.read_err("", e))?;
-        let mut plan: BTreeMap<usize, index::NewKey> = BTreeMap::new();
-        let mut prepared = HashSet::new();
-        let mut non_ascii = false;
-        for path in paths {
-            let parts: Vec<&str> = path.split('\\').filter(|p| !p.is_empty()).collect();
-            if parts.iter().any(|p| p.contains('\0')) {
-                continue;
-            }
-            let mut node = root;
-            let mut depth = 0;
-            while depth < parts.len() {
-                match self.child(node, parts[depth], path)? {
-                    Some(next) => node = next,
-                    None => break,
-                }
-                depth += 1;
-            }
-            if depth == parts.len() || self.nul_clash(node, parts[depth]).is_some() {
-                continue;
-            }
-            non_ascii |= parts[depth..].iter().any(|p| !p.is_ascii());
-            plan.entry(node).or_default().insert(&parts[depth..]);
-            for end in depth + 1..=parts.len() {
-                prepared.insert(fold_name(&parts[..end].join("\\")));
-            }
-        }
-        // Rewriting and reopening the hive costs about what libhivex takes to add a
-        // few dozen keys: below that, it adds them — unless a name is not ASCII:
-        // libhivex hashes the UTF-8 bytes of a new name (upper-casing ASCII only)
-        // and sorts by them, where Windows hashes and sorts upper-cased UTF-16, so
-        // Windows could not find such a key.
-        if prepared.len() < PREPARE_MIN_KEYS && !non_ascii {
-            return Ok(());
-        }
-        let staged = |e| self.write_err("", "adding keys", e);
-        let bytes = std::fs::read(self.file.path()).map_err(staged)?;
-        let bytes = match index::add_subkeys(&bytes, &plan) {
-            Ok(bytes) => bytes,
-            // Indexes this cannot read: libhivex adds the keys — unless a name is
-            // not ASCII, which libhivex would hash where Windows cannot find it.
-            Err(reason) if non_ascii => {
-                return Err(Error::Read {
-                    name: self.name.clone(),
-                    path: String::new(),
-                    reason: format!(
-                        "cannot add keys named outside ASCII: the subkey indexes do not                          read as Windows writes them ({reason})"
-                    ),
-                })
-            }
-            Err(_) => return Ok(()),
-        };
-        std::fs::write(self.file.path(), &bytes).map_err(staged)?;
-        self.handle = HivexHandle::open(self.file.path(), OpenFlags::WRITE)
-            .map_err(|e| self.write_err("", "reopening after adding keys", e))?;
-        self.forget_nodes();
-        self.prepared = prepared;
-        Ok(())
     }
 
     /// Writes the hive out (hivex sets both sequence numbers and the checksum) and

@@ -268,9 +268,9 @@ pub fn apply(
         for t in targets {
             if !open.contains_key(t.hive) {
                 let bytes = load(t.hive)?;
-                let mut h = Hive::open_write(t.hive, &bytes)?;
                 let paths = made.remove(t.hive).unwrap_or_default();
-                h.prepare_keys(paths.iter().map(String::as_str))?;
+                let h =
+                    Hive::open_write_with_keys(t.hive, &bytes, paths.iter().map(String::as_str))?;
                 open.insert(t.hive, (h, Vec::new(), BTreeMap::new()));
             }
             let (h, changes, expected) = open.get_mut(t.hive).expect("inserted");
@@ -364,7 +364,7 @@ pub fn apply(
 }
 
 /// Per hive, the keys the edits create or set values in, all made at once when
-/// the hive is opened ([`Hive::prepare_keys`]) — except keys at or below a key
+/// the hive is opened ([`Hive::open_write_with_keys`]) — except keys at or below a key
 /// some edit deletes, whose existence depends on the order of the edits.
 fn keys_made(edits: &[RegEdit], targets: &[Vec<Target>]) -> BTreeMap<&'static str, Vec<String>> {
     // Keys as `HIVE\FOLDED\PATH`, so that every prefix of one is a plain &str.
