@@ -50,7 +50,7 @@ pub fn is_log_of(hive: &str, file: &str) -> bool {
 }
 
 /// [`Hive::open_write_with_keys`] lays keys out itself from this many new keys on.
-pub const PREPARE_MIN_KEYS: usize = 64;
+pub const LAY_OUT_MIN_KEYS: usize = 64;
 
 /// Hive copies live in the temporary folder as `wingold-hive-PID-…`.
 const HIVE_TEMP_PREFIX: &str = "wingold-hive-";
@@ -156,7 +156,7 @@ impl Hive {
     /// [`Hive::open_write`], with every key of `paths` that does not exist yet (and
     /// its missing parents) laid out in the bytes first, all at once
     /// ([`index::lay_out_new_keys`]): libhivex adds keys one at a time at a cost
-    /// that grows with the number of siblings. Fewer than [`PREPARE_MIN_KEYS`] new
+    /// that grows with the number of siblings. Fewer than [`LAY_OUT_MIN_KEYS`] new
     /// keys, all named in ASCII, are left to libhivex, and so are keys beside a
     /// sibling whose name holds a NUL. The keys laid out count as added by the first
     /// edit that reaches them, so reports read as if each edit had made its own.
@@ -173,7 +173,7 @@ impl Hive {
             });
         }
         let laid_out =
-            index::lay_out_new_keys(bytes, paths, PREPARE_MIN_KEYS).map_err(|reason| {
+            index::lay_out_new_keys(bytes, paths, LAY_OUT_MIN_KEYS).map_err(|reason| {
                 Error::Read {
                     name: name.to_owned(),
                     path: String::new(),
