@@ -435,11 +435,72 @@ pub const WIN_PART_SIZE: u64 = 96 * MIB;
 /// The benches' disk: a phony Windows Server 2022 on 2 GiB (its Windows partition
 /// fills the disk).
 pub fn phony_2k22_2gib(dir: &Path) -> PhonyWindows {
-    phony_windows_sized(dir, &WIN2K22_X64, vec![], |_| {}, 2032 * MIB)
+    shared_phony(dir, &WIN2K22_X64, 2032 * MIB)
 }
 
 pub fn phony_windows(dir: &Path, spec: &WindowsSpec, extra: Vec<Entry>) -> PhonyWindows {
+    if extra.is_empty() {
+        return shared_phony(dir, spec, WIN_PART_SIZE);
+    }
     phony_windows_with(dir, spec, extra, |_| {})
+}
+
+/// A phony Windows without extras, built once per test process for each spec and
+/// size and copied into `dir` for each test: building one (mkntfs, a FUSE mount,
+/// sfdisk, qemu-img) costs seconds, a copy milliseconds. Each test still gets its
+/// own image to change.
+fn shared_phony(dir: &Path, spec: &WindowsSpec, win_size: u64) -> PhonyWindows {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PhonyWindows>>>>> = OnceLock::new();
+    let key = format!(
+        "{}-{}-{}-{}-{}-{}-{win_size}",
+        spec.software_reg,
+        spec.machine,
+        spec.table == Table::Mbr,
+        spec.root,
+        spec.system_hive,
+        spec.system_reg.unwrap_or("")
+    );
+    let cell = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(key.clone())
+        .or_default()
+        .clone();
+    let built = cell.get_or_init(|| {
+        let at = shared_dir().join(key.replace(['.', '|'], "_"));
+        std::fs::create_dir_all(&at).unwrap();
+        phony_windows_sized(&at, spec, vec![], |_| {}, win_size)
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    let image = dir.join("phony.qcow2");
+    std::fs::copy(&built.image, &image).unwrap();
+    PhonyWindows { image, ..*built }
+}
+
+/// This process's folder of shared fixtures, under cargo's scratch folder for
+/// tests (the system's for examples); folders left by earlier processes that have ended are removed.
+fn shared_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = option_env!("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("wingold-shared-fixtures");
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let pid = e.file_name().to_string_lossy().into_owned();
+                if !Path::new("/proc").join(&pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
 }
 
 /// As [`phony_windows`], with `tweak` run on the Windows volume image before it is
