@@ -34,20 +34,26 @@ impl DevCtx<'_> {
         -1
     }
 
-    fn pread(&self, buf: &mut [u8], offset: i64) -> i64 {
-        if offset < 0 {
+    /// Where a transfer of `count` bytes at `offset` lies on the device: its start
+    /// and the bytes before the device's end, None at or past the end; EINVAL (as
+    /// the -1 to return) for a negative offset.
+    fn clip(&self, count: usize, offset: i64) -> std::result::Result<Option<(u64, usize)>, i64> {
+        let Ok(offset) = u64::try_from(offset) else {
             set_errno(libc::EINVAL);
-            return -1;
-        }
+            return Err(-1);
+        };
         let len = self.dev.len();
-        let offset = offset as u64;
-        if offset >= len {
-            return 0;
-        }
-        let n = (buf.len() as u64).min(len - offset) as usize;
-        match self.dev.read_at(offset, &mut buf[..n]) {
-            Ok(()) => n as i64,
-            Err(e) => self.fail(e),
+        Ok((offset < len).then(|| (offset, (count as u64).min(len - offset) as usize)))
+    }
+
+    fn pread(&self, buf: &mut [u8], offset: i64) -> i64 {
+        match self.clip(buf.len(), offset) {
+            Err(r) => r,
+            Ok(None) => 0,
+            Ok(Some((at, n))) => match self.dev.read_at(at, &mut buf[..n]) {
+                Ok(()) => n as i64,
+                Err(e) => self.fail(e),
+            },
         }
     }
 
@@ -56,20 +62,16 @@ impl DevCtx<'_> {
             set_errno(libc::EROFS);
             return -1;
         }
-        if offset < 0 {
-            set_errno(libc::EINVAL);
-            return -1;
-        }
-        let len = self.dev.len();
-        let offset = offset as u64;
-        if offset >= len {
-            set_errno(libc::ENOSPC);
-            return -1;
-        }
-        let n = (buf.len() as u64).min(len - offset) as usize;
-        match self.dev.write_at(offset, &buf[..n]) {
-            Ok(()) => n as i64,
-            Err(e) => self.fail(e),
+        match self.clip(buf.len(), offset) {
+            Err(r) => r,
+            Ok(None) => {
+                set_errno(libc::ENOSPC);
+                -1
+            }
+            Ok(Some((at, n))) => match self.dev.write_at(at, &buf[..n]) {
+                Ok(()) => n as i64,
+                Err(e) => self.fail(e),
+            },
         }
     }
 }
@@ -172,36 +174,45 @@ unsafe extern "C" fn op_write(dev: *mut sys::ntfs_device, buf: *const c_void, co
     unsafe { at_position(dev, |pos| op_pwrite(dev, buf, count, pos)) }
 }
 
-unsafe extern "C" fn op_pread(
+/// The body of `op_pread` and `op_pwrite`: `io` on the device's context and the
+/// caller's buffer (None for a negative count: EINVAL).
+///
+/// # Safety
+/// As for [`ctx`].
+unsafe fn transfer<B>(
     dev: *mut sys::ntfs_device,
-    buf: *mut c_void,
-    count: i64,
-    offset: i64,
+    buf: Option<B>,
+    io: impl FnOnce(&DevCtx, B) -> i64,
 ) -> i64 {
     callback(|| {
-        // SAFETY: device as in op_open; buf holds count bytes per libntfs-3g.
-        let (c, Some(buf)) = (unsafe { ctx(dev) }, unsafe { slice_mut(buf, count) }) else {
+        // SAFETY: guaranteed by the caller.
+        let c = unsafe { ctx(dev) };
+        let Some(buf) = buf else {
             set_errno(libc::EINVAL);
             return -1;
         };
-        c.pread(buf, offset)
+        io(c, buf)
     })
+}
+
+unsafe extern "C" fn op_pread(
+    dev: *mut sys::ntfs_device,
+    buf: *mut c_void,
+    n: i64,
+    at: i64,
+) -> i64 {
+    // SAFETY: device as in op_open; buf holds n bytes per libntfs-3g.
+    unsafe { transfer(dev, slice_mut(buf, n), |c, buf| c.pread(buf, at)) }
 }
 
 unsafe extern "C" fn op_pwrite(
     dev: *mut sys::ntfs_device,
     buf: *const c_void,
-    count: i64,
-    offset: i64,
+    n: i64,
+    at: i64,
 ) -> i64 {
-    callback(|| {
-        // SAFETY: device as in op_open; buf holds count bytes per libntfs-3g.
-        let (c, Some(buf)) = (unsafe { ctx(dev) }, unsafe { slice(buf, count) }) else {
-            set_errno(libc::EINVAL);
-            return -1;
-        };
-        c.pwrite(buf, offset)
-    })
+    // SAFETY: device as in op_open; buf holds n bytes per libntfs-3g.
+    unsafe { transfer(dev, slice(buf, n), |c, buf| c.pwrite(buf, at)) }
 }
 
 unsafe extern "C" fn op_sync(dev: *mut sys::ntfs_device) -> c_int {
