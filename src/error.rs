@@ -41,3 +41,28 @@ pub fn open_kind(e: &io::Error) -> Kind {
         _ => Kind::Failure,
     }
 }
+
+/// A file or folder the user named could not be read. Whose move it is follows
+/// [`open_kind`]: a path that leads nowhere is bad input, a read the host fails
+/// (EIO, EACCES, …) a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: cannot read", path.display())]
+pub struct Unreadable {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl Classify for Unreadable {
+    fn kind(&self) -> Kind {
+        open_kind(&self.source)
+    }
+}
+
+/// Turns an error reading `path` (an I/O or a walk error) into [`Unreadable`].
+pub fn unreadable<E: Into<io::Error>>(path: &std::path::Path) -> impl FnOnce(E) -> Unreadable + '_ {
+    move |e| Unreadable {
+        path: path.to_owned(),
+        source: e.into(),
+    }
+}

@@ -19,15 +19,3 @@ pub mod ntfs;
 pub mod publish;
 pub mod reg;
 pub mod virtio;
-
-/// An error in what the user gave wingold (exit code 2), found outside the layers'
-/// own error types.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
-
-impl error::Classify for BadInput {
-    fn kind(&self) -> error::Kind {
-        error::Kind::BadInput
-    }
-}

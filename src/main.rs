@@ -39,6 +39,6 @@ fn main() {
             eprintln!("wingold: {err:#}");
             std::process::exit(wingold::cli::exit_code(&err));
         }
-        Err(_) => std::process::exit(wingold::cli::EXIT_FAILED),
+        Err(_) => std::process::exit(wingold::error::Kind::Failure.exit_code()),
     }
 }

@@ -9,7 +9,8 @@ use std::io;
 use std::path::PathBuf;
 use support::*;
 use wingold::cli::exit_code;
-use wingold::{guest, hive, image, launch, ntfs, reg, virtio, BadInput};
+use wingold::{cli, drivers, error, firstboot, golden, publish};
+use wingold::{guest, hive, image, launch, ntfs, reg, virtio};
 
 fn path() -> PathBuf {
     PathBuf::from("disk.qcow2")
@@ -35,6 +36,10 @@ fn open(errno: i32) -> image::Error {
         path: path(),
         source: io::Error::from_raw_os_error(errno),
     }
+}
+
+fn unreadable(errno: i32) -> error::Unreadable {
+    error::unreadable(&path())(io::Error::from_raw_os_error(errno))
 }
 
 fn not_ntfs() -> ntfs::Error {
@@ -198,8 +203,94 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
             2,
         ),
         (
-            "bad input found outside the layers",
-            BadInput("two outputs".into()).into(),
+            "a file the user named is missing",
+            unreadable(libc::ENOENT).into(),
+            2,
+        ),
+        (
+            "reading a file the user named fails with EIO",
+            unreadable(libc::EIO).into(),
+            1,
+        ),
+        (
+            "drivers: an unsigned boot driver",
+            drivers::Refusal::Unsigned {
+                iso: "virtio-win.iso".into(),
+                path: "viostor/2k22/amd64/viostor.sys".into(),
+                version: "10.0".into(),
+            }
+            .into(),
+            2,
+        ),
+        (
+            "golden: a bad channel in the config",
+            golden::Refusal::Channel {
+                config: "wingold.toml".into(),
+                channel: "nightly".into(),
+            }
+            .into(),
+            2,
+        ),
+        (
+            "firstboot: rhsrvany cannot be read (EACCES)",
+            firstboot::Refusal::NoServiceBinary {
+                binary: "/usr/share/virt-tools/rhsrvany.exe".into(),
+                source: io::Error::from_raw_os_error(libc::EACCES),
+            }
+            .into(),
+            1,
+        ),
+        (
+            "firstboot: rhsrvany is not installed",
+            firstboot::Refusal::NoServiceBinary {
+                binary: "/usr/share/virt-tools/rhsrvany.exe".into(),
+                source: io::Error::from_raw_os_error(libc::ENOENT),
+            }
+            .into(),
+            2,
+        ),
+        (
+            "publish: a reference that does not parse",
+            publish::Refusal::from(publish::registry::parse_reference("http://x/y").unwrap_err())
+                .into(),
+            2,
+        ),
+        (
+            "reg: a .reg syntax error",
+            reg::parse(b"REGEDIT4\n[HKLM\\x", "x.reg")
+                .unwrap_err()
+                .into(),
+            2,
+        ),
+        (
+            "reg: a value does not read back (wingold's own fault)",
+            reg::Error::Mismatch(Box::new(reg::Mismatch {
+                hive: "SYSTEM",
+                path: "Select".into(),
+                name: "Current".into(),
+                got: None,
+                want: None,
+            }))
+            .into(),
+            1,
+        ),
+        ("cli: two outputs", cli::Invalid::InjectMode.into(), 2),
+        (
+            "hive: indexes that do not read, with a key named outside ASCII",
+            hive::Error::Index {
+                name: "SYSTEM".into(),
+                source: hive::index::Error::BinsSize,
+            }
+            .into(),
+            2,
+        ),
+        (
+            "cli: [publish] tags in the config",
+            cli::Invalid::PublishTag {
+                config: "wingold.toml".into(),
+                tag: "-x".into(),
+            }
+            .into(),
             2,
         ),
         ("no layer knows it", anyhow::anyhow!("something broke"), 1),

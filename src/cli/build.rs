@@ -1,7 +1,7 @@
 //! `wingold build` and `wingold clone`.
 
+use super::Invalid;
 use crate::golden::build;
-use crate::BadInput;
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -32,18 +32,20 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     // `[publish]` is checked with the rest of the config, before anything is written.
     let p = &cfg.config.publish;
     for to in &p.to {
-        crate::publish::registry::parse_reference(to)
-            .map_err(|e| BadInput(format!("{}: [publish] to: {e}", args.config.display())))?;
+        crate::publish::registry::parse_reference(to).map_err(|reason| Invalid::PublishTo {
+            config: args.config.clone(),
+            reason,
+        })?;
     }
     if let Some(t) = p
         .tags
         .iter()
         .find(|t| !crate::publish::registry::valid_tag(t))
     {
-        return Err(BadInput(format!(
-            "{}: [publish] tags: {t:?} is no valid tag",
-            args.config.display()
-        ))
+        return Err(Invalid::PublishTag {
+            config: args.config.clone(),
+            tag: t.clone(),
+        }
         .into());
     }
     let progress = std::io::stderr().is_terminal() && !args.json;

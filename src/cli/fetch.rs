@@ -1,7 +1,7 @@
 //! `wingold fetch`: the virtio-win ISO, verified, cached and pinned; and which of its
 //! driver folders serve a given Windows.
 
-use super::BadInput;
+use super::Invalid;
 use crate::guest;
 use crate::image::{self, Access};
 use crate::virtio::{self, drivers, fetch, iso::Iso, Source};
@@ -91,7 +91,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
             return super::print_json(&got);
         }
         println!(
-            "{}: virtio-win {} ({} bytes, sha256 {}){}, pinned by {:?}",
+            "{}: virtio-win {} ({} bytes, sha256 {}){}, pinned by {}",
             got.path.display(),
             got.version,
             got.size,
@@ -109,18 +109,15 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
     let folders = virtio::driver_folders(&entries);
     let (os, arch): (Vec<String>, String) = match (&args.r#for, &args.for_image) {
         (Some(spec), _) => {
-            let (os, arch) = spec.split_once('/').ok_or_else(|| {
-                BadInput(format!("--for {spec:?}: expected OS/ARCH, e.g. 2k3/x86"))
-            })?;
-            (virtio::os_aliases(os), arch.to_owned())
+            let (os, arch) = spec
+                .split_once('/')
+                .ok_or_else(|| Invalid::ForSpec(spec.clone()))?;
+            (drivers::folders_for(os, arch), arch.to_owned())
         }
         (None, Some(img)) => {
             let dev = image::open(img, Access::ReadOnly)?;
             let w = guest::find_windows(&dev, img)?;
-            let os = drivers::os_folders(&crate::drivers::target_of(&w))
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
+            let os = drivers::os_folders(&crate::drivers::target_of(&w));
             (os, drivers::arch_folder(w.arch).to_owned())
         }
         (None, None) => {
@@ -136,8 +133,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let os_refs: Vec<&str> = os.iter().map(String::as_str).collect();
-    let picks = drivers::pick(&folders, &os_refs, &arch);
+    let picks = drivers::pick(&folders, &os, &arch);
     if args.json {
         return super::print_json(&Picks {
             iso: &got,

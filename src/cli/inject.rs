@@ -1,9 +1,9 @@
 //! `wingold inject`: arguments and output; the work is `golden::inject`.
 
+use super::Invalid;
 use crate::drivers::registry::Registration;
 use crate::golden::inject::{self, Mode, Report, SourceSpec};
 use crate::reg::{self, profiles};
-use crate::BadInput;
 use clap::{ArgMatches, Args};
 use std::io::Write;
 use std::path::PathBuf;
@@ -140,12 +140,7 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
         (_, _, true) => Mode::DryRun,
         (Some(out), false, false) => Mode::Overlay(out.clone()),
         (None, true, false) => Mode::InPlace,
-        _ => {
-            return Err(BadInput(
-                "give --output OUT (an overlay backed by IMAGE) or --in-place".into(),
-            )
-            .into())
-        }
+        _ => return Err(Invalid::InjectMode.into()),
     };
     let specs = ordered_sources(&args, matches);
     if let Some(out) = &args.output {
@@ -185,11 +180,7 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
                 let rest = &spec[i + 1..];
                 rest.starts_with('\\') || (rest.len() >= 2 && rest.as_bytes()[1] == b':')
             })
-            .ok_or_else(|| {
-                BadInput(format!(
-                    "--copy-in {spec}: give LOCAL:GUEST_PATH, e.g. payload/:C:\\Tools"
-                ))
-            })?;
+            .ok_or_else(|| Invalid::CopyInSpec(spec.clone()))?;
         copy_in.push((PathBuf::from(&spec[..split]), spec[split + 1..].to_owned()));
     }
     let first_boot_request = (!args.no_firstboot).then(|| crate::firstboot::Request {

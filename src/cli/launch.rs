@@ -1,6 +1,6 @@
 //! `wingold launch`: the QEMU command line (sh, argv JSON) or libvirt XML for a VM.
 
-use super::BadInput;
+use super::Invalid;
 use crate::image;
 use crate::launch::{self, Accel, DiskBus, Install, Net, Vm};
 use clap::{Args, ValueEnum};
@@ -118,7 +118,7 @@ pub fn vm(
     install: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
     a: &VmArgs,
 ) -> anyhow::Result<Vm> {
-    let mac = launch::mac_for(&a.mac_base, id).map_err(|e| BadInput(e.to_string()))?;
+    let mac = launch::mac_for(&a.mac_base, id)?;
     let install = match install {
         None => None,
         Some((windows_iso, virtio_iso, hdb)) => Some(Install {
@@ -146,7 +146,7 @@ pub fn vm(
     })
 }
 
-pub fn render(vm: &Vm, format: Format) -> anyhow::Result<String> {
+fn render(vm: &Vm, format: Format) -> anyhow::Result<String> {
     Ok(match format {
         Format::Sh => vm.sh(),
         Format::Argv => serde_json::to_string_pretty(&vm.argv())? + "\n",
@@ -158,7 +158,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
     let install = match (args.install, args.windows_iso, args.virtio_iso, args.hdb) {
         (true, Some(w), Some(v), h) => Some((w, v, h)),
         (false, ..) => None,
-        _ => return Err(BadInput("--install needs --windows-iso and --virtio-iso".into()).into()),
+        _ => return Err(Invalid::InstallIsos.into()),
     };
     let vm = vm(args.id, &args.image, install, &args.vm)?;
     print!("{}", render(&vm, args.format)?);

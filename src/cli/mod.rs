@@ -10,16 +10,13 @@ mod disks;
 mod fetch;
 mod inject;
 mod inspect;
+mod invalid;
 mod launch;
 mod publish;
 
 use crate::error::{Classify, Kind};
 use clap::{Parser, Subcommand};
-
-/// Exit code for bad usage or bad input.
-pub const EXIT_BAD_INPUT: i32 = 2;
-/// Exit code for an operation that failed on good input.
-pub const EXIT_FAILED: i32 = 1;
+pub use invalid::Invalid;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -109,7 +106,14 @@ pub fn kind(err: &anyhow::Error) -> Kind {
         of::<crate::launch::Error>,
         of::<crate::virtio::fetch::Error>,
         of::<crate::virtio::iso::Error>,
-        of::<BadInput>,
+        of::<crate::error::Unreadable>,
+        of::<crate::drivers::Refusal>,
+        of::<crate::golden::Refusal>,
+        of::<crate::firstboot::Refusal>,
+        of::<crate::publish::Refusal>,
+        of::<crate::publish::BadReference>,
+        of::<Invalid>,
+        of::<crate::reg::ParseError>,
     ];
     err.chain()
         .find_map(|cause| known.iter().find_map(|of| of(cause)))
@@ -120,8 +124,6 @@ pub fn kind(err: &anyhow::Error) -> Kind {
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     kind(err).exit_code()
 }
-
-pub use crate::BadInput;
 
 /// Prints `value` as pretty JSON on stdout.
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! `wingold publish`: arguments and output; the work is `publish`.
 
+use super::Invalid;
 use crate::publish::{self, registry::Credentials, Options};
-use crate::BadInput;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -54,9 +54,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             std::io::stdin().read_line(&mut line)?;
             let password = line.trim_end_matches(['\r', '\n']).to_owned();
             if password.is_empty() {
-                return Err(
-                    BadInput("--password-stdin: no password on standard input".into()).into(),
-                );
+                return Err(Invalid::NoPassword.into());
             }
             Some(Credentials {
                 username: u.clone(),

@@ -12,16 +12,17 @@
 
 pub mod inf;
 pub mod pe;
+mod refusal;
 pub mod registry;
 mod state;
 
+pub use refusal::Refusal;
 pub use state::{state, ServiceState, State};
 
 use crate::guest::Windows;
 use crate::hive::Hive;
 use crate::reg::RegEdit;
 use crate::virtio::{drivers as folders, iso};
-use crate::BadInput;
 use registry::{BootDriver, Edits, Registration};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -66,7 +67,7 @@ pub struct Request {
 }
 
 /// The drivers always injected besides the boot driver.
-pub const DEFAULT_DRIVERS: [&str; 2] = ["NetKVM", "Balloon"];
+const DEFAULT_DRIVERS: [&str; 2] = ["NetKVM", "Balloon"];
 
 /// Where staged drivers go, under the system root.
 pub const STAGING: &str = "Drivers\\VirtIO";
@@ -155,11 +156,9 @@ pub fn plan(
     read_guest: &ReadGuest,
 ) -> anyhow::Result<Plan> {
     if w.arch == "arm64" {
-        return Err(BadInput(format!(
-            "{}: driver injection into ARM64 Windows is not supported (nobody has \
-             boot-tested it); leave out --drivers",
-            w.product_name
-        ))
+        return Err(Refusal::Arm64 {
+            product: w.product_name.clone(),
+        }
         .into());
     }
     let image = iso::Iso::open(&req.iso)?;
@@ -185,29 +184,26 @@ pub fn plan(
                 .is_some_and(|d| d.eq_ignore_ascii_case(name))
         });
         if !known {
-            let mut names: Vec<&str> = folder_list
+            let mut has: Vec<String> = folder_list
                 .iter()
-                .filter_map(|f| f.split('/').next())
+                .filter_map(|f| f.split('/').next().map(str::to_owned))
                 .collect();
-            names.dedup();
-            return Err(BadInput(format!(
-                "{iso_name}: no driver {name:?} on this virtio-win ISO; it has {}",
-                names.join(", ")
-            ))
+            has.dedup();
+            return Err(Refusal::UnknownDriver {
+                iso: iso_name,
+                name: name.clone(),
+                has,
+            }
             .into());
         }
         let Some(p) = picks.iter().find(|p| p.driver.eq_ignore_ascii_case(name)) else {
-            let tried: Vec<String> = os.iter().map(|o| format!("{name}/{o}/{arch}")).collect();
-            return Err(BadInput(format!(
-                "{iso_name}: no {name} folder for {} {}: tried {}",
-                w.product_name,
-                w.arch,
-                if tried.is_empty() {
-                    "nothing (this Windows version has no virtio-win folder)".to_owned()
-                } else {
-                    tried.join(", ")
-                }
-            ))
+            return Err(Refusal::NoFolder {
+                iso: iso_name,
+                name: name.clone(),
+                product: w.product_name.clone(),
+                arch: w.arch.to_owned(),
+                tried: os.iter().map(|o| format!("{name}/{o}/{arch}")).collect(),
+            }
             .into());
         };
         chosen.push(p.clone());
@@ -237,19 +233,12 @@ pub fn plan(
     let has_ddb = sys.has_key("DriverDatabase")?;
     let wants_ddb = (w.major_version, w.minor_version) >= (6, 2);
     if has_ddb != wants_ddb {
-        return Err(BadInput(format!(
-            "{}: the SYSTEM hive {} a DriverDatabase but this is Windows {} ({}), which \
-             {}; not guessing how to register the boot driver",
-            w.hive_path("SYSTEM"),
-            if has_ddb { "has" } else { "has no" },
-            w.version,
-            w.product_name,
-            if wants_ddb {
-                "keeps its drivers there"
-            } else {
-                "uses the CriticalDeviceDatabase"
-            }
-        ))
+        return Err(Refusal::Registration {
+            hive: w.hive_path("SYSTEM"),
+            has_ddb,
+            version: w.version.clone(),
+            product: w.product_name.clone(),
+        }
         .into());
     }
     let pnp = installed_by_windows(&sys, w, boot)?;
@@ -314,29 +303,30 @@ pub fn plan(
             });
         }
         let Some((inf_path, parsed)) = inf_seen else {
-            return Err(BadInput(format!(
-                "{iso_name}: {} has no INF file; this is no virtio-win driver folder",
-                p.folder
-            ))
+            return Err(Refusal::NoInf {
+                iso: iso_name,
+                folder: p.folder.clone(),
+            }
             .into());
         };
         if is_boot {
             for id in [boot.legacy, boot.modern] {
                 if !parsed.lists_device(id) {
-                    return Err(BadInput(format!(
-                        "{iso_name}: {inf_path} does not list PCI\\{id}, which wingold \
-                         registers for {}; a wrong or damaged driver folder",
-                        boot.service
-                    ))
+                    return Err(Refusal::InfLacksId {
+                        iso: iso_name,
+                        inf: inf_path,
+                        id: id.to_owned(),
+                        service: boot.service.to_owned(),
+                    }
                     .into());
                 }
             }
             if parsed.class_guid.as_deref() != Some(registry::SCSI_ADAPTER_CLASS) {
-                return Err(BadInput(format!(
-                    "{iso_name}: {inf_path} is not in the SCSIAdapter class ({}); not a \
-                     storage driver",
-                    parsed.class_guid.as_deref().unwrap_or("no ClassGUID")
-                ))
+                return Err(Refusal::NotStorage {
+                    iso: iso_name,
+                    inf: inf_path,
+                    class: parsed.class_guid,
+                }
                 .into());
             }
             let sys_name = format!("{}.sys", boot.service);
@@ -350,7 +340,12 @@ pub fn plan(
                 })
                 .cloned()
             else {
-                return Err(BadInput(format!("{iso_name}: {} has no {sys_name}", p.folder)).into());
+                return Err(Refusal::NoSys {
+                    iso: iso_name,
+                    folder: p.folder.clone(),
+                    sys: sys_name,
+                }
+                .into());
             };
             if pnp.is_none() {
                 files.push(FileCopy {
@@ -469,22 +464,27 @@ fn check_sys(
     iso_name: &str,
 ) -> anyhow::Result<()> {
     let Some(p) = pe::parse(data) else {
-        return Err(BadInput(format!("{iso_name}: {path} is not a PE driver image")).into());
+        return Err(Refusal::NotPe {
+            iso: iso_name.to_owned(),
+            path: path.to_owned(),
+        }
+        .into());
     };
     if p.machine != machine {
-        return Err(BadInput(format!(
-            "{iso_name}: {path} is built for {}, but this Windows is {}",
-            pe::machine_name(p.machine),
-            w.arch
-        ))
+        return Err(Refusal::WrongMachine {
+            iso: iso_name.to_owned(),
+            path: path.to_owned(),
+            built: pe::machine_name(p.machine).to_owned(),
+            arch: w.arch.to_owned(),
+        }
         .into());
     }
     if must_be_signed && !p.signed {
-        return Err(BadInput(format!(
-            "{iso_name}: {path} has no embedded signature; 64-bit Windows {} will not \
-             load an unsigned boot driver",
-            w.version
-        ))
+        return Err(Refusal::Unsigned {
+            iso: iso_name.to_owned(),
+            path: path.to_owned(),
+            version: w.version.clone(),
+        }
         .into());
     }
     Ok(())

@@ -199,7 +199,7 @@ pub fn driver_database(e: &mut Edits, d: &BootDriver, arch: &str) {
 }
 
 /// A GUID in its binary (mixed-endian) form.
-pub fn guid_bytes(text: &str) -> [u8; 16] {
+fn guid_bytes(text: &str) -> [u8; 16] {
     let hex: String = text.chars().filter(|c| c.is_ascii_hexdigit()).collect();
     let b: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("a GUID constant"))

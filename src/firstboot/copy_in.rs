@@ -1,34 +1,43 @@
 //! Copy-in: a local file or folder tree into the guest, its shape kept, refused
 //! (naming the file, before anything is written) when Windows could not hold it.
 
+use super::Refusal;
 use super::{mtime, names, sha256_local, GuestFile};
 use crate::drivers::FileAction;
-use crate::BadInput;
+use crate::error::unreadable;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The guest path of `C:\Tools` or `\Tools` on the Windows volume (`Tools`).
-fn guest_target(guest: &str) -> Result<String, String> {
+fn guest_target(guest: &str) -> Result<String, Refusal> {
     let g = guest.replace('/', "\\");
     let rest = match g.as_bytes() {
         [d, b':', ..] if d.eq_ignore_ascii_case(&b'c') => &g[2..],
         [_, b':', ..] => {
-            return Err(format!(
-                "{guest}: only the Windows volume (C:) is written; give C:\\… or \\…"
-            ))
+            return Err(Refusal::OtherVolume {
+                guest: guest.to_owned(),
+            })
         }
         _ => &g[..],
     };
     let rest = rest.trim_matches('\\');
     if rest.is_empty() {
-        return Err(format!("{guest}: name a folder, not the volume's root"));
+        return Err(Refusal::VolumeRoot {
+            guest: guest.to_owned(),
+        });
     }
     for part in rest.split('\\') {
         if part == "." || part == ".." {
-            return Err(format!("{guest}: no . or .. in guest paths"));
+            return Err(Refusal::Dots {
+                guest: guest.to_owned(),
+            });
         }
-        if let Some(p) = names::problem(part) {
-            return Err(format!("{guest}: {part:?}: {p}"));
+        if let Some(problem) = names::problem(part) {
+            return Err(Refusal::GuestName {
+                guest: guest.to_owned(),
+                part: part.to_owned(),
+                problem,
+            });
         }
     }
     Ok(rest.to_owned())
@@ -43,14 +52,12 @@ pub(super) fn copy_in(
     files: &mut Vec<GuestFile>,
     folders: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let target = guest_target(guest).map_err(BadInput)?;
-    let meta = std::fs::symlink_metadata(local)
-        .map_err(|e| BadInput(format!("{}: cannot read: {e}", local.display())))?;
+    let target = guest_target(guest)?;
+    let meta = std::fs::symlink_metadata(local).map_err(unreadable(local))?;
     if meta.file_type().is_symlink() {
-        return Err(BadInput(format!(
-            "{}: a symbolic link; copy-in takes files and folders only",
-            local.display()
-        ))
+        return Err(Refusal::Symlink {
+            path: local.to_owned(),
+        }
         .into());
     }
     // Folder parents of the target.
@@ -88,20 +95,24 @@ pub(super) fn copy_in(
         .sort_by_file_name()
         .min_depth(1);
     for entry in walk {
-        let entry = entry.map_err(|e| BadInput(format!("{}: {e}", local.display())))?;
+        let entry = entry.map_err(unreadable(local))?;
         let path = entry.path();
         let rel = path.strip_prefix(local).expect("under the root");
         let mut guest_parts = Vec::new();
         for c in rel.components() {
-            let name = c
-                .as_os_str()
-                .to_str()
-                .ok_or_else(|| BadInput(format!("{}: a name that is not UTF-8", path.display())))?;
+            let name = c.as_os_str().to_str().ok_or_else(|| Refusal::NotUtf8Name {
+                path: path.to_owned(),
+            })?;
             guest_parts.push(name.to_owned());
         }
         let name = guest_parts.last().cloned().unwrap_or_default();
-        if let Some(p) = names::problem(&name) {
-            return Err(BadInput(format!("{}: {name:?}: {p}", path.display())).into());
+        if let Some(problem) = names::problem(&name) {
+            return Err(Refusal::LocalName {
+                path: path.to_owned(),
+                name,
+                problem,
+            }
+            .into());
         }
         let parent = guest_parts[..guest_parts.len() - 1].join("\\");
         let folded = crate::hive::fold_name(&name);
@@ -110,26 +121,24 @@ pub(super) fn copy_in(
             .or_default()
             .insert(folded, name.clone())
         {
-            return Err(BadInput(format!(
-                "{}: {name:?} and {other:?} differ only in case; Windows holds one",
-                path.display()
-            ))
+            return Err(Refusal::CaseTwins {
+                path: path.to_owned(),
+                name,
+                other,
+            }
             .into());
         }
         let to = format!("{target}\\{}", guest_parts.join("\\"));
         let ft = entry.file_type();
         if ft.is_symlink() {
-            return Err(BadInput(format!(
-                "{}: a symbolic link; copy-in takes files and folders only",
-                path.display()
-            ))
+            return Err(Refusal::Symlink {
+                path: path.to_owned(),
+            }
             .into());
         } else if ft.is_dir() {
             folders.push(to);
         } else if ft.is_file() {
-            let meta = entry
-                .metadata()
-                .map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+            let meta = entry.metadata().map_err(unreadable(path))?;
             files.push(GuestFile {
                 to,
                 from: path.display().to_string(),
@@ -141,10 +150,9 @@ pub(super) fn copy_in(
                 local: Some(path.to_owned()),
             });
         } else {
-            return Err(BadInput(format!(
-                "{}: not a file or folder; copy-in takes files and folders only",
-                path.display()
-            ))
+            return Err(Refusal::NotFileOrFolder {
+                path: path.to_owned(),
+            }
             .into());
         }
     }

@@ -17,17 +17,19 @@
 
 mod copy_in;
 pub mod names;
+mod refusal;
 pub mod security;
 mod state;
 
+pub use refusal::Refusal;
 pub use state::{queue_state, QueueState};
 
 use crate::drivers::registry::Edits;
 use crate::drivers::FileAction;
+use crate::error::unreadable;
 use crate::guest::Windows;
 use crate::hive::Hive;
 use crate::reg::RegEdit;
-use crate::BadInput;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -188,8 +190,7 @@ pub type HashGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<String>> + 'a;
 
 /// The SHA-256 of a local file, read in pieces.
 fn sha256_local(path: &Path) -> anyhow::Result<String> {
-    Ok(crate::fsutil::sha256_file(path)
-        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?)
+    Ok(crate::fsutil::sha256_file(path).map_err(unreadable(path))?)
 }
 
 /// Text with CRLF line ends (what cmd on NT 5.2 needs).
@@ -290,12 +291,9 @@ pub fn plan(
     }
     if let Some(wd) = &req.nic_watchdog {
         if w.major_version < 6 {
-            return Err(BadInput(format!(
-                "--nic-watchdog: {} has no built-in way to reset a network adapter \
-                 (netsh resets only dedicated interfaces there; devcon is a separate \
-                 Microsoft tool): not installed",
-                w.product_name
-            ))
+            return Err(Refusal::NoAdapterReset {
+                product: w.product_name.clone(),
+            }
             .into());
         }
         let target = wd.target.clone().unwrap_or_default();
@@ -303,16 +301,12 @@ pub fn plan(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
         {
-            return Err(BadInput(format!(
-                "--watchdog-target {target:?}: give an IP address or a host name"
-            ))
-            .into());
+            return Err(Refusal::WatchdogTarget { target }.into());
         }
         if !(1..=100).contains(&wd.failures) {
-            return Err(BadInput(format!(
-                "--watchdog-failures {}: give 1 to 100",
-                wd.failures
-            ))
+            return Err(Refusal::WatchdogFailures {
+                failures: wd.failures,
+            }
             .into());
         }
         let script = NIC_WATCHDOG
@@ -342,20 +336,17 @@ pub fn plan(
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        let meta = std::fs::metadata(script)
-            .map_err(|e| BadInput(format!("{shown}: cannot read: {e}")))?;
-        let data =
-            std::fs::read(script).map_err(|e| BadInput(format!("{shown}: cannot read: {e}")))?;
+        let meta = std::fs::metadata(script).map_err(unreadable(script))?;
+        let data = std::fs::read(script).map_err(unreadable(script))?;
         let name = format!("{}-{}", 6000 + i, queue_stem(script));
         match ext.as_str() {
             "cmd" | "bat" => entries.push((format!("{name}.cmd"), shown, data, mtime(&meta))),
             "ps1" => {
                 if !has_powershell {
-                    return Err(BadInput(format!(
-                        "{shown}: this Windows ({}) has no PowerShell \
-                         (System32\\WindowsPowerShell\\v1.0\\powershell.exe); give a .cmd script",
-                        w.product_name
-                    ))
+                    return Err(Refusal::NoPowerShell {
+                        script: script.clone(),
+                        product: w.product_name.clone(),
+                    }
                     .into());
                 }
                 add(
@@ -373,9 +364,9 @@ pub fn plan(
                 entries.push((format!("{name}.cmd"), shown, crlf(&wrapper), mtime(&meta)));
             }
             _ => {
-                return Err(BadInput(format!(
-                    "{shown}: a first-boot script must be .cmd, .bat or .ps1"
-                ))
+                return Err(Refusal::ScriptType {
+                    script: script.clone(),
+                }
                 .into())
             }
         }
@@ -406,12 +397,9 @@ pub fn plan(
             .service_binary
             .clone()
             .unwrap_or_else(|| PathBuf::from(RHSRVANY));
-        let bytes = std::fs::read(&binary).map_err(|e| {
-            BadInput(format!(
-                "{}: cannot read the first-boot service binary ({e}); install Debian's \
-                 rhsrvany package (bookworm-backports), as make setup does",
-                binary.display()
-            ))
+        let bytes = std::fs::read(&binary).map_err(|source| Refusal::NoServiceBinary {
+            binary: binary.clone(),
+            source,
         })?;
         let sha = sha256_hex(&bytes);
         add(

@@ -9,26 +9,43 @@ const RESERVED: &[&str] = &[
     "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
 ];
 
+/// Why Windows cannot hold a name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("an empty name")]
+    Empty,
+    #[error("{0:?} is not allowed in Windows names")]
+    Forbidden(char),
+    #[error("control character {0:#04x}")]
+    Control(u32),
+    #[error("Windows drops a trailing dot or space")]
+    TrailingDotOrSpace,
+    #[error("{0} is a device name Windows reserves")]
+    Reserved(String),
+    #[error("longer than 255 characters")]
+    TooLong,
+}
+
 /// Why Windows cannot hold `name` (one path component), or None when it can.
-pub fn problem(name: &str) -> Option<String> {
+pub fn problem(name: &str) -> Option<Problem> {
     if name.is_empty() {
-        return Some("an empty name".into());
+        return Some(Problem::Empty);
     }
     if let Some(c) = name.chars().find(|c| FORBIDDEN.contains(c)) {
-        return Some(format!("{c:?} is not allowed in Windows names"));
+        return Some(Problem::Forbidden(c));
     }
     if let Some(c) = name.chars().find(|c| (*c as u32) < 0x20) {
-        return Some(format!("control character {:#04x}", c as u32));
+        return Some(Problem::Control(c as u32));
     }
     if name.ends_with('.') || name.ends_with(' ') {
-        return Some("Windows drops a trailing dot or space".into());
+        return Some(Problem::TrailingDotOrSpace);
     }
     let stem = name.split('.').next().unwrap_or("").trim_end();
     if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
-        return Some(format!("{stem} is a device name Windows reserves"));
+        return Some(Problem::Reserved(stem.to_owned()));
     }
     if name.encode_utf16().count() > 255 {
-        return Some("longer than 255 characters".into());
+        return Some(Problem::TooLong);
     }
     None
 }

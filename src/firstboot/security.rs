@@ -22,15 +22,15 @@ fn nt_sid(subs: &[u32]) -> Vec<u8> {
     b
 }
 
-pub fn local_system() -> Vec<u8> {
+fn local_system() -> Vec<u8> {
     nt_sid(&[18])
 }
 
-pub fn administrators() -> Vec<u8> {
+fn administrators() -> Vec<u8> {
     nt_sid(&[32, 544])
 }
 
-pub fn users() -> Vec<u8> {
+fn users() -> Vec<u8> {
     nt_sid(&[32, 545])
 }
 

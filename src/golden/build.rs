@@ -14,10 +14,11 @@ use super::inject::{self, Mode, SourceSpec};
 pub use super::manifest::{manifest_path, read_manifest};
 use super::manifest::{BaseRecord, Manifest, OutputRecord, VirtioRecord};
 use super::versions::Layout;
+use crate::error::unreadable;
 use crate::fsutil::{self, FileKey, Place};
+use crate::golden::Refusal;
 use crate::image::{self, Access};
 use crate::virtio::{self, fetch};
-use crate::BadInput;
 use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -40,7 +41,7 @@ pub struct Outcome {
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    fsutil::sha256_file(path).with_context(|| format!("{}: cannot read", path.display()))
+    Ok(fsutil::sha256_file(path).map_err(unreadable(path))?)
 }
 
 fn stamp(meta: &std::fs::Metadata) -> (u64, i128, u64) {
@@ -148,16 +149,18 @@ fn refuse_aliases(cfg: &Loaded) -> anyhow::Result<()> {
 }
 
 /// One line naming both when `output` is one of `inputs`.
-pub fn refuse_output_among(output: &Path, inputs: &[(&str, PathBuf)]) -> anyhow::Result<()> {
+pub fn refuse_output_among(
+    output: &Path,
+    inputs: &[(&'static str, PathBuf)],
+) -> anyhow::Result<()> {
     let out = FileKey::of(output);
     for (what, path) in inputs {
         if FileKey::of(path).same(&out) {
-            return Err(BadInput(format!(
-                "{}: the output is {what} ({}); an output can never be an input: choose \
-                 another output",
-                output.display(),
-                path.display()
-            ))
+            return Err(Refusal::OutputIsInput {
+                output: output.to_owned(),
+                what,
+                input: path.to_owned(),
+            }
             .into());
         }
     }
@@ -270,8 +273,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         base_record(&c.base.image, previous.as_ref().map(|m| &m.base))?;
     let mut regfiles = Vec::new();
     for r in &c.golden.regfiles {
-        let bytes =
-            std::fs::read(r).map_err(|e| BadInput(format!("{}: cannot read: {e}", r.display())))?;
+        let bytes = std::fs::read(r).map_err(unreadable(r))?;
         regfiles.push((
             r.display().to_string(),
             format!("{:x}", Sha256::digest(&bytes)),
@@ -300,7 +302,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         if let Some(was) = previous.as_ref().and_then(|m| m.base.sha256.clone()) {
             let b = bar(progress, base.size, "hashing");
             let now = fsutil::sha256_file_with(&c.base.image, &|n| b.set_position(n))
-                .with_context(|| format!("{}: cannot read", c.base.image.display()))?;
+                .map_err(unreadable(&c.base.image))?;
             b.finish_and_clear();
             base_same = now == was;
             base.sha256 = Some(now);

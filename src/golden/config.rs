@@ -2,7 +2,8 @@
 //! done, and the identity of a build's inputs (what makes a rebuild).
 
 use super::versions;
-use crate::BadInput;
+use crate::error::unreadable;
+use crate::golden::Refusal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::MetadataExt;
@@ -170,10 +171,10 @@ pub struct Loaded {
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
-    let text = String::from_utf8(bytes.clone())
-        .map_err(|_| BadInput(format!("{}: not UTF-8 text", path.display())))?;
+    let bytes = std::fs::read(path).map_err(unreadable(path))?;
+    let text = String::from_utf8(bytes.clone()).map_err(|_| Refusal::NotUtf8 {
+        config: path.to_owned(),
+    })?;
     let mut config: Config = toml::from_str(&text).map_err(|e| {
         let (line, col) = e
             .span()
@@ -185,7 +186,12 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
                 )
             })
             .unwrap_or((1, 1));
-        BadInput(format!("{}:{line}:{col}: {}", path.display(), e.message()))
+        Refusal::Syntax {
+            config: path.to_owned(),
+            line,
+            column: col,
+            message: e.message().to_owned(),
+        }
     })?;
     let dir = std::path::absolute(path)?
         .parent()
@@ -223,10 +229,9 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         v.iso.is_some(),
     ];
     if given.iter().filter(|g| **g).count() > 1 {
-        return Err(BadInput(format!(
-            "{}: [virtio_win] takes one of channel, version, url or iso",
-            path.display()
-        ))
+        return Err(Refusal::VirtioSources {
+            config: path.to_owned(),
+        }
         .into());
     }
     if let Some(ch) = v
@@ -234,10 +239,10 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         .as_deref()
         .filter(|c| !["stable", "latest"].contains(c))
     {
-        return Err(BadInput(format!(
-            "{}: [virtio_win] channel must be stable or latest, not {ch:?}",
-            path.display()
-        ))
+        return Err(Refusal::Channel {
+            config: path.to_owned(),
+            channel: ch.to_owned(),
+        }
         .into());
     }
     if let Some(b) = config
@@ -246,14 +251,16 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         .as_deref()
         .filter(|b| crate::drivers::Boot::parse(b).is_none())
     {
-        return Err(BadInput(format!(
-            "{}: [drivers] boot must be viostor or vioscsi, not {b:?}",
-            path.display()
-        ))
+        return Err(Refusal::Boot {
+            config: path.to_owned(),
+            boot: b.to_owned(),
+        }
         .into());
     }
-    versions::Layout::new(&config.golden.output)
-        .map_err(|e| BadInput(format!("{}: [golden] output: {}", path.display(), e.0)))?;
+    versions::Layout::new(&config.golden.output).map_err(|_| Refusal::ConfigOutput {
+        config: path.to_owned(),
+        output: config.golden.output.clone(),
+    })?;
     Ok(Loaded {
         path: path.to_owned(),
         dir,
@@ -294,8 +301,7 @@ pub(super) fn first_boot_inputs(c: &Config) -> anyhow::Result<Vec<(String, Strin
         files.push(binary);
     }
     for f in files {
-        let bytes = std::fs::read(&f)
-            .map_err(|e| BadInput(format!("{}: cannot read: {e}", f.display())))?;
+        let bytes = std::fs::read(&f).map_err(unreadable(&f))?;
         out.push((
             f.display().to_string(),
             format!("{:x}", Sha256::digest(&bytes)),
@@ -304,10 +310,8 @@ pub(super) fn first_boot_inputs(c: &Config) -> anyhow::Result<Vec<(String, Strin
     for t in &c.files {
         let mut h = Sha256::new();
         for e in walkdir::WalkDir::new(&t.from).sort_by_file_name() {
-            let e = e.map_err(|e| BadInput(format!("{}: {e}", t.from.display())))?;
-            let meta = e
-                .metadata()
-                .map_err(|e| BadInput(format!("{}: {e}", t.from.display())))?;
+            let e = e.map_err(unreadable(&t.from))?;
+            let meta = e.metadata().map_err(unreadable(e.path()))?;
             h.update(format!(
                 "{}\0{}\0{}\0{}\n",
                 e.path().strip_prefix(&t.from).unwrap_or(e.path()).display(),

@@ -4,11 +4,11 @@
 
 use super::inject::Source;
 use crate::drivers;
+use crate::error::unreadable;
 use crate::firstboot;
+use crate::golden::Refusal;
 use crate::guest::Windows;
 use crate::ntfs::Volume;
-use crate::BadInput;
-use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -108,12 +108,9 @@ pub(super) fn plan_drivers(
         .iter()
         .map(|n| format!("{drivers_dir}\\{n}"))
         .find(|f| vol.lookup(f).ok().flatten().is_some())
-        .ok_or_else(|| {
-            BadInput(format!(
-                "{}: no {drivers_dir}\\disk.sys to take the driver files' security from; \
-                 is this an installed Windows?",
-                req.iso.display()
-            ))
+        .ok_or_else(|| Refusal::NoSecuritySource {
+            iso: req.iso.clone(),
+            drivers_dir: drivers_dir.clone(),
         })?;
     let file_sd = f.descriptor(vol.security(&sibling)?);
     let folder_sd = f.descriptor(vol.security(&drivers_dir)?);
@@ -268,14 +265,12 @@ pub(super) fn refuse_full_volume(
     let free = vol.free_bytes()?;
     let needed = bytes_needed + (4 << 20);
     if bytes_needed > 0 && free < needed {
-        return Err(BadInput(format!(
-            "{}: partition {} has {} MiB free; the files to copy need {} MiB: make room \
-             in Windows or grow the disk",
-            image_path.display(),
-            w.partition,
-            free >> 20,
-            needed.div_ceil(1 << 20)
-        ))
+        return Err(Refusal::NoRoom {
+            image: image_path.to_owned(),
+            partition: w.partition,
+            free_mib: free >> 20,
+            needed_mib: needed.div_ceil(1 << 20),
+        }
         .into());
     }
     Ok(())
@@ -297,8 +292,7 @@ pub(super) fn write_files(vol: &Volume, f: &FilePlan) -> anyhow::Result<()> {
         crate::ntfs::with_frozen_clock(c.time.unwrap_or(f.time), || -> anyhow::Result<()> {
             match &c.local {
                 Some(local) => {
-                    let mut src = std::fs::File::open(local)
-                        .with_context(|| format!("{}: cannot read", local.display()))?;
+                    let mut src = std::fs::File::open(local).map_err(unreadable(local))?;
                     vol.write_file_from(&c.to, c.size, &mut src)?;
                 }
                 None => vol.write_file(&c.to, &c.data)?,

@@ -11,13 +11,14 @@ mod refuse;
 
 use super::files::{self, FilePlan};
 use crate::drivers;
+use crate::error::unreadable;
 use crate::firstboot;
+use crate::golden::Refusal;
 use crate::guest::{self, Windows};
 use crate::hive;
 use crate::image::{self, Access, BlockDev, PartitionView};
 use crate::ntfs::Volume;
 use crate::reg::{self, profiles, Change, RegEdit};
-use crate::BadInput;
 use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -114,22 +115,15 @@ pub fn plan(
         && driver_request.is_none()
         && first_boot_request.is_none_or(|r| r.is_empty())
     {
-        return Err(BadInput(
-            "nothing to apply: give --profile NAME, --reg FILE, --drivers ISO, --firstboot \
-             SCRIPT and/or --copy-in LOCAL:GUEST"
-                .into(),
-        )
-        .into());
+        return Err(Refusal::NothingToApply.into());
     }
     // Syntax first, before touching any image (the family only picks profile
     // variants): each .reg file is read and parsed once, here.
     let mut parsed = Vec::new();
     for src in specs {
         if let SourceSpec::Reg(path) = src {
-            let bytes = std::fs::read(path)
-                .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
-            let (_, edits) = reg::parse(&bytes, &path.display().to_string())
-                .map_err(|e| BadInput(e.to_string()))?;
+            let bytes = std::fs::read(path).map_err(unreadable(path))?;
+            let (_, edits) = reg::parse(&bytes, &path.display().to_string())?;
             parsed.push(edits);
         }
     }
@@ -239,7 +233,7 @@ pub fn plan(
 
 impl Plan {
     /// True when every edit is already in the hives and every file in place.
-    pub fn nothing_to_write(&self) -> bool {
+    fn nothing_to_write(&self) -> bool {
         self.results.iter().all(|r| r.bytes.is_none())
             && self.files.as_ref().is_none_or(|f| {
                 f.folders.is_empty()
@@ -256,6 +250,23 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
     let image_path = plan.report.image.clone();
     let (w, results) = (&plan.windows, &plan.results);
     let nothing_to_write = plan.nothing_to_write();
+    let (files, check) = (plan.files.as_ref(), !plan.forced);
+    // Writes the plan into the image at `target` (named `shown` in messages), closes
+    // it and reads every file and value back from it.
+    let write_verified = |target: &Path, shown: &Path, ordering: Ordering| {
+        let img = image::open(target, Access::ReadWrite)?;
+        let written = write_hives(
+            &img,
+            w,
+            &shown.display().to_string(),
+            results,
+            files,
+            ordering,
+        )?;
+        drop(img);
+        verify(target, w, results, files, check)?;
+        anyhow::Ok(written)
+    };
     let r = &mut plan.report;
     match mode {
         Mode::DryRun => return Ok(()),
@@ -264,27 +275,16 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                 "wingold: {} already holds every edit and file: nothing written",
                 image_path.display()
             );
-            verify(&image_path, w, results, plan.files.as_ref(), !plan.forced)?;
+            verify(&image_path, w, results, files, check)?;
             r.in_place = true;
         }
         Mode::InPlace => {
-            let img = image::open(&image_path, Access::ReadWrite)?;
             eprintln!(
                 "wingold: writing {} in place, as asked",
                 image_path.display()
             );
-            let (written, logs) = write_hives(
-                &img,
-                w,
-                &image_path.display().to_string(),
-                results,
-                plan.files.as_ref(),
-                Ordering::CrashOrdered,
-            )?;
-            drop(img);
-            r.hives_written = written;
-            r.logs_truncated = logs;
-            verify(&image_path, w, results, plan.files.as_ref(), !plan.forced)?;
+            (r.hives_written, r.logs_truncated) =
+                write_verified(&image_path, &image_path, Ordering::CrashOrdered)?;
             r.in_place = true;
         }
         Mode::Overlay(out) => {
@@ -301,21 +301,11 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                 return Err(image::Error::Exists { path: out.clone() }.into());
             }
             let tmp = crate::fsutil::temp_name(out);
-            let done = (|| -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
+            let done = (|| {
                 image::create_overlay(&tmp, &image_path)?;
-                let img = image::open(&tmp, Access::ReadWrite)?;
-                let written = write_hives(
-                    &img,
-                    w,
-                    &out.display().to_string(),
-                    results,
-                    plan.files.as_ref(),
-                    Ordering::Unseen,
-                )?;
-                drop(img);
-                verify(&tmp, w, results, plan.files.as_ref(), !plan.forced)?;
+                let written = write_verified(&tmp, out, Ordering::Unseen)?;
                 image::publish(&tmp, out)?;
-                Ok(written)
+                anyhow::Ok(written)
             })();
             match done {
                 Ok((written, logs)) => {
@@ -353,15 +343,9 @@ fn load_sources(
                 let chosen: Vec<&profiles::Profile> = if name == profiles::ALL {
                     profiles::PROFILES.iter().collect()
                 } else {
-                    vec![profiles::find(name).ok_or_else(|| {
-                        BadInput(format!(
-                            "unknown profile {name:?}; known: {}, all (see --list-profiles)",
-                            profiles::PROFILES
-                                .iter()
-                                .map(|p| p.name)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
+                    vec![profiles::find(name).ok_or_else(|| Refusal::UnknownProfile {
+                        name: name.clone(),
+                        known: profiles::PROFILES.iter().map(|p| p.name).collect(),
                     })?]
                 };
                 for p in chosen {
@@ -520,7 +504,7 @@ pub fn verify(
             "verification failed: hive {} reads back different bytes",
             r.hive
         );
-        reg::verify(r, &back).map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
+        reg::verify(r, &back)?;
     }
     drop(vol);
     if !detect {

@@ -9,5 +9,8 @@ mod files;
 pub mod finalize;
 pub mod inject;
 pub mod manifest;
+mod refusal;
 pub mod versions;
 pub mod vm;
+
+pub use refusal::Refusal;

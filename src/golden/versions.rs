@@ -6,15 +6,16 @@
 //! Clones record the versioned file as their backing file, so a rebuild never
 //! changes what an existing clone reads. `gc` removes versions nobody uses.
 
+use crate::error::unreadable;
 use crate::fsutil;
+use crate::golden::Refusal;
 use crate::image;
-use crate::BadInput;
 use serde::Serialize;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Hex digits of the sha256 in a version's file name.
-pub const VERSION_HEX: usize = 12;
+const VERSION_HEX: usize = 12;
 
 /// Where the versions of one golden image live.
 #[derive(Debug, Clone)]
@@ -28,16 +29,13 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(stable: &Path) -> Result<Layout, BadInput> {
+    pub fn new(stable: &Path) -> Result<Layout, Refusal> {
         let name = stable
             .file_name()
             .and_then(|n| n.to_str())
             .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-            .ok_or_else(|| {
-                BadInput(format!(
-                    "{}: a golden image needs a UTF-8 file name",
-                    stable.display()
-                ))
+            .ok_or_else(|| Refusal::OutputName {
+                output: stable.to_owned(),
             })?;
         let (stem, ext) = match name.rfind('.') {
             Some(i) if i > 0 => (&name[..i], &name[i..]),
@@ -93,12 +91,9 @@ impl Layout {
                 let target = self.dir.join(target);
                 Ok(target.exists().then_some(target))
             }
-            Ok(_) => Err(BadInput(format!(
-                "{}: is a file, not the symlink to a golden version that wingold keeps \
-                 there; clones may rest on it, so it is not replaced: move it away (and \
-                 `qemu-img rebase -u -b NEW_PATH` the clones that use it), then build again",
-                self.stable.display()
-            ))
+            Ok(_) => Err(Refusal::StableIsFile {
+                stable: self.stable.clone(),
+            }
             .into()),
         }
     }
@@ -224,10 +219,13 @@ fn clone_backings(dirs: &[PathBuf]) -> anyhow::Result<Vec<((u64, u64), PathBuf)>
     let mut used = Vec::new();
     for dir in dirs {
         if !dir.is_dir() {
-            return Err(BadInput(format!("{}: not a folder of clones", dir.display())).into());
+            return Err(Refusal::NotCloneFolder {
+                dir: dir.to_owned(),
+            }
+            .into());
         }
         for e in walkdir::WalkDir::new(dir).follow_links(false) {
-            let e = e.map_err(|e| BadInput(format!("{}: {e}", dir.display())))?;
+            let e = e.map_err(unreadable(dir))?;
             if !e.file_type().is_file() {
                 continue;
             }

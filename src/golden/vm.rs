@@ -3,9 +3,9 @@
 //! that starts it. All or nothing: a refusal or a failure leaves no file behind.
 
 use crate::fsutil::{self, Place};
+use crate::golden::Refusal;
 use crate::image::{self, create_overlay, create_qcow2, CreateOptions};
 use crate::launch::Vm;
-use crate::BadInput;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -97,7 +97,10 @@ pub fn clone_paths(dir: &Path, id: u32) -> (PathBuf, PathBuf) {
 pub fn clone(golden: &Path, disk: &Path, script: &Path, vm: &Vm) -> anyhow::Result<Cloned> {
     refuse_existing(&[disk, script])?;
     if !golden.exists() {
-        return Err(BadInput(format!("{}: no such golden image", golden.display())).into());
+        return Err(Refusal::NoGolden {
+            golden: golden.to_owned(),
+        }
+        .into());
     }
     if let Some(dir) = disk.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| image::Error::open(dir, e))?;
@@ -131,7 +134,7 @@ fn refuse_existing(paths: &[&Path]) -> anyhow::Result<()> {
 
 /// Writes an executable script under a temporary name, then moves it into place;
 /// an existing file is never replaced.
-pub fn write_script(path: &Path, text: &str) -> anyhow::Result<()> {
+fn write_script(path: &Path, text: &str) -> anyhow::Result<()> {
     fsutil::write_file(path, text.as_bytes(), 0o755, Place::NoReplace).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => image::Error::Exists {
             path: path.to_owned(),

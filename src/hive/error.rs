@@ -9,7 +9,7 @@ pub enum Error {
     #[error("{name}: not a registry hive: {reason}")]
     NotAHive { name: String, reason: String },
 
-    #[error("{name}: hivex cannot open it: {source}")]
+    #[error("{name}: hivex cannot open it")]
     Open {
         name: String,
         #[source]
@@ -76,6 +76,16 @@ pub enum Error {
     #[error("{name}: the root key of a hive cannot be deleted (delete its subkeys instead)")]
     RootDelete { name: String },
 
+    #[error(
+        "{name}: cannot add keys named outside ASCII: the subkey indexes do not read as \
+         Windows writes them"
+    )]
+    Index {
+        name: String,
+        #[source]
+        source: super::index::Error,
+    },
+
     #[error("{name}: the hive was opened read-only")]
     ReadOnly { name: String },
 }
@@ -88,6 +98,7 @@ impl crate::error::Classify for Error {
                 | Error::Open { .. }
                 | Error::Dirty { .. }
                 | Error::NeedsRepair { .. }
+                | Error::Index { .. }
                 | Error::NulInName { .. }
                 | Error::RootDelete { .. }
                 | Error::ValueTooLarge { .. }

@@ -173,11 +173,10 @@ impl Hive {
             });
         }
         let laid_out =
-            index::lay_out_new_keys(bytes, paths, LAY_OUT_MIN_KEYS).map_err(|reason| {
-                Error::Read {
+            index::lay_out_new_keys(bytes, paths, LAY_OUT_MIN_KEYS).map_err(|source| {
+                Error::Index {
                     name: name.to_owned(),
-                    path: String::new(),
-                    reason,
+                    source,
                 }
             })?;
         match laid_out {

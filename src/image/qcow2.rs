@@ -349,10 +349,6 @@ impl Qcow2Image {
         self.backing.as_deref()
     }
 
-    pub fn snapshot_count(&self) -> u32 {
-        self.header.nb_snapshots
-    }
-
     /// Sets or clears the header's dirty bit (version 3): set before the first write
     /// after a flush, cleared once a flush made everything durable. A process killed
     /// in between leaves an image that QEMU repairs on its next read-write open

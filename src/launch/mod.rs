@@ -331,7 +331,7 @@ impl Vm {
 }
 
 /// Single-quotes `s` for sh: only `'` needs care, as `'\''`.
-pub fn sh_quote(s: &str) -> String {
+fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 

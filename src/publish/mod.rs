@@ -9,12 +9,15 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod refusal;
 pub mod registry;
 pub mod tar;
 
+pub use refusal::{BadReference, Refusal};
+
 pub use auth::{base64, credentials_from_files, unbase64};
 
-use crate::BadInput;
+use crate::error::unreadable;
 use anyhow::Context;
 use registry::{Credentials, Registry};
 use serde::Serialize;
@@ -23,9 +26,9 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-pub const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 /// Bumped when the layout of the disk layer changes (invalidates the cache).
 const LAYOUT_VERSION: u32 = 1;
 
@@ -79,7 +82,7 @@ fn sha256_hex(b: &[u8]) -> String {
 
 /// The KubeVirt preference for a Windows (common-instancetypes names), `.virtio`
 /// when the virtio drivers were injected.
-pub fn preference_for(osinfo: &str, virtio: bool) -> Option<String> {
+fn preference_for(osinfo: &str, virtio: bool) -> Option<String> {
     let base = match osinfo {
         "win10" => "windows.10",
         "win11" => "windows.11",
@@ -182,8 +185,7 @@ fn disk_layer_digest(golden: &Path, golden_sha: &str, size: u64) -> anyhow::Resu
             }
         }
     }
-    let f = std::fs::File::open(golden)
-        .with_context(|| format!("{}: cannot read", golden.display()))?;
+    let f = std::fs::File::open(golden).map_err(unreadable(golden))?;
     let mut h = Sha256::new();
     std::io::copy(&mut tar::disk_layer(f, size), &mut h)?;
     let digest = format!("sha256:{:x}", h.finalize());
@@ -201,56 +203,51 @@ fn disk_layer_digest(golden: &Path, golden_sha: &str, size: u64) -> anyhow::Resu
 /// Publishes (or, with `dry_run`, only computes) the image.
 pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
     let golden = &o.golden;
-    let shown = golden.display().to_string();
     let target =
         o.to.as_deref()
             .map(registry::parse_reference)
             .transpose()
-            .map_err(BadInput)?;
+            .map_err(Refusal::from)?;
     if target.is_none() && o.oci_layout.is_none() {
-        return Err(
-            BadInput("give docker://HOST/REPO[:TAG] and/or --oci-layout DIR".into()).into(),
-        );
+        return Err(Refusal::NoDestination.into());
     }
     for t in &o.tags {
         if !registry::valid_tag(t) {
-            return Err(BadInput(format!("--tag {t:?}: not a valid tag")).into());
+            return Err(Refusal::Tag(t.clone()).into());
         }
     }
     if let Some(c) = &o.created {
         if c.len() < 20 || c.as_bytes().get(4) != Some(&b'-') || c.as_bytes().get(10) != Some(&b'T')
         {
-            return Err(BadInput(format!(
-                "--created {c:?}: give an RFC 3339 time, e.g. 2026-11-30T12:00:00Z"
-            ))
-            .into());
+            return Err(Refusal::Created(c.clone()).into());
         }
     }
-    let version = std::fs::canonicalize(golden)
-        .map_err(|e| BadInput(format!("{shown}: cannot read: {e}")))?;
+    let version = std::fs::canonicalize(golden).map_err(unreadable(golden))?;
     let backing = crate::image::backing_files(&version);
     if !backing.is_empty() {
-        return Err(BadInput(format!(
-            "{shown}: has a backing file ({}); KubeVirt refuses such images: publish a golden image (wingold build), not a clone",
-            backing[0].display()
-        ))
+        return Err(Refusal::HasBacking {
+            golden: golden.to_owned(),
+            backing: backing[0].clone(),
+        }
         .into());
     }
     let manifest_bytes =
         std::fs::read(crate::golden::build::manifest_path(&version)).map_err(|_| {
-            BadInput(format!(
-                "{shown}: no {}.manifest.json beside it: publish what wingold build made",
-                version.display()
-            ))
+            Refusal::NoManifest {
+                golden: golden.to_owned(),
+                version: version.clone(),
+            }
         })?;
-    let m: Value = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| BadInput(format!("{shown}: its manifest does not parse: {e}")))?;
+    let m: Value = serde_json::from_slice(&manifest_bytes).map_err(|e| Refusal::Manifest {
+        golden: golden.to_owned(),
+        reason: e.to_string(),
+    })?;
     let size = std::fs::metadata(&version)?.len();
     let golden_sha = m["output"]["sha256"].as_str().unwrap_or("").to_owned();
     if m["output"]["size"].as_u64() != Some(size) {
-        return Err(BadInput(format!(
-            "{shown}: its size differs from its manifest's: not the file wingold built"
-        ))
+        return Err(Refusal::SizeDiffers {
+            golden: golden.to_owned(),
+        }
         .into());
     }
 
@@ -302,36 +299,27 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
     put("io.wingold.version", s(&m["wingold_version"]));
     put("io.wingold.golden.sha256", golden_sha.clone());
     put("io.wingold.golden.size", size.to_string());
-    put(
-        "io.wingold.golden.virtual-size",
-        s(&m["output"]["virtual_size"]),
-    );
     put("io.wingold.golden.format", "qcow2".into());
-    put(
-        "io.wingold.golden.compressed",
-        s(&m["output"]["compressed"]),
-    );
-    put("io.wingold.base.sha256", s(&m["identity"]["base_sha256"]));
-    put(
-        "io.wingold.config.sha256",
-        s(&m["identity"]["config_sha256"]),
-    );
-    put(
-        "io.wingold.virtio-win.version",
-        s(&m["virtio_win"]["version"]),
-    );
-    put(
-        "io.wingold.virtio-win.sha256",
-        s(&m["virtio_win"]["sha256"]),
-    );
-    put(
-        "io.wingold.virtio-win.drivers-injected",
-        s(&m["virtio_win"]["drivers_injected"]),
-    );
-    put("io.wingold.windows.product-name", s(&w["product_name"]));
-    put("io.wingold.windows.version", s(&w["version"]));
-    put("io.wingold.windows.osinfo", s(&w["osinfo"]));
-    put("io.wingold.windows.arch", s(&w["arch"]));
+    // Manifest fields as they are, in label order.
+    let from_manifest = [
+        ("golden.virtual-size", &m["output"]["virtual_size"]),
+        ("golden.compressed", &m["output"]["compressed"]),
+        ("base.sha256", &m["identity"]["base_sha256"]),
+        ("config.sha256", &m["identity"]["config_sha256"]),
+        ("virtio-win.version", &m["virtio_win"]["version"]),
+        ("virtio-win.sha256", &m["virtio_win"]["sha256"]),
+        (
+            "virtio-win.drivers-injected",
+            &m["virtio_win"]["drivers_injected"],
+        ),
+        ("windows.product-name", &w["product_name"]),
+        ("windows.version", &w["version"]),
+        ("windows.osinfo", &w["osinfo"]),
+        ("windows.arch", &w["arch"]),
+    ];
+    for (label, value) in from_manifest {
+        put(&format!("io.wingold.{label}"), s(value));
+    }
     put(
         "io.wingold.provenance.sha256",
         format!("{:x}", Sha256::digest(&prov_bytes)),
@@ -385,7 +373,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
     }
     tags.dedup();
     let open_disk = || -> anyhow::Result<Box<dyn Read + Send>> {
-        let f = std::fs::File::open(&version).with_context(|| format!("{shown}: cannot read"))?;
+        let f = std::fs::File::open(&version).map_err(unreadable(&version))?;
         Ok(Box::new(tar::disk_layer(f, size)))
     };
     let mut layers = vec![
@@ -434,9 +422,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         let ca = o
             .ca_cert
             .as_ref()
-            .map(|p| {
-                std::fs::read(p).map_err(|e| BadInput(format!("{}: cannot read: {e}", p.display())))
-            })
+            .map(|p| std::fs::read(p).map_err(unreadable(p)))
             .transpose()?;
         let creds = o
             .credentials

@@ -3,6 +3,7 @@
 //! chunks), put a manifest; with anonymous, basic and bearer-token access, TLS by
 //! default and plain HTTP only for the host `--insecure` names.
 
+use super::BadReference;
 use anyhow::{anyhow, bail, Context};
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
@@ -19,15 +20,16 @@ pub struct Target {
 }
 
 /// Parses `docker://HOST[:PORT]/REPO[:TAG]`.
-pub fn parse_reference(text: &str) -> Result<Target, String> {
+pub fn parse_reference(text: &str) -> Result<Target, BadReference> {
+    let text_owned = || text.to_owned();
     let rest = text
         .strip_prefix("docker://")
-        .ok_or_else(|| format!("{text}: give docker://HOST[:PORT]/REPO[:TAG]"))?;
+        .ok_or_else(|| BadReference::Shape { text: text_owned() })?;
     let (host, path) = rest
         .split_once('/')
-        .ok_or_else(|| format!("{text}: no repository after the host"))?;
+        .ok_or_else(|| BadReference::NoRepository { text: text_owned() })?;
     if host.is_empty() || path.is_empty() {
-        return Err(format!("{text}: give docker://HOST[:PORT]/REPO[:TAG]"));
+        return Err(BadReference::Shape { text: text_owned() });
     }
     let (repo, tag) = match path.rsplit_once(':') {
         Some((r, t)) if !t.contains('/') => (r, Some(t.to_owned())),
@@ -39,13 +41,14 @@ pub fn parse_reference(text: &str) -> Result<Target, String> {
                 .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
     });
     if !repo_ok {
-        return Err(format!(
-            "{text}: a repository is lower-case letters, digits, '.', '_', '-' and '/'"
-        ));
+        return Err(BadReference::Repository { text: text_owned() });
     }
     if let Some(t) = &tag {
         if !valid_tag(t) {
-            return Err(format!("{text}: {t:?} is no valid tag"));
+            return Err(BadReference::Tag {
+                text: text_owned(),
+                tag: t.clone(),
+            });
         }
     }
     Ok(Target {

@@ -42,7 +42,7 @@ pub fn header(name: &str, mode: u32, uid: u32, user: &str, size: u64, dir: bool)
 
 /// The bytes before a file's data in the disk layer: the `disk/` entry and the
 /// `disk/disk.img` header.
-pub fn disk_prefix(size: u64) -> Vec<u8> {
+fn disk_prefix(size: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(2 * BLOCK);
     v.extend_from_slice(&header("disk/", 0o555, 107, "qemu", 0, true));
     v.extend_from_slice(&header("disk/disk.img", 0o444, 107, "qemu", size, false));
@@ -50,7 +50,7 @@ pub fn disk_prefix(size: u64) -> Vec<u8> {
 }
 
 /// Padding after `size` bytes of data, then the two zero blocks that end a tar.
-pub fn disk_suffix(size: u64) -> Vec<u8> {
+fn disk_suffix(size: u64) -> Vec<u8> {
     let pad = (BLOCK - (size % BLOCK as u64) as usize) % BLOCK;
     vec![0u8; pad + 2 * BLOCK]
 }

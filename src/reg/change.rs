@@ -25,6 +25,17 @@ impl From<&RegValue> for ValueView {
     }
 }
 
+/// `REG_DWORD 1 (0x1)`, `REG_SZ "text"`, or `REG_BINARY hex:0a0b…` for types
+/// without a readable form.
+impl std::fmt::Display for ValueView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.display {
+            Some(shown) => write!(f, "{} {shown}", self.kind),
+            None => write!(f, "{} hex:{}", self.kind, self.data),
+        }
+    }
+}
+
 /// Lower-case hex digits of `data`, in one allocation.
 fn hex(data: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

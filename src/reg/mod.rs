@@ -68,7 +68,7 @@ pub enum Error {
         file: String,
         line: usize,
         key: String,
-        reason: String,
+        reason: Unmapped,
     },
     #[error("{file}:{line}")]
     Hive {
@@ -79,6 +79,15 @@ pub enum Error {
     },
     #[error(transparent)]
     Open(#[from] hive::Error),
+    /// A hive as written does not read back as the edits left it.
+    #[error("verification failed: hive {hive} does not read back")]
+    Unreadable {
+        hive: &'static str,
+        #[source]
+        source: hive::Error,
+    },
+    #[error("verification failed: {0}")]
+    Mismatch(Box<Mismatch>),
     /// The hive file could not be read; whoever read it says why and whose move it is.
     #[error("hive {hive}")]
     Load {
@@ -107,6 +116,8 @@ impl crate::error::Classify for Error {
     fn kind(&self) -> crate::error::Kind {
         match self {
             Error::Root { .. } => crate::error::Kind::BadInput,
+            // What wingold wrote is wrong, whatever the hive layer thinks of it.
+            Error::Unreadable { .. } | Error::Mismatch(_) => crate::error::Kind::Failure,
             Error::Hive { source, .. } | Error::Open(source) => source.kind(),
             Error::Load { kind, .. } => *kind,
         }
@@ -140,10 +151,36 @@ pub struct Target {
     pub path: String,
 }
 
+/// Why a registry key is not one an offline edit can reach.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unmapped {
+    #[error("HKEY_LOCAL_MACHINE itself is not a hive; name one below it")]
+    MachineRoot,
+    #[error(
+        "HKEY_LOCAL_MACHINE\\{0} is not a hive file wingold edits \
+         (SYSTEM, SOFTWARE, SAM, SECURITY)"
+    )]
+    NotAHiveFile(String),
+    #[error("only HKEY_USERS\\.DEFAULT is supported (user profiles are not edited offline)")]
+    UserProfile,
+    #[error(
+        "HKEY_CURRENT_USER has no meaning offline (there is no current user); \
+         use HKEY_USERS\\.DEFAULT for the logon screen's settings"
+    )]
+    CurrentUser,
+    #[error("HKEY_CLASSES_ROOT is a merged view; write to HKEY_LOCAL_MACHINE\\SOFTWARE\\Classes")]
+    ClassesRoot,
+    #[error(
+        "unknown root {0:?}: expected HKEY_LOCAL_MACHINE\\SYSTEM, \\SOFTWARE, \\SAM, \
+         \\SECURITY or HKEY_USERS\\.DEFAULT"
+    )]
+    UnknownRoot(String),
+}
+
 /// Maps a full registry key to the hive(s) holding it. `CurrentControlSet` becomes
 /// the control set `Select\Current` names, and also `Select\Default` when that one
 /// differs (reference/windows-offline.md §2a).
-pub fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, String> {
+fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, Unmapped> {
     let parts: Vec<&str> = key.split('\\').collect();
     let root = parts[0].to_ascii_uppercase();
     let rest = &parts[1..];
@@ -159,17 +196,15 @@ pub fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, String> {
                 "SOFTWARE" => "SOFTWARE",
                 "SAM" => "SAM",
                 "SECURITY" => "SECURITY",
-                "" => return Err("HKEY_LOCAL_MACHINE itself is not a hive; name one below it".into()),
-                _ => {
-                    return Err(format!(
-                        "HKEY_LOCAL_MACHINE\\{} is not a hive file wingold edits \
-                         (SYSTEM, SOFTWARE, SAM, SECURITY)",
-                        rest[0]
-                    ))
-                }
+                "" => return Err(Unmapped::MachineRoot),
+                _ => return Err(Unmapped::NotAHiveFile(rest[0].to_owned())),
             };
             let inner = &rest[1..];
-            if hive == "SYSTEM" && inner.first().is_some_and(|p| p.eq_ignore_ascii_case("CurrentControlSet")) {
+            if hive == "SYSTEM"
+                && inner
+                    .first()
+                    .is_some_and(|p| p.eq_ignore_ascii_case("CurrentControlSet"))
+            {
                 return Ok(sets
                     .edited()
                     .into_iter()
@@ -182,27 +217,19 @@ pub fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, String> {
                     })
                     .collect());
             }
-            Ok(vec![Target { hive, path: join(inner) }])
+            Ok(vec![Target {
+                hive,
+                path: join(inner),
+            }])
         }
         "HKEY_USERS" | "HKU" if first == ".DEFAULT" => Ok(vec![Target {
             hive: "DEFAULT",
             path: join(&rest[1..]),
         }]),
-        "HKEY_USERS" | "HKU" => Err(
-            "only HKEY_USERS\\.DEFAULT is supported (user profiles are not edited offline)".into(),
-        ),
-        "HKEY_CURRENT_USER" | "HKCU" => Err(
-            "HKEY_CURRENT_USER has no meaning offline (there is no current user); \
-             use HKEY_USERS\\.DEFAULT for the logon screen's settings"
-                .into(),
-        ),
-        "HKEY_CLASSES_ROOT" | "HKCR" => Err(
-            "HKEY_CLASSES_ROOT is a merged view; write to HKEY_LOCAL_MACHINE\\SOFTWARE\\Classes".into(),
-        ),
-        _ => Err(format!(
-            "unknown root {:?}: expected HKEY_LOCAL_MACHINE\\SYSTEM, \\SOFTWARE, \\SAM, \\SECURITY or HKEY_USERS\\.DEFAULT",
-            parts[0]
-        )),
+        "HKEY_USERS" | "HKU" => Err(Unmapped::UserProfile),
+        "HKEY_CURRENT_USER" | "HKCU" => Err(Unmapped::CurrentUser),
+        "HKEY_CLASSES_ROOT" | "HKCR" => Err(Unmapped::ClassesRoot),
+        _ => Err(Unmapped::UnknownRoot(parts[0].to_owned())),
     }
 }
 
@@ -398,16 +425,37 @@ fn keys_made(edits: &[RegEdit], targets: &[Vec<Target>]) -> BTreeMap<&'static st
     made
 }
 
+/// A value that does not read back as the edits left it.
+#[derive(Debug, thiserror::Error)]
+#[error("{hive}\\{path}\\{name}: read back {}, expected {}", shown(.got), shown(.want))]
+pub struct Mismatch {
+    pub hive: &'static str,
+    pub path: String,
+    pub name: String,
+    pub got: Option<ValueView>,
+    pub want: Option<ValueView>,
+}
+
+/// A value read back or expected, or "nothing" for an absent one.
+fn shown(v: &Option<ValueView>) -> String {
+    v.as_ref()
+        .map_or_else(|| "nothing".to_owned(), ValueView::to_string)
+}
+
 /// Reads back every value the edits left set (or deleted) from `bytes`, the hive as
-/// written; returns the first mismatch as text.
-pub fn verify(result: &HiveResult, bytes: &[u8]) -> Result<(), String> {
-    let h = Hive::open_read(result.hive, bytes).map_err(|e| e.to_string())?;
+/// written; the first mismatch is an error.
+pub fn verify(result: &HiveResult, bytes: &[u8]) -> Result<(), Error> {
+    let unreadable = |source| Error::Unreadable {
+        hive: result.hive,
+        source,
+    };
+    let h = Hive::open_read(result.hive, bytes).map_err(unreadable)?;
     // Each key's values are read once (a key may hold tens of thousands).
     let mut listed: Option<(&str, std::collections::HashMap<String, RegValue>)> = None;
     for ((path, name), want) in &result.expected {
         if listed.as_ref().is_none_or(|(p, _)| *p != path.as_str()) {
             let mut values = std::collections::HashMap::new();
-            for (n, v) in h.values(path).map_err(|e| e.to_string())? {
+            for (n, v) in h.values(path).map_err(unreadable)? {
                 values.entry(crate::hive::fold_name(&n)).or_insert(v);
             }
             listed = Some((path.as_str(), values));
@@ -415,12 +463,13 @@ pub fn verify(result: &HiveResult, bytes: &[u8]) -> Result<(), String> {
         let values = &listed.as_ref().expect("listed above").1;
         let got = values.get(&crate::hive::fold_name(name)).cloned();
         if got.as_ref() != want.as_ref() {
-            return Err(format!(
-                "{}\\{path}\\{name}: read back {:?}, expected {:?}",
-                result.hive,
-                got.as_ref().map(ValueView::from),
-                want.as_ref().map(ValueView::from)
-            ));
+            return Err(Error::Mismatch(Box::new(Mismatch {
+                hive: result.hive,
+                path: path.clone(),
+                name: name.clone(),
+                got: got.as_ref().map(ValueView::from),
+                want: want.as_ref().map(ValueView::from),
+            })));
         }
     }
     Ok(())

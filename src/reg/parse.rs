@@ -19,6 +19,12 @@ pub struct ParseError {
     pub message: String,
 }
 
+impl crate::error::Classify for ParseError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::BadInput
+    }
+}
+
 const HEADER_V5: &str = "Windows Registry Editor Version 5.00";
 const HEADER_V4: &str = "REGEDIT4";
 /// `hex(2)` (REG_EXPAND_SZ) and `hex(7)` (REG_MULTI_SZ): text types whose bytes are

@@ -31,8 +31,25 @@ const CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    BadInput(String),
+    #[error("invalid virtio-win version {0:?}: expected 0.1.NNN")]
+    BadVersion(String),
+    #[error("unsupported URL {0:?}: use http://, https:// or file://")]
+    BadUrl(String),
+    #[error("--sha256 {0:?} is not a SHA-256 (64 hex digits)")]
+    BadSha256(String),
+    #[error(
+        "{url}: not in the cache {} and --offline forbids downloading; fetch it once online",
+        cache.display()
+    )]
+    NotCached { url: String, cache: PathBuf },
+    #[error("{}", path.display())]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    LockFile { path: PathBuf, reason: String },
     #[error("{url}: {reason}")]
     Refused { url: String, reason: String },
     #[error("{url}: {reason}")]
@@ -50,7 +67,13 @@ impl crate::error::Classify for Error {
     /// Bad input: a wrong pin, a refused download, a bad argument.
     fn kind(&self) -> crate::error::Kind {
         match self {
-            Error::BadInput(_) | Error::Refused { .. } => crate::error::Kind::BadInput,
+            Error::BadVersion(_)
+            | Error::BadUrl(_)
+            | Error::BadSha256(_)
+            | Error::NotCached { .. }
+            | Error::LockFile { .. }
+            | Error::Refused { .. } => crate::error::Kind::BadInput,
+            Error::Local { source, .. } => crate::error::open_kind(source),
             Error::Network { .. } | Error::Io { .. } => crate::error::Kind::Failure,
         }
     }
@@ -61,6 +84,17 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Er
         path: path.to_owned(),
         op,
         source,
+    }
+}
+
+impl std::fmt::Display for PinnedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PinnedBy::Flag => "--sha256",
+            PinnedBy::Lock => "wingold.lock",
+            PinnedBy::KnownTable => "the known-versions table",
+            PinnedBy::FirstUse => "first use",
+        })
     }
 }
 
@@ -89,6 +123,22 @@ pub struct Fetched {
     pub final_url: String,
     pub from_cache: bool,
     pub pinned_by: PinnedBy,
+}
+
+impl Fetched {
+    /// The ISO at `path`, fetched from `url` as the cache index records it.
+    fn of(path: PathBuf, url: &str, e: &IndexEntry, from_cache: bool, by: PinnedBy) -> Fetched {
+        Fetched {
+            path,
+            version: e.version.clone(),
+            sha256: e.sha256.clone(),
+            size: e.size,
+            url: url.to_owned(),
+            final_url: e.final_url.clone(),
+            from_cache,
+            pinned_by: by,
+        }
+    }
 }
 
 /// How to fetch.
@@ -201,9 +251,7 @@ fn verify_download(path: &Path, url: &str, final_url: &str) -> Result<String, Er
 pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
     if let Some(s) = &opts.sha256 {
         if s.len() != 64 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::BadInput(format!(
-                "--sha256 {s:?} is not a SHA-256 (64 hex digits)"
-            )));
+            return Err(Error::BadSha256(s.clone()));
         }
     }
     let request_url = opts.source.url()?;
@@ -230,25 +278,17 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
                 ),
             });
         }
-        Ok(Fetched {
-            path: cache.name(&e.sha256, &e.version)?,
-            version: e.version.clone(),
-            sha256: e.sha256.clone(),
-            size: e.size,
-            url: url.clone(),
-            final_url: e.final_url.clone(),
-            from_cache: true,
-            pinned_by: by,
-        })
+        let path = cache.name(&e.sha256, &e.version)?;
+        Ok(Fetched::of(path, &url, e, true, by))
     };
 
     if opts.offline {
         return match &cached {
             Some(e) => accept_cached(e, &lock),
-            None => Err(Error::BadInput(format!(
-                "{url}: not in the cache {} and --offline forbids downloading; fetch it once online",
-                opts.cache.display()
-            ))),
+            None => Err(Error::NotCached {
+                url,
+                cache: opts.cache.clone(),
+            }),
         };
     }
     if url.starts_with("file://") {
@@ -386,29 +426,26 @@ fn accept(
     };
     let path = cache.store(d.partial, &d.sha256, &version)?;
     let _ = std::fs::remove_file(d.meta);
-    index.urls.insert(
-        d.url.to_owned(),
-        IndexEntry {
-            sha256: d.sha256.clone(),
-            version: version.clone(),
-            size: d.size,
-            final_url: d.final_url.to_owned(),
-            etag: d.etag,
-            last_modified: d.last_modified,
-        },
-    );
-    cache.save_index(index)?;
-    record_first_use(opts, lock, pinned_by, &version, &d.sha256, d.url)?;
-    Ok(Fetched {
-        path,
-        version,
+    let entry = IndexEntry {
         sha256: d.sha256,
+        version,
         size: d.size,
-        url: d.url.to_owned(),
         final_url: d.final_url.to_owned(),
-        from_cache: false,
+        etag: d.etag,
+        last_modified: d.last_modified,
+    };
+    let fetched = Fetched::of(path, d.url, &entry, false, pinned_by);
+    index.urls.insert(d.url.to_owned(), entry);
+    cache.save_index(index)?;
+    record_first_use(
+        opts,
+        lock,
         pinned_by,
-    })
+        &fetched.version,
+        &fetched.sha256,
+        d.url,
+    )?;
+    Ok(fetched)
 }
 
 /// The pin check: the SHA-256 must equal the pin, when there is one.
@@ -424,13 +461,7 @@ fn pin_check(
         Some((pin, by)) => Err(Error::Refused {
             url: url.to_owned(),
             reason: format!(
-                "SHA-256 {sha256} does not match the pin {pin} ({}) for virtio-win {version}",
-                match by {
-                    PinnedBy::Flag => "--sha256",
-                    PinnedBy::Lock => "wingold.lock",
-                    PinnedBy::KnownTable => "the known-versions table",
-                    PinnedBy::FirstUse => "first use",
-                }
+                "SHA-256 {sha256} does not match the pin {pin} ({by}) for virtio-win {version}"
             ),
         }),
         None => Ok(PinnedBy::FirstUse),
@@ -470,8 +501,10 @@ fn fetch_file(
     lock: &mut LockFile,
 ) -> Result<Fetched, Error> {
     let src = PathBuf::from(url.trim_start_matches("file://"));
-    let meta =
-        std::fs::metadata(&src).map_err(|e| Error::BadInput(format!("{}: {e}", src.display())))?;
+    let meta = std::fs::metadata(&src).map_err(|source| Error::Local {
+        path: src.clone(),
+        source,
+    })?;
     let stamp = meta
         .modified()
         .ok()
@@ -481,18 +514,9 @@ fn fetch_file(
     if let Some(e) = index.urls.get(url).filter(|e| {
         e.size == meta.len() && e.last_modified == stamp && cache.object(&e.sha256).exists()
     }) {
-        let e = e.clone();
         let by = pin_check(opts, lock, url, &e.version, &e.sha256)?;
-        return Ok(Fetched {
-            path: cache.name(&e.sha256, &e.version)?,
-            version: e.version,
-            sha256: e.sha256,
-            size: e.size,
-            url: url.into(),
-            final_url: url.into(),
-            from_cache: true,
-            pinned_by: by,
-        });
+        let path = cache.name(&e.sha256, &e.version)?;
+        return Ok(Fetched::of(path, url, e, true, by));
     }
     let (partial, meta_path) = cache.partial(url);
     let mut hasher = Sha256::new();

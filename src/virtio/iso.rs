@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const SECTOR: u64 = 2048;
 /// The primary volume descriptor is at sector 16; its identifier at byte 1.
 const PVD_OFFSET: u64 = 16 * SECTOR;
-pub const ISO_MAGIC: &[u8; 5] = b"CD001";
+const ISO_MAGIC: &[u8; 5] = b"CD001";
 /// Directory nesting followed at most (the virtio-win tree is 3 deep).
 const MAX_DEPTH: usize = 16;
 /// Entries listed at most, against loops in a damaged image.

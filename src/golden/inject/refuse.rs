@@ -63,13 +63,8 @@ pub(super) fn refuse_unbootable(
         .iter()
         .rev()
         .find(touches)
-        .map(|e| format!("{}:{}: ", e.file, e.line))
-        .unwrap_or_default();
-    Err(BadInput(format!(
-        "{culprit}this edit would leave Windows unbootable: {problem}; give --force if you \
-         mean it"
-    ))
-    .into())
+        .map(|e| format!("{}:{}", e.file, e.line));
+    Err(Refusal::Unbootable { culprit, problem }.into())
 }
 
 /// Refuses to write into a golden version in place: clones rest on its bytes, and
@@ -80,12 +75,10 @@ pub fn refuse_golden_version(image: &Path) -> anyhow::Result<()> {
     };
     match crate::golden::build::read_manifest(&canonical) {
         Some(m) if std::fs::canonicalize(&m.output.path).ok() == Some(canonical.clone()) => {
-            Err(BadInput(format!(
-                "{}: is the golden version {}; clones rest on its bytes and it is never \
-                 rewritten: inject into an overlay (--output) or build a new version",
-                image.display(),
-                canonical.display()
-            ))
+            Err(Refusal::GoldenVersion {
+                image: image.to_owned(),
+                version: canonical,
+            }
             .into())
         }
         _ => Ok(()),

@@ -12,7 +12,12 @@
 
 #![forbid(unsafe_code)]
 
+mod reader;
+
+pub use reader::{audit, Audit, Error, Result};
+
 use super::{base_block_checksum, BASE_BLOCK_LEN};
+use reader::{i32_at, rel_to_file, u32_at, Entry, Reader};
 use std::collections::{BTreeMap, HashMap};
 
 /// Leaf entries per index cell, the leaves under an index root when there are
@@ -96,17 +101,18 @@ pub struct LaidOut {
 /// name is not ASCII (libhivex would hash and sort its UTF-8 bytes, where Windows
 /// looks it up by upper-cased UTF-16); None leaves them to libhivex. Keys beside a
 /// sibling whose name holds a NUL are left to libhivex too (it refuses them).
-/// An error only when a name is not ASCII and the indexes cannot be read.
+/// An error only when a name is not ASCII and the indexes cannot be read: which
+/// keys are new is not known then, and libhivex would hash such names wrongly.
 pub fn lay_out_new_keys<'p>(
     bytes: &[u8],
     paths: impl IntoIterator<Item = &'p str>,
     min_keys: usize,
-) -> Result<Option<LaidOut>, String> {
+) -> Result<Option<LaidOut>> {
     let paths: Vec<&str> = paths.into_iter().collect();
-    let attempt = || -> Result<Option<LaidOut>, String> {
+    let attempt = || -> Result<Option<LaidOut>> {
         let mut non_ascii = false;
         let reader = Reader::new(bytes)?;
-        let root = rel_to_file(u32_at(bytes, ROOT_CELL_AT)?);
+        let root = reader.root()?;
         // Each key's children by Windows name, read once; None when one holds a NUL.
         let mut children: HashMap<usize, Option<HashMap<Vec<u16>, usize>>> = HashMap::new();
         let mut plan: BTreeMap<usize, NewKey> = BTreeMap::new();
@@ -161,20 +167,16 @@ pub fn lay_out_new_keys<'p>(
         }))
     };
     match attempt() {
-        Ok(done) => Ok(done),
-        // Which keys are new is not known then: any name outside ASCII refuses.
-        Err(reason) if paths.iter().any(|p| !p.is_ascii()) => Err(format!(
-            "cannot add keys named outside ASCII: the subkey indexes do not read as \
-             Windows writes them ({reason})"
-        )),
-        // Indexes this cannot read: libhivex adds the keys one by one.
+        Err(e) if paths.iter().any(|p| !p.is_ascii()) => Err(e),
+        // Indexes this cannot read: libhivex adds the (ASCII) keys one by one.
         Err(_) => Ok(None),
+        done => done,
     }
 }
 
 /// The hive's bytes with every key of `plan` added below the existing key whose
 /// cell starts at file offset `parent`. The caller has checked that none exists.
-pub fn add_subkeys(bytes: &[u8], plan: &BTreeMap<usize, NewKey>) -> Result<Vec<u8>, String> {
+fn add_subkeys(bytes: &[u8], plan: &BTreeMap<usize, NewKey>) -> Result<Vec<u8>> {
     let reader = Reader::new(bytes)?;
     let bins_end = BASE_BLOCK_LEN + reader.bins_size;
     let mut out = bytes[..bins_end].to_vec();
@@ -202,7 +204,7 @@ pub fn add_subkeys(bytes: &[u8], plan: &BTreeMap<usize, NewKey>) -> Result<Vec<u
         }
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         if entries.windows(2).any(|w| w[0].key == w[1].key) {
-            return Err("a key to add exists already".into());
+            return Err(Error::KeyExists);
         }
         let index = layout.plan_index(entries.len());
         parents.push((parent, new, entries, index, sk, stamp));
@@ -224,15 +226,12 @@ pub fn add_subkeys(bytes: &[u8], plan: &BTreeMap<usize, NewKey>) -> Result<Vec<u
         start: bin_start as u32,
         hash_leaves,
     };
+    // The keys come in the order they were planned in.
+    let mut planned = layout.keys.iter();
     for (parent, new, entries, index, sk, stamp) in &parents {
         for child in new.children.values() {
-            w.write_key(
-                child,
-                (*parent - BASE_BLOCK_LEN) as u32,
-                *sk,
-                stamp,
-                &layout,
-            )?;
+            let parent = (*parent - BASE_BLOCK_LEN) as u32;
+            w.write_key(child, parent, *sk, stamp, &mut planned)?;
         }
         w.write_index(entries, index);
         // The old index cells are free now; the parent points at the new one.
@@ -262,13 +261,6 @@ pub fn add_subkeys(bytes: &[u8], plan: &BTreeMap<usize, NewKey>) -> Result<Vec<u
     Ok(out)
 }
 
-/// One child in an index: its sort key, name and cell (relative offset).
-struct Entry {
-    key: Vec<u16>,
-    name: String,
-    offset: u32,
-}
-
 /// The cells of one index: leaves of at most [`LEAF_MAX`] entries, and the index
 /// root above them when there is more than one.
 #[derive(Clone)]
@@ -277,18 +269,25 @@ struct IndexCells {
     leaves: Vec<u32>,
 }
 
+/// Where one new key went: its cell, its index, its children's cells.
+struct Planned {
+    at: u32,
+    index: Option<IndexCells>,
+    children: Vec<u32>,
+}
+
 /// Relative offsets handed out in the new bin, in order.
 struct Layout {
     next: u32,
-    /// Per new key (by the address of its plan entry): its cell and index.
-    keys: BTreeMap<*const NewKey, (u32, Option<IndexCells>)>,
+    /// Every new key, in the order planned: each before its children, depth first.
+    keys: Vec<Planned>,
 }
 
 impl Layout {
     fn new(first: u32) -> Layout {
         Layout {
             next: first,
-            keys: BTreeMap::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -301,11 +300,16 @@ impl Layout {
     /// Places `key`'s cell, and its children's cells and index; returns its cell.
     fn plan_key(&mut self, key: &NewKey) -> u32 {
         let at = self.alloc(NK_NAME - 4 + encode_name(&key.name).0.len());
-        for child in key.children.values() {
-            self.plan_key(child);
-        }
+        let slot = self.keys.len();
+        self.keys.push(Planned {
+            at,
+            index: None,
+            children: Vec::new(),
+        });
+        let children = key.children.values().map(|c| self.plan_key(c)).collect();
         let index = (!key.children.is_empty()).then(|| self.plan_index(key.children.len()));
-        self.keys.insert(key as *const NewKey, (at, index));
+        self.keys[slot].index = index;
+        self.keys[slot].children = children;
         at
     }
 
@@ -342,19 +346,18 @@ impl Writer<'_> {
         at
     }
 
-    fn write_key(
+    /// Writes `key` and the keys below it, taking their places from `planned` in
+    /// the order [`Layout::plan_key`] made them.
+    fn write_key<'p>(
         &mut self,
         key: &NewKey,
         parent: u32,
         sk: u32,
         stamp: &[u8],
-        layout: &Layout,
-    ) -> Result<(), String> {
-        let (me, index) = layout
-            .keys
-            .get(&(key as *const NewKey))
-            .cloned()
-            .ok_or("a new key was not laid out")?;
+        planned: &mut impl Iterator<Item = &'p Planned>,
+    ) -> Result<()> {
+        let place = planned.next().ok_or(Error::NotLaidOut)?;
+        let me = place.at;
         let (name, compressed) = encode_name(&key.name);
         let c = self.cell(me, NK_NAME - 4 + name.len());
         self.bin[c + 4..c + 6].copy_from_slice(b"nk");
@@ -366,7 +369,7 @@ impl Writer<'_> {
         put_u32(
             self.bin,
             c + NK_SUBKEY_LIST,
-            index.as_ref().map_or(NO_CELL, |i| i.top),
+            place.index.as_ref().map_or(NO_CELL, |i| i.top),
         );
         put_u32(self.bin, c + NK_VOLATILE_LIST, NO_CELL);
         put_u32(self.bin, c + NK_VALUE_LIST, NO_CELL);
@@ -377,23 +380,21 @@ impl Writer<'_> {
         self.bin[c + NK_NAME_LEN..c + NK_NAME_LEN + 2]
             .copy_from_slice(&(name.len() as u16).to_le_bytes());
         self.bin[c + NK_NAME..c + NK_NAME + name.len()].copy_from_slice(&name);
-        if let Some(index) = index {
+        if let Some(index) = &place.index {
             let entries: Vec<Entry> = key
                 .children
                 .iter()
-                .map(|(k, child)| {
-                    let at = layout.keys[&(child as *const NewKey)].0;
-                    Entry {
-                        key: k.clone(),
-                        name: child.name.clone(),
-                        offset: at,
-                    }
+                .zip(&place.children)
+                .map(|((k, child), &offset)| Entry {
+                    key: k.clone(),
+                    name: child.name.clone(),
+                    offset,
                 })
                 .collect();
-            self.write_index(&entries, &index);
+            self.write_index(&entries, index);
         }
         for child in key.children.values() {
-            self.write_key(child, me, sk, stamp, layout)?;
+            self.write_key(child, me, sk, stamp, planned)?;
         }
         Ok(())
     }
@@ -452,190 +453,6 @@ fn cell_len(len: usize) -> usize {
     (len + 4 + 7) & !7
 }
 
-fn rel_to_file(rel: u32) -> usize {
-    rel as usize + BASE_BLOCK_LEN
-}
-
-fn u32_at(b: &[u8], at: usize) -> Result<u32, String> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes(s.try_into().expect("4")))
-        .ok_or_else(|| format!("offset {at:#x} is outside the hive"))
-}
-
-fn i32_at(b: &[u8], at: usize) -> Result<i32, String> {
-    u32_at(b, at).map(|v| v as i32)
-}
-
 fn put_u32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Read-only walks over the existing cells, every offset bounds-checked.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    bins_size: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Result<Reader<'a>, String> {
-        let bins_size = u32_at(bytes, BINS_SIZE_AT)? as usize;
-        if bytes.len() < BASE_BLOCK_LEN + bins_size || bins_size % 4096 != 0 {
-            return Err("the bins data size does not match the file".into());
-        }
-        Ok(Reader { bytes, bins_size })
-    }
-
-    /// The allocated cell at file offset `at`, checked to hold `id`; its record.
-    fn cell(&self, at: usize, id: &[u8; 2]) -> Result<&'a [u8], String> {
-        if at < BASE_BLOCK_LEN || at >= BASE_BLOCK_LEN + self.bins_size {
-            return Err(format!("cell {at:#x} is outside the bins"));
-        }
-        let size = i32_at(self.bytes, at)?;
-        if size >= 0 {
-            return Err(format!("cell {at:#x} is not allocated"));
-        }
-        let end = at + size.unsigned_abs() as usize;
-        let record = self
-            .bytes
-            .get(at + 4..end)
-            .ok_or_else(|| format!("cell {at:#x} runs past the end"))?;
-        if record.len() < 2 || &record[..2] != id {
-            return Err(format!(
-                "cell {at:#x} is not a {} cell",
-                String::from_utf8_lossy(id)
-            ));
-        }
-        Ok(record)
-    }
-
-    /// The index cells of the key at `nk` (leaves and root), none when it has no
-    /// subkeys.
-    fn index_cells(&self, nk: usize) -> Result<Vec<usize>, String> {
-        let record = self.cell(nk, b"nk")?;
-        let count = u32_at(record, NK_SUBKEYS - 4)?;
-        let list = u32_at(record, NK_SUBKEY_LIST - 4)?;
-        if count == 0 || list == NO_CELL {
-            return Ok(Vec::new());
-        }
-        let top = rel_to_file(list);
-        let mut cells = vec![top];
-        let size = i32_at(self.bytes, top)?;
-        if size < 0 && self.bytes.get(top + 4..top + 6) == Some(b"ri") {
-            let ri = self.cell(top, b"ri")?;
-            let n = u16::from_le_bytes([ri[2], ri[3]]) as usize;
-            for i in 0..n {
-                cells.push(rel_to_file(u32_at(ri, 4 + 4 * i)?));
-            }
-        }
-        Ok(cells)
-    }
-
-    /// The existing children of the key at `nk`, with their names.
-    fn children(&self, nk: usize) -> Result<Vec<Entry>, String> {
-        let mut out = Vec::new();
-        for cell in self.index_cells(nk)? {
-            let id = self
-                .bytes
-                .get(cell + 4..cell + 6)
-                .ok_or("index out of range")?;
-            let (stride, record) = match id {
-                b"lf" | b"lh" => (8, self.cell(cell, id.try_into().expect("2"))?),
-                b"li" => (4, self.cell(cell, b"li")?),
-                b"ri" => continue,
-                _ => return Err(format!("cell {cell:#x} is not a subkey index")),
-            };
-            let n = u16::from_le_bytes([record[2], record[3]]) as usize;
-            for i in 0..n {
-                let offset = u32_at(record, 4 + stride * i)?;
-                let name = self.name(rel_to_file(offset))?;
-                out.push(Entry {
-                    key: sort_key(&name),
-                    name,
-                    offset,
-                });
-            }
-        }
-        let record = self.cell(nk, b"nk")?;
-        if out.len() != u32_at(record, NK_SUBKEYS - 4)? as usize {
-            return Err(format!("key {nk:#x}: its index and subkey count differ"));
-        }
-        Ok(out)
-    }
-
-    /// The name of the key whose cell is at `nk`.
-    fn name(&self, nk: usize) -> Result<String, String> {
-        let record = self.cell(nk, b"nk")?;
-        let flags = u16::from_le_bytes([record[NK_FLAGS - 4], record[NK_FLAGS - 3]]);
-        let len = u16::from_le_bytes([record[NK_NAME_LEN - 4], record[NK_NAME_LEN - 3]]) as usize;
-        let raw = record
-            .get(NK_NAME - 4..NK_NAME - 4 + len)
-            .ok_or_else(|| format!("key {nk:#x}: name runs past its cell"))?;
-        Ok(if flags & KEY_COMP_NAME != 0 {
-            raw.iter().map(|&b| b as char).collect()
-        } else {
-            let units: Vec<u16> = raw
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect();
-            String::from_utf16_lossy(&units)
-        })
-    }
-}
-
-/// What [`audit`] found in a hive's subkey indexes.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Audit {
-    pub keys: usize,
-    pub hash_leaves: usize,
-    pub index_roots: usize,
-    pub largest_leaf: usize,
-}
-
-/// Walks every key from the root and checks each subkey index against the rules
-/// this module writes by: entries in Windows order (upper-cased UTF-16, no two
-/// equal), hash-leaf hashes equal to [`name_hash`], counts equal to the key's.
-/// Run on hives Windows wrote, it checks those rules against Windows.
-pub fn audit(bytes: &[u8]) -> Result<Audit, String> {
-    let reader = Reader::new(bytes)?;
-    let mut audit = Audit::default();
-    let mut todo = vec![rel_to_file(u32_at(bytes, ROOT_CELL_AT)?)];
-    while let Some(nk) = todo.pop() {
-        audit.keys += 1;
-        let cells = reader.index_cells(nk)?;
-        for &cell in &cells {
-            let record_id = bytes.get(cell + 4..cell + 6).ok_or("index out of range")?;
-            if record_id == b"ri" {
-                audit.index_roots += 1;
-                continue;
-            }
-            if record_id == b"lh" {
-                let record = reader.cell(cell, b"lh")?;
-                let n = u16::from_le_bytes([record[2], record[3]]) as usize;
-                audit.hash_leaves += 1;
-                audit.largest_leaf = audit.largest_leaf.max(n);
-                for i in 0..n {
-                    let offset = u32_at(record, 4 + 8 * i)?;
-                    let stored = u32_at(record, 8 + 8 * i)?;
-                    let name = reader.name(rel_to_file(offset))?;
-                    if stored != name_hash(&name) {
-                        return Err(format!(
-                            "key {name:?}: hash {stored:#010x} stored, {:#010x} computed",
-                            name_hash(&name)
-                        ));
-                    }
-                }
-            }
-        }
-        let children = reader.children(nk)?;
-        for w in children.windows(2) {
-            if w[0].key >= w[1].key {
-                return Err(format!(
-                    "subkeys {:?} and {:?} are out of order",
-                    w[0].name, w[1].name
-                ));
-            }
-        }
-        todo.extend(children.iter().map(|c| rel_to_file(c.offset)));
-    }
-    Ok(audit)
 }

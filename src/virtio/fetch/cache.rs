@@ -45,12 +45,9 @@ pub struct LockEntry {
 impl LockFile {
     pub fn load(path: &Path) -> Result<LockFile, Error> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| {
-                Error::BadInput(format!(
-                    "{}: {}",
-                    path.display(),
-                    e.to_string().replace('\n', " ")
-                ))
+            Ok(text) => toml::from_str(&text).map_err(|e| Error::LockFile {
+                path: path.to_owned(),
+                reason: e.to_string().replace('\n', " "),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile::default()),
             Err(e) => Err(io(path, "reading")(e)),

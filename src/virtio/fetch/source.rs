@@ -38,9 +38,7 @@ pub fn check_version(v: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::BadInput(format!(
-            "invalid virtio-win version {v:?}: expected 0.1.NNN"
-        )))
+        Err(Error::BadVersion(v.to_owned()))
     }
 }
 
@@ -65,9 +63,7 @@ impl Source {
                     || u.starts_with("https://")
                     || u.starts_with("file://"))
                 {
-                    return Err(Error::BadInput(format!(
-                        "unsupported URL {u:?}: use http://, https:// or file://"
-                    )));
+                    return Err(Error::BadUrl(u.clone()));
                 }
                 u.clone()
             }

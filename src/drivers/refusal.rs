@@ -1,0 +1,107 @@
+//! Why a driver plan is refused: the ISO, its folders or the Windows found do not
+//! fit. Each is bad input: nothing has been written when one is returned.
+
+/// A refused driver plan; `iso` is the ISO as the user named it.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "{product}: driver injection into ARM64 Windows is not supported (nobody has \
+         boot-tested it); leave out --drivers"
+    )]
+    Arm64 { product: String },
+
+    #[error("{iso}: no driver {name:?} on this virtio-win ISO; it has {}", .has.join(", "))]
+    UnknownDriver {
+        iso: String,
+        name: String,
+        has: Vec<String>,
+    },
+
+    #[error("{iso}: no {name} folder for {product} {arch}: tried {}", listed(.tried))]
+    NoFolder {
+        iso: String,
+        name: String,
+        product: String,
+        arch: String,
+        tried: Vec<String>,
+    },
+
+    #[error(
+        "{hive}: the SYSTEM hive {} a DriverDatabase but this is Windows {version} \
+         ({product}), which {}; not guessing how to register the boot driver",
+        if *.has_ddb { "has" } else { "has no" },
+        if *.has_ddb { "uses the CriticalDeviceDatabase" } else { "keeps its drivers there" }
+    )]
+    Registration {
+        hive: String,
+        has_ddb: bool,
+        version: String,
+        product: String,
+    },
+
+    #[error("{iso}: {folder} has no INF file; this is no virtio-win driver folder")]
+    NoInf { iso: String, folder: String },
+
+    #[error(
+        "{iso}: {inf} does not list PCI\\{id}, which wingold registers for {service}; a \
+         wrong or damaged driver folder"
+    )]
+    InfLacksId {
+        iso: String,
+        inf: String,
+        id: String,
+        service: String,
+    },
+
+    #[error(
+        "{iso}: {inf} is not in the SCSIAdapter class ({}); not a storage driver",
+        .class.as_deref().unwrap_or("no ClassGUID")
+    )]
+    NotStorage {
+        iso: String,
+        inf: String,
+        class: Option<String>,
+    },
+
+    #[error("{iso}: {folder} has no {sys}")]
+    NoSys {
+        iso: String,
+        folder: String,
+        sys: String,
+    },
+
+    #[error("{iso}: {path} is not a PE driver image")]
+    NotPe { iso: String, path: String },
+
+    #[error("{iso}: {path} is built for {built}, but this Windows is {arch}")]
+    WrongMachine {
+        iso: String,
+        path: String,
+        built: String,
+        arch: String,
+    },
+
+    #[error(
+        "{iso}: {path} has no embedded signature; 64-bit Windows {version} will not load \
+         an unsigned boot driver"
+    )]
+    Unsigned {
+        iso: String,
+        path: String,
+        version: String,
+    },
+}
+
+fn listed(folders: &[String]) -> String {
+    if folders.is_empty() {
+        "nothing (this Windows version has no virtio-win folder)".to_owned()
+    } else {
+        folders.join(", ")
+    }
+}
+
+impl crate::error::Classify for Refusal {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::BadInput
+    }
+}

@@ -1,0 +1,122 @@
+//! Why the golden layer refuses a job: its config, its paths or what it would do
+//! to the image are wrong. Each is bad input, found before anything is written.
+
+use std::path::PathBuf;
+
+/// A refused build, inject or clone.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{}: not UTF-8 text", .config.display())]
+    NotUtf8 { config: PathBuf },
+
+    #[error("{}:{line}:{column}: {message}", .config.display())]
+    Syntax {
+        config: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    #[error("{}: [virtio_win] takes one of channel, version, url or iso", .config.display())]
+    VirtioSources { config: PathBuf },
+
+    #[error(
+        "{}: [virtio_win] channel must be stable or latest, not {channel:?}",
+        .config.display()
+    )]
+    Channel { config: PathBuf, channel: String },
+
+    #[error("{}: [drivers] boot must be viostor or vioscsi, not {boot:?}", .config.display())]
+    Boot { config: PathBuf, boot: String },
+
+    #[error(
+        "{}: [golden] output: {}: a golden image needs a UTF-8 file name",
+        .config.display(),
+        .output.display()
+    )]
+    ConfigOutput { config: PathBuf, output: PathBuf },
+
+    #[error("{}: a golden image needs a UTF-8 file name", .output.display())]
+    OutputName { output: PathBuf },
+
+    #[error(
+        "{}: the output is {what} ({}); an output can never be an input: choose another \
+         output",
+        .output.display(),
+        .input.display()
+    )]
+    OutputIsInput {
+        output: PathBuf,
+        what: &'static str,
+        input: PathBuf,
+    },
+
+    #[error(
+        "{}: is a file, not the symlink to a golden version that wingold keeps there; \
+         clones may rest on it, so it is not replaced: move it away (and `qemu-img rebase \
+         -u -b NEW_PATH` the clones that use it), then build again",
+        .stable.display()
+    )]
+    StableIsFile { stable: PathBuf },
+
+    #[error(
+        "{}: is the golden version {}; clones rest on its bytes and it is never rewritten: \
+         inject into an overlay (--output) or build a new version",
+        .image.display(),
+        .version.display()
+    )]
+    GoldenVersion { image: PathBuf, version: PathBuf },
+
+    #[error("{}: not a folder of clones", .dir.display())]
+    NotCloneFolder { dir: PathBuf },
+
+    #[error("{}: no such golden image", .golden.display())]
+    NoGolden { golden: PathBuf },
+
+    #[error(
+        "nothing to apply: give --profile NAME, --reg FILE, --drivers ISO, --firstboot \
+         SCRIPT and/or --copy-in LOCAL:GUEST"
+    )]
+    NothingToApply,
+
+    #[error("unknown profile {name:?}; known: {}, all (see --list-profiles)", .known.join(", "))]
+    UnknownProfile {
+        name: String,
+        known: Vec<&'static str>,
+    },
+
+    /// `culprit` is `file:line` of the edit that did it, when one did.
+    #[error(
+        "{}this edit would leave Windows unbootable: {problem}; give --force if you mean it",
+        .culprit.as_deref().map(|c| format!("{c}: ")).unwrap_or_default()
+    )]
+    Unbootable {
+        culprit: Option<String>,
+        problem: String,
+    },
+
+    #[error(
+        "{}: no {drivers_dir}\\disk.sys to take the driver files' security from; is this \
+         an installed Windows?",
+        .iso.display()
+    )]
+    NoSecuritySource { iso: PathBuf, drivers_dir: String },
+
+    #[error(
+        "{}: partition {partition} has {free_mib} MiB free; the files to copy need \
+         {needed_mib} MiB: make room in Windows or grow the disk",
+        .image.display()
+    )]
+    NoRoom {
+        image: PathBuf,
+        partition: u32,
+        free_mib: u64,
+        needed_mib: u64,
+    },
+}
+
+impl crate::error::Classify for Refusal {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::BadInput
+    }
+}

@@ -1,0 +1,69 @@
+//! Why a publish is refused: the reference, the options or the image given are
+//! wrong. Found before anything is uploaded or written.
+
+use std::path::PathBuf;
+
+/// A `docker://HOST[:PORT]/REPO[:TAG]` that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadReference {
+    #[error("{text}: give docker://HOST[:PORT]/REPO[:TAG]")]
+    Shape { text: String },
+    #[error("{text}: no repository after the host")]
+    NoRepository { text: String },
+    #[error("{text}: a repository is lower-case letters, digits, '.', '_', '-' and '/'")]
+    Repository { text: String },
+    #[error("{text}: {tag:?} is no valid tag")]
+    Tag { text: String, tag: String },
+}
+
+/// A refused publish.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Reference(#[from] BadReference),
+
+    #[error("give docker://HOST/REPO[:TAG] and/or --oci-layout DIR")]
+    NoDestination,
+
+    #[error("--tag {0:?}: not a valid tag")]
+    Tag(String),
+
+    #[error("--created {0:?}: give an RFC 3339 time, e.g. 2026-11-30T12:00:00Z")]
+    Created(String),
+
+    #[error(
+        "{}: has a backing file ({}); KubeVirt refuses such images: publish a golden \
+         image (wingold build), not a clone",
+        .golden.display(),
+        .backing.display()
+    )]
+    HasBacking { golden: PathBuf, backing: PathBuf },
+
+    #[error(
+        "{}: no {}.manifest.json beside it: publish what wingold build made",
+        .golden.display(),
+        .version.display()
+    )]
+    NoManifest { golden: PathBuf, version: PathBuf },
+
+    #[error("{}: its manifest does not parse: {reason}", .golden.display())]
+    Manifest { golden: PathBuf, reason: String },
+
+    #[error(
+        "{}: its size differs from its manifest's: not the file wingold built",
+        .golden.display()
+    )]
+    SizeDiffers { golden: PathBuf },
+}
+
+impl crate::error::Classify for Refusal {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::BadInput
+    }
+}
+
+impl crate::error::Classify for BadReference {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::BadInput
+    }
+}
