@@ -70,7 +70,7 @@ fn golden_ref(img: &Image) -> Option<GoldenRef> {
         .chain(img.backing_chain())
         .find_map(|layer| {
             let version = std::fs::canonicalize(layer.path()).ok()?;
-            let m = crate::golden::build::read_manifest(&version)?;
+            let m = crate::golden::manifest::read_manifest(&version)?;
             let stable = m.output.stable;
             let current = stable
                 .as_deref()
@@ -241,7 +241,7 @@ fn report(path: &Path) -> anyhow::Result<Report> {
             Err(e) => (None, Some(format!("{e:#}"))),
         },
     };
-    let manifest = crate::golden::build::read_manifest(path);
+    let manifest = crate::golden::manifest::read_manifest(path);
     Ok(Report {
         golden: golden_ref(&img),
         manifest,
@@ -393,7 +393,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     if let Some(m) = &r.manifest {
         println!(
             "golden image manifest ({}):",
-            crate::golden::build::manifest_path(
+            crate::golden::manifest::manifest_path(
                 &std::fs::canonicalize(&r.image).unwrap_or_else(|_| r.image.clone())
             )
             .display()

@@ -8,11 +8,11 @@
 //! the leftovers (under a lock, so two builds never clear each other's files).
 
 pub use super::config::load;
-use super::config::{first_boot_inputs, Identity, Loaded};
+use super::config::{first_boot_inputs, Loaded};
 use super::finalize;
 use super::inject::{self, Mode, SourceSpec};
-pub use super::manifest::{manifest_path, read_manifest};
-use super::manifest::{BaseRecord, Manifest, OutputRecord, VirtioRecord};
+use super::manifest::{manifest_path, read_manifest};
+use super::manifest::{BaseRecord, Identity, Manifest, OutputRecord, VirtioRecord};
 use super::versions::Layout;
 use crate::error::unreadable;
 use crate::fsutil::{self, FileKey, Place};

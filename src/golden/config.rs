@@ -4,7 +4,7 @@
 use super::versions;
 use crate::error::unreadable;
 use crate::golden::Refusal;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -267,22 +267,6 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         bytes,
         config,
     })
-}
-
-/// What a golden image was built from. When it is unchanged, nothing is rebuilt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    pub wingold_version: String,
-    /// None when the base was not hashed (see `[base] hash`).
-    pub base_sha256: Option<String>,
-    pub virtio_win_version: String,
-    pub virtio_win_sha256: String,
-    pub config_sha256: String,
-    pub regfiles: Vec<(String, String)>,
-    /// The first boot's inputs: each script and the service binary by SHA-256,
-    /// each copied-in tree by a digest of its files' paths, sizes and mtimes.
-    #[serde(default)]
-    pub first_boot_inputs: Vec<(String, String)>,
 }
 
 /// What the first boot takes from the host, as (path, digest) pairs.

@@ -2,7 +2,6 @@
 //! copied-in trees — each with its security descriptor and its time, planned
 //! against the read-only volume and written into the output's.
 
-use super::inject::Source;
 use crate::drivers;
 use crate::error::unreadable;
 use crate::firstboot;
@@ -141,10 +140,10 @@ pub(super) fn plan_drivers(
 
 /// The built-in first-boot steps this plan calls for: PnP install of the staged
 /// drivers (NT 6.0+), the balloon service (Balloon staged), the netsh TCP tuning
-/// (the tcpip profile, NT 6.0+).
+/// (the tcpip profile among the sources, NT 6.0+).
 pub(super) fn builtin_steps(
     w: &Windows,
-    sources: &[Source],
+    tcpip_profile: bool,
     drivers: Option<&drivers::Report>,
 ) -> Vec<firstboot::Step> {
     let nt6 = w.major_version >= 6;
@@ -160,11 +159,7 @@ pub(super) fn builtin_steps(
             steps.push(firstboot::Step::BalloonService);
         }
     }
-    if nt6
-        && sources
-            .iter()
-            .any(|s| matches!(s, Source::Profile { name, .. } if name == "tcpip"))
-    {
+    if nt6 && tcpip_profile {
         steps.push(firstboot::Step::TcpipNetsh);
     }
     steps

@@ -161,7 +161,10 @@ pub fn plan(
         }
         if let (Some(req), Some(h)) = (first_boot_request, &hives) {
             let mut req = req.clone();
-            req.steps = files::builtin_steps(&w, &sources, driver_report.as_ref());
+            let tcpip = sources
+                .iter()
+                .any(|s| matches!(s, Source::Profile { name, .. } if name == "tcpip"));
+            req.steps = files::builtin_steps(&w, tcpip, driver_report.as_ref());
             if !req.is_empty() {
                 let p = files::plan_first_boot(&vol, &w, h, &req, &mut f)?;
                 edits.extend(p.edits);

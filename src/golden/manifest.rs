@@ -1,9 +1,24 @@
 //! The manifest beside each golden version: what went into it (base, ISO,
 //! drivers, first boot, every edit) and what came out.
 
-use super::config::Identity;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// What a golden image was built from. When it is unchanged, nothing is rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub wingold_version: String,
+    /// None when the base was not hashed (see `[base] hash`).
+    pub base_sha256: Option<String>,
+    pub virtio_win_version: String,
+    pub virtio_win_sha256: String,
+    pub config_sha256: String,
+    pub regfiles: Vec<(String, String)>,
+    /// The first boot's inputs: each script and the service binary by SHA-256,
+    /// each copied-in tree by a digest of its files' paths, sizes and mtimes.
+    #[serde(default)]
+    pub first_boot_inputs: Vec<(String, String)>,
+}
 
 /// The base image as the manifest records it. Size, mtime and inode are the cheap
 /// identity: when all three match the last build, its SHA-256 is taken as still

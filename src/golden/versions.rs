@@ -128,7 +128,7 @@ impl Layout {
             if !meta.is_file() {
                 continue;
             }
-            let manifest = super::build::manifest_path(&path);
+            let manifest = super::manifest::manifest_path(&path);
             let built = std::fs::metadata(&manifest)
                 .map(|m| m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128)
                 .unwrap_or(0)

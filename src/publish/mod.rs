@@ -232,7 +232,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         .into());
     }
     let manifest_bytes =
-        std::fs::read(crate::golden::build::manifest_path(&version)).map_err(|_| {
+        std::fs::read(crate::golden::manifest::manifest_path(&version)).map_err(|_| {
             Refusal::NoManifest {
                 golden: golden.to_owned(),
                 version: version.clone(),

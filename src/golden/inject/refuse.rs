@@ -73,7 +73,7 @@ pub fn refuse_golden_version(image: &Path) -> anyhow::Result<()> {
     let Ok(canonical) = std::fs::canonicalize(image) else {
         return Ok(());
     };
-    match crate::golden::build::read_manifest(&canonical) {
+    match crate::golden::manifest::read_manifest(&canonical) {
         Some(m) if std::fs::canonicalize(&m.output.path).ok() == Some(canonical.clone()) => {
             Err(Refusal::GoldenVersion {
                 image: image.to_owned(),
