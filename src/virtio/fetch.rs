@@ -5,6 +5,7 @@
 //! fetch sends one conditional request and transfers nothing when nothing changed.
 
 mod cache;
+mod local;
 mod source;
 mod transfer;
 
@@ -292,7 +293,7 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
         };
     }
     if url.starts_with("file://") {
-        return fetch_file(opts, &url, &cache, &mut index, &mut lock);
+        return local::fetch_file(opts, &url, &cache, &mut index, &mut lock);
     }
 
     let client = reqwest::blocking::Client::builder()
@@ -490,72 +491,6 @@ fn record_first_use(
         url: url.into(),
     });
     lock.save(&opts.lock_file)
-}
-
-/// A `file://` URL: copied into the cache while hashed, then checked like a download.
-fn fetch_file(
-    opts: &Options,
-    url: &str,
-    cache: &Cache,
-    index: &mut Index,
-    lock: &mut LockFile,
-) -> Result<Fetched, Error> {
-    let src = PathBuf::from(url.trim_start_matches("file://"));
-    let meta = std::fs::metadata(&src).map_err(|source| Error::Local {
-        path: src.clone(),
-        source,
-    })?;
-    let stamp = meta
-        .modified()
-        .ok()
-        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| format!("mtime {}.{:09}", d.as_secs(), d.subsec_nanos()));
-    // The same file unchanged (size and mtime): nothing to copy.
-    if let Some(e) = index.urls.get(url).filter(|e| {
-        e.size == meta.len() && e.last_modified == stamp && cache.object(&e.sha256).exists()
-    }) {
-        let by = pin_check(opts, lock, url, &e.version, &e.sha256)?;
-        let path = cache.name(&e.sha256, &e.version)?;
-        return Ok(Fetched::of(path, url, e, true, by));
-    }
-    let (partial, meta_path) = cache.partial(url);
-    let mut hasher = Sha256::new();
-    let copied = (|| -> std::io::Result<u64> {
-        let mut input = File::open(&src)?;
-        let mut out = File::create(&partial)?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut n_total = 0u64;
-        loop {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            n_total += n as u64;
-        }
-        out.sync_all()?;
-        Ok(n_total)
-    })()
-    .map_err(io(&src, "copying"));
-    let size = match copied {
-        Ok(s) => s,
-        Err(e) => {
-            discard(&partial, &meta_path);
-            return Err(e);
-        }
-    };
-    let downloaded = Downloaded {
-        partial: &partial,
-        meta: &meta_path,
-        url,
-        final_url: url,
-        sha256: format!("{:x}", hasher.finalize()),
-        size,
-        etag: None,
-        last_modified: stamp,
-    };
-    accept(opts, cache, index, lock, downloaded)
 }
 
 #[cfg(test)]
