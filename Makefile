@@ -12,7 +12,7 @@ build: setup
 	$(CARGO) build --release
 
 test: lint
-	$(CARGO) test --release
+	@CARGO="$(CARGO)" scripts/test.sh
 
 demo: build
 	@scripts/demo.sh "$(BIN)" "$(DEMO_DIR)"
