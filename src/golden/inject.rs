@@ -254,18 +254,24 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
     let (w, results) = (&plan.windows, &plan.results);
     let nothing_to_write = plan.nothing_to_write();
     let (files, check) = (plan.files.as_ref(), !plan.forced);
-    // Writes the plan into the image at `target` (named `shown` in messages), closes
-    // it and reads every file and value back from it.
-    let write_verified = |target: &Path, shown: &Path, ordering: Ordering| {
-        let img = image::open(target, Access::ReadWrite)?;
-        let written = write_hives(
-            &img,
-            w,
-            &shown.display().to_string(),
-            results,
-            files,
-            ordering,
-        )?;
+    // Writes the plan into `img`, opened on `target` (named `shown` in messages),
+    // closes it and reads every file and value back from `target`.
+    let write_verified = |img: image::Image, target: &Path, shown: &Path, ordering| {
+        let write = || {
+            write_hives(
+                &img,
+                w,
+                &shown.display().to_string(),
+                results,
+                files,
+                ordering,
+            )
+        };
+        // What libntfs-3g creates carries times: the inputs' time, not the clock's.
+        let written = match files {
+            Some(f) => crate::ntfs::with_frozen_clock(f.time, write)?,
+            None => write()?,
+        };
         drop(img);
         verify(target, w, results, files, check)?;
         anyhow::Ok(written)
@@ -282,12 +288,14 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             r.in_place = true;
         }
         Mode::InPlace => {
+            // Said once the image is open for writing (it may refuse).
+            let img = image::open(&image_path, Access::ReadWrite)?;
             eprintln!(
                 "wingold: writing {} in place, as asked",
                 image_path.display()
             );
             (r.hives_written, r.logs_truncated) =
-                write_verified(&image_path, &image_path, Ordering::CrashOrdered)?;
+                write_verified(img, &image_path, &image_path, Ordering::CrashOrdered)?;
             r.in_place = true;
         }
         Mode::Overlay(out) => {
@@ -306,7 +314,8 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             let tmp = crate::fsutil::temp_name(out);
             let done = (|| {
                 image::create_overlay(&tmp, &image_path)?;
-                let written = write_verified(&tmp, out, Ordering::Unseen)?;
+                let img = image::open(&tmp, Access::ReadWrite)?;
+                let written = write_verified(img, &tmp, out, Ordering::Unseen)?;
                 image::publish(&tmp, out)?;
                 anyhow::Ok(written)
             })();
@@ -398,23 +407,6 @@ enum Ordering {
 /// Throughout, the NTFS volume and the qcow2 image carry their dirty flags, so
 /// chkdsk, ntfsfix and QEMU notice an interrupted run.
 fn write_hives(
-    img: &dyn BlockDev,
-    w: &Windows,
-    label: &str,
-    results: &[reg::HiveResult],
-    files: Option<&FilePlan>,
-    ordering: Ordering,
-) -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
-    match files {
-        // What libntfs-3g creates carries times: the inputs' time, not the clock's.
-        Some(f) => crate::ntfs::with_frozen_clock(f.time, || {
-            write_volume(img, w, label, results, files, ordering)
-        }),
-        None => write_volume(img, w, label, results, files, ordering),
-    }
-}
-
-fn write_volume(
     img: &dyn BlockDev,
     w: &Windows,
     label: &str,
