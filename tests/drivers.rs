@@ -10,15 +10,7 @@ use support::fixtures::{self, PhonyWindows, WindowsSpec, WIN2K22_X64, WIN2K3R2_X
 use support::*;
 
 fn inject(args: &[&str]) -> (Option<i32>, Value, String) {
-    let out = wingold()
-        .arg("inject")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), json, stderr)
+    wingold_json("inject", args)
 }
 
 /// The Windows partition of `image` as a raw file (for ntfs-3g's tools).

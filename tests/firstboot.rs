@@ -139,17 +139,7 @@ fn runner_runs_each_script_once_in_order_retries_three_times_and_never_loops() {
 }
 
 fn inject(args: &[&str]) -> (Option<i32>, Value, String) {
-    let out = wingold()
-        .arg("inject")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    wingold_json("inject", args)
 }
 
 fn partition(image: &Path, w: &PhonyWindows, dir: &Path) -> PathBuf {

@@ -9,15 +9,7 @@ use support::fixtures::{self, PhonyWindows, WIN2K22_X64, WIN2K3R2_X86};
 use support::*;
 
 fn inject(args: &[&str]) -> (Option<i32>, Value, String) {
-    let out = wingold()
-        .arg("inject")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), json, stderr)
+    wingold_json("inject", args)
 }
 
 /// The hive `name` as ntfscat reads it from the Windows partition of `image`.

@@ -122,17 +122,7 @@ fn build_in(dir: &Path) {
 }
 
 fn publish(args: &[&str]) -> (Option<i32>, Value, String) {
-    let out = wingold()
-        .arg("publish")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    wingold_json("publish", args)
 }
 
 fn manifest_of(golden: &Path) -> Value {

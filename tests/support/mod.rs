@@ -52,6 +52,23 @@ pub fn wingold() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wingold"))
 }
 
+/// `wingold SUB ARGS… --json`: its exit code, its JSON output (Null when stdout is
+/// not JSON) and its stderr.
+#[cfg(test)]
+pub fn wingold_json(sub: &str, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let out = wingold()
+        .arg(sub)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
