@@ -151,12 +151,12 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         // reg
         (
             "reg: a hive that is a folder",
-            reg::Error::load("SYSTEM", not_ntfs()).into(),
+            reg::Error::load(reg::HiveName::System, not_ntfs()).into(),
             2,
         ),
         (
             "reg: a hive that cannot be read",
-            reg::Error::load("SYSTEM", ntfs::Error::ReadOnly).into(),
+            reg::Error::load(reg::HiveName::System, ntfs::Error::ReadOnly).into(),
             1,
         ),
         // virtio
@@ -265,7 +265,7 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         (
             "reg: a value does not read back (wingold's own fault)",
             reg::Error::Mismatch(Box::new(reg::Mismatch {
-                hive: "SYSTEM",
+                hive: reg::HiveName::System,
                 path: "Select".into(),
                 name: "Current".into(),
                 got: None,

@@ -300,7 +300,7 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
             println!("  note: {n}");
         }
     }
-    let hives: std::collections::BTreeSet<&str> = r.changes.iter().map(|c| c.hive).collect();
+    let hives: std::collections::BTreeSet<_> = r.changes.iter().map(|c| c.hive).collect();
     println!("{} change(s) in {} hive(s)", r.changes.len(), hives.len());
     for log in &r.logs_truncated {
         println!("  emptied the stale transaction log {log}");

@@ -5,6 +5,7 @@ use crate::image::{
     self, probe_filesystem, scan_partitions, Access, BlockDev, Image, PartitionView,
 };
 use crate::ntfs::Volume;
+use crate::reg::HiveName;
 use crate::reg::{self, profiles};
 use clap::Args;
 use serde::Serialize;
@@ -136,8 +137,8 @@ fn current_settings(img: &dyn BlockDev, w: &Windows) -> anyhow::Result<Vec<reg::
 fn virtio_state(img: &dyn BlockDev, w: &Windows) -> anyhow::Result<crate::drivers::State> {
     let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
     let vol = Volume::open(&part, "drivers", Access::ReadOnly)?;
-    let system = vol.read_file(&w.hive_path("SYSTEM"))?;
-    let software = vol.read_file(&w.hive_path("SOFTWARE"))?;
+    let system = vol.read_file(&w.hive_path(HiveName::System))?;
+    let software = vol.read_file(&w.hive_path(HiveName::Software))?;
     let read = |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
         match vol.lookup(path)? {
             None => Ok(None),
@@ -169,7 +170,7 @@ fn first_boot_state(
 ) -> anyhow::Result<Option<crate::firstboot::QueueState>> {
     let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
     let vol = Volume::open(&part, "first boot", Access::ReadOnly)?;
-    let system = vol.read_file(&w.hive_path("SYSTEM"))?;
+    let system = vol.read_file(&w.hive_path(HiveName::System))?;
     let read = |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
         match vol.lookup(path)? {
             None => Ok(None),

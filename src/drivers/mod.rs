@@ -21,6 +21,7 @@ pub use state::{state, ServiceState, State};
 
 use crate::guest::Windows;
 use crate::hive::Hive;
+use crate::reg::HiveName;
 use crate::reg::RegEdit;
 use crate::virtio::{drivers as folders, iso};
 use registry::{BootDriver, Edits, Registration};
@@ -229,12 +230,12 @@ pub fn plan(
 
     // Hives: which registration this Windows uses, and whether Windows installed
     // the boot driver itself (the temporary-disk install).
-    let sys = Hive::open_read("SYSTEM", system)?;
+    let sys = Hive::open_read(HiveName::System.name(), system)?;
     let has_ddb = sys.has_key("DriverDatabase")?;
     let wants_ddb = (w.major_version, w.minor_version) >= (6, 2);
     if has_ddb != wants_ddb {
         return Err(Refusal::Registration {
-            hive: w.hive_path("SYSTEM"),
+            hive: w.hive_path(HiveName::System),
             has_ddb,
             version: w.version.clone(),
             product: w.product_name.clone(),
@@ -417,7 +418,7 @@ pub fn plan(
             Registration::InstalledByWindows => {}
         }
     }
-    let soft = Hive::open_read("SOFTWARE", software)?;
+    let soft = Hive::open_read(HiveName::Software.name(), software)?;
     if let Some(v) = soft.value("Microsoft\\Windows\\CurrentVersion", "DevicePath")? {
         if let Some(data) = registry::extended_device_path(&v.data) {
             edits.set(registry::DEVICE_PATH_KEY, "DevicePath", v.kind, data);

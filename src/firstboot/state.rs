@@ -3,6 +3,7 @@
 use super::{ReadGuest, FOLDER, SERVICE};
 use crate::guest::Windows;
 use crate::hive::Hive;
+use crate::reg::HiveName;
 use serde::Serialize;
 
 /// An image's queue, for `inspect`: pending, done, failed, and the log's tail.
@@ -38,7 +39,7 @@ pub fn queue_state(
     let text = String::from_utf8_lossy(&log);
     let lines: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
     let log_tail = lines[lines.len().saturating_sub(10)..].to_vec();
-    let sys = Hive::open_read("SYSTEM", system)?;
+    let sys = Hive::open_read(HiveName::System.name(), system)?;
     let service_start = sys
         .value(
             &format!("{}\\Services\\{SERVICE}", w.control_sets.current),

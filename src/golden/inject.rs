@@ -18,7 +18,7 @@ use crate::guest::{self, Windows};
 use crate::hive;
 use crate::image::{self, Access, BlockDev, PartitionView};
 use crate::ntfs::Volume;
-use crate::reg::{self, profiles, Change, RegEdit};
+use crate::reg::{self, profiles, Change, HiveName, RegEdit};
 use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -83,7 +83,7 @@ pub struct WindowsSummary {
 
 #[derive(Debug, Serialize)]
 pub struct HiveWritten {
-    pub hive: &'static str,
+    pub hive: HiveName,
     pub path: String,
     pub size: u64,
     pub sha256: String,
@@ -150,8 +150,8 @@ pub fn plan(
         let mut hives = None;
         if driver_request.is_some() || first_boot_request.is_some() {
             hives = Some(files::Hives {
-                system: vol.read_file(&w.hive_path("SYSTEM"))?,
-                software: vol.read_file(&w.hive_path("SOFTWARE"))?,
+                system: vol.read_file(&w.hive_path(HiveName::System))?,
+                software: vol.read_file(&w.hive_path(HiveName::Software))?,
             });
         }
         if let (Some(req), Some(h)) = (driver_request, &hives) {
@@ -177,8 +177,8 @@ pub fn plan(
         }
         reg::apply(&edits, &w.control_sets, |hive| {
             let cached = hives.as_mut().and_then(|h| match hive {
-                "SYSTEM" => Some(std::mem::take(&mut h.system)),
-                "SOFTWARE" => Some(std::mem::take(&mut h.software)),
+                HiveName::System => Some(std::mem::take(&mut h.system)),
+                HiveName::Software => Some(std::mem::take(&mut h.software)),
                 _ => None,
             });
             if let Some(bytes) = cached {
@@ -440,7 +440,7 @@ fn write_hives(
         // logs hold nothing (windows-offline.md §4b).
         for log in listing
             .iter()
-            .filter(|e| !e.is_dir && crate::hive::is_log_of(r.hive, &e.name))
+            .filter(|e| !e.is_dir && crate::hive::is_log_of(r.hive.name(), &e.name))
         {
             let log_path = format!("{config}\\{}", log.name);
             if vol.file_size(&log_path)? > 0 {

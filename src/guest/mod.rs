@@ -11,6 +11,7 @@ use crate::hive::{self, HeaderState, Hive};
 use crate::image::{self, probe_filesystem, Access, BlockDev, PartitionView, Role};
 use crate::ntfs::{self, Volume};
 use crate::reg::ControlSets;
+use crate::reg::HiveName;
 use serde::Serialize;
 use std::path::Path;
 use Error::Ntfs;
@@ -115,8 +116,8 @@ impl Windows {
             && is_windows_11(self.major_version, self.minor_version, self.build)
     }
 
-    /// Path of a hive file on the volume, e.g. `hive_path("SYSTEM")`.
-    pub fn hive_path(&self, name: &str) -> String {
+    /// Path of a hive file on the volume, e.g. `hive_path(HiveName::System)`.
+    pub fn hive_path(&self, name: impl std::fmt::Display) -> String {
         format!(
             "{}\\System32\\config\\{name}",
             self.system_root.trim_start_matches('\\')
@@ -220,8 +221,14 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
         .map(|e| format!("\\{}", e.name))
         .unwrap_or_else(|| format!("\\{root}"));
     let config = format!("{root}\\System32\\config");
-    let software = Hive::open_read("SOFTWARE", &vol.read_file(&format!("{config}\\SOFTWARE"))?)?;
-    let system = Hive::open_read("SYSTEM", &vol.read_file(&format!("{config}\\SYSTEM"))?)?;
+    let software = Hive::open_read(
+        HiveName::Software.name(),
+        &vol.read_file(&format!("{config}\\{}", HiveName::Software))?,
+    )?;
+    let system = Hive::open_read(
+        HiveName::System.name(),
+        &vol.read_file(&format!("{config}\\{}", HiveName::System))?,
+    )?;
 
     let text = |h: &Hive, key: &str, name: &str| -> Result<Option<String>> {
         Ok(h.value(key, name)?.and_then(|v| v.as_string()))
@@ -231,7 +238,7 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
     };
     let product_name =
         text(&software, CURRENT_VERSION, "ProductName")?.ok_or_else(|| Error::Missing {
-            hive: "SOFTWARE".into(),
+            hive: HiveName::Software.name().into(),
             what: format!("{CURRENT_VERSION}\\ProductName"),
         })?;
     let (major_version, minor_version) = match (
@@ -246,7 +253,7 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
                 (Some(a), Some(b)) => (a, b),
                 _ => {
                     return Err(Error::Missing {
-                        hive: "SOFTWARE".into(),
+                        hive: HiveName::Software.name().into(),
                         what: format!("{CURRENT_VERSION}\\CurrentVersion (a version number)"),
                     })
                 }
@@ -297,7 +304,7 @@ fn control_sets(system: &Hive) -> Result<ControlSets> {
         Ok(system.value("Select", v)?.and_then(|v| v.as_dword()))
     };
     let current = name(get("Current")?).ok_or_else(|| Error::Missing {
-        hive: "SYSTEM".into(),
+        hive: HiveName::System.name().into(),
         what: "Select\\Current".into(),
     })?;
     Ok(ControlSets {
@@ -395,7 +402,7 @@ fn arch(vol: &Volume, root: &str) -> Result<&'static str> {
 fn hive_files(vol: &Volume, config: &str) -> Result<Vec<HiveFile>> {
     let listing = vol.list(config)?;
     let mut out = Vec::new();
-    for wanted in crate::reg::HIVES {
+    for wanted in crate::reg::HiveName::ALL.map(|h| h.name()) {
         let Some(entry) = listing
             .iter()
             .find(|e| !e.is_dir && e.name.eq_ignore_ascii_case(wanted))

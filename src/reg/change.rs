@@ -105,7 +105,7 @@ pub enum Action {
 /// One change to one hive.
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {
-    pub hive: &'static str,
+    pub hive: HiveName,
     /// Path inside the hive (control sets spelled out).
     pub key: String,
     /// The value's name (`""` for the default value); None for key changes.

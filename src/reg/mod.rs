@@ -8,10 +8,12 @@
 #![forbid(unsafe_code)]
 
 mod change;
+mod hive_name;
 mod parse;
 pub mod profiles;
 
 pub use change::{type_name, Action, Change, Source, ValueView};
+pub use hive_name::HiveName;
 pub use parse::{parse, utf16z, ParseError, Version};
 
 use crate::hive::{self, Hive, RegValue};
@@ -58,9 +60,6 @@ impl Op {
     }
 }
 
-/// The hive files an edit may touch (`System32\config\<NAME>`).
-pub const HIVES: [&str; 5] = ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"];
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{file}:{line}: {key}: {reason}")]
@@ -82,7 +81,7 @@ pub enum Error {
     /// A hive as written does not read back as the edits left it.
     #[error("verification failed: hive {hive} does not read back")]
     Unreadable {
-        hive: &'static str,
+        hive: HiveName,
         #[source]
         source: hive::Error,
     },
@@ -91,7 +90,7 @@ pub enum Error {
     /// The hive file could not be read; whoever read it says why and whose move it is.
     #[error("hive {hive}")]
     Load {
-        hive: &'static str,
+        hive: HiveName,
         kind: crate::error::Kind,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -100,7 +99,7 @@ pub enum Error {
 
 impl Error {
     /// A hive that could not be read, for the loaders `apply` and `settings` take.
-    pub fn load<E>(hive: &'static str, source: E) -> Error
+    pub fn load<E>(hive: HiveName, source: E) -> Error
     where
         E: crate::error::Classify + std::error::Error + Send + Sync + 'static,
     {
@@ -147,7 +146,7 @@ impl ControlSets {
 /// Where a registry key lives: a hive file and the path inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub hive: &'static str,
+    pub hive: HiveName,
     pub path: String,
 }
 
@@ -191,16 +190,13 @@ fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, Unmapped> {
     let join = |p: &[&str]| p.join("\\");
     match root.as_str() {
         "HKEY_LOCAL_MACHINE" | "HKLM" => {
-            let hive = match first.as_str() {
-                "SYSTEM" => "SYSTEM",
-                "SOFTWARE" => "SOFTWARE",
-                "SAM" => "SAM",
-                "SECURITY" => "SECURITY",
-                "" => return Err(Unmapped::MachineRoot),
-                _ => return Err(Unmapped::NotAHiveFile(rest[0].to_owned())),
+            let hive = match HiveName::under_machine(&first) {
+                Some(h) => h,
+                None if first.is_empty() => return Err(Unmapped::MachineRoot),
+                None => return Err(Unmapped::NotAHiveFile(rest[0].to_owned())),
             };
             let inner = &rest[1..];
-            if hive == "SYSTEM"
+            if hive == HiveName::System
                 && inner
                     .first()
                     .is_some_and(|p| p.eq_ignore_ascii_case("CurrentControlSet"))
@@ -223,7 +219,7 @@ fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, Unmapped> {
             }])
         }
         "HKEY_USERS" | "HKU" if first == ".DEFAULT" => Ok(vec![Target {
-            hive: "DEFAULT",
+            hive: HiveName::Default,
             path: join(&rest[1..]),
         }]),
         "HKEY_USERS" | "HKU" => Err(Unmapped::UserProfile),
@@ -253,7 +249,7 @@ pub type Expected = BTreeMap<(String, String), Option<RegValue>>;
 /// The result of running edits on one hive.
 #[derive(Debug)]
 pub struct HiveResult {
-    pub hive: &'static str,
+    pub hive: HiveName,
     pub changes: Vec<Change>,
     /// The hive's new bytes, when anything changed.
     pub bytes: Option<Vec<u8>>,
@@ -267,7 +263,7 @@ pub struct HiveResult {
 pub fn apply(
     edits: &[RegEdit],
     sets: &ControlSets,
-    mut load: impl FnMut(&'static str) -> Result<Vec<u8>, Error>,
+    mut load: impl FnMut(HiveName) -> Result<Vec<u8>, Error>,
 ) -> Result<Vec<HiveResult>, Error> {
     let targets = edits
         .iter()
@@ -281,7 +277,7 @@ pub fn apply(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut made = keys_made(edits, &targets);
-    let mut open: BTreeMap<&'static str, (Hive, Vec<Change>, Expected)> = BTreeMap::new();
+    let mut open: BTreeMap<HiveName, (Hive, Vec<Change>, Expected)> = BTreeMap::new();
     for (e, targets) in edits.iter().zip(targets) {
         let at = |source: hive::Error| Error::Hive {
             file: e.file.to_string(),
@@ -293,14 +289,19 @@ pub fn apply(
             line: e.line,
         };
         for t in targets {
-            if !open.contains_key(t.hive) {
-                let bytes = load(t.hive)?;
-                let paths = made.remove(t.hive).unwrap_or_default();
-                let h =
-                    Hive::open_write_with_keys(t.hive, &bytes, paths.iter().map(String::as_str))?;
-                open.insert(t.hive, (h, Vec::new(), BTreeMap::new()));
-            }
-            let (h, changes, expected) = open.get_mut(t.hive).expect("inserted");
+            let (h, changes, expected) = match open.entry(t.hive) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let bytes = load(t.hive)?;
+                    let paths = made.remove(&t.hive).unwrap_or_default();
+                    let h = Hive::open_write_with_keys(
+                        t.hive.name(),
+                        &bytes,
+                        paths.iter().map(String::as_str),
+                    )?;
+                    v.insert((h, Vec::new(), BTreeMap::new()))
+                }
+            };
             let change = |key: String,
                           value: Option<String>,
                           action,
@@ -393,7 +394,7 @@ pub fn apply(
 /// Per hive, the keys the edits create or set values in, all made at once when
 /// the hive is opened ([`Hive::open_write_with_keys`]) — except keys at or below a key
 /// some edit deletes, whose existence depends on the order of the edits.
-fn keys_made(edits: &[RegEdit], targets: &[Vec<Target>]) -> BTreeMap<&'static str, Vec<String>> {
+fn keys_made(edits: &[RegEdit], targets: &[Vec<Target>]) -> BTreeMap<HiveName, Vec<String>> {
     // Keys as `HIVE\FOLDED\PATH`, so that every prefix of one is a plain &str.
     let full = |t: &Target| format!("{}\\{}", t.hive, hive::fold_name(&t.path));
     let mut deleted = std::collections::HashSet::new();
@@ -402,7 +403,7 @@ fn keys_made(edits: &[RegEdit], targets: &[Vec<Target>]) -> BTreeMap<&'static st
             deleted.extend(ts.iter().map(full));
         }
     }
-    let mut made: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut made: BTreeMap<HiveName, Vec<String>> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
     for (e, ts) in edits.iter().zip(targets) {
         if !matches!(e.op, Op::CreateKey { .. } | Op::SetValue { .. }) {
@@ -429,7 +430,7 @@ fn keys_made(edits: &[RegEdit], targets: &[Vec<Target>]) -> BTreeMap<&'static st
 #[derive(Debug, thiserror::Error)]
 #[error("{hive}\\{path}\\{name}: read back {}, expected {}", shown(.got), shown(.want))]
 pub struct Mismatch {
-    pub hive: &'static str,
+    pub hive: HiveName,
     pub path: String,
     pub name: String,
     pub got: Option<ValueView>,
@@ -449,7 +450,7 @@ pub fn verify(result: &HiveResult, bytes: &[u8]) -> Result<(), Error> {
         hive: result.hive,
         source,
     };
-    let h = Hive::open_read(result.hive, bytes).map_err(unreadable)?;
+    let h = Hive::open_read(result.hive.name(), bytes).map_err(unreadable)?;
     // Each key's values are read once (a key may hold tens of thousands).
     let mut listed: Option<(&str, std::collections::HashMap<String, RegValue>)> = None;
     for ((path, name), want) in &result.expected {
@@ -479,7 +480,7 @@ pub fn verify(result: &HiveResult, bytes: &[u8]) -> Result<(), Error> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Setting {
     pub profile: &'static str,
-    pub hive: &'static str,
+    pub hive: HiveName,
     pub key: String,
     pub value: String,
     pub wanted: ValueView,
@@ -492,9 +493,9 @@ pub struct Setting {
 pub fn settings(
     family: profiles::Family,
     sets: &ControlSets,
-    mut load: impl FnMut(&'static str) -> Result<Vec<u8>, Error>,
+    mut load: impl FnMut(HiveName) -> Result<Vec<u8>, Error>,
 ) -> Result<Vec<Setting>, Error> {
-    let mut hives: BTreeMap<&'static str, Hive> = BTreeMap::new();
+    let mut hives: BTreeMap<HiveName, Hive> = BTreeMap::new();
     let mut out = Vec::new();
     for p in profiles::PROFILES {
         let edits = p
@@ -516,11 +517,13 @@ pub fn settings(
                 key: key.clone(),
                 reason,
             })? {
-                if !hives.contains_key(t.hive) {
-                    let bytes = load(t.hive)?;
-                    hives.insert(t.hive, Hive::open_read(t.hive, &bytes)?);
-                }
-                let current = hives[t.hive].value(&t.path, name)?;
+                let h = match hives.entry(t.hive) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(Hive::open_read(t.hive.name(), &load(t.hive)?)?)
+                    }
+                };
+                let current = h.value(&t.path, name)?;
                 let wanted = RegValue {
                     kind: *kind,
                     data: data.clone(),

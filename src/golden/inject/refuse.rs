@@ -13,12 +13,12 @@ pub(super) fn refuse_unbootable(
 ) -> anyhow::Result<()> {
     let Some(system) = results
         .iter()
-        .find(|r| r.hive == "SYSTEM")
+        .find(|r| r.hive == HiveName::System)
         .and_then(|r| r.bytes.as_ref())
     else {
         return Ok(());
     };
-    let h = hive::Hive::open_read("SYSTEM", system)?;
+    let h = hive::Hive::open_read(HiveName::System.name(), system)?;
     let problem = (|| -> anyhow::Result<Option<String>> {
         if !h.has_key("Select")? {
             return Ok(Some("the `Select` key is gone".into()));
