@@ -534,8 +534,22 @@ fn storage_ids(devices: &Value, ids: &mut Vec<String>) {
 
 /// The PCI ids QEMU (TCG, QMP `query-pci` once SeaBIOS has numbered the buses) gives the system-disk
 /// controller of the run recipe (`wingold launch --format argv`) on `machine`,
-/// optionally behind a PCIe root port.
-fn qemu_disk_ids(dir: &Path, disk_bus: &str, machine: &str, root_port: bool) -> Vec<String> {
+/// optionally behind a PCIe root port. They depend on nothing else: each
+/// combination starts QEMU once per test process.
+fn qemu_disk_ids(disk_bus: &str, machine: &str, root_port: bool) -> Vec<String> {
+    type Seen = std::collections::BTreeMap<(String, String, bool), Vec<String>>;
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Seen::new());
+    let key = (disk_bus.to_owned(), machine.to_owned(), root_port);
+    if let Some(ids) = SEEN.lock().unwrap().get(&key) {
+        return ids.clone();
+    }
+    let dir = tempdir();
+    let ids = query_disk_ids(dir.path(), disk_bus, machine, root_port);
+    SEEN.lock().unwrap().insert(key, ids.clone());
+    ids
+}
+
+fn query_disk_ids(dir: &Path, disk_bus: &str, machine: &str, root_port: bool) -> Vec<String> {
     let disk = dir.join("empty.raw");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let out = wingold()
@@ -578,14 +592,17 @@ fn qemu_disk_ids(dir: &Path, disk_bus: &str, machine: &str, root_port: bool) -> 
     }
     let mut child = std::process::Command::new(&argv[0])
         .args(&args)
-        // Not paused: the firmware must number the buses behind a root port first.
         .args(["-qmp", "stdio", "-nodefaults"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("TEST CANNOT RUN: qemu-system-x86_64 is missing (make setup installs it)");
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    // Devices on the root bus are listed at once; behind a root port only once the
+    // firmware has numbered the buses.
+    if root_port {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
@@ -632,7 +649,7 @@ fn every_id_qemu_gives_the_run_recipes_disk_is_registered() {
         let system = hive_file(&part, root, "SYSTEM", c.dir.path());
         let ddb = j["drivers"]["registration"] == "DriverDatabase";
         for (machine, root_port) in [("pc", false), ("q35", false), ("q35", true)] {
-            for id in qemu_disk_ids(c.dir.path(), bus, machine, root_port) {
+            for id in qemu_disk_ids(bus, machine, root_port) {
                 let service = if ddb {
                     let raw = std::process::Command::new("hivexget")
                         .args([
