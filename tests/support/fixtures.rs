@@ -419,6 +419,7 @@ pub const WIN2K22_X64: WindowsSpec = WindowsSpec {
 };
 
 /// A phony Windows disk (qcow2) and where its Windows partition lies.
+#[derive(Clone)]
 pub struct PhonyWindows {
     pub image: PathBuf,
     pub win_offset: u64,
@@ -450,9 +451,6 @@ pub fn phony_windows(dir: &Path, spec: &WindowsSpec, extra: Vec<Entry>) -> Phony
 /// sfdisk, qemu-img) costs seconds, a copy milliseconds. Each test still gets its
 /// own image to change.
 fn shared_phony(dir: &Path, spec: &WindowsSpec, win_size: u64) -> PhonyWindows {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PhonyWindows>>>>> = OnceLock::new();
     let key = format!(
         "{}-{}-{}-{}-{}-{}-{win_size}",
         spec.software_reg,
@@ -462,26 +460,40 @@ fn shared_phony(dir: &Path, spec: &WindowsSpec, win_size: u64) -> PhonyWindows {
         spec.system_hive,
         spec.system_reg.unwrap_or("")
     );
+    let built = built_once(&key, |at| {
+        phony_windows_sized(at, spec, vec![], |_| {}, win_size)
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    let image = dir.join("phony.qcow2");
+    std::fs::copy(&built.image, &image).unwrap();
+    PhonyWindows { image, ..built }
+}
+
+/// What `build` makes, in a folder of its own under [`shared_dir`], once per test
+/// process for each `key` (tests asking at the same time wait for the one build).
+fn built_once<T: Clone + Send + Sync + 'static>(key: &str, build: impl FnOnce(&Path) -> T) -> T {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Cell = Arc<OnceLock<Box<dyn std::any::Any + Send + Sync>>>;
+    static BUILT: OnceLock<Mutex<HashMap<String, Cell>>> = OnceLock::new();
     let cell = BUILT
         .get_or_init(Default::default)
         .lock()
         .unwrap()
-        .entry(key.clone())
+        .entry(key.to_owned())
         .or_default()
         .clone();
     let built = cell.get_or_init(|| {
         let at = shared_dir().join(key.replace(['.', '|'], "_"));
         std::fs::create_dir_all(&at).unwrap();
-        phony_windows_sized(&at, spec, vec![], |_| {}, win_size)
+        Box::new(build(&at))
     });
-    std::fs::create_dir_all(dir).unwrap();
-    let image = dir.join("phony.qcow2");
-    std::fs::copy(&built.image, &image).unwrap();
-    PhonyWindows { image, ..*built }
+    built.downcast_ref::<T>().expect("one type per key").clone()
 }
 
 /// This process's folder of shared fixtures, under cargo's scratch folder for
-/// tests (the system's for examples); folders left by earlier processes that have ended are removed.
+/// tests (the system's for examples); folders left by processes that have ended
+/// are removed.
 fn shared_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
@@ -699,7 +711,14 @@ pub fn set_volume_dirty(volume: &Path) {
 /// `virtio-win-<version>`. Files hold their own path (and `pad` bytes of filler in
 /// the licence file, to make the ISO as large as a test needs).
 pub fn virtio_iso(dir: &Path, version: &str, pad: usize) -> PathBuf {
-    virtio_iso_with(dir, version, pad, |_, _| true)
+    // A thousand files and xorriso: built once per test process, copied per test.
+    let built = built_once(&format!("iso-{version}-{pad}"), |at| {
+        virtio_iso_with(at, version, pad, |_, _| true)
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    let iso = dir.join(built.file_name().unwrap());
+    std::fs::copy(&built, &iso).unwrap();
+    iso
 }
 
 /// As [`virtio_iso`], with `tweak` run on each file's bytes (by ISO path) before
