@@ -88,17 +88,6 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Er
     }
 }
 
-impl std::fmt::Display for PinnedBy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PinnedBy::Flag => "--sha256",
-            PinnedBy::Lock => "wingold.lock",
-            PinnedBy::KnownTable => "the known-versions table",
-            PinnedBy::FirstUse => "first use",
-        })
-    }
-}
-
 /// What pinned the accepted SHA-256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -111,6 +100,17 @@ pub enum PinnedBy {
     KnownTable,
     /// Nothing knew this version: trusted on first use, now in wingold.lock.
     FirstUse,
+}
+
+impl std::fmt::Display for PinnedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PinnedBy::Flag => "--sha256",
+            PinnedBy::Lock => "wingold.lock",
+            PinnedBy::KnownTable => "the known-versions table",
+            PinnedBy::FirstUse => "first use",
+        })
+    }
 }
 
 /// A fetched ISO. `fetch --json` prints this; field names are part of the CLI contract.
