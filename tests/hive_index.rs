@@ -69,6 +69,37 @@ fn windows_written_indexes_follow_the_order_and_hash_wingold_writes() {
     assert!(matches!(err, index::Error::WrongHash { .. }), "{err}");
 }
 
+/// A cell cut shorter than its record (a damaged hive) is an error naming the cell,
+/// in the audit and in laying out new keys: never a read past the record.
+#[test]
+fn cells_cut_short_are_errors_not_panics() {
+    let dir = tempdir();
+    let bytes = std::fs::read(corpus_hive(dir.path(), "SYSTEM")).unwrap();
+    let leaf = (4096..bytes.len() - 24)
+        .step_by(8)
+        .find(|&c| {
+            let size = i32::from_le_bytes(bytes[c..c + 4].try_into().unwrap());
+            size < 0 && &bytes[c + 4..c + 6] == b"lh" && bytes[c + 6] >= 2
+        })
+        .expect("a hash leaf in SYSTEM");
+    let first_key =
+        4096 + u32::from_le_bytes(bytes[leaf + 8..leaf + 12].try_into().unwrap()) as usize;
+    for (what, cell) in [("a hash leaf", leaf), ("a key", first_key)] {
+        let mut cut = bytes.clone();
+        cut[cell..cell + 4].copy_from_slice(&(-6i32).to_le_bytes());
+        let err = index::audit(&cut).expect_err(what);
+        assert!(matches!(err, index::Error::Short { .. }), "{what}: {err}");
+    }
+    // Laying out a key named outside ASCII reads every index on its way: refused.
+    let mut cut = bytes.clone();
+    let root = 4096 + u32::from_le_bytes(bytes[0x24..0x28].try_into().unwrap()) as usize;
+    cut[root..root + 4].copy_from_slice(&(-6i32).to_le_bytes());
+    let err = index::lay_out_new_keys(&cut, ["\u{c4}rger"], 64)
+        .err()
+        .expect("a cut root key is read");
+    assert!(matches!(err, index::Error::Short { .. }), "{err}");
+}
+
 /// Writes `names` as new subkeys of `parent` in a copy of the corpus SYSTEM hive,
 /// through wingold; returns the hive's path.
 fn add_keys(dir: &Path, parent: &str, names: &[String]) -> std::path::PathBuf {

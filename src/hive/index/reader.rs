@@ -3,7 +3,7 @@
 //! [`super`] writes by.
 
 use super::{name_hash, sort_key, NK_FLAGS, NK_NAME, NK_NAME_LEN, NK_SUBKEYS, NK_SUBKEY_LIST};
-use super::{BINS_SIZE_AT, KEY_COMP_NAME, NO_CELL, ROOT_CELL_AT};
+use super::{BINS_SIZE_AT, KEY_COMP_NAME, NO_CELL, ROOT_CELL_AT, SK_REFCOUNT};
 use crate::hive::BASE_BLOCK_LEN;
 
 /// Why a hive's subkey indexes cannot be read, or do not follow Windows' rules.
@@ -21,6 +21,8 @@ pub enum Error {
     PastEnd { at: usize },
     #[error("cell {at:#x} is not a {} cell", String::from_utf8_lossy(.want))]
     WrongCell { at: usize, want: [u8; 2] },
+    #[error("cell {at:#x} is too short for a {} record", String::from_utf8_lossy(.id))]
+    Short { at: usize, id: [u8; 2] },
     #[error("cell {at:#x} is not a subkey index")]
     NotAnIndex { at: usize },
     #[error("key {at:#x}: its index and subkey count differ")]
@@ -97,6 +99,15 @@ impl<'a> Reader<'a> {
         let record = self.bytes.get(at + 4..end).ok_or(Error::PastEnd { at })?;
         if record.len() < 2 || &record[..2] != id {
             return Err(Error::WrongCell { at, want: *id });
+        }
+        // The fixed part every reader here indexes into directly.
+        let fixed = match id {
+            b"nk" => NK_NAME - 4,
+            b"sk" => SK_REFCOUNT,
+            _ => 4,
+        };
+        if record.len() < fixed {
+            return Err(Error::Short { at, id: *id });
         }
         Ok(record)
     }
