@@ -143,14 +143,7 @@ impl Hive {
     /// that differ) is refused: hivex would silently "clean" it and lose what its
     /// logs hold (reference/windows-offline.md §4b).
     pub fn open_write(name: &str, bytes: &[u8]) -> Result<Hive> {
-        let header = HeaderState::parse(name, bytes)?;
-        if let Some(why) = header.dirty_reason() {
-            return Err(Error::Dirty {
-                name: name.to_owned(),
-                why,
-            });
-        }
-        Self::open(name, bytes, true)
+        Self::open_write_with_keys(name, bytes, [])
     }
 
     /// [`Hive::open_write`], with every key of `paths` that does not exist yet (and

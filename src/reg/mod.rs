@@ -229,15 +229,20 @@ fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, Unmapped> {
     }
 }
 
+/// Where edit `e` lands; a key out of reach is an error naming the edit's line.
+fn targets_of(e: &RegEdit, sets: &ControlSets) -> Result<Vec<Target>, Error> {
+    map_key(e.op.key(), sets).map_err(|reason| Error::Root {
+        file: e.file.to_string(),
+        line: e.line,
+        key: e.op.key().to_owned(),
+        reason,
+    })
+}
+
 /// Checks that every edit's key maps to a hive, before anything is read or written.
 pub fn check_roots(edits: &[RegEdit], sets: &ControlSets) -> Result<(), Error> {
     for e in edits {
-        map_key(e.op.key(), sets).map_err(|reason| Error::Root {
-            file: e.file.to_string(),
-            line: e.line,
-            key: e.op.key().to_owned(),
-            reason,
-        })?;
+        targets_of(e, sets)?;
     }
     Ok(())
 }
@@ -267,14 +272,7 @@ pub fn apply(
 ) -> Result<Vec<HiveResult>, Error> {
     let targets = edits
         .iter()
-        .map(|e| {
-            map_key(e.op.key(), sets).map_err(|reason| Error::Root {
-                file: e.file.to_string(),
-                line: e.line,
-                key: e.op.key().to_owned(),
-                reason,
-            })
-        })
+        .map(|e| targets_of(e, sets))
         .collect::<Result<Vec<_>, _>>()?;
     let mut made = keys_made(edits, &targets);
     let mut open: BTreeMap<HiveName, (Hive, Vec<Change>, Expected)> = BTreeMap::new();
@@ -503,20 +501,12 @@ pub fn settings(
             .expect("built-in profiles parse (unit-tested)");
         for e in &edits {
             let Op::SetValue {
-                key,
-                name,
-                kind,
-                data,
+                name, kind, data, ..
             } = &e.op
             else {
                 continue;
             };
-            for t in map_key(key, sets).map_err(|reason| Error::Root {
-                file: e.file.to_string(),
-                line: e.line,
-                key: key.clone(),
-                reason,
-            })? {
+            for t in targets_of(e, sets)? {
                 let h = match hives.entry(t.hive) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(v) => {

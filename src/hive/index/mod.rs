@@ -109,6 +109,9 @@ pub fn lay_out_new_keys<'p>(
     min_keys: usize,
 ) -> Result<Option<LaidOut>> {
     let paths: Vec<&str> = paths.into_iter().collect();
+    if paths.is_empty() {
+        return Ok(None);
+    }
     let attempt = || -> Result<Option<LaidOut>> {
         let mut non_ascii = false;
         let reader = Reader::new(bytes)?;
