@@ -692,20 +692,15 @@ fn fetch_for_image_picks_the_folders_inject_takes() {
         (&WIN2K3R2_X86, vec!["2k3"], "x86"),
     ] {
         let c = case(spec, "0.1.999");
-        let out = wingold()
-            .args(["fetch", "--url"])
-            .arg(format!("file://{}", s(&c.iso)))
-            .arg("--cache")
-            .arg(c.dir.path().join("cache"))
-            .arg("--lock")
-            .arg(c.dir.path().join("wingold.lock"))
-            .args(["--list-drivers", "--for-image", s(&c.w.image), "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = succeeds(
+            wingold()
+                .args(["fetch", "--url"])
+                .arg(format!("file://{}", s(&c.iso)))
+                .arg("--cache")
+                .arg(c.dir.path().join("cache"))
+                .arg("--lock")
+                .arg(c.dir.path().join("wingold.lock"))
+                .args(["--list-drivers", "--for-image", s(&c.w.image), "--json"]),
         );
         let j: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(j["os"], serde_json::json!(os), "{}", spec.root);

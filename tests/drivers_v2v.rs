@@ -94,22 +94,14 @@ fn run_both(spec: &WindowsSpec, keys: &[&str]) -> Both {
     let theirs = dir.path().join("v2v.qcow2");
     std::fs::copy(&w.image, &theirs).unwrap();
     let ours = dir.path().join("ours.qcow2");
-    let out = wingold()
-        .args([
-            "inject",
-            s(&w.image),
-            "--output",
-            s(&ours),
-            "--drivers",
-            s(&iso),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(wingold().args([
+        "inject",
+        s(&w.image),
+        "--output",
+        s(&ours),
+        "--drivers",
+        s(&iso),
+    ]));
     virt_v2v(&theirs, &iso);
     let collect = |image: &Path, tag: &str| {
         let (system, software) = hives(image, &w, spec.root, dir.path(), tag);

@@ -398,11 +398,7 @@ fn a_block_device_is_a_disk() {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     let dev = Loop(String::from_utf8_lossy(&out.stdout).trim().to_owned());
-    let r = wingold()
-        .args(["inspect", "--json", &dev.0])
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = succeeds(wingold().args(["inspect", "--json", &dev.0]));
     let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(j["format"], "raw");
     assert_eq!(j["virtual_size"], std::fs::metadata(&raw).unwrap().len());
@@ -410,18 +406,14 @@ fn a_block_device_is_a_disk() {
     // And an overlay over it: the device is the backing file, never written.
     let before = sha256_file(&raw);
     let ov = dir.path().join("over.qcow2");
-    let r = wingold()
-        .args([
-            "inject",
-            &dev.0,
-            "--output",
-            s(&ov),
-            "--profile",
-            "crash-dump",
-        ])
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    succeeds(wingold().args([
+        "inject",
+        &dev.0,
+        "--output",
+        s(&ov),
+        "--profile",
+        "crash-dump",
+    ]));
     assert_qemu_check_clean(&ov);
     assert_eq!(sha256_file(&raw), before);
 }

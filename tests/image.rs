@@ -9,15 +9,10 @@ use wingold::image::{self, create_overlay, Access, BlockDev};
 const MIB: u64 = 1 << 20;
 
 fn make_disks(dir: &tempfile::TempDir, id: u32, hda: &str, hdb: &str) {
-    let out = wingold()
-        .args(["disks", "--id", &id.to_string(), "--dir", s(dir.path())])
-        .args(["--hda-size", hda, "--hdb-size", hdb])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        wingold()
+            .args(["disks", "--id", &id.to_string(), "--dir", s(dir.path())])
+            .args(["--hda-size", hda, "--hdb-size", hdb]),
     );
 }
 

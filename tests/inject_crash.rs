@@ -175,19 +175,14 @@ fn stale_temporary_files_of_killed_runs_are_cleared() {
     for f in stale.iter().chain(&kept) {
         std::fs::write(f, b"left over").unwrap();
     }
-    let r = wingold()
-        .env("TMPDIR", &tmp)
-        .args([
-            "inject",
-            s(&phony.image),
-            "--output",
-            s(&out),
-            "--profile",
-            "all",
-        ])
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    succeeds(wingold().env("TMPDIR", &tmp).args([
+        "inject",
+        s(&phony.image),
+        "--output",
+        s(&out),
+        "--profile",
+        "all",
+    ]));
     for f in &stale {
         assert!(!f.exists(), "{} is still there", f.display());
     }

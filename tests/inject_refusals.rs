@@ -206,22 +206,14 @@ fn in_place_write_into_an_image_with_internal_snapshots_is_refused() {
     assert_eq!(sha256_file(&c.image), before, "the image was written");
     // The overlay route works: the snapshotted image is only read.
     let golden = c.dir.join("golden.qcow2");
-    let ok = wingold()
-        .args([
-            "inject",
-            s(&c.image),
-            "--output",
-            s(&golden),
-            "--profile",
-            "all",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    succeeds(wingold().args([
+        "inject",
+        s(&c.image),
+        "--output",
+        s(&golden),
+        "--profile",
+        "all",
+    ]));
 }
 
 /// Edits after which Windows cannot find its control set are refused with their
@@ -270,23 +262,15 @@ fn edits_that_make_windows_unbootable_are_refused_unless_forced() {
     // With --force the user gets what they asked for.
     let reg = reg_file(&c.dir, "forced.reg", &cases[0]);
     let out = c.dir.join("forced.qcow2");
-    let res = wingold()
-        .args([
-            "inject",
-            s(&c.image),
-            "--output",
-            s(&out),
-            "--force",
-            "--reg",
-            s(&reg),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    succeeds(wingold().args([
+        "inject",
+        s(&c.image),
+        "--output",
+        s(&out),
+        "--force",
+        "--reg",
+        s(&reg),
+    ]));
     let after = wingold().args(["inspect", s(&out)]).output().unwrap();
     assert!(
         String::from_utf8_lossy(&after.stdout).contains("Windows: none found"),
@@ -370,13 +354,5 @@ fn values_over_libhivex_limit_are_refused_with_the_limit() {
     std::fs::remove_file(&reg).unwrap();
     let reg = reg_file(&c.dir, "just.reg", &reg_of(max));
     let out = c.dir.join("just.qcow2");
-    let res = wingold()
-        .args(["inject", s(&c.image), "--output", s(&out), "--reg", s(&reg)])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    succeeds(wingold().args(["inject", s(&c.image), "--output", s(&out), "--reg", s(&reg)]));
 }

@@ -7,15 +7,7 @@ use support::fixtures::{self, Entry, WIN2K22_X64, WIN2K3R2_X86};
 use support::*;
 
 fn inspect_json(image: &std::path::Path) -> Value {
-    let out = wingold()
-        .args(["inspect", "--json", s(image)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeds(wingold().args(["inspect", "--json", s(image)]));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -191,15 +183,7 @@ fn bare_volumes_are_inspected_and_written() {
     assert_eq!(r["partition_table"], "none");
     assert_eq!(r["windows"]["partition"], 1);
     let out = dir.path().join("windows.qcow2");
-    let res = wingold()
-        .args(["inject", s(&vol), "--output", s(&out), "--profile", "all"])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    succeeds(wingold().args(["inject", s(&vol), "--output", s(&out), "--profile", "all"]));
     let r = inspect_json(&out);
     assert!(r["settings"]
         .as_array()

@@ -26,25 +26,17 @@ fn files(sub: &str) -> Files {
     let tmp = tempdir();
     let dir = tmp.path().join(sub);
     std::fs::create_dir_all(&dir).unwrap();
-    let out = wingold()
-        .args([
-            "disks",
-            "--id",
-            "7",
-            "--dir",
-            s(&dir),
-            "--hda-size",
-            "64M",
-            "--hdb-size",
-            "16M",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(wingold().args([
+        "disks",
+        "--id",
+        "7",
+        "--dir",
+        s(&dir),
+        "--hda-size",
+        "64M",
+        "--hdb-size",
+        "16M",
+    ]));
     let iso = |name: &str, label: &str| {
         let src = dir.join(format!("{label}-src"));
         std::fs::create_dir_all(&src).unwrap();
@@ -383,16 +375,11 @@ fn completions_cover_every_subcommand() {
 
 /// `wingold launch` for `f.hda` with `extra` arguments, in `format`.
 fn launch_with(f: &Files, extra: &[&str], format: &str) -> String {
-    let out = wingold()
-        .args(["launch", s(&f.hda), "--id", "7", "--net", "user"])
-        .args(["--accel", "tcg", "--vnc", "none", "--format", format])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        wingold()
+            .args(["launch", s(&f.hda), "--id", "7", "--net", "user"])
+            .args(["--accel", "tcg", "--vnc", "none", "--format", format])
+            .args(extra),
     );
     String::from_utf8(out.stdout).unwrap()
 }
@@ -401,24 +388,19 @@ fn launch_with(f: &Files, extra: &[&str], format: &str) -> String {
 fn disks_without_hdb_give_an_ide_only_install_vm() {
     let tmp = tempdir();
     let dir = tmp.path().join("nohdb");
-    let out = wingold()
-        .args([
-            "disks",
-            "--id",
-            "8",
-            "--dir",
-            s(&dir),
-            "--hda-size",
-            "64M",
-            "--no-hdb",
-        ])
-        .args(["--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        wingold()
+            .args([
+                "disks",
+                "--id",
+                "8",
+                "--dir",
+                s(&dir),
+                "--hda-size",
+                "64M",
+                "--no-hdb",
+            ])
+            .args(["--json"]),
     );
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["disks"].as_array().unwrap().len(), 1, "{j}");

@@ -110,15 +110,7 @@ fn build_in(dir: &Path) {
          compress = true\n",
     )
     .unwrap();
-    let out = wingold()
-        .args(["build", "-c", s(&dir.join("wingold.toml"))])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(wingold().args(["build", "-c", s(&dir.join("wingold.toml"))]));
 }
 
 fn publish(args: &[&str]) -> (Option<i32>, Value, String) {
@@ -409,22 +401,17 @@ fn basic_auth_works_and_a_wrong_password_is_one_clear_line() {
         ),
     )
     .unwrap();
-    let out = wingold()
-        .args([
-            "publish",
-            s(&g.path),
-            &to,
-            "--insecure",
-            "--tag",
-            "from-auth-file",
-        ])
-        .env("REGISTRY_AUTH_FILE", &auth)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        wingold()
+            .args([
+                "publish",
+                s(&g.path),
+                &to,
+                "--insecure",
+                "--tag",
+                "from-auth-file",
+            ])
+            .env("REGISTRY_AUTH_FILE", &auth),
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret"));
 }
@@ -666,15 +653,7 @@ fn build_publishes_after_each_build_and_an_up_to_date_build_sends_nothing() {
     )
     .unwrap();
     let build = || {
-        let out = wingold()
-            .args(["build", "-c", s(&dir.join("wingold.toml")), "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = succeeds(wingold().args(["build", "-c", s(&dir.join("wingold.toml")), "--json"]));
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     let first = build();

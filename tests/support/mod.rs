@@ -52,6 +52,20 @@ pub fn wingold() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wingold"))
 }
 
+/// Runs `cmd`, failing the test with its stderr unless it succeeds.
+pub fn succeeds(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{:?} does not start: {e}", cmd.get_program()));
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `wingold SUB ARGS… --json`: its exit code, its JSON output (Null when stdout is
 /// not JSON) and its stderr.
 #[cfg(test)]
