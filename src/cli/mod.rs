@@ -135,3 +135,50 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     out.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// `kind` can only ask the types it lists: an error type that implements
+    /// `Classify` but is missing there would exit 1 whatever it says. Every
+    /// `impl … Classify for NAME` in `src/` must have its `of::<…NAME>` line.
+    #[test]
+    fn kind_asks_every_type_that_classifies() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut implemented = Vec::new();
+        for e in walkdir::WalkDir::new(&src).sort_by_file_name() {
+            let e = e.unwrap();
+            if e.path().extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                for line in text.lines().map(str::trim) {
+                    if let Some(rest) = line.strip_prefix("impl ") {
+                        if let Some((_, ty)) = rest.split_once("Classify for ") {
+                            implemented.push(ty.trim_end_matches(" {").to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        let this = std::fs::read_to_string(src.join("cli/mod.rs")).unwrap();
+        let mut asked: Vec<String> = this
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("of::<"))
+            .map(|l| {
+                l.trim_end_matches(">,")
+                    .rsplit("::")
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        implemented.sort();
+        asked.sort();
+        assert!(
+            implemented.len() > 10,
+            "too few impls found: {implemented:?}"
+        );
+        assert_eq!(
+            asked, implemented,
+            "cli::kind's list and the Classify impls differ"
+        );
+    }
+}
