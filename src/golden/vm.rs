@@ -40,10 +40,7 @@ pub fn create_disks(
     outputs.extend(hdb.map(|h| h.0));
     outputs.extend(script.map(|s| s.0));
     refuse_existing(&outputs)?;
-    if let Some(dir) = hda.0.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
-    }
+    create_parent(hda.0)?;
     create_qcow2(hda.0, &CreateOptions::new(hda.1)).context("creating the system disk")?;
     let mut disks = vec![disk("hda", hda)];
     if let Some(hdb) = hdb {
@@ -102,9 +99,7 @@ pub fn clone(golden: &Path, disk: &Path, script: &Path, vm: &Vm) -> anyhow::Resu
         }
         .into());
     }
-    if let Some(dir) = disk.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| image::Error::open(dir, e))?;
-    }
+    create_parent(disk)?;
     create_overlay(disk, golden)?;
     if let Err(e) = write_script(script, &vm.sh()) {
         let _ = std::fs::remove_file(disk);
@@ -120,6 +115,15 @@ pub fn clone(golden: &Path, disk: &Path, script: &Path, vm: &Vm) -> anyhow::Resu
         script: script.to_owned(),
         argv: vm.argv(),
     })
+}
+
+/// The folder `path` goes into, made when missing (`--dir`); a path that cannot
+/// be a folder is bad input, a host that refuses one a failure.
+fn create_parent(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| image::Error::open(dir, e))?;
+    }
+    Ok(())
 }
 
 fn refuse_existing(paths: &[&Path]) -> anyhow::Result<()> {
