@@ -50,15 +50,15 @@ const KEY_COMP_NAME: u16 = 0x20;
 const SK_REFCOUNT: usize = 16;
 
 /// A key to add, with the keys to add below it.
-#[derive(Debug, Default, Clone)]
-pub struct NewKey {
-    pub name: String,
-    pub children: BTreeMap<Vec<u16>, NewKey>,
+#[derive(Debug, Default)]
+struct NewKey {
+    name: String,
+    children: BTreeMap<Vec<u16>, NewKey>,
 }
 
 impl NewKey {
     /// Adds the path `names` below this key (the missing part of a key path).
-    pub fn insert(&mut self, names: &[&str]) {
+    fn insert(&mut self, names: &[&str]) {
         if let Some((first, rest)) = names.split_first() {
             self.children
                 .entry(sort_key(first))
@@ -266,7 +266,6 @@ fn add_subkeys(bytes: &[u8], plan: &BTreeMap<usize, NewKey>) -> Result<Vec<u8>> 
 
 /// The cells of one index: leaves of at most [`LEAF_MAX`] entries, and the index
 /// root above them when there is more than one.
-#[derive(Clone)]
 struct IndexCells {
     top: u32,
     leaves: Vec<u32>,
