@@ -30,6 +30,17 @@ fn hivexsh(hive: &Path, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The file offset of the first allocated hash leaf with two entries or more.
+fn hash_leaf(bytes: &[u8]) -> usize {
+    (4096..bytes.len() - 24)
+        .step_by(8)
+        .find(|&c| {
+            let size = i32::from_le_bytes(bytes[c..c + 4].try_into().unwrap());
+            size < 0 && &bytes[c + 4..c + 6] == b"lh" && bytes[c + 6] >= 2
+        })
+        .expect("a hash leaf in SYSTEM")
+}
+
 /// The rules the writer follows (Windows order of upper-cased UTF-16 names, the
 /// ×37 hash of hash leaves) hold for every index Windows itself wrote. (hivexsh
 /// lists subkeys sorted by its own rule, so order is checked here, against
@@ -51,13 +62,7 @@ fn windows_written_indexes_follow_the_order_and_hash_wingold_writes() {
 
     // The audit can fail: two entries of a hash leaf swapped, or one hash off.
     let bytes = std::fs::read(corpus_hive(dir.path(), "SYSTEM")).unwrap();
-    let leaf = (4096..bytes.len() - 24)
-        .step_by(8)
-        .find(|&c| {
-            let size = i32::from_le_bytes(bytes[c..c + 4].try_into().unwrap());
-            size < 0 && &bytes[c + 4..c + 6] == b"lh" && bytes[c + 6] >= 2
-        })
-        .expect("a hash leaf in SYSTEM");
+    let leaf = hash_leaf(&bytes);
     let mut swapped = bytes.clone();
     swapped.copy_within(leaf + 8..leaf + 16, leaf + 16);
     swapped[leaf + 8..leaf + 16].copy_from_slice(&bytes[leaf + 16..leaf + 24]);
@@ -75,13 +80,7 @@ fn windows_written_indexes_follow_the_order_and_hash_wingold_writes() {
 fn cells_cut_short_are_errors_not_panics() {
     let dir = tempdir();
     let bytes = std::fs::read(corpus_hive(dir.path(), "SYSTEM")).unwrap();
-    let leaf = (4096..bytes.len() - 24)
-        .step_by(8)
-        .find(|&c| {
-            let size = i32::from_le_bytes(bytes[c..c + 4].try_into().unwrap());
-            size < 0 && &bytes[c + 4..c + 6] == b"lh" && bytes[c + 6] >= 2
-        })
-        .expect("a hash leaf in SYSTEM");
+    let leaf = hash_leaf(&bytes);
     let first_key =
         4096 + u32::from_le_bytes(bytes[leaf + 8..leaf + 12].try_into().unwrap()) as usize;
     for (what, cell) in [("a hash leaf", leaf), ("a key", first_key)] {
