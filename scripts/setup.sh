@@ -11,6 +11,7 @@ PACKAGES=(
   fdisk gdisk                        # sfdisk, sgdisk: partitioned test disks
   xorriso xz-utils                   # fixture ISOs, the hive corpus
   time                               # /usr/bin/time: peak memory in make bench
+  strace                             # kills and signals at a chosen write (inject_crash)
   libvirt-clients libxml2-utils      # virt-xml-validate (+ xmllint) for the libvirt recipes
   help2man                           # make man: man pages from the CLI's own help
 )

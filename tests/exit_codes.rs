@@ -101,6 +101,15 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         // ntfs
         ("ntfs: no NTFS here", not_ntfs().into(), 2),
         (
+            "ntfs: $MFT and $MFTMirr disagree",
+            ntfs::Error::NeedsRepair {
+                volume: "p2".into(),
+                reason: "$MFTMirr does not match $MFT (record 0)".into(),
+            }
+            .into(),
+            2,
+        ),
+        (
             "ntfs: written through a read-only volume",
             ntfs::Error::ReadOnly.into(),
             1,

@@ -1,33 +1,105 @@
-//! `inject --in-place` killed with SIGKILL at random moments: every hive is left as
-//! it was, as it should be, or marked dirty (inspect says it needs repair) — never a
-//! clean header over a torn body — and qemu-img finds no corruption.
+//! `inject --in-place` interrupted at random moments. Ctrl-C and `kill` wait for the
+//! write to finish: the image is as it was or as it should be, and clean. SIGKILL
+//! cannot wait: every hive is left as it was, as it should be, or marked dirty —
+//! never a clean header over a torn body —, an NTFS volume whose two copies of its
+//! first MFT records were cut apart is marked dirty (or complete) and repairable, and
+//! qemu-img finds no corruption.
 
 mod support;
 
 use serde_json::Value;
 use std::path::Path;
-use std::time::Instant;
 use support::fixtures::{self, WIN2K22_X64};
 use support::*;
 
 const HIVES: [&str; 2] = ["SYSTEM", "SOFTWARE"];
 
-/// The hives' bytes as ntfs-3g's own ntfscat reads them from the image.
-fn hives_of(image: &Path, phony: &fixtures::PhonyWindows, dir: &Path) -> Vec<Vec<u8>> {
+/// What ntfs-3g's own tools find on the Windows volume of an image.
+struct Seen {
+    /// The hives' bytes, as ntfscat reads them (after ntfsfix, when torn).
+    hives: Vec<Vec<u8>>,
+    /// Whether the volume is marked dirty, as `$MFT` (what Windows reads) says.
+    dirty: bool,
+    /// `$MFTMirr` disagreed with `$MFT`: ntfs-3g would not mount the volume until
+    /// ntfsfix repaired it (done here on a copy of the partition).
+    torn: bool,
+}
+
+fn seen_in(image: &Path, phony: &fixtures::PhonyWindows, dir: &Path) -> Seen {
     let part = dir.join("part.raw");
     fixtures::extract_partition(image, phony.win_offset, phony.win_size, &part);
-    let out = HIVES
+    let raw = std::fs::read(&part).unwrap();
+    let dirty = volume_is_dirty(&raw);
+    let cat = |h: &str| {
+        std::process::Command::new("ntfscat")
+            .args(["-f", s(&part), &format!("/Windows/System32/config/{h}")])
+            .output()
+            .unwrap()
+    };
+    let first = cat(HIVES[0]);
+    let why = String::from_utf8_lossy(&first.stderr).into_owned();
+    let torn = !first.status.success();
+    if torn {
+        assert!(
+            why.contains("$MFTMirr does not match $MFT"),
+            "ntfs-3g cannot read the volume, and not for a cut-off mirror write: {why}"
+        );
+        run("ntfsfix", &[s(&part)]);
+    }
+    let hives = HIVES
         .iter()
         .map(|h| {
-            run(
-                "ntfscat",
-                &["-f", s(&part), &format!("/Windows/System32/config/{h}")],
-            )
-            .stdout
+            let out = cat(h);
+            assert!(
+                out.status.success(),
+                "ntfscat {h}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
         })
         .collect();
     std::fs::remove_file(&part).unwrap();
-    out
+    Seen { hives, dirty, torn }
+}
+
+/// The VOLUME_IS_DIRTY flag of an NTFS partition's bytes, read from `$Volume`'s
+/// record in `$MFT` by the on-disk format (boot sector, update sequence fixups,
+/// attribute list) — not by the code under test, and without ntfs-3g, which will
+/// not mount a volume whose mirror disagrees.
+fn volume_is_dirty(part: &[u8]) -> bool {
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let cluster = u16_at(part, 0x0b) * part[0x0d] as usize;
+    let mft = u64::from_le_bytes(part[0x30..0x38].try_into().unwrap()) as usize * cluster;
+    let per_record = part[0x40] as i8;
+    let record_len = if per_record < 0 {
+        1usize << -per_record
+    } else {
+        per_record as usize * cluster
+    };
+    let start = mft + 3 * record_len; // $Volume is record 3
+    let mut rec = part[start..start + record_len].to_vec();
+    assert_eq!(&rec[..4], b"FILE", "$Volume's MFT record");
+    let (usa, count) = (u16_at(&rec, 4), u16_at(&rec, 6));
+    for i in 1..count {
+        let end = i * 512 - 2;
+        assert_eq!(rec[end..end + 2], rec[usa..usa + 2], "torn MFT record 3");
+        rec[end] = rec[usa + 2 * i];
+        rec[end + 1] = rec[usa + 2 * i + 1];
+    }
+    let mut at = u16_at(&rec, 0x14);
+    loop {
+        let (kind, len) = (u32_at(&rec, at), u32_at(&rec, at + 4) as usize);
+        assert!(
+            kind != 0xffff_ffff && len > 0,
+            "$Volume has no VOLUME_INFORMATION"
+        );
+        if kind == 0x70 {
+            let value = at + u16_at(&rec, at + 0x14);
+            return u16_at(&rec, value + 0x0a) & 0x0001 != 0;
+        }
+        at += len;
+    }
 }
 
 /// What the regf base block says: (sequence numbers equal, checksum right).
@@ -60,70 +132,207 @@ fn qemu_check_code(image: &Path) -> (Option<i32>, String) {
     )
 }
 
-#[test]
-fn killed_in_place_injects_never_leave_a_clean_looking_torn_hive() {
-    let dir = tempdir();
-    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
-    let inject = |img: &Path| {
-        let mut c = wingold();
-        c.args(["inject", s(img), "--in-place", "--profile", "all"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        c
-    };
-    let old = hives_of(&phony.image, &phony, dir.path());
-    // The finished result, and how long a whole run takes.
-    let done = dir.path().join("done.qcow2");
+/// `wingold inject` under strace, which delivers `signal` as the run enters its
+/// `when`-th pwrite (the writes before it done, that one not yet).
+fn inject_signalled(img: &Path, signal: &str, when: usize) -> std::process::Output {
+    let wingold = wingold();
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "trace=pwrite64"])
+        .arg("-e")
+        .arg(format!("inject=pwrite64:signal={signal}:when={when}"))
+        .arg(wingold.get_program())
+        .args(["inject", s(img), "--in-place", "--profile", "all"])
+        .output();
+    out.unwrap_or_else(|e| panic!("TEST CANNOT RUN: strace ({e}); install Debian package strace"))
+}
+
+/// One pwrite of a run: its length and its first bytes, as strace prints them.
+#[derive(PartialEq)]
+struct Write {
+    len: usize,
+    head: String,
+}
+
+/// Every pwrite a whole in-place run makes, in order (the run is done on `img`).
+fn writes_of_a_run(img: &Path, dir: &Path) -> Vec<Write> {
+    let trace = dir.join("trace.txt");
+    let wingold = wingold();
+    run(
+        "strace",
+        &[
+            "-f",
+            "-qq",
+            "-o",
+            s(&trace),
+            "-e",
+            "trace=pwrite64",
+            s(Path::new(wingold.get_program())),
+            "inject",
+            s(img),
+            "--in-place",
+            "--profile",
+            "all",
+        ],
+    );
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut pids = std::collections::BTreeSet::new();
+    let writes = text
+        .lines()
+        .filter_map(|line| {
+            let (pid, call) = line.split_once(' ')?;
+            let args = call.strip_prefix("pwrite64(")?;
+            pids.insert(pid.to_owned());
+            // fd, "bytes"[...], len, offset) = n — the bytes may hold \" and commas.
+            let quoted = &args[args.find('"')? + 1..];
+            let mut escaped = false;
+            let close = quoted.char_indices().find_map(|(i, c)| {
+                let end = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end.then_some(i)
+            })?;
+            let rest = quoted[close + 1..].trim_start_matches("...");
+            let len = rest.trim_start_matches(", ").split(',').next()?.trim();
+            Some(Write {
+                len: len.parse().ok()?,
+                head: quoted[..close].to_owned(),
+            })
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        pids.len() == 1 && !writes.is_empty(),
+        "expected the writes of one thread, found {} writes from {pids:?}",
+        writes.len()
+    );
+    writes
+}
+
+/// Where a kill cuts NTFS's two copies of an MFT record apart: the 1-based number of
+/// each write that repeats the 1 KiB `FILE` record the write before it made (the
+/// `$MFTMirr` copy of a record just written to `$MFT`).
+fn mirror_writes(writes: &[Write]) -> Vec<usize> {
+    (1..writes.len())
+        .filter(|&i| {
+            writes[i].len == 1024
+                && writes[i].head.starts_with("FILE")
+                && writes[i] == writes[i - 1]
+        })
+        .map(|i| i + 1)
+        .collect()
+}
+
+/// The phony Windows, its hives before and after a whole run, and that run's writes.
+struct Baseline {
+    phony: fixtures::PhonyWindows,
+    old: Vec<Vec<u8>>,
+    new: Vec<Vec<u8>>,
+    writes: Vec<Write>,
+}
+
+fn baseline(dir: &Path) -> Baseline {
+    let phony = fixtures::phony_windows(dir, &WIN2K22_X64, vec![]);
+    let old = seen_in(&phony.image, &phony, dir).hives;
+    let done = dir.join("done.qcow2");
     std::fs::copy(&phony.image, &done).unwrap();
-    let t = Instant::now();
-    assert!(inject(&done).status().unwrap().success());
-    let span = t.elapsed();
-    let new = hives_of(&done, &phony, dir.path());
+    let writes = writes_of_a_run(&done, dir);
+    let new = seen_in(&done, &phony, dir).hives;
     for i in 0..HIVES.len() {
         assert_ne!(old[i], new[i], "{} did not change", HIVES[i]);
     }
+    Baseline {
+        phony,
+        old,
+        new,
+        writes,
+    }
+}
 
+fn qemu_img_check_passes(image: &Path, at: &str) {
+    let (code, text) = qemu_check_code(image);
+    // 0: clean; 3: leaked clusters only (allocated, not yet referenced).
+    assert!(
+        matches!(code, Some(0) | Some(3)),
+        "{at}: qemu-img check: {text}"
+    );
+}
+
+/// SIGKILL before every fourth write of a whole run, before the last, after it, and
+/// between each pair of MFT record copies.
+#[test]
+fn killed_in_place_injects_never_leave_a_clean_looking_torn_hive() {
+    let dir = tempdir();
+    let Baseline {
+        phony,
+        old,
+        new,
+        writes,
+    } = baseline(dir.path());
+    let mirrors = mirror_writes(&writes);
+    assert!(
+        !mirrors.is_empty(),
+        "no $MFT/$MFTMirr pair of writes in the trace: this test no longer cuts one"
+    );
+    let total = writes.len();
+    let mut points: std::collections::BTreeSet<usize> = (1..=total).step_by(4).collect();
+    points.extend([total, total + 1]);
+    points.extend(&mirrors);
     let img = dir.path().join("victim.qcow2");
-    let rounds = 50;
-    let delays = pattern(7, rounds);
-    let (mut as_was, mut as_new, mut dirty, mut finished) = (0, 0, 0, 0);
-    for (round, delay) in delays.iter().enumerate() {
+    let (mut as_was, mut as_new, mut dirty, mut torn) = (0, 0, 0, 0);
+    for &when in &points {
         std::fs::copy(&phony.image, &img).unwrap();
-        // Spread the kills over the whole run, and a little past it.
-        let at = span.mul_f64((*delay as f64) / 255.0 * 1.1);
-        let mut child = inject(&img).spawn().unwrap();
-        std::thread::sleep(at);
-        let _ = child.kill();
-        if child.wait().unwrap().success() {
-            finished += 1;
-        }
-        let (code, text) = qemu_check_code(&img);
-        // 0: clean; 3: leaked clusters only (allocated, not yet referenced).
-        assert!(
-            matches!(code, Some(0) | Some(3)),
-            "round {round} (killed after {at:?}): qemu-img check: {text}"
+        let at = format!("killed before write {when} of {total}");
+        let out = inject_signalled(&img, "SIGKILL", when);
+        assert_eq!(
+            out.status.success(),
+            when > total,
+            "{at}: {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
         );
-        let now = hives_of(&img, &phony, dir.path());
+        qemu_img_check_passes(&img, &at);
+        let now = seen_in(&img, &phony, dir.path());
         let report = wingold()
             .args(["inspect", "--json", s(&img)])
             .output()
             .unwrap();
         let report: Value = serde_json::from_slice(&report.stdout).unwrap_or(Value::Null);
+        if now.torn {
+            // Cut between the two copies of an MFT record. Windows mounts by $MFT:
+            // either it says dirty (chkdsk runs at boot and settles the mirror), or
+            // the cut came after the last write, in clearing the flag.
+            assert!(
+                now.dirty || now.hives == new,
+                "{at}: the mirror is torn, $MFT says clean, and the hives are not complete"
+            );
+            let state = report["partitions"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["start"] == phony.win_offset))
+                .map(|p| p["ntfs_state"].as_str().unwrap_or("").to_owned())
+                .unwrap_or_default();
+            assert!(
+                state.starts_with("needs repair"),
+                "{at}: the volume is torn but inspect says {state:?}"
+            );
+            torn += 1;
+        } else if mirrors.contains(&when) {
+            panic!("{at}: cut between $MFT and $MFTMirr, yet ntfs-3g mounts the volume");
+        }
         for (i, name) in HIVES.iter().enumerate() {
-            if header_is_clean(&now[i]) {
+            if header_is_clean(&now.hives[i]) {
                 assert!(
-                    now[i] == old[i] || now[i] == new[i],
-                    "round {round} (killed after {at:?}): {name} has a clean header over \
-                     a body that is neither the old nor the new hive"
+                    now.hives[i] == old[i] || now.hives[i] == new[i],
+                    "{at}: {name} has a clean header over a body that is neither the old \
+                     nor the new hive"
                 );
-                if now[i] == old[i] {
+                if now.hives[i] == old[i] {
                     as_was += 1;
                 } else {
                     as_new += 1;
                 }
             } else {
-                // inspect says so: in the hive's state, or, when the torn hive keeps
-                // Windows from being read at all, in why no Windows was found.
+                // Said so: by inspect, in the hive's state, or, when the torn hive
+                // keeps Windows from being read at all, in why no Windows was found;
+                // or by the volume, which then needs repair before anything reads it.
                 let seen = report["windows"]["hives"]
                     .as_array()
                     .and_then(|hs| hs.iter().find(|h| h["name"] == *name))
@@ -132,20 +341,65 @@ fn killed_in_place_injects_never_leave_a_clean_looking_torn_hive() {
                 let why = report["no_windows_reason"].as_str().unwrap_or("");
                 assert!(
                     seen["clean"] == false
-                        || (why.starts_with(name) && why.contains("needs repair")),
-                    "round {round}: {name} is torn but inspect does not say so: {report}"
+                        || (why.starts_with(name) && why.contains("needs repair"))
+                        || (now.torn && now.dirty),
+                    "{at}: {name} is torn but inspect does not say so: {report}"
                 );
                 dirty += 1;
             }
         }
     }
     eprintln!(
-        "{rounds} kills over {span:?}: hives as they were {as_was}, as they should be \
-         {as_new}, marked dirty {dirty}; runs that finished first {finished}"
+        "{} kills over {total} writes: hives as they were {as_was}, as they should be \
+         {as_new}, marked dirty {dirty}; volumes cut between $MFT and $MFTMirr {torn}",
+        points.len()
     );
     assert!(
-        as_was > 0 && as_new > 0,
-        "the kills did not land both before and after the writes"
+        as_was > 0 && as_new > 0 && dirty > 0,
+        "the kills did not land before, inside and after the hive writes"
+    );
+}
+
+/// Ctrl-C, `kill` or a closed terminal during an in-place inject: at whatever write
+/// the signal comes, the write finishes first, so the image is exactly as it should
+/// be, with a clean volume, and the process still ends by the signal it was sent.
+#[test]
+fn interrupted_in_place_injects_finish_their_write_first() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempdir();
+    let Baseline {
+        phony, new, writes, ..
+    } = baseline(dir.path());
+    let total = writes.len();
+    let img = dir.path().join("victim.qcow2");
+    let signals = [("SIGINT", 2), ("SIGTERM", 15), ("SIGHUP", 1)];
+    let points: Vec<usize> = (1..=total).step_by(9).chain([total]).collect();
+    for (round, &when) in points.iter().enumerate() {
+        std::fs::copy(&phony.image, &img).unwrap();
+        let (name, number) = signals[round % signals.len()];
+        let at = format!("{name} at write {when} of {total}");
+        let out = inject_signalled(&img, name, when);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(number),
+            "{at}: the run did not end by its signal: {stderr}"
+        );
+        assert!(
+            stderr.contains("finishing the write in place first"),
+            "{at}: no word of the wait: {stderr}"
+        );
+        qemu_img_check_passes(&img, &at);
+        let now = seen_in(&img, &phony, dir.path());
+        assert!(
+            !now.torn && !now.dirty,
+            "{at}: the volume is left torn or dirty: {stderr}"
+        );
+        assert!(now.hives == new, "{at}: the hives are not the new ones");
+    }
+    eprintln!(
+        "{} signals over {total} writes: every image as it should be",
+        points.len()
     );
 }
 

@@ -98,7 +98,8 @@ struct PartitionReport {
     filesystem: &'static str,
     /// NTFS only: the volume label.
     label: Option<String>,
-    /// NTFS only: `clean`, `dirty`, `hibernated`, or `unreadable: why`.
+    /// NTFS only: `clean`, `dirty`, `hibernated`, `needs repair: why` (its two
+    /// copies of the first MFT records disagree), or `unreadable: why`.
     ntfs_state: Option<String>,
 }
 
@@ -120,6 +121,9 @@ fn ntfs_state(view: &dyn BlockDev, name: &str) -> (Option<String>, String) {
         Ok(s) if s.hibernated.is_some() => (Some(s.label), "hibernated".into()),
         Ok(s) if s.dirty => (Some(s.label), "dirty".into()),
         Ok(s) => (Some(s.label), "clean".into()),
+        Err(crate::ntfs::Error::NeedsRepair { reason, .. }) => {
+            (None, format!("needs repair: {reason}"))
+        }
         Err(e) => (None, format!("unreadable: {e}")),
     }
 }

@@ -256,7 +256,12 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
     let (files, check) = (plan.files.as_ref(), !plan.forced);
     // Writes the plan into `img`, opened on `target` (named `shown` in messages),
     // closes it and reads every file and value back from `target`.
-    let write_verified = |img: image::Image, target: &Path, shown: &Path, ordering| {
+    // `held`: termination signals held until the image is closed.
+    let write_verified = |img: image::Image,
+                          target: &Path,
+                          shown: &Path,
+                          ordering,
+                          held: Option<crate::interrupt::Held>| {
         let write = || {
             write_hives(
                 &img,
@@ -273,6 +278,7 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             None => write()?,
         };
         drop(img);
+        drop(held);
         verify(target, w, results, files, check)?;
         anyhow::Ok(written)
     };
@@ -288,14 +294,22 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             r.in_place = true;
         }
         Mode::InPlace => {
+            // From the first write to the close, Ctrl-C waits: a change cut off
+            // half-way in the user's own image cannot be undone.
+            let held = crate::interrupt::hold();
             // Said once the image is open for writing (it may refuse).
             let img = image::open(&image_path, Access::ReadWrite)?;
             eprintln!(
                 "wingold: writing {} in place, as asked",
                 image_path.display()
             );
-            (r.hives_written, r.logs_truncated) =
-                write_verified(img, &image_path, &image_path, Ordering::CrashOrdered)?;
+            (r.hives_written, r.logs_truncated) = write_verified(
+                img,
+                &image_path,
+                &image_path,
+                Ordering::CrashOrdered,
+                Some(held),
+            )?;
             r.in_place = true;
         }
         Mode::Overlay(out) => {
@@ -315,7 +329,7 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             let done = (|| {
                 image::create_overlay(&tmp, &image_path)?;
                 let img = image::open(&tmp, Access::ReadWrite)?;
-                let written = write_verified(img, &tmp, out, Ordering::Unseen)?;
+                let written = write_verified(img, &tmp, out, Ordering::Unseen, None)?;
                 image::publish(&tmp, out)?;
                 anyhow::Ok(written)
             })();
@@ -404,8 +418,10 @@ enum Ordering {
 /// (2) the new hive is written with its base block marked "write in progress"
 /// (sequence numbers differ), and the image is flushed (qcow2 metadata + fsync);
 /// (3) only then is the clean base block written over it, and flushed again.
-/// Throughout, the NTFS volume and the qcow2 image carry their dirty flags, so
-/// chkdsk, ntfsfix and QEMU notice an interrupted run.
+/// From its first write to its close the NTFS volume is marked dirty (the NTFS
+/// layer's rule), and so is a qcow2 image between flushes, so chkdsk, ntfsfix and
+/// QEMU notice a run cut short; Ctrl-C and `kill` wait for the close (the caller
+/// holds them, see `crate::interrupt`).
 fn write_hives(
     img: &dyn BlockDev,
     w: &Windows,
@@ -416,11 +432,8 @@ fn write_hives(
 ) -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
     let ordered = ordering == Ordering::CrashOrdered;
     let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
+    // Marked dirty from here to close (the NTFS layer's rule).
     let vol = Volume::open(&part, label, Access::ReadWrite)?;
-    if ordered {
-        vol.set_dirty(true)?;
-        img.flush()?;
-    }
     // Files before the registry that names them: a kill in between leaves files
     // nobody loads yet.
     if let Some(f) = files {
@@ -462,10 +475,6 @@ fn write_hives(
             size: bytes.len() as u64,
             sha256: sha256_hex(bytes),
         });
-    }
-    if ordered {
-        img.flush()?;
-        vol.set_dirty(false)?;
     }
     vol.close()?;
     img.flush()?;

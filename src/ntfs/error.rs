@@ -23,6 +23,14 @@ pub enum Error {
     )]
     Dirty { volume: String },
 
+    /// Metadata NTFS keeps twice disagrees: a write to the volume was cut off
+    /// between its two copies (a killed run, a crash), and chkdsk has to settle it.
+    #[error(
+        "{volume}: the NTFS volume needs repair ({reason}: a write to it was cut off); \
+         boot Windows once so that chkdsk repairs it, or run `ntfsfix` on the partition"
+    )]
+    NeedsRepair { volume: String, reason: String },
+
     #[error("{volume}: libntfs-3g cannot mount it: {reason}")]
     Mount { volume: String, reason: String },
 
@@ -73,6 +81,7 @@ impl crate::error::Classify for Error {
             Error::NotNtfs { .. }
             | Error::Hibernated { .. }
             | Error::Dirty { .. }
+            | Error::NeedsRepair { .. }
             | Error::Mount { .. }
             | Error::NotFound { .. }
             | Error::NotADirectory { .. }

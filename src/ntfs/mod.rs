@@ -142,8 +142,8 @@ impl<'a> Volume<'a> {
     /// Mounts the NTFS filesystem on `dev` (a partition). `name` names it in errors.
     ///
     /// Read-write: first a read-only look refuses hibernated, Fast-Started and dirty
-    /// volumes; then a read-write mount, proven writable by rewriting `$Volume`'s
-    /// flags.
+    /// volumes; then a read-write mount, proven writable by marking the volume
+    /// dirty — until [`Volume::close`] (see `mark_dirty`).
     pub fn open(dev: &'a dyn BlockDev, name: &str, access: Access) -> Result<Volume<'a>> {
         install_log_handler();
         check_boot_sector(dev, name)?;
@@ -155,7 +155,7 @@ impl<'a> Volume<'a> {
         }
         Self::mount(dev, name, false)?.refuse_unsafe()?;
         let vol = Self::mount(dev, name, true)?;
-        vol.prove_writable()?;
+        vol.mark_dirty()?;
         Ok(vol)
     }
 
@@ -431,8 +431,20 @@ impl<'a> Volume<'a> {
         unsafe { (*self.vol.as_ptr()).cluster_size as u64 }
     }
 
-    /// Unmounts, writing everything back; reports any failure on the way.
+    /// Makes every write so far durable on the device.
+    fn flush_device(&self) -> Result<()> {
+        // SAFETY: ctx lives as long as self.
+        unsafe { (*self.ctx).dev.flush() }.map_err(Error::Image)
+    }
+
+    /// Unmounts, writing everything back; reports any failure on the way. A
+    /// volume open for writing is marked clean again once every write is durable.
+    /// (Dropped without `close`, it stays marked dirty.)
     pub fn close(self) -> Result<()> {
+        if self.writable {
+            self.flush_device()?;
+            self.set_dirty(false)?;
+        }
         let vol = self.vol.as_ptr();
         let ctx = self.ctx;
         let name = self.name.clone();
@@ -514,8 +526,19 @@ fn mount_error(name: &str, err: std::io::Error, write: bool) -> Error {
             evidence: reason,
         };
     }
+    // The copy of the first MFT records in $MFTMirr lags the one in $MFT (or
+    // leads it): libntfs-3g writes them one after the other.
+    if let Some(at) = reason.find(MIRROR_MISMATCH) {
+        return Error::NeedsRepair {
+            volume: name.to_owned(),
+            reason: reason[at..].trim_end().trim_end_matches('.').to_owned(),
+        };
+    }
     Error::Mount {
         volume: name.to_owned(),
         reason,
     }
 }
+
+/// How libntfs-3g says that `$MFTMirr` and `$MFT` disagree (followed by which record).
+const MIRROR_MISMATCH: &str = "$MFTMirr does not match $MFT";

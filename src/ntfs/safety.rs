@@ -4,23 +4,22 @@
 use super::*;
 
 impl Volume<'_> {
-    pub(super) fn prove_writable(&self) -> Result<()> {
-        // SAFETY: vol is mounted; state and flags are plain fields before any
+    /// Proves a read-write mount is one by the first write anybody sees: the dirty
+    /// flag, made durable before any other write. It stays set until
+    /// [`Volume::close`] clears it after everything else is durable, so whatever
+    /// cuts the writing short (a kill, a crash, a failed write) leaves chkdsk a
+    /// reason to look, and wingold a reason to refuse the volume.
+    pub(super) fn mark_dirty(&self) -> Result<()> {
+        // SAFETY: vol is mounted; state is a plain field before any
         // configuration-dependent part of the struct.
-        let (state, flags) = unsafe {
-            let v = &*self.vol.as_ptr();
-            (v.state, v.flags)
-        };
+        let state = unsafe { (*self.vol.as_ptr()).state };
         if state & (1 << NV_READ_ONLY) != 0 {
             return Err(Error::NotWritable {
                 volume: self.name.clone(),
             });
         }
-        // SAFETY: vol is mounted read-write; the flags are written back unchanged.
-        if unsafe { sys::ntfs_volume_write_flags(self.vol.as_ptr(), flags) } != 0 {
-            return Err(self.op_error("/$Volume", "writing", errno()));
-        }
-        Ok(())
+        self.set_dirty(true)?;
+        self.flush_device()
     }
 
     /// Refuses a volume that must not be written offline: hibernated, left by Fast

@@ -161,7 +161,7 @@ impl Volume<'_> {
 
     /// Sets or clears the volume's dirty flag (chkdsk runs at the next Windows boot
     /// while it is set), written through to the device at once.
-    pub fn set_dirty(&self, dirty: bool) -> Result<()> {
+    pub(super) fn set_dirty(&self, dirty: bool) -> Result<()> {
         self.require_writable()?;
         // SAFETY: vol is mounted read-write; flags is a plain field before any
         // configuration-dependent part of the struct.
