@@ -29,7 +29,7 @@ fn seen_in(image: &Path, phony: &fixtures::PhonyWindows, dir: &Path) -> Seen {
     let part = dir.join("part.raw");
     fixtures::extract_partition(image, phony.win_offset, phony.win_size, &part);
     let raw = std::fs::read(&part).unwrap();
-    let dirty = volume_is_dirty(&raw);
+    let dirty = fixtures::volume_is_dirty(&raw);
     let cat = |h: &str| {
         std::process::Command::new("ntfscat")
             .args(["-f", s(&part), &format!("/Windows/System32/config/{h}")])
@@ -60,46 +60,6 @@ fn seen_in(image: &Path, phony: &fixtures::PhonyWindows, dir: &Path) -> Seen {
         .collect();
     std::fs::remove_file(&part).unwrap();
     Seen { hives, dirty, torn }
-}
-
-/// The VOLUME_IS_DIRTY flag of an NTFS partition's bytes, read from `$Volume`'s
-/// record in `$MFT` by the on-disk format (boot sector, update sequence fixups,
-/// attribute list) — not by the code under test, and without ntfs-3g, which will
-/// not mount a volume whose mirror disagrees.
-fn volume_is_dirty(part: &[u8]) -> bool {
-    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
-    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    let cluster = u16_at(part, 0x0b) * part[0x0d] as usize;
-    let mft = u64::from_le_bytes(part[0x30..0x38].try_into().unwrap()) as usize * cluster;
-    let per_record = part[0x40] as i8;
-    let record_len = if per_record < 0 {
-        1usize << -per_record
-    } else {
-        per_record as usize * cluster
-    };
-    let start = mft + 3 * record_len; // $Volume is record 3
-    let mut rec = part[start..start + record_len].to_vec();
-    assert_eq!(&rec[..4], b"FILE", "$Volume's MFT record");
-    let (usa, count) = (u16_at(&rec, 4), u16_at(&rec, 6));
-    for i in 1..count {
-        let end = i * 512 - 2;
-        assert_eq!(rec[end..end + 2], rec[usa..usa + 2], "torn MFT record 3");
-        rec[end] = rec[usa + 2 * i];
-        rec[end + 1] = rec[usa + 2 * i + 1];
-    }
-    let mut at = u16_at(&rec, 0x14);
-    loop {
-        let (kind, len) = (u32_at(&rec, at), u32_at(&rec, at + 4) as usize);
-        assert!(
-            kind != 0xffff_ffff && len > 0,
-            "$Volume has no VOLUME_INFORMATION"
-        );
-        if kind == 0x70 {
-            let value = at + u16_at(&rec, at + 0x14);
-            return u16_at(&rec, value + 0x0a) & 0x0001 != 0;
-        }
-        at += len;
-    }
 }
 
 /// What the regf base block says: (sequence numbers equal, checksum right).
@@ -180,7 +140,9 @@ fn writes_of_a_run(img: &Path, dir: &Path) -> Vec<Write> {
     let writes = text
         .lines()
         .filter_map(|line| {
+            // `PID  call(…)`, the PID padded to a width.
             let (pid, call) = line.split_once(' ')?;
+            let call = call.trim_start();
             let args = call.strip_prefix("pwrite64(")?;
             pids.insert(pid.to_owned());
             // fd, "bytes"[...], len, offset) = n — the bytes may hold \" and commas.

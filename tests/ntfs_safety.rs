@@ -113,3 +113,66 @@ fn corrupt_boot_sector_is_refused() {
     std::fs::write(&v, bytes).unwrap();
     refused(&v, |e| matches!(e, Error::Mount { .. }));
 }
+
+/// A read-write open marks the volume dirty before anything else is written, and
+/// only `close` marks it clean again, after every write is durable: a writer cut
+/// short (here: dropped without `close`) leaves the volume as chkdsk must see it.
+/// ntfs-3g's tools and wingold's own refusal agree.
+#[test]
+fn a_volume_is_dirty_from_a_read_write_open_until_close() {
+    let dir = tempdir();
+    let v = volume_with(dir.path(), &[Entry::File("a.txt", b"old".to_vec())]);
+    let (qcow, offset) = disk_with(dir.path(), &v);
+    let part = dir.path().join("part.raw");
+    // What the volume says of itself, by the format and by ntfs-3g's `ntfscat`.
+    let state = |qcow: &Path| {
+        fixtures::extract_partition(qcow, offset, 32 * MIB, &part);
+        let dirty = fixtures::volume_is_dirty(&std::fs::read(&part).unwrap());
+        let cat = std::process::Command::new("ntfscat")
+            .args([s(&part), "/a.txt"])
+            .output()
+            .unwrap();
+        (dirty, cat)
+    };
+    let writer = |qcow: &Path, close: bool| {
+        let img = image::open(qcow, Access::ReadWrite).unwrap();
+        let part = PartitionView::new(&img, offset, 32 * MIB).unwrap();
+        let vol = Volume::open(&part, "partition 1", Access::ReadWrite).unwrap();
+        vol.write_file("a.txt", b"new").unwrap();
+        if close {
+            vol.close().unwrap();
+        }
+    };
+
+    let cut = dir.path().join("cut.qcow2");
+    std::fs::copy(&qcow, &cut).unwrap();
+    writer(&cut, false);
+    let (dirty, cat) = state(&cut);
+    assert!(
+        dirty,
+        "a writer dropped without close left the volume clean"
+    );
+    assert!(
+        !cat.status.success()
+            && String::from_utf8_lossy(&cat.stderr).contains("scheduled for check"),
+        "ntfscat reads a volume that should be dirty: {:?}",
+        cat.status
+    );
+    let img = image::open(&cut, Access::ReadOnly).unwrap();
+    let view = PartitionView::new(&img, offset, 32 * MIB).unwrap();
+    let err = match Volume::open(&view, "partition 1", Access::ReadOnly) {
+        Ok(vol) => vol.refuse_unsafe().expect_err("a dirty volume passed"),
+        Err(e) => panic!("the cut-short volume does not mount: {e}"),
+    };
+    assert!(matches!(err, Error::Dirty { .. }), "{err}");
+
+    writer(&qcow, true);
+    let (dirty, cat) = state(&qcow);
+    assert!(!dirty, "close left the volume dirty");
+    assert_eq!(
+        cat.stdout,
+        b"new",
+        "ntfscat: {}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+}

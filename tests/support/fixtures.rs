@@ -668,41 +668,80 @@ pub fn run_count(volume: &Path, file: &str) -> usize {
         .unwrap()
 }
 
-/// Sets the `$Volume` dirty flag (VOLUME_IS_DIRTY in `$VOLUME_INFORMATION`) in an
-/// NTFS volume image, in `$MFT` and `$MFTMirr` alike, as Windows leaves it when
-/// chkdsk is due.
-pub fn set_volume_dirty(volume: &Path) {
-    let mut v = std::fs::read(volume).unwrap();
-    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
-    let cluster = u16_at(&v, 0x0b) * v[0x0d] as usize;
-    let mft = u64::from_le_bytes(v[0x30..0x38].try_into().unwrap()) as usize * cluster;
-    let mirr = u64::from_le_bytes(v[0x38..0x40].try_into().unwrap()) as usize * cluster;
+/// Where an NTFS volume image keeps `$Volume`'s MFT record (record 3) in `$MFT` and
+/// in `$MFTMirr`, and how long a record is — by the boot sector.
+fn volume_records(v: &[u8]) -> ([usize; 2], usize) {
+    let u16_at = |at: usize| u16::from_le_bytes([v[at], v[at + 1]]) as usize;
+    let cluster = u16_at(0x0b) * v[0x0d] as usize;
+    let lcn = |at: usize| u64::from_le_bytes(v[at..at + 8].try_into().unwrap()) as usize;
     let per = v[0x40] as i8;
-    let rec = if per < 0 {
+    let len = if per < 0 {
         1usize << -per
     } else {
         per as usize * cluster
     };
-    for base in [mft, mirr] {
-        let r = base + 3 * rec;
+    let record = |base: usize| {
+        let r = base + 3 * len;
         assert_eq!(
             &v[r..r + 4],
             b"FILE",
             "no MFT record 3 where the boot sector says"
         );
-        let mut at = r + u16_at(&v, r + 0x14);
-        loop {
-            let kind = u32::from_le_bytes(v[at..at + 4].try_into().unwrap());
-            assert_ne!(kind, 0xffff_ffff, "$VOLUME_INFORMATION not found");
-            if kind == 0x70 {
-                let value = at + u16_at(&v, at + 0x14);
-                v[value + 0x0a] |= 1;
-                break;
-            }
-            at += u32::from_le_bytes(v[at + 4..at + 8].try_into().unwrap()) as usize;
+        r
+    };
+    (
+        [record(lcn(0x30) * cluster), record(lcn(0x38) * cluster)],
+        len,
+    )
+}
+
+/// The offset, within `$Volume`'s MFT record, of the flags of its
+/// `$VOLUME_INFORMATION` (VOLUME_IS_DIRTY is bit 0).
+fn volume_flags_in(record: &[u8]) -> usize {
+    let u16_at = |at: usize| u16::from_le_bytes([record[at], record[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().unwrap());
+    let mut at = u16_at(0x14);
+    loop {
+        let (kind, len) = (u32_at(at), u32_at(at + 4) as usize);
+        assert!(
+            kind != 0xffff_ffff && len > 0,
+            "$VOLUME_INFORMATION not found"
+        );
+        if kind == 0x70 {
+            return at + u16_at(at + 0x14) + 0x0a;
         }
+        at += len;
+    }
+}
+
+/// Sets the `$Volume` dirty flag (VOLUME_IS_DIRTY in `$VOLUME_INFORMATION`) in an
+/// NTFS volume image, in `$MFT` and `$MFTMirr` alike, as Windows leaves it when
+/// chkdsk is due.
+pub fn set_volume_dirty(volume: &Path) {
+    let mut v = std::fs::read(volume).unwrap();
+    let (records, len) = volume_records(&v);
+    for r in records {
+        let flags = r + volume_flags_in(&v[r..r + len]);
+        v[flags] |= 1;
     }
     std::fs::write(volume, v).unwrap();
+}
+
+/// Whether an NTFS volume's bytes say it is dirty, as `$MFT` (what Windows mounts
+/// by) says it — read by the on-disk format (update sequence fixups applied), not
+/// by ntfs-3g, which will not mount a volume whose `$MFTMirr` disagrees.
+pub fn volume_is_dirty(volume: &[u8]) -> bool {
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    let ([start, _], len) = volume_records(volume);
+    let mut rec = volume[start..start + len].to_vec();
+    let (usa, count) = (u16_at(&rec, 4), u16_at(&rec, 6));
+    for i in 1..count {
+        let end = i * 512 - 2;
+        assert_eq!(rec[end..end + 2], rec[usa..usa + 2], "torn MFT record 3");
+        rec[end] = rec[usa + 2 * i];
+        rec[end + 1] = rec[usa + 2 * i + 1];
+    }
+    rec[volume_flags_in(&rec)] & 1 != 0
 }
 
 /// A virtio-win ISO with the real layout: every path of
