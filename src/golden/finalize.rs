@@ -44,9 +44,6 @@ pub struct Stats {
     pub sha256: Option<String>,
 }
 
-/// Whether even ideal byte-wise Huffman coding (order-0 entropy, no matches)
-/// could not save a sector: random or already-compressed data. deflate takes ~10×
-/// longer over such a cluster than this count does, only to give it back as it was.
 impl Stats {
     fn new(virtual_size: u64) -> Stats {
         Stats {
@@ -60,6 +57,9 @@ impl Stats {
     }
 }
 
+/// Whether even ideal byte-wise Huffman coding (order-0 entropy, no matches)
+/// could not save a sector: random or already-compressed data. deflate takes ~10×
+/// longer over such a cluster than this count does, only to give it back as it was.
 fn incompressible(data: &[u8]) -> bool {
     let mut counts = [0u32; 256];
     for &b in data {
