@@ -265,6 +265,24 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
             2,
         ),
         (
+            "publish: credentials the registry refuses",
+            publish::registry::Error::CredentialsRefused {
+                host: "registry.example".into(),
+            }
+            .into(),
+            2,
+        ),
+        (
+            "publish: a registry that cannot be reached",
+            publish::registry::Error::Connection {
+                host: "registry.example".into(),
+                what: "asking /v2/".into(),
+                reason: "connection refused".into(),
+            }
+            .into(),
+            1,
+        ),
+        (
             "reg: a .reg syntax error",
             reg::parse(b"REGEDIT4\n[HKLM\\x", "x.reg")
                 .unwrap_err()

@@ -364,12 +364,27 @@ fn basic_auth_works_and_a_wrong_password_is_one_clear_line() {
     };
     let bad = with_password("wrong-password");
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert_eq!(bad.status.code(), Some(1), "{err}");
+    // The user's to fix: bad input.
+    assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(
         err.contains(&format!("127.0.0.1:{}", reg.port)) && err.contains("refused"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // No credentials at all (and none in the files skopeo reads): also the user's.
+    let none = wingold()
+        .args(["publish", s(&g.path), &to, "--insecure", "--json"])
+        .env("HOME", tmp.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--username") && err.trim().lines().count() == 1,
+        "{err}"
+    );
     let good = with_password("s3cret-Pa55");
     assert!(
         good.status.success(),

@@ -112,6 +112,7 @@ pub fn kind(err: &anyhow::Error) -> Kind {
         of::<crate::firstboot::Refusal>,
         of::<crate::publish::Refusal>,
         of::<crate::publish::BadReference>,
+        of::<crate::publish::registry::Error>,
         of::<Invalid>,
         of::<crate::reg::ParseError>,
     ];

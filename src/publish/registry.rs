@@ -4,7 +4,6 @@
 //! default and plain HTTP only for the host `--insecure` names.
 
 use super::BadReference;
-use anyhow::{anyhow, bail, Context};
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
@@ -67,6 +66,100 @@ pub fn valid_tag(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
+/// What went wrong talking to a registry. Credentials the registry will not take
+/// are the user's to fix (bad input); the rest is the network's or the
+/// registry's (failures).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No answer at all: DNS, a refused or dropped connection, TLS.
+    #[error("{host}: {what}: {reason}")]
+    Connection {
+        host: String,
+        what: String,
+        reason: String,
+    },
+
+    /// An answer wingold cannot go on from.
+    #[error("{host}: {what}: {status}")]
+    Answered {
+        host: String,
+        what: String,
+        status: StatusCode,
+    },
+
+    #[error(
+        "{host}: {what}: 413 — a proxy in front of the registry limits request sizes; \
+         try --chunked"
+    )]
+    TooLarge { host: String, what: String },
+
+    #[error(
+        "{host}: the registry wants a user name and password (--username, \
+         --password-stdin, or a containers/docker auth file)"
+    )]
+    NeedsCredentials { host: String },
+
+    #[error("{host}: the user name or password was refused")]
+    CredentialsRefused { host: String },
+
+    #[error("{host}: the token service refused the credentials ({status})")]
+    TokenRefused { host: String, status: StatusCode },
+
+    #[error("{host}: {what}: {status} — the credentials do not allow pushing here")]
+    NotAllowed {
+        host: String,
+        what: String,
+        status: StatusCode,
+    },
+
+    /// The registry broke the protocol: no realm, no token, no Location, an
+    /// unknown authentication scheme.
+    #[error("{host}: {problem}")]
+    Protocol { host: String, problem: String },
+
+    #[error("{host}: the registry reports {got} for what wingold digested as {digest}")]
+    DigestMismatch {
+        host: String,
+        got: String,
+        digest: String,
+    },
+
+    #[error("--ca-cert: not a PEM certificate ({reason})")]
+    CaCert { reason: String },
+
+    #[error("the HTTP client: {reason}")]
+    Client { reason: String },
+}
+
+impl Error {
+    /// Worth another attempt: a dropped connection or a 5xx.
+    fn is_transient(&self) -> bool {
+        match self {
+            Error::Connection { .. } => true,
+            Error::Answered { status, .. } => status.is_server_error(),
+            _ => false,
+        }
+    }
+}
+
+impl crate::error::Classify for Error {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            Error::NeedsCredentials { .. }
+            | Error::CredentialsRefused { .. }
+            | Error::NotAllowed { .. }
+            | Error::CaCert { .. } => Kind::BadInput,
+            Error::TokenRefused { status, .. }
+                if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN =>
+            {
+                Kind::BadInput
+            }
+            _ => Kind::Failure,
+        }
+    }
+}
+
 /// Credentials; never printed.
 #[derive(Clone)]
 pub struct Credentials {
@@ -97,19 +190,19 @@ impl Registry {
         insecure: bool,
         ca_cert: Option<&[u8]>,
         creds: Option<Credentials>,
-    ) -> anyhow::Result<Registry> {
+    ) -> Result<Registry, Error> {
         let mut b = Client::builder()
             .connect_timeout(Duration::from_secs(20))
             .timeout(None::<Duration>)
             .user_agent(concat!("wingold/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = ca_cert {
-            b = b.add_root_certificate(
-                reqwest::Certificate::from_pem(pem).context("--ca-cert: not a PEM certificate")?,
-            );
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| Error::CaCert { reason: plain(&e) })?;
+            b = b.add_root_certificate(cert);
         }
         let scheme = if insecure { "http" } else { "https" };
         Ok(Registry {
-            client: b.build()?,
+            client: b.build().map_err(|e| Error::Client { reason: plain(&e) })?,
             base: format!("{scheme}://{}", target.host),
             target,
             creds,
@@ -131,18 +224,18 @@ impl Registry {
 
     /// Asks `GET /v2/` and settles how to authenticate (basic, or a bearer token
     /// for pull and push on this repository).
-    pub fn login(&mut self) -> anyhow::Result<()> {
+    pub fn login(&mut self) -> Result<(), Error> {
         let url = format!("{}/v2/", self.base);
         let r = self
             .client
             .get(&url)
             .send()
-            .map_err(|e| anyhow!("{}: {}", self.target.host, plain(&e)))?;
+            .map_err(|e| self.connection("asking /v2/", &e))?;
         if r.status().is_success() {
             return Ok(());
         }
         if r.status() != StatusCode::UNAUTHORIZED {
-            bail!("{}: /v2/ answered {}", self.target.host, r.status());
+            return Err(self.answered("asking /v2/", r.status()));
         }
         let challenge = r
             .headers()
@@ -152,13 +245,7 @@ impl Registry {
             .to_owned();
         let creds = self.creds.clone();
         if challenge.to_ascii_lowercase().starts_with("basic") {
-            let c = creds.ok_or_else(|| {
-                anyhow!(
-                    "{}: the registry wants a user name and password (--username, \
-                     --password-stdin, or a containers/docker auth file)",
-                    self.target.host
-                )
-            })?;
+            let c = creds.ok_or_else(|| Error::NeedsCredentials { host: self.host() })?;
             let token = crate::publish::base64(format!("{}:{}", c.username, c.password).as_bytes());
             self.auth = Some(format!("Basic {token}"));
             let check = self
@@ -166,12 +253,9 @@ impl Registry {
                 .get(&url)
                 .header(AUTHORIZATION, self.auth.clone().unwrap_or_default())
                 .send()
-                .map_err(|e| anyhow!("{}: {}", self.target.host, plain(&e)))?;
+                .map_err(|e| self.connection("logging in", &e))?;
             if check.status() == StatusCode::UNAUTHORIZED {
-                bail!(
-                    "{}: the user name or password was refused",
-                    self.target.host
-                );
+                return Err(Error::CredentialsRefused { host: self.host() });
             }
             return Ok(());
         }
@@ -186,8 +270,8 @@ impl Registry {
                     (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
                 })
             };
-            let realm = param("realm")
-                .ok_or_else(|| anyhow!("{}: a bearer challenge without realm", self.target.host))?;
+            let realm =
+                param("realm").ok_or_else(|| self.protocol("a bearer challenge without realm"))?;
             let mut req = self.client.get(&realm).query(&[(
                 "scope",
                 format!("repository:{}:pull,push", self.target.repo),
@@ -200,32 +284,57 @@ impl Registry {
             }
             let r = req
                 .send()
-                .map_err(|e| anyhow!("{}: token: {}", self.target.host, plain(&e)))?;
+                .map_err(|e| self.connection("asking for a token", &e))?;
             if !r.status().is_success() {
-                bail!(
-                    "{}: the token service refused the credentials ({})",
-                    self.target.host,
-                    r.status()
-                );
+                return Err(Error::TokenRefused {
+                    host: self.host(),
+                    status: r.status(),
+                });
             }
-            let body = r.bytes().context("the token service's answer")?;
-            let j: serde_json::Value =
-                serde_json::from_slice(&body).context("the token service's answer")?;
+            let body = r
+                .bytes()
+                .map_err(|e| self.connection("reading the token", &e))?;
+            let j: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| self.protocol(&format!("the token service's answer: {e}")))?;
             let token = j["token"]
                 .as_str()
                 .or(j["access_token"].as_str())
-                .ok_or_else(|| anyhow!("{}: no token in the answer", self.target.host))?;
+                .ok_or_else(|| self.protocol("no token in the token service's answer"))?;
             self.auth = Some(format!("Bearer {token}"));
             return Ok(());
         }
-        bail!(
-            "{}: unknown authentication scheme {challenge:?}",
-            self.target.host
-        )
+        Err(self.protocol(&format!("unknown authentication scheme {challenge:?}")))
+    }
+
+    fn host(&self) -> String {
+        self.target.host.clone()
+    }
+
+    fn connection(&self, what: &str, e: &reqwest::Error) -> Error {
+        Error::Connection {
+            host: self.host(),
+            what: what.to_owned(),
+            reason: plain(e),
+        }
+    }
+
+    fn answered(&self, what: &str, status: StatusCode) -> Error {
+        Error::Answered {
+            host: self.host(),
+            what: what.to_owned(),
+            status,
+        }
+    }
+
+    fn protocol(&self, problem: &str) -> Error {
+        Error::Protocol {
+            host: self.host(),
+            problem: problem.to_owned(),
+        }
     }
 
     /// True when the registry has the blob.
-    pub fn has_blob(&self, digest: &str) -> anyhow::Result<bool> {
+    pub fn has_blob(&self, digest: &str) -> Result<bool, Error> {
         let r = self.retry("checking a blob", || {
             self.with_auth(self.client.head(self.url(&format!("blobs/{digest}"))))
                 .send()
@@ -233,7 +342,7 @@ impl Registry {
         match r.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            s => bail!("{}: checking blob {digest}: {s}", self.target.host),
+            s => Err(self.answered(&format!("checking blob {digest}"), s)),
         }
     }
 
@@ -278,7 +387,7 @@ impl Registry {
             .with_auth(self.client.post(self.url("blobs/uploads/")))
             .header(reqwest::header::CONTENT_LENGTH, 0)
             .send()
-            .map_err(|e| Transient(format!("{host}: {}", plain(&e))))?;
+            .map_err(|e| self.connection("starting an upload", &e))?;
         check(&r, host, "starting an upload")?;
         let mut location = self.location(&r)?;
         let mut reader = open()?;
@@ -294,7 +403,7 @@ impl Registry {
                     .header("Content-Range", format!("{at}-{}", at + want as u64 - 1))
                     .body(buf[..want].to_vec())
                     .send()
-                    .map_err(|e| Transient(format!("{host}: {}", plain(&e))))?;
+                    .map_err(|e| self.connection("uploading a chunk", &e))?;
                 check(&r, host, "uploading a chunk")?;
                 location = self.location(&r)?;
                 at += want as u64;
@@ -305,9 +414,9 @@ impl Registry {
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(reqwest::header::CONTENT_LENGTH, 0)
                 .send()
-                .map_err(|e| Transient(format!("{host}: {}", plain(&e))))?;
+                .map_err(|e| self.connection("finishing an upload", &e))?;
             check(&r, host, "finishing an upload")?;
-            return self.same_digest(&r, digest);
+            return Ok(self.same_digest(&r, digest)?);
         }
         let sep = if location.contains('?') { '&' } else { '?' };
         let r = self
@@ -315,9 +424,9 @@ impl Registry {
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(Body::sized(reader, len))
             .send()
-            .map_err(|e| Transient(format!("{host}: {}", plain(&e))))?;
+            .map_err(|e| self.connection("uploading", &e))?;
         check(&r, host, "uploading")?;
-        self.same_digest(&r, digest)
+        Ok(self.same_digest(&r, digest)?)
     }
 
     /// Puts a manifest under `reference` (a tag); returns the digest the
@@ -328,7 +437,7 @@ impl Registry {
         media_type: &str,
         bytes: &[u8],
         digest: &str,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let r = self.retry("putting the manifest", || {
             self.with_auth(self.client.put(self.url(&format!("manifests/{reference}"))))
                 .header(CONTENT_TYPE, media_type)
@@ -339,28 +448,29 @@ impl Registry {
         self.same_digest(&r, digest)
     }
 
-    fn same_digest(&self, r: &Response, digest: &str) -> anyhow::Result<()> {
+    fn same_digest(&self, r: &Response, digest: &str) -> Result<(), Error> {
         if let Some(got) = r
             .headers()
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok())
         {
             if got != digest {
-                bail!(
-                    "{}: the registry reports {got} for what wingold digested as {digest}",
-                    self.target.host
-                );
+                return Err(Error::DigestMismatch {
+                    host: self.host(),
+                    got: got.to_owned(),
+                    digest: digest.to_owned(),
+                });
             }
         }
         Ok(())
     }
 
-    fn location(&self, r: &Response) -> anyhow::Result<String> {
+    fn location(&self, r: &Response) -> Result<String, Error> {
         let loc = r
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| anyhow!("{}: an upload without a Location", self.target.host))?;
+            .ok_or_else(|| self.protocol("an upload without a Location"))?;
         Ok(
             if loc.starts_with("http://") || loc.starts_with("https://") {
                 loc.to_owned()
@@ -374,15 +484,13 @@ impl Registry {
         &self,
         what: &str,
         send: impl Fn() -> reqwest::Result<Response>,
-    ) -> anyhow::Result<Response> {
+    ) -> Result<Response, Error> {
         let mut wait = Duration::from_millis(500);
         for attempt in 0.. {
             match send() {
                 Ok(r) if r.status().is_server_error() && attempt < self.retries => {}
                 Ok(r) => return Ok(r),
-                Err(e) if attempt >= self.retries => {
-                    bail!("{}: {what}: {}", self.target.host, plain(&e))
-                }
+                Err(e) if attempt >= self.retries => return Err(self.connection(what, &e)),
                 Err(_) => {}
             }
             std::thread::sleep(wait);
@@ -392,30 +500,23 @@ impl Registry {
     }
 }
 
-/// A failure worth another attempt: a dropped connection or a 5xx.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Transient(String);
-
+/// Whether a failed upload attempt is worth another: a registry error that is
+/// (not the blob's reader failing).
 fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<Transient>().is_some())
+    e.chain()
+        .any(|c| c.downcast_ref::<Error>().is_some_and(Error::is_transient))
 }
 
-fn check(r: &Response, host: &str, what: &str) -> anyhow::Result<()> {
-    let s = r.status();
-    if s.is_success() {
-        return Ok(());
-    }
-    if s.is_server_error() {
-        return Err(Transient(format!("{host}: {what}: {s}")).into());
-    }
-    if s == StatusCode::PAYLOAD_TOO_LARGE {
-        bail!("{host}: {what}: 413 — a proxy in front of the registry limits request sizes; try --chunked");
-    }
-    if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN {
-        bail!("{host}: {what}: {s} — the credentials do not allow pushing here");
-    }
-    bail!("{host}: {what}: {s}")
+fn check(r: &Response, host: &str, what: &str) -> Result<(), Error> {
+    let (host, what, status) = (host.to_owned(), what.to_owned(), r.status());
+    Err(match status {
+        s if s.is_success() => return Ok(()),
+        StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge { host, what },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Error::NotAllowed { host, what, status }
+        }
+        _ => Error::Answered { host, what, status },
+    })
 }
 
 /// A reqwest error with its causes, on one line (wingold's URLs carry no
