@@ -18,6 +18,7 @@ pub use refusal::{BadReference, Refusal};
 pub use auth::{base64, credentials_from_files, unbase64};
 
 use crate::error::unreadable;
+use crate::golden::manifest::Manifest;
 use anyhow::Context;
 use registry::{Credentials, Registry};
 use serde::Serialize;
@@ -106,7 +107,7 @@ fn preference_for(osinfo: &str, virtio: bool) -> Option<String> {
 
 /// The deterministic part of a golden manifest: nothing that names a host path,
 /// an inode or a time.
-fn provenance(m: &Value) -> Value {
+fn provenance(m: &Manifest) -> Value {
     let strip_paths = |files: &Value| -> Value {
         Value::Array(
             files
@@ -117,7 +118,9 @@ fn provenance(m: &Value) -> Value {
                 .collect(),
         )
     };
-    let edits: Vec<Value> = m["edits"]
+    let file_name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
+    let edits: Vec<Value> = m
+        .edits
         .as_array()
         .into_iter()
         .flatten()
@@ -126,48 +129,52 @@ fn provenance(m: &Value) -> Value {
             // `file:line` of an edit: a host path keeps only its file name.
             if let Some(src) = e["source"].as_str() {
                 if src.starts_with('/') {
-                    let short = src.rsplit('/').next().unwrap_or(src).to_owned();
-                    e["source"] = Value::String(short);
+                    e["source"] = Value::String(file_name(src));
                 }
             }
             e
         })
         .collect();
-    let d = &m["drivers"];
-    let f = &m["first_boot"];
+    let regfiles: Vec<Value> = m
+        .identity
+        .regfiles
+        .iter()
+        .map(|(path, sha)| json!([file_name(path), sha]))
+        .collect();
+    let (id, v, out) = (&m.identity, &m.virtio_win, &m.output);
     json!({
         "format": "qcow2",
-        "wingold_version": m["wingold_version"],
+        "wingold_version": m.wingold_version,
         "identity": {
-            "base_sha256": m["identity"]["base_sha256"],
-            "virtio_win_version": m["identity"]["virtio_win_version"],
-            "virtio_win_sha256": m["identity"]["virtio_win_sha256"],
-            "config_sha256": m["identity"]["config_sha256"],
-            "regfiles": m["identity"]["regfiles"].as_array().map(|r| r.iter().map(|p| json!([p[0].as_str().and_then(|s| s.rsplit('/').next()), p[1]])).collect::<Vec<_>>()),
+            "base_sha256": id.base_sha256,
+            "virtio_win_version": id.virtio_win_version,
+            "virtio_win_sha256": id.virtio_win_sha256,
+            "config_sha256": id.config_sha256,
+            "regfiles": regfiles,
         },
         "virtio_win": {
-            "version": m["virtio_win"]["version"],
-            "sha256": m["virtio_win"]["sha256"],
-            "size": m["virtio_win"]["size"],
-            "drivers_injected": m["virtio_win"]["drivers_injected"],
+            "version": v.version,
+            "sha256": v.sha256,
+            "size": v.size,
+            "drivers_injected": v.drivers_injected,
         },
-        "windows": m["windows"],
+        "windows": m.windows,
         "edits": edits,
-        "first_boot_commands": m["first_boot_commands"],
-        "drivers": if d.is_null() { Value::Null } else { json!({
+        "first_boot_commands": m.first_boot_commands,
+        "drivers": m.drivers.as_ref().map(|d| json!({
             "boot": d["boot"], "registration": d["registration"], "drivers": d["drivers"],
             "files": strip_paths(&d["files"]),
-        })},
-        "first_boot": if f.is_null() { Value::Null } else { json!({
+        })),
+        "first_boot": m.first_boot.as_ref().map(|f| json!({
             "queue": f["queue"].as_array().map(|q| q.iter().map(|x| x["name"].clone()).collect::<Vec<_>>()),
             "service_binary_sha256": f["service"]["binary_sha256"],
             "files": strip_paths(&f["files"]),
-        })},
+        })),
         "output": {
-            "sha256": m["output"]["sha256"],
-            "size": m["output"]["size"],
-            "virtual_size": m["output"]["virtual_size"],
-            "compressed": m["output"]["compressed"],
+            "sha256": out.sha256,
+            "size": out.size,
+            "virtual_size": out.virtual_size,
+            "compressed": out.compressed,
         },
     })
 }
@@ -238,13 +245,13 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
                 version: version.clone(),
             }
         })?;
-    let m: Value = serde_json::from_slice(&manifest_bytes).map_err(|e| Refusal::Manifest {
+    let m: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| Refusal::Manifest {
         golden: golden.to_owned(),
         reason: e.to_string(),
     })?;
     let size = std::fs::metadata(&version)?.len();
-    let golden_sha = m["output"]["sha256"].as_str().unwrap_or("").to_owned();
-    if m["output"]["size"].as_u64() != Some(size) {
+    let golden_sha = m.output.sha256.clone();
+    if m.output.size != size {
         return Err(Refusal::SizeDiffers {
             golden: golden.to_owned(),
         }
@@ -263,7 +270,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
     let prov_digest = sha256_hex(&prov_layer);
 
     // Annotations and labels, from the deterministic part only.
-    let w = &m["windows"];
+    let w = &m.windows;
     let s = |v: &Value| {
         v.as_str()
             .map(str::to_owned)
@@ -296,35 +303,38 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
     if let Some(c) = &o.created {
         put("org.opencontainers.image.created", c.clone());
     }
-    put("io.wingold.version", s(&m["wingold_version"]));
+    put("io.wingold.version", m.wingold_version.clone());
     put("io.wingold.golden.sha256", golden_sha.clone());
     put("io.wingold.golden.size", size.to_string());
     put("io.wingold.golden.format", "qcow2".into());
     // Manifest fields as they are, in label order.
     let from_manifest = [
-        ("golden.virtual-size", &m["output"]["virtual_size"]),
-        ("golden.compressed", &m["output"]["compressed"]),
-        ("base.sha256", &m["identity"]["base_sha256"]),
-        ("config.sha256", &m["identity"]["config_sha256"]),
-        ("virtio-win.version", &m["virtio_win"]["version"]),
-        ("virtio-win.sha256", &m["virtio_win"]["sha256"]),
+        ("golden.virtual-size", m.output.virtual_size.to_string()),
+        ("golden.compressed", m.output.compressed.to_string()),
+        (
+            "base.sha256",
+            m.identity.base_sha256.clone().unwrap_or_default(),
+        ),
+        ("config.sha256", m.identity.config_sha256.clone()),
+        ("virtio-win.version", m.virtio_win.version.clone()),
+        ("virtio-win.sha256", m.virtio_win.sha256.clone()),
         (
             "virtio-win.drivers-injected",
-            &m["virtio_win"]["drivers_injected"],
+            m.virtio_win.drivers_injected.to_string(),
         ),
-        ("windows.product-name", &w["product_name"]),
-        ("windows.version", &w["version"]),
-        ("windows.osinfo", &w["osinfo"]),
-        ("windows.arch", &w["arch"]),
+        ("windows.product-name", s(&w["product_name"])),
+        ("windows.version", s(&w["version"])),
+        ("windows.osinfo", s(&w["osinfo"])),
+        ("windows.arch", s(&w["arch"])),
     ];
     for (label, value) in from_manifest {
-        put(&format!("io.wingold.{label}"), s(value));
+        put(&format!("io.wingold.{label}"), value);
     }
     put(
         "io.wingold.provenance.sha256",
         format!("{:x}", Sha256::digest(&prov_bytes)),
     );
-    let virtio = m["virtio_win"]["drivers_injected"] == true;
+    let virtio = m.virtio_win.drivers_injected;
     let pref = match o.preference.as_str() {
         "" | "auto" => preference_for(w["osinfo"].as_str().unwrap_or(""), virtio),
         "none" => None,
@@ -365,7 +375,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         .collect();
     tags.extend(o.tags.iter().cloned());
     if tags.is_empty() {
-        let vw = s(&m["virtio_win"]["version"]);
+        let vw = &m.virtio_win.version;
         tags.push(format!(
             "{title}-{vw}-{}",
             &golden_sha.get(..12).unwrap_or("")
@@ -458,7 +468,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         }
     }
     let kubevirt = reference.as_ref().map(|r| {
-        let vsize = m["output"]["virtual_size"].as_u64().unwrap_or(size);
+        let vsize = m.output.virtual_size;
         let gib = vsize.div_ceil(1 << 30) + 1;
         json!({
             "containerDisk": format!("volumes:\n- name: rootdisk\n  containerDisk:\n    image: {r}\n"),
