@@ -1,6 +1,7 @@
 //! `make bench`: finalize (flattening an overlay chain into a standalone qcow2)
-//! beside `qemu-img convert -O qcow2` of the same chain, plain and compressed
-//! (`-c`), and 100 clones of a 2 GiB and of a 20 GiB golden image. Median of several
+//! beside `qemu-img convert -O qcow2` of the same chain (then `sync`, then
+//! `sha256sum`: wingold's output is durable and hashed when it returns), plain and
+//! compressed (`-c`), and 100 clones of a 2 GiB and of a 20 GiB golden image. Median of several
 //! rounds, side by side; ratios reported (wingold time / qemu-img time: below 1.0
 //! means wingold is faster).
 //! Size: WINGOLD_BENCH_MIB (default 2048).
@@ -71,7 +72,7 @@ fn main() {
     let theirs_out = dir.join("theirs.qcow2");
     let mut report = Vec::new();
     for (label, compress) in [("uncompressed", false), ("compressed", true)] {
-        let (mut o, mut t, mut ts) = (vec![], vec![], vec![]);
+        let (mut o, mut t, mut ts, mut th) = (vec![], vec![], vec![], vec![]);
         let (mut o_size, mut t_size) = (0, 0);
         for _ in 0..ROUNDS {
             let _ = std::fs::remove_file(&ours_out);
@@ -90,10 +91,19 @@ fn main() {
             t.push(convert);
             // qemu-img leaves its output in the page cache; wingold fsyncs (a golden
             // image must survive a crash). The same durability for qemu-img:
-            ts.push(convert + secs(|| run(Command::new("sync").arg(&theirs_out))));
+            let synced = convert + secs(|| run(Command::new("sync").arg(&theirs_out)));
+            ts.push(synced);
+            // wingold also hashes what it writes, in the same pass (the manifest
+            // records the image's SHA-256); qemu-img's user hashes afterwards.
+            th.push(synced + secs(|| run(Command::new("sha256sum").arg(&theirs_out))));
             t_size = std::fs::metadata(&theirs_out).unwrap().len();
         }
-        report.push((label, median(o), median(t), median(ts), o_size, t_size));
+        report.push((
+            label,
+            [median(o), median(t), median(ts), median(th)],
+            o_size,
+            t_size,
+        ));
     }
     // Clones: constant time, whatever the golden image's size.
     let mut clone_times = Vec::new();
@@ -110,14 +120,14 @@ fn main() {
         clone_times.push((gib, t));
     }
     println!("finalize a {mib} MiB overlay chain into a standalone qcow2 (median of {ROUNDS}):");
-    for (label, o, t, t_sync, os, ts) in &report {
+    for (label, [o, t, t_sync, t_hash], os, ts) in &report {
         println!(
-            "  {label:<13} wingold {o:>6.2} s ({:>5} MiB)   qemu-img convert {t:>6.2} s, + sync {t_sync:>6.2} s ({:>5} MiB)",
+            "  {label:<13} wingold {o:>6.2} s ({:>5} MiB)   qemu-img convert {t:>6.2} s, + sync {t_sync:>6.2} s, + sha256sum {t_hash:>6.2} s ({:>5} MiB)",
             os >> 20,
             ts >> 20,
         );
         println!(
-            "  {:<13} ratio wingold/qemu-img {:.2}x, against qemu-img + sync {:.2}x (target {})",
+            "  {:<13} ratio wingold/qemu-img {:.2}x, against qemu-img + sync {:.2}x (target {}), + sha256sum {:.2}x",
             "",
             o / t,
             o / t_sync,
@@ -125,7 +135,8 @@ fn main() {
                 "<= 0.6x"
             } else {
                 "<= 1.0x"
-            }
+            },
+            o / t_hash,
         );
     }
     println!(
