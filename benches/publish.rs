@@ -76,16 +76,59 @@ fn golden(path: &Path, size: u64, random: bool) {
     drop(f);
     let sha = String::from_utf8(run(Command::new("sha256sum").arg(path)).stdout).unwrap();
     let sha = sha.split_whitespace().next().unwrap().to_owned();
-    let manifest = json!({
-        "wingold_version": "bench", "identity": {"config_sha256": "0"},
-        "virtio_win": {"version": "0.1.999", "sha256": "0", "size": 0, "drivers_injected": true},
-        "windows": {"product_name": "Windows Server 2022", "version": "10.0", "osinfo": "win2k22", "arch": "x64"},
-        "edits": [], "first_boot_commands": [],
-        "output": {"sha256": sha, "size": size, "virtual_size": size, "compressed": false},
-    });
+    // The manifest as a build writes it (the type keeps this in step with `build`).
+    use wingold::golden::manifest::{BaseRecord, Identity, Manifest, OutputRecord, VirtioRecord};
+    let virtio_sha = "0".repeat(64);
+    let manifest = Manifest {
+        wingold_version: "bench".into(),
+        identity: Identity {
+            wingold_version: "bench".into(),
+            base_sha256: None,
+            virtio_win_version: "0.1.999".into(),
+            virtio_win_sha256: virtio_sha.clone(),
+            config_sha256: "0".repeat(64),
+            regfiles: Vec::new(),
+            first_boot_inputs: Vec::new(),
+        },
+        base: BaseRecord {
+            path: "base.qcow2".into(),
+            size,
+            mtime_ns: 0,
+            inode: 0,
+            sha256: None,
+        },
+        virtio_win: VirtioRecord {
+            version: "0.1.999".into(),
+            url: "file:///virtio-win-0.1.999.iso".into(),
+            final_url: "file:///virtio-win-0.1.999.iso".into(),
+            sha256: virtio_sha,
+            size: 0,
+            pinned_by: wingold::virtio::fetch::PinnedBy::Flag,
+            path: "virtio-win-0.1.999.iso".into(),
+            drivers_injected: true,
+        },
+        config: json!({}),
+        windows: json!({"product_name": "Windows Server 2022", "version": "10.0", "osinfo": "win2k22", "arch": "x64"}),
+        edits: json!([]),
+        first_boot_commands: Vec::new(),
+        drivers: None,
+        first_boot: None,
+        output: OutputRecord {
+            path: path.to_owned(),
+            stable: None,
+            sha256: sha,
+            size,
+            mtime_ns: 0,
+            inode: 0,
+            virtual_size: size,
+            compressed: false,
+        },
+        timings_ms: json!({}),
+    };
+    let manifest = serde_json::to_string(&manifest).unwrap();
     let mut name = path.file_name().unwrap().to_owned();
     name.push(".manifest.json");
-    std::fs::write(path.with_file_name(name), manifest.to_string()).unwrap();
+    std::fs::write(path.with_file_name(name), manifest).unwrap();
 }
 
 fn main() {
