@@ -432,8 +432,12 @@ fn write_hives(
 ) -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
     let ordered = ordering == Ordering::CrashOrdered;
     let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
-    // Marked dirty from here to close (the NTFS layer's rule).
+    // Marked dirty from here to close (the NTFS layer's rule); durably so before
+    // anything else is written, when the image is the user's.
     let vol = Volume::open(&part, label, Access::ReadWrite)?;
+    if ordered {
+        img.flush()?;
+    }
     // Files before the registry that names them: a kill in between leaves files
     // nobody loads yet.
     if let Some(f) = files {
@@ -475,6 +479,10 @@ fn write_hives(
             size: bytes.len() as u64,
             sha256: sha256_hex(bytes),
         });
+    }
+    // Everything durable before the volume says clean (close clears the flag).
+    if ordered {
+        img.flush()?;
     }
     vol.close()?;
     img.flush()?;

@@ -431,18 +431,11 @@ impl<'a> Volume<'a> {
         unsafe { (*self.vol.as_ptr()).cluster_size as u64 }
     }
 
-    /// Makes every write so far durable on the device.
-    fn flush_device(&self) -> Result<()> {
-        // SAFETY: ctx lives as long as self.
-        unsafe { (*self.ctx).dev.flush() }.map_err(Error::Image)
-    }
-
     /// Unmounts, writing everything back; reports any failure on the way. A
-    /// volume open for writing is marked clean again once every write is durable.
+    /// volume open for writing is marked clean again, after every other write.
     /// (Dropped without `close`, it stays marked dirty.)
     pub fn close(self) -> Result<()> {
         if self.writable {
-            self.flush_device()?;
             self.set_dirty(false)?;
         }
         let vol = self.vol.as_ptr();

@@ -4,11 +4,12 @@
 use super::*;
 
 impl Volume<'_> {
-    /// Proves a read-write mount is one by the first write anybody sees: the dirty
-    /// flag, made durable before any other write. It stays set until
-    /// [`Volume::close`] clears it after everything else is durable, so whatever
-    /// cuts the writing short (a kill, a crash, a failed write) leaves chkdsk a
-    /// reason to look, and wingold a reason to refuse the volume.
+    /// Proves a read-write mount is one by the first write it makes: the dirty
+    /// flag. It stays set until [`Volume::close`] clears it after every other
+    /// write, so whatever cuts the writing short (a kill, a failed write) leaves
+    /// chkdsk a reason to look, and wingold a reason to refuse the volume. Against
+    /// a power cut, a caller whose device others see flushes it after `open` and
+    /// before `close` (the device's writes reach the disk in no fixed order).
     pub(super) fn mark_dirty(&self) -> Result<()> {
         // SAFETY: vol is mounted; state is a plain field before any
         // configuration-dependent part of the struct.
@@ -18,8 +19,7 @@ impl Volume<'_> {
                 volume: self.name.clone(),
             });
         }
-        self.set_dirty(true)?;
-        self.flush_device()
+        self.set_dirty(true)
     }
 
     /// Refuses a volume that must not be written offline: hibernated, left by Fast
