@@ -91,9 +91,22 @@ pub fn manifest_path(golden: &Path) -> PathBuf {
     golden.with_file_name(name)
 }
 
+/// Why the manifest beside a golden version could not be had.
+#[derive(Debug)]
+pub enum Unloadable {
+    /// No manifest there (or none that can be read).
+    Missing(std::io::Error),
+    /// One that does not parse as a manifest.
+    Malformed(serde_json::Error),
+}
+
+/// The manifest beside the golden version file `version` (its real path).
+pub fn load(version: &Path) -> Result<Manifest, Unloadable> {
+    let bytes = std::fs::read(manifest_path(version)).map_err(Unloadable::Missing)?;
+    serde_json::from_slice(&bytes).map_err(Unloadable::Malformed)
+}
+
 /// The manifest of a golden version; the stable name is followed to its version.
 pub fn read_manifest(golden: &Path) -> Option<Manifest> {
-    let version = std::fs::canonicalize(golden).ok()?;
-    let bytes = std::fs::read(manifest_path(&version)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    load(&std::fs::canonicalize(golden).ok()?).ok()
 }

@@ -18,7 +18,7 @@ pub use refusal::{BadReference, Refusal};
 pub use auth::{base64, credentials_from_files, unbase64};
 
 use crate::error::unreadable;
-use crate::golden::manifest::Manifest;
+use crate::golden::manifest::{self, Manifest, Unloadable};
 use anyhow::Context;
 use registry::{Credentials, Registry};
 use serde::Serialize;
@@ -238,16 +238,15 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         }
         .into());
     }
-    let manifest_bytes =
-        std::fs::read(crate::golden::manifest::manifest_path(&version)).map_err(|_| {
-            Refusal::NoManifest {
-                golden: golden.to_owned(),
-                version: version.clone(),
-            }
-        })?;
-    let m: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| Refusal::Manifest {
-        golden: golden.to_owned(),
-        reason: e.to_string(),
+    let m = manifest::load(&version).map_err(|e| match e {
+        Unloadable::Missing(_) => Refusal::NoManifest {
+            golden: golden.to_owned(),
+            version: version.clone(),
+        },
+        Unloadable::Malformed(e) => Refusal::Manifest {
+            golden: golden.to_owned(),
+            reason: e.to_string(),
+        },
     })?;
     let size = std::fs::metadata(&version)?.len();
     let golden_sha = m.output.sha256.clone();
