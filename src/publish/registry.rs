@@ -318,6 +318,30 @@ impl Registry {
         }
     }
 
+    /// Sends `request` (with the credentials) once; anything but a success is an
+    /// error.
+    fn send_ok(&self, what: &str, request: RequestBuilder) -> Result<Response, Error> {
+        let r = self
+            .with_auth(request)
+            .send()
+            .map_err(|e| self.connection(what, &e))?;
+        self.check(&r, what)?;
+        Ok(r)
+    }
+
+    /// What a registry's answer other than a success means.
+    fn check(&self, r: &Response, what: &str) -> Result<(), Error> {
+        let (host, what, status) = (self.host(), what.to_owned(), r.status());
+        Err(match status {
+            s if s.is_success() => return Ok(()),
+            StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge { host, what },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Error::NotAllowed { host, what, status }
+            }
+            _ => Error::Answered { host, what, status },
+        })
+    }
+
     fn answered(&self, what: &str, status: StatusCode) -> Error {
         Error::Answered {
             host: self.host(),
@@ -382,13 +406,12 @@ impl Registry {
         chunk: Option<usize>,
         open: &dyn Fn() -> anyhow::Result<Box<dyn Read + Send>>,
     ) -> anyhow::Result<()> {
-        let host = &self.target.host;
-        let r = self
-            .with_auth(self.client.post(self.url("blobs/uploads/")))
-            .header(reqwest::header::CONTENT_LENGTH, 0)
-            .send()
-            .map_err(|e| self.connection("starting an upload", &e))?;
-        check(&r, host, "starting an upload")?;
+        let r = self.send_ok(
+            "starting an upload",
+            self.client
+                .post(self.url("blobs/uploads/"))
+                .header(reqwest::header::CONTENT_LENGTH, 0),
+        )?;
         let mut location = self.location(&r)?;
         let mut reader = open()?;
         if let Some(size) = chunk {
@@ -397,35 +420,35 @@ impl Registry {
             while at < len {
                 let want = size.min((len - at) as usize);
                 reader.read_exact(&mut buf[..want])?;
-                let r = self
-                    .with_auth(self.client.patch(&location))
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header("Content-Range", format!("{at}-{}", at + want as u64 - 1))
-                    .body(buf[..want].to_vec())
-                    .send()
-                    .map_err(|e| self.connection("uploading a chunk", &e))?;
-                check(&r, host, "uploading a chunk")?;
+                let r = self.send_ok(
+                    "uploading a chunk",
+                    self.client
+                        .patch(&location)
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header("Content-Range", format!("{at}-{}", at + want as u64 - 1))
+                        .body(buf[..want].to_vec()),
+                )?;
                 location = self.location(&r)?;
                 at += want as u64;
             }
             let sep = if location.contains('?') { '&' } else { '?' };
-            let r = self
-                .with_auth(self.client.put(format!("{location}{sep}digest={digest}")))
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(reqwest::header::CONTENT_LENGTH, 0)
-                .send()
-                .map_err(|e| self.connection("finishing an upload", &e))?;
-            check(&r, host, "finishing an upload")?;
+            let r = self.send_ok(
+                "finishing an upload",
+                self.client
+                    .put(format!("{location}{sep}digest={digest}"))
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(reqwest::header::CONTENT_LENGTH, 0),
+            )?;
             return Ok(self.same_digest(&r, digest)?);
         }
         let sep = if location.contains('?') { '&' } else { '?' };
-        let r = self
-            .with_auth(self.client.put(format!("{location}{sep}digest={digest}")))
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(Body::sized(reader, len))
-            .send()
-            .map_err(|e| self.connection("uploading", &e))?;
-        check(&r, host, "uploading")?;
+        let r = self.send_ok(
+            "uploading",
+            self.client
+                .put(format!("{location}{sep}digest={digest}"))
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(Body::sized(reader, len)),
+        )?;
         Ok(self.same_digest(&r, digest)?)
     }
 
@@ -444,7 +467,7 @@ impl Registry {
                 .body(bytes.to_vec())
                 .send()
         })?;
-        check(&r, &self.target.host, "putting the manifest")?;
+        self.check(&r, "putting the manifest")?;
         self.same_digest(&r, digest)
     }
 
@@ -505,18 +528,6 @@ impl Registry {
 fn is_transient(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|c| c.downcast_ref::<Error>().is_some_and(Error::is_transient))
-}
-
-fn check(r: &Response, host: &str, what: &str) -> Result<(), Error> {
-    let (host, what, status) = (host.to_owned(), what.to_owned(), r.status());
-    Err(match status {
-        s if s.is_success() => return Ok(()),
-        StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge { host, what },
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Error::NotAllowed { host, what, status }
-        }
-        _ => Error::Answered { host, what, status },
-    })
 }
 
 /// A reqwest error with its causes, on one line (wingold's URLs carry no
