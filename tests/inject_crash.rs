@@ -77,34 +77,24 @@ fn header_is_clean(hive: &[u8]) -> bool {
     dw(4) == dw(8) && dw(508) == sum
 }
 
-fn qemu_check_code(image: &Path) -> (Option<i32>, String) {
-    let out = std::process::Command::new("qemu-img")
-        .args(["check", s(image)])
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// `wingold inject --in-place --profile all` on `img` under strace, tracing its
+/// pwrites into `trace` (a file, or /dev/null), with strace's `extra` options.
+fn inject_under_strace(img: &Path, trace: &Path, extra: &[String]) -> std::process::Output {
+    let wingold = wingold();
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", s(trace), "-e", "trace=pwrite64"])
+        .args(extra)
+        .arg(wingold.get_program())
+        .args(["inject", s(img), "--in-place", "--profile", "all"])
+        .output();
+    out.unwrap_or_else(|e| panic!("TEST CANNOT RUN: strace ({e}); install Debian package strace"))
 }
 
 /// `wingold inject` under strace, which delivers `signal` as the run enters its
 /// `when`-th pwrite (the writes before it done, that one not yet).
 fn inject_signalled(img: &Path, signal: &str, when: usize) -> std::process::Output {
-    let wingold = wingold();
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null"])
-        .args(["-e", "trace=pwrite64"])
-        .arg("-e")
-        .arg(format!("inject=pwrite64:signal={signal}:when={when}"))
-        .arg(wingold.get_program())
-        .args(["inject", s(img), "--in-place", "--profile", "all"])
-        .output();
-    out.unwrap_or_else(|e| panic!("TEST CANNOT RUN: strace ({e}); install Debian package strace"))
+    let inject = format!("inject=pwrite64:signal={signal}:when={when}");
+    inject_under_strace(img, Path::new("/dev/null"), &["-e".into(), inject])
 }
 
 /// One pwrite of a run: its length and its first bytes, as strace prints them.
@@ -117,23 +107,11 @@ struct Write {
 /// Every pwrite a whole in-place run makes, in order (the run is done on `img`).
 fn writes_of_a_run(img: &Path, dir: &Path) -> Vec<Write> {
     let trace = dir.join("trace.txt");
-    let wingold = wingold();
-    run(
-        "strace",
-        &[
-            "-f",
-            "-qq",
-            "-o",
-            s(&trace),
-            "-e",
-            "trace=pwrite64",
-            s(Path::new(wingold.get_program())),
-            "inject",
-            s(img),
-            "--in-place",
-            "--profile",
-            "all",
-        ],
+    let out = inject_under_strace(img, &trace, &[]);
+    assert!(
+        out.status.success(),
+        "the traced run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&trace).unwrap();
     let mut pids = std::collections::BTreeSet::new();
@@ -210,11 +188,16 @@ fn baseline(dir: &Path) -> Baseline {
 }
 
 fn qemu_img_check_passes(image: &Path, at: &str) {
-    let (code, text) = qemu_check_code(image);
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", s(image)])
+        .output()
+        .unwrap();
     // 0: clean; 3: leaked clusters only (allocated, not yet referenced).
     assert!(
-        matches!(code, Some(0) | Some(3)),
-        "{at}: qemu-img check: {text}"
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{at}: qemu-img check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
