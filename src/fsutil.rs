@@ -53,6 +53,16 @@ pub fn move_into_place(tmp: &Path, path: &Path, place: Place) -> std::io::Result
 /// Writes `bytes` to `path` (file mode `mode`) under a temporary name, fsyncs, and
 /// moves it into place; on any failure the temporary file is removed.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32, place: Place) -> std::io::Result<()> {
+    write_with(path, mode, place, |f| f.write_all(bytes))
+}
+
+/// As [`write_file`], with the content written by `fill` into the open file.
+pub fn write_with(
+    path: &Path,
+    mode: u32,
+    place: Place,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = temp_name(path);
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -60,7 +70,7 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32, place: Place) -> std::io
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         f.sync_all()?;
         move_into_place(&tmp, path, place)
     })();

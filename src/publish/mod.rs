@@ -504,35 +504,25 @@ fn write_layout(
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)
         .with_context(|| format!("{}: cannot create", blobs.display()))?;
-    let place = |digest: &str, write: &dyn Fn(&Path) -> anyhow::Result<()>| -> anyhow::Result<()> {
-        let hex = digest.trim_start_matches("sha256:");
-        let path = blobs.join(hex);
-        if path.exists() {
-            return Ok(());
-        }
-        let tmp = crate::fsutil::temp_name(&path);
-        if let Err(e) = write(&tmp).and_then(|()| Ok(std::fs::rename(&tmp, &path)?)) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(())
+    // Each blob whole or not at all, under its digest (one already there is kept).
+    let blob = |digest: &str| {
+        let path = blobs.join(digest.trim_start_matches("sha256:"));
+        (!path.exists()).then_some(path)
+    };
+    let place = |path: &Path, fill: &mut dyn FnMut(&mut std::fs::File) -> std::io::Result<()>| {
+        crate::fsutil::write_with(path, 0o644, crate::fsutil::Place::Replace, fill)
+            .with_context(|| format!("{}: cannot write", path.display()))
     };
     for (digest, open) in streamed {
-        place(digest, &|tmp| {
+        if let Some(path) = blob(digest) {
             let mut src = open()?;
-            let mut f = std::fs::File::create(tmp)?;
-            std::io::copy(&mut src, &mut f)?;
-            f.sync_all()?;
-            Ok(())
-        })?;
+            place(&path, &mut |f| std::io::copy(&mut src, f).map(drop))?;
+        }
     }
     for (digest, bytes) in small {
-        place(digest, &|tmp| {
-            let mut f = std::fs::File::create(tmp)?;
-            std::io::Write::write_all(&mut f, bytes)?;
-            f.sync_all()?;
-            Ok(())
-        })?;
+        if let Some(path) = blob(digest) {
+            place(&path, &mut |f| std::io::Write::write_all(f, bytes))?;
+        }
     }
     // Small files whole or not at all (temporary name, then moved into place).
     let put = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
