@@ -128,59 +128,69 @@ fn ntfs_state(view: &dyn BlockDev, name: &str) -> (Option<String>, String) {
     }
 }
 
-fn current_settings(img: &dyn BlockDev, w: &Windows) -> anyhow::Result<Vec<reg::Setting>> {
-    let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
-    let vol = Volume::open(&part, "settings", Access::ReadOnly)?;
+/// What inspect reads of the Windows found, each part said or its error: the
+/// settings, the virtio drivers, the first-boot queue.
+#[derive(Default)]
+struct Sections {
+    settings: Vec<reg::Setting>,
+    settings_error: Option<String>,
+    virtio_drivers: Option<crate::drivers::State>,
+    virtio_drivers_error: Option<String>,
+    first_boot: Option<crate::firstboot::QueueState>,
+    first_boot_error: Option<String>,
+}
+
+impl Sections {
+    /// Every part fails alike: the volume or its hives could not be read.
+    fn unreadable(e: &anyhow::Error) -> Sections {
+        let why = || Some(format!("{e:#}"));
+        Sections {
+            settings_error: why(),
+            virtio_drivers_error: why(),
+            first_boot_error: why(),
+            ..Sections::default()
+        }
+    }
+}
+
+/// The sections of `w`, from one read-only mount and one read of each hive.
+fn sections(img: &dyn BlockDev, w: &Windows) -> Sections {
+    let part = match PartitionView::new(img, w.partition_start, w.partition_size) {
+        Ok(p) => p,
+        Err(e) => return Sections::unreadable(&e.into()),
+    };
+    let read = || -> anyhow::Result<_> {
+        let vol = Volume::open(&part, "inspect", Access::ReadOnly)?;
+        let system = vol.read_file(&w.hive_path(HiveName::System))?;
+        let software = vol.read_file(&w.hive_path(HiveName::Software))?;
+        Ok((vol, system, software))
+    };
+    let (vol, system, software) = match read() {
+        Ok(r) => r,
+        Err(e) => return Sections::unreadable(&e),
+    };
+    let said = |e: anyhow::Error| Some(format!("{e:#}"));
+    let mut out = Sections::default();
     let family = profiles::Family::of(w.major_version);
-    Ok(reg::settings(family, &w.control_sets, |hive| {
-        vol.read_file(&w.hive_path(hive))
-            .map_err(|e| reg::Error::load(hive, e))
-    })?)
-}
-
-fn virtio_state(img: &dyn BlockDev, w: &Windows) -> anyhow::Result<crate::drivers::State> {
-    let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
-    let vol = Volume::open(&part, "drivers", Access::ReadOnly)?;
-    let system = vol.read_file(&w.hive_path(HiveName::System))?;
-    let software = vol.read_file(&w.hive_path(HiveName::Software))?;
+    match reg::settings(family, &w.control_sets, |hive| match hive {
+        HiveName::System => Ok(system.clone()),
+        HiveName::Software => Ok(software.clone()),
+        _ => vol
+            .read_file(&w.hive_path(hive))
+            .map_err(|e| reg::Error::load(hive, e)),
+    }) {
+        Ok(s) => out.settings = s,
+        Err(e) => out.settings_error = said(e.into()),
+    }
+    // A guest file: None when it is not there; one that is there but cannot be
+    // read is an error, said like the rest.
     let read = |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
         match vol.lookup(path)? {
             None => Ok(None),
-            Some(_) => Ok(vol.read_file(path).ok()),
+            Some(_) => Ok(Some(vol.read_file(path)?)),
         }
     };
-    let staging = format!(
-        "{}\\{}",
-        w.system_root.trim_start_matches('\\'),
-        crate::drivers::STAGING
-    );
-    let list = || -> anyhow::Result<Vec<String>> {
-        Ok(match vol.lookup(&staging)? {
-            None => Vec::new(),
-            Some(_) => vol
-                .list(&staging)?
-                .into_iter()
-                .filter(|e| !e.is_dir)
-                .map(|e| e.name)
-                .collect(),
-        })
-    };
-    crate::drivers::state(w, &system, &software, &read, &list)
-}
-
-fn first_boot_state(
-    img: &dyn BlockDev,
-    w: &Windows,
-) -> anyhow::Result<Option<crate::firstboot::QueueState>> {
-    let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
-    let vol = Volume::open(&part, "first boot", Access::ReadOnly)?;
-    let system = vol.read_file(&w.hive_path(HiveName::System))?;
-    let read = |path: &str| -> anyhow::Result<Option<Vec<u8>>> {
-        match vol.lookup(path)? {
-            None => Ok(None),
-            Some(_) => Ok(vol.read_file(path).ok()),
-        }
-    };
+    // The files (not folders) in a guest folder; None when it is not there.
     let list = |path: &str| -> anyhow::Result<Option<Vec<String>>> {
         Ok(match vol.lookup(path)? {
             None => None,
@@ -193,7 +203,21 @@ fn first_boot_state(
             ),
         })
     };
-    crate::firstboot::queue_state(w, &system, &read, &list)
+    let staging = format!(
+        "{}\\{}",
+        w.system_root.trim_start_matches('\\'),
+        crate::drivers::STAGING
+    );
+    let staged = || Ok(list(&staging)?.unwrap_or_default());
+    match crate::drivers::state(w, &system, &software, &read, &staged) {
+        Ok(s) => out.virtio_drivers = Some(s),
+        Err(e) => out.virtio_drivers_error = said(e),
+    }
+    match crate::firstboot::queue_state(w, &system, &read, &list) {
+        Ok(q) => out.first_boot = q,
+        Err(e) => out.first_boot_error = said(e),
+    }
+    out
 }
 
 fn report(path: &Path) -> anyhow::Result<Report> {
@@ -224,38 +248,21 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         Ok(w) => (Some(w), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let (settings, settings_error) = match &windows {
-        None => (Vec::new(), None),
-        Some(w) => match current_settings(&img, w) {
-            Ok(s) => (s, None),
-            Err(e) => (Vec::new(), Some(format!("{e:#}"))),
-        },
-    };
     // What cannot be read is said, like the settings, never silently left out.
-    let (virtio_drivers, virtio_drivers_error) = match &windows {
-        None => (None, None),
-        Some(w) => match virtio_state(&img, w) {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(format!("{e:#}"))),
-        },
-    };
-    let (first_boot, first_boot_error) = match &windows {
-        None => (None, None),
-        Some(w) => match first_boot_state(&img, w) {
-            Ok(q) => (q, None),
-            Err(e) => (None, Some(format!("{e:#}"))),
-        },
-    };
+    let sec = windows
+        .as_ref()
+        .map(|w| sections(&img, w))
+        .unwrap_or_default();
     let manifest = crate::golden::manifest::read_manifest(path);
     Ok(Report {
         golden: golden_ref(&img),
         manifest,
-        settings,
-        settings_error,
-        virtio_drivers,
-        virtio_drivers_error,
-        first_boot,
-        first_boot_error,
+        settings: sec.settings,
+        settings_error: sec.settings_error,
+        virtio_drivers: sec.virtio_drivers,
+        virtio_drivers_error: sec.virtio_drivers_error,
+        first_boot: sec.first_boot,
+        first_boot_error: sec.first_boot_error,
         image: path.to_owned(),
         format: img.format(),
         virtual_size: img.len(),
