@@ -34,20 +34,9 @@ struct Report {
     windows: Option<Windows>,
     /// Why no Windows was found, when `windows` is null.
     no_windows_reason: Option<String>,
-    /// Every value the built-in profiles set, and what the image holds now.
-    settings: Vec<reg::Setting>,
-    /// Why the settings could not be read, if they could not.
-    settings_error: Option<String>,
-    /// virtio drivers in the image, whoever put them there: staged files, services,
-    /// boot registration, versions.
-    virtio_drivers: Option<crate::drivers::State>,
-    /// Why the driver state could not be read, if it could not.
-    virtio_drivers_error: Option<String>,
-    /// The first-boot queue: pending, done and failed scripts, the log's tail, the
-    /// service's start type (4 = disabled, the queue has finished).
-    first_boot: Option<crate::firstboot::QueueState>,
-    /// Why the queue could not be read, if it could not.
-    first_boot_error: Option<String>,
+    /// What the Windows found holds: settings, drivers, first-boot queue.
+    #[serde(flatten)]
+    sections: Sections,
     /// `<IMAGE>.manifest.json`, when the image is a golden image wingold built.
     manifest: Option<crate::golden::manifest::Manifest>,
     /// The golden version the image is or rests on (a clone's), when wingold built it.
@@ -128,15 +117,22 @@ fn ntfs_state(view: &dyn BlockDev, name: &str) -> (Option<String>, String) {
     }
 }
 
-/// What inspect reads of the Windows found, each part said or its error: the
-/// settings, the virtio drivers, the first-boot queue.
-#[derive(Default)]
+/// What inspect reads of the Windows found, each part said or its error.
+#[derive(Debug, Default, Serialize)]
 struct Sections {
+    /// Every value the built-in profiles set, and what the image holds now.
     settings: Vec<reg::Setting>,
+    /// Why the settings could not be read, if they could not.
     settings_error: Option<String>,
+    /// virtio drivers in the image, whoever put them there: staged files, services,
+    /// boot registration, versions.
     virtio_drivers: Option<crate::drivers::State>,
+    /// Why the driver state could not be read, if it could not.
     virtio_drivers_error: Option<String>,
+    /// The first-boot queue: pending, done and failed scripts, the log's tail, the
+    /// service's start type (4 = disabled, the queue has finished).
     first_boot: Option<crate::firstboot::QueueState>,
+    /// Why the queue could not be read, if it could not.
     first_boot_error: Option<String>,
 }
 
@@ -249,7 +245,7 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         Err(e) => (None, Some(e.to_string())),
     };
     // What cannot be read is said, like the settings, never silently left out.
-    let sec = windows
+    let sections = windows
         .as_ref()
         .map(|w| sections(&img, w))
         .unwrap_or_default();
@@ -257,12 +253,7 @@ fn report(path: &Path) -> anyhow::Result<Report> {
     Ok(Report {
         golden: golden_ref(&img),
         manifest,
-        settings: sec.settings,
-        settings_error: sec.settings_error,
-        virtio_drivers: sec.virtio_drivers,
-        virtio_drivers_error: sec.virtio_drivers_error,
-        first_boot: sec.first_boot,
-        first_boot_error: sec.first_boot_error,
+        sections,
         image: path.to_owned(),
         format: img.format(),
         virtual_size: img.len(),
@@ -370,10 +361,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         (None, Some(reason)) => println!("Windows: none found: {reason}"),
         (None, None) => {}
     }
-    if !r.settings.is_empty() {
+    if !r.sections.settings.is_empty() {
         println!("settings of the built-in profiles:");
     }
-    for st in &r.settings {
+    for st in &r.sections.settings {
         let now = st
             .current
             .as_ref()
@@ -426,16 +417,16 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             m.output.sha256
         );
     }
-    if let Some(e) = &r.settings_error {
+    if let Some(e) = &r.sections.settings_error {
         println!("settings: cannot read them: {e}");
     }
-    if let Some(e) = &r.virtio_drivers_error {
+    if let Some(e) = &r.sections.virtio_drivers_error {
         println!("virtio drivers: cannot read them: {e}");
     }
-    if let Some(e) = &r.first_boot_error {
+    if let Some(e) = &r.sections.first_boot_error {
         println!("first boot: cannot read the queue: {e}");
     }
-    if let Some(q) = &r.first_boot {
+    if let Some(q) = &r.sections.first_boot {
         println!(
             "first boot: {} pending, {} done, {} failed; service {}",
             q.pending.len(),
@@ -461,7 +452,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             println!("  log: {l}");
         }
     }
-    if let Some(d) = &r.virtio_drivers {
+    if let Some(d) = &r.sections.virtio_drivers {
         println!("virtio drivers:");
         if d.services.is_empty() && d.staged.is_empty() {
             println!("  none");
