@@ -304,6 +304,25 @@ fn publishing_again_uploads_nothing_and_identical_builds_share_a_digest() {
     assert_eq!(listing(&l1), listing(&l2));
     let i = skopeo_inspect(&format!("oci:{}:v1", l1.display()), &[]);
     assert_eq!(i["Digest"], first["digest"]);
+    // Another tag into the same layout: the first stays, as skopeo keeps it.
+    let (code, _, err) = publish(&[s(&g.path), "--oci-layout", s(&l1), "--tag", "v2"]);
+    assert_eq!(code, Some(0), "{err}");
+    for tag in ["v1", "v2"] {
+        let i = skopeo_inspect(&format!("oci:{}:{tag}", l1.display()), &[]);
+        assert_eq!(i["Digest"], first["digest"], "{tag}");
+    }
+    // A folder whose index.json is no OCI index is refused, and nothing is written.
+    let bad = tmp.path().join("not-a-layout");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("index.json"), "my notes").unwrap();
+    let (code, _, err) = publish(&[s(&g.path), "--oci-layout", s(&bad), "--tag", "v1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not an OCI image index"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&bad).unwrap().count(),
+        1,
+        "something was written"
+    );
     // Chunked uploads (4 MiB PATCHes) give the same image.
     let (code, chunked, err) = publish(&[s(&g.path), &to("c/win"), "--insecure", "--chunked"]);
     assert_eq!(code, Some(0), "{err}");

@@ -492,7 +492,8 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
 type Opener<'a> = &'a dyn Fn() -> anyhow::Result<Box<dyn Read + Send>>;
 
 /// Writes an OCI image layout: `oci-layout`, `blobs/sha256/…` (each under a
-/// temporary name, then moved), `index.json` naming the manifest with each tag.
+/// temporary name, then moved), `index.json` naming the manifest with each tag
+/// beside what it named before under other tags.
 fn write_layout(
     dir: &Path,
     streamed: &[(&String, Opener)],
@@ -501,6 +502,28 @@ fn write_layout(
     manifest_len: usize,
     tags: &[String],
 ) -> anyhow::Result<()> {
+    // What the layout already names under other tags stays, as skopeo keeps it; a
+    // tag given now moves to this image.
+    const REF_NAME: &str = "org.opencontainers.image.ref.name";
+    let index_path = dir.join("index.json");
+    let mut manifests: Vec<Value> = match std::fs::read(&index_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(unreadable(&index_path)(e).into()),
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["manifests"].as_array().cloned())
+            .ok_or_else(|| Refusal::NotALayout {
+                index: index_path.clone(),
+            })?,
+    };
+    manifests.retain(|m| {
+        !tags
+            .iter()
+            .any(|t| m["annotations"][REF_NAME] == t.as_str())
+    });
+    manifests.extend(tags.iter().map(|t| {
+        json!({"mediaType": MANIFEST_TYPE, "digest": manifest_digest, "size": manifest_len, "annotations": {REF_NAME: t}})
+    }));
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)
         .with_context(|| format!("{}: cannot create", blobs.display()))?;
@@ -530,10 +553,6 @@ fn write_layout(
             .with_context(|| format!("{}: cannot write {name}", dir.display()))
     };
     put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let manifests: Vec<Value> = tags
-        .iter()
-        .map(|t| json!({"mediaType": MANIFEST_TYPE, "digest": manifest_digest, "size": manifest_len, "annotations": {"org.opencontainers.image.ref.name": t}}))
-        .collect();
     let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
     put("index.json", &serde_json::to_vec(&index)?)?;
     Ok(())

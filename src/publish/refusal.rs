@@ -54,6 +54,12 @@ pub enum Refusal {
         .golden.display()
     )]
     SizeDiffers { golden: PathBuf },
+
+    #[error(
+        "{}: not an OCI image index; give --oci-layout an empty folder or an OCI layout",
+        .index.display()
+    )]
+    NotALayout { index: PathBuf },
 }
 
 impl crate::error::Classify for Refusal {
