@@ -131,6 +131,9 @@ pub struct Report {
     pub folders: Vec<String>,
     /// Bytes the new and replaced files need on the volume.
     pub bytes_needed: u64,
+    /// The boot controller's PCI ids registered (`VEN_1AF4&DEV_…&REV_…`): those of
+    /// the devices its INF claims, none when Windows installed the driver itself.
+    pub pci_ids: Vec<String>,
     pub notes: Vec<String>,
     /// The time new files and folders are stamped with: the ISO's creation date
     /// (seconds since 1970), so that the same inputs give the same image.
@@ -261,6 +264,7 @@ pub fn plan(
     let mut files: Vec<FileCopy> = Vec::new();
     let mut drivers = Vec::new();
     let mut boot_parameters = Vec::new();
+    let mut devices: Vec<&'static str> = Vec::new();
     for p in &chosen {
         let is_boot = p.driver.eq_ignore_ascii_case(boot.folder);
         let prefix = format!("{}/", p.folder.to_ascii_lowercase());
@@ -285,8 +289,22 @@ pub fn plan(
             if base.ends_with(".inf") {
                 inf_seen = Some((e.path.clone(), inf::parse(&inf::decode(&data))));
             }
+            if let Some(problem) = crate::guest::names::problem(&base) {
+                return Err(Refusal::FileName {
+                    iso: iso_name,
+                    path: e.path.escape_debug().to_string(),
+                    problem,
+                }
+                .into());
+            }
             let to = format!("{staging}\\{base}");
-            if files.iter().any(|f| f.to.eq_ignore_ascii_case(&to)) {
+            // One name to NTFS when equal per UTF-16 unit upper-cased (É.dll and
+            // é.dll), never ß and SS.
+            let folded = crate::hive::fold_name(&to);
+            if files
+                .iter()
+                .any(|f| crate::hive::fold_name(&f.to) == folded)
+            {
                 notes.push(format!(
                     "{} skipped: another driver has a file of that name",
                     e.path
@@ -311,16 +329,24 @@ pub fn plan(
             .into());
         };
         if is_boot {
-            for id in [boot.legacy, boot.modern] {
-                if !parsed.lists_device(id) {
-                    return Err(Refusal::InfLacksId {
-                        iso: iso_name,
-                        inf: inf_path,
-                        id: id.to_owned(),
-                        service: boot.service.to_owned(),
-                    }
-                    .into());
+            devices = boot.claimed_by(&parsed);
+            if devices.is_empty() {
+                return Err(Refusal::InfLacksId {
+                    iso: iso_name,
+                    inf: inf_path,
+                    legacy: boot.legacy,
+                    modern: boot.modern,
+                    service: boot.service.to_owned(),
                 }
+                .into());
+            }
+            if let Some(problem) = parsed.problem.clone() {
+                return Err(Refusal::InfEntry {
+                    iso: iso_name,
+                    inf: inf_path,
+                    problem,
+                }
+                .into());
             }
             if parsed.class_guid.as_deref() != Some(registry::SCSI_ADAPTER_CLASS) {
                 return Err(Refusal::NotStorage {
@@ -355,6 +381,14 @@ pub fn plan(
                 });
             }
             boot_parameters = parsed.parameters.clone();
+            if !devices.contains(&boot.modern) {
+                notes.push(format!(
+                    "{}: this build claims only the transitional device PCI\\{} (not the \
+                     modern {}): give the VM a transitional virtio disk (QEMU's \
+                     virtio-blk-pci on pc, or on the q35 root bus; not behind a PCIe root port)",
+                    boot.service, boot.legacy, boot.modern
+                ));
+            }
         }
         // The guest's copy of this INF, when an earlier injection staged one.
         let staged_inf = format!(
@@ -412,9 +446,11 @@ pub fn plan(
         registry::service(&mut edits, boot, &boot_parameters);
         match registration {
             Registration::CriticalDeviceDatabase => {
-                registry::critical_device_database(&mut edits, boot)
+                registry::critical_device_database(&mut edits, boot, &devices)
             }
-            Registration::DriverDatabase => registry::driver_database(&mut edits, boot, w.arch),
+            Registration::DriverDatabase => {
+                registry::driver_database(&mut edits, boot, w.arch, &devices)
+            }
             Registration::InstalledByWindows => {}
         }
     }
@@ -439,6 +475,11 @@ pub fn plan(
             files,
             folders: vec![format!("{root}\\Drivers"), staging.clone()],
             bytes_needed,
+            pci_ids: if pnp.is_none() {
+                boot.ids(&devices)
+            } else {
+                Vec::new()
+            },
             notes,
             file_time: image.created.unwrap_or(0),
         },

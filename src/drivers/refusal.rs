@@ -43,14 +43,29 @@ pub enum Refusal {
     NoInf { iso: String, folder: String },
 
     #[error(
-        "{iso}: {inf} does not list PCI\\{id}, which wingold registers for {service}; a \
-         wrong or damaged driver folder"
+        "{iso}: {inf} lists neither PCI\\{legacy} nor PCI\\{modern} in its models, the \
+         devices {service} drives; a wrong or damaged driver folder"
     )]
     InfLacksId {
         iso: String,
         inf: String,
-        id: String,
+        legacy: &'static str,
+        modern: &'static str,
         service: String,
+    },
+
+    #[error("{iso}: {path}: {problem}; Windows cannot hold that file name")]
+    FileName {
+        iso: String,
+        path: String,
+        problem: crate::guest::names::Problem,
+    },
+
+    #[error("{iso}: {inf}: {problem}; a damaged or hand-edited driver folder")]
+    InfEntry {
+        iso: String,
+        inf: String,
+        problem: String,
     },
 
     #[error(

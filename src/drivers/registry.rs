@@ -46,21 +46,36 @@ pub const VIOSCSI: BootDriver = BootDriver {
 const MODERN_SUBSYS: &str = "SUBSYS_11001AF4";
 
 impl BootDriver {
-    /// The compatible ids virt-v2v registers: `VEN&DEV&REV` (legacy rev 0, modern
-    /// rev 1).
-    pub fn rev_ids(&self) -> [String; 2] {
-        [
-            format!("{}&REV_00", self.legacy),
-            format!("{}&REV_01", self.modern),
-        ]
+    /// The `VEN&DEV` of the devices an INF claims, of this driver's two: the
+    /// transitional (legacy) one and the modern one. The last Windows XP/2003
+    /// builds claim only the legacy device.
+    pub fn claimed_by(&self, inf: &super::inf::Inf) -> Vec<&'static str> {
+        [self.legacy, self.modern]
+            .into_iter()
+            .filter(|d| inf.lists_device(d))
+            .collect()
     }
 
-    /// The hardware ids with the subsystem, the shape virt-v2v used 2016–2023.
-    pub fn subsys_ids(&self) -> [String; 2] {
-        [
-            format!("{}&{}&REV_00", self.legacy, self.legacy_subsys),
-            format!("{}&{MODERN_SUBSYS}&REV_01", self.modern),
-        ]
+    /// The ids registered for the `devices` claimed, in the two shapes virt-v2v
+    /// has boot-tested: the compatible `VEN&DEV&REV` (legacy rev 0, modern rev 1)
+    /// it writes since 2023, then the `SUBSYS` hardware id of 2016–2023.
+    pub fn ids(&self, devices: &[&str]) -> Vec<String> {
+        let shapes = |d: &str| {
+            if d == self.modern {
+                (format!("{d}&REV_01"), format!("{d}&{MODERN_SUBSYS}&REV_01"))
+            } else {
+                (
+                    format!("{d}&REV_00"),
+                    format!("{d}&{}&REV_00", self.legacy_subsys),
+                )
+            }
+        };
+        let (rev, subsys): (Vec<String>, Vec<String>) = [self.legacy, self.modern]
+            .into_iter()
+            .filter(|d| devices.contains(d))
+            .map(shapes)
+            .unzip();
+        rev.into_iter().chain(subsys).collect()
     }
 }
 
@@ -147,10 +162,11 @@ pub fn service(e: &mut Edits, d: &BootDriver, parameters: &[(String, String, u32
     e.delete_key(&format!("{key}\\StartOverride"));
 }
 
-/// NT 5.x–6.1 (§2.1): a CriticalDeviceDatabase entry per id, in both shapes
-/// virt-v2v has boot-tested (with and without the subsystem).
-pub fn critical_device_database(e: &mut Edits, d: &BootDriver) {
-    for id in d.rev_ids().iter().chain(d.subsys_ids().iter()) {
+/// NT 5.x–6.1 (§2.1): a CriticalDeviceDatabase entry per id of the `devices` the
+/// INF claims, in both shapes virt-v2v has boot-tested (with and without the
+/// subsystem).
+pub fn critical_device_database(e: &mut Edits, d: &BootDriver, devices: &[&str]) {
+    for id in d.ids(devices) {
         let key = format!("{CCS}\\Control\\CriticalDeviceDatabase\\PCI#{id}");
         e.sz(&key, "Service", d.service);
         e.sz(&key, "ClassGUID", SCSI_ADAPTER_CLASS);
@@ -163,9 +179,9 @@ pub fn package_label(arch: &str) -> String {
     format!("guestor.inf_{arch}_0000000000000000")
 }
 
-/// NT 6.2+ (§2.3): the `guestor` package in `DriverDatabase`, mapping both ids to
-/// the service.
-pub fn driver_database(e: &mut Edits, d: &BootDriver, arch: &str) {
+/// NT 6.2+ (§2.3): the `guestor` package in `DriverDatabase`, mapping the ids of
+/// the `devices` the INF claims to the service.
+pub fn driver_database(e: &mut Edits, d: &BootDriver, arch: &str, devices: &[&str]) {
     let label = package_label(arch);
     let db = format!("{SYSTEM}\\DriverDatabase");
     let inf = format!("{db}\\DriverInfFiles\\guestor.inf");
@@ -183,7 +199,7 @@ pub fn driver_database(e: &mut Edits, d: &BootDriver, arch: &str) {
     // Both id shapes, as for the CriticalDeviceDatabase: the compatible `REV` id
     // virt-v2v writes since 2023 and the `SUBSYS` hardware id of 2016–2023 (the
     // shape Debian 12's virt-v2v 2.2.0 writes), each boot-tested by virt-v2v.
-    for id in d.rev_ids().iter().chain(d.subsys_ids().iter()) {
+    for id in d.ids(devices) {
         e.set(
             &format!("{db}\\DeviceIds\\PCI\\{id}"),
             "guestor.inf",

@@ -93,7 +93,7 @@ pub fn state(
             boot_registration.push(format!("{}: installed by Windows ({i})", d.service));
         }
         let cdd = format!("{set}\\Control\\CriticalDeviceDatabase");
-        for id in d.rev_ids().iter().chain(d.subsys_ids().iter()) {
+        for id in d.ids(&[d.legacy, d.modern]) {
             let key = format!("{cdd}\\PCI#{id}");
             if sys
                 .value(&key, "Service")?

@@ -2,20 +2,33 @@
 //! (naming the file, before anything is written) when Windows could not hold it.
 
 use super::Refusal;
-use super::{mtime, names, sha256_local, GuestFile};
+use super::{mtime, sha256_local, GuestFile};
 use crate::drivers::FileAction;
 use crate::error::unreadable;
+use crate::guest::names;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The guest path of `C:\Tools` or `\Tools` on the Windows volume (`Tools`).
 fn guest_target(guest: &str) -> Result<String, Refusal> {
     let g = guest.replace('/', "\\");
+    if g.starts_with("\\\\") {
+        return Err(Refusal::NotOnVolume {
+            guest: guest.to_owned(),
+            why: "a network (UNC) path",
+        });
+    }
     let rest = match g.as_bytes() {
-        [d, b':', ..] if d.eq_ignore_ascii_case(&b'c') => &g[2..],
-        [_, b':', ..] => {
+        [d, b':', ..] if !d.eq_ignore_ascii_case(&b'c') => {
             return Err(Refusal::OtherVolume {
                 guest: guest.to_owned(),
+            })
+        }
+        [_, b':'] | [_, b':', b'\\', ..] => &g[2..],
+        [_, b':', ..] => {
+            return Err(Refusal::NotOnVolume {
+                guest: guest.to_owned(),
+                why: "relative to the drive's current folder",
             })
         }
         _ => &g[..],
@@ -43,16 +56,73 @@ fn guest_target(guest: &str) -> Result<String, Refusal> {
     Ok(rest.to_owned())
 }
 
+/// NTFS's own files at the volume's root (records 0–11): what Windows and every
+/// NTFS driver need to mount it.
+const NTFS_METAFILES: &[&str] = &[
+    "$MFT", "$MFTMirr", "$LogFile", "$Volume", "$AttrDef", "$Bitmap", "$Boot", "$BadClus",
+    "$Secure", "$UpCase", "$Extend",
+];
+
+/// Per-user hives, wherever a profile keeps them.
+const USER_HIVES: &[&str] = &["NTUSER.DAT", "UsrClass.dat"];
+
+/// What a copy-in may not write to: the guest path `to` (relative to the volume's
+/// root) is, or is inside, something Windows or wingold needs as it is.
+fn owned_by_windows_or_wingold(root: &str, to: &str) -> Option<&'static str> {
+    let fold = crate::hive::fold_name;
+    let parts: Vec<String> = to.split('\\').map(fold).collect();
+    let inside = |prefix: &str| {
+        let p: Vec<String> = prefix.split('\\').map(fold).collect();
+        parts.len() >= p.len() && parts[..p.len()] == p[..]
+    };
+    if NTFS_METAFILES.iter().any(|m| fold(m) == parts[0]) {
+        return Some("an NTFS system file, which the volume needs to mount");
+    }
+    if inside(&format!("{root}\\System32\\config")) {
+        return Some("the registry's folder (the hives and their transaction logs)");
+    }
+    let name = parts.last().map(String::as_str).unwrap_or("");
+    if USER_HIVES.iter().any(|h| {
+        let h = fold(h);
+        name == h
+            || name
+                .strip_prefix(h.as_str())
+                .is_some_and(|ext| [".LOG", ".LOG1", ".LOG2"].contains(&ext))
+    }) {
+        return Some("a user's registry hive or its log");
+    }
+    if inside(&format!("{root}\\{}", super::FOLDER)) || inside(&format!("{root}\\wingold")) {
+        return Some("wingold's first-boot folder, which wingold writes itself");
+    }
+    if inside(&format!("{root}\\{}", crate::drivers::STAGING)) {
+        return Some("wingold's driver staging folder, which --drivers writes");
+    }
+    None
+}
+
 /// Adds a local file or folder tree under `guest` (its shape kept); refuses names
-/// Windows cannot hold, two names equal but for case in one folder, and symbolic
-/// links — naming the file, before anything is written.
+/// Windows cannot hold, two names equal but for case in one folder, symbolic
+/// links, and targets Windows or wingold own (`root` is the system root, e.g.
+/// `Windows`) — naming the file, before anything is written.
 pub(super) fn copy_in(
     local: &Path,
     guest: &str,
+    root: &str,
     files: &mut Vec<GuestFile>,
     folders: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let target = guest_target(guest)?;
+    let refuse_owned = |to: &str| -> Result<(), Refusal> {
+        match owned_by_windows_or_wingold(root, to) {
+            Some(what) => Err(Refusal::Owned {
+                guest: guest.to_owned(),
+                to: to.to_owned(),
+                what,
+            }),
+            None => Ok(()),
+        }
+    };
+    refuse_owned(&target)?;
     let meta = std::fs::symlink_metadata(local).map_err(unreadable(local))?;
     if meta.file_type().is_symlink() {
         return Err(Refusal::Symlink {
@@ -129,6 +199,7 @@ pub(super) fn copy_in(
             .into());
         }
         let to = format!("{target}\\{}", guest_parts.join("\\"));
+        refuse_owned(&to)?;
         let ft = entry.file_type();
         if ft.is_symlink() {
             return Err(Refusal::Symlink {
@@ -157,4 +228,41 @@ pub(super) fn copy_in(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owned_by_windows_or_wingold as owned;
+
+    #[test]
+    fn what_windows_and_wingold_own_is_refused() {
+        for to in [
+            "$AttrDef",
+            "$logfile",
+            "$Extend\\$Quota",
+            "$UpCase",
+            "WINDOWS\\system32\\CONFIG\\SYSTEM",
+            "Windows\\System32\\config\\software.LOG1",
+            "Windows\\System32\\config\\RegBack\\SAM",
+            "Users\\Bob\\ntuser.dat",
+            "Users\\Bob\\AppData\\Local\\Microsoft\\Windows\\UsrClass.dat.LOG2",
+            "Windows\\wingold\\firstboot\\queue\\6000-x.cmd",
+            "windows\\WINGOLD",
+            "Windows\\Drivers\\VirtIO\\viostor.inf",
+        ] {
+            assert!(owned("Windows", to).is_some(), "{to}");
+        }
+        for to in [
+            "Tools\\$AttrDef",
+            "$Recycle.Bin\\x",
+            "Windows\\System32\\configs\\x",
+            "Windows\\System32\\drivers\\etc\\hosts",
+            "Windows\\Drivers",
+            "Windows\\wingolden",
+            "Users\\Bob\\ntuser.ini",
+            "Windows\\System32",
+        ] {
+            assert_eq!(owned("Windows", to), None, "{to}");
+        }
+    }
 }

@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 
 mod copy_in;
-pub mod names;
 mod refusal;
 pub mod security;
 mod state;
@@ -440,7 +439,7 @@ pub fn plan(
 
     // Copied-in trees.
     for (local, guest) in &req.copy_in {
-        copy_in::copy_in(local, guest, &mut files, &mut folders)?;
+        copy_in::copy_in(local, guest, &root, &mut files, &mut folders)?;
     }
 
     // Idempotence: what is there with the same bytes is left alone.

@@ -1,7 +1,7 @@
 //! Why a first-boot or copy-in request is refused: the scripts, the files or the
 //! Windows found do not fit. Found before anything is written.
 
-use super::names::Problem;
+use crate::guest::names::Problem;
 use std::path::PathBuf;
 
 /// A refused first-boot or copy-in request.
@@ -44,8 +44,18 @@ pub enum Refusal {
     #[error("{guest}: only the Windows volume (C:) is written; give C:\\… or \\…")]
     OtherVolume { guest: String },
 
+    #[error("{guest}: {why}; give an absolute path on C:, as C:\\Tools")]
+    NotOnVolume { guest: String, why: &'static str },
+
     #[error("{guest}: name a folder, not the volume's root")]
     VolumeRoot { guest: String },
+
+    #[error("{guest}: {to} is {what}; copy-in does not write there")]
+    Owned {
+        guest: String,
+        to: String,
+        what: &'static str,
+    },
 
     #[error("{guest}: no . or .. in guest paths")]
     Dots { guest: String },

@@ -176,9 +176,15 @@ pub(super) fn plan_first_boot(
 ) -> anyhow::Result<firstboot::Plan> {
     let read = guest_reader(vol);
     let hash = |path: &str| -> anyhow::Result<Option<String>> {
-        match vol.lookup(path)? {
+        match vol.is_folder(path)? {
             None => Ok(None),
-            Some(_) => Ok(Some(guest_sha256(vol, path)?)),
+            Some(false) => Ok(Some(guest_sha256(vol, path)?)),
+            // A file onto a folder: said as such, before anything is written.
+            Some(true) => Err(crate::ntfs::Error::NotAFile {
+                volume: vol.name().to_owned(),
+                path: path.to_owned(),
+            }
+            .into()),
         }
     };
     let mut p = firstboot::plan(w, req, &hives.software, &read, &hash)?;

@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod names;
+
 use crate::hive::{self, HeaderState, Hive};
 use crate::image::{self, probe_filesystem, Access, BlockDev, PartitionView, Role};
 use crate::ntfs::{self, Volume};

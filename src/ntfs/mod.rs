@@ -312,12 +312,53 @@ impl<'a> Volume<'a> {
         if r != u64::MAX {
             return Ok(Some(r & MREF_MASK));
         }
-        let wanted = name.to_uppercase();
+        let wanted = self.upcase(name);
         let found = self
             .read_dir(dir, name)?
             .into_iter()
-            .find(|e| e.name.to_uppercase() == wanted);
+            .find(|e| self.upcase(&e.name) == wanted);
         Ok(found.map(|e| e.inode))
+    }
+
+    /// `name` upper-cased as this volume compares names: each UTF-16 unit through
+    /// the volume's own `$UpCase` table (so `ß` stays `ß`, never `SS`, and two
+    /// names are one exactly when Windows would find one for the other).
+    pub fn upcase(&self, name: &str) -> Vec<u16> {
+        // SAFETY: vol is mounted; libntfs-3g read $UpCase into `upcase`
+        // (`upcase_len` units, little-endian) at mount and keeps it until umount.
+        let table = unsafe {
+            let v = &*self.vol.as_ptr();
+            if v.upcase.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(v.upcase, v.upcase_len as usize)
+            }
+        };
+        name.encode_utf16()
+            .map(|u| table.get(u as usize).map_or(u, |&up| u16::from_le(up)))
+            .collect()
+    }
+
+    /// The name this volume is reported by (the image and partition).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `path` is a folder; None when there is nothing of that name.
+    pub fn is_folder(&self, path: &str) -> Result<Option<bool>> {
+        let Some(mref) = self.lookup(path)? else {
+            return Ok(None);
+        };
+        let ino = self.open_inode(mref, path)?;
+        // A file has an unnamed data stream; a folder has none and lists.
+        let data_err = match self.open_data(&ino, path) {
+            Ok(_) => return Ok(Some(false)),
+            Err(e) => e,
+        };
+        match self.read_dir(&ino, path) {
+            Ok(_) => Ok(Some(true)),
+            Err(_) => Err(data_err),
+        }
     }
 
     fn read_dir(&self, dir: &Inode, path: &str) -> Result<Vec<DirEntry>> {
@@ -372,9 +413,12 @@ impl<'a> Volume<'a> {
         let parts = self.components(path)?;
         if let Some((name, parents)) = parts.split_last() {
             let parent = parents.join("\\");
-            if self.list(&parent)?.iter().any(|e| {
-                e.is_dir && crate::hive::fold_name(&e.name) == crate::hive::fold_name(name)
-            }) {
+            let wanted = self.upcase(name);
+            if self
+                .list(&parent)?
+                .iter()
+                .any(|e| e.is_dir && self.upcase(&e.name) == wanted)
+            {
                 return Err(Error::NotAFile {
                     volume: self.name.clone(),
                     path: path.to_owned(),

@@ -344,30 +344,66 @@ pub fn virtio_file(path: &str, version: &str) -> Vec<u8> {
         return pe;
     }
     if parts.len() >= 4 && lower.ends_with(".inf") {
-        let (legacy, modern, class, s1) = driver_ids(parts[0]);
-        let build: String = version.rsplit('.').next().unwrap_or("0").to_owned();
-        let section = if machine == MACHINE_I386 {
-            "NTx86"
-        } else {
-            "NTamd64"
-        };
+        return fixture_inf(path, &parts, machine, version).into_bytes();
+    }
+    path.as_bytes().to_vec()
+}
+
+/// An INF in the shape of the real ones. Folders for Windows XP and 2003 (`xp`,
+/// `2k3`) follow the last builds for them (virtio-win-pkg-scripts
+/// `data/old-drivers/Wnet`, `Wxp`: the legacy device only, under three subsystems,
+/// no modern id, `[Manufacturer] %RHEL% = RHEL,NTx86`); the others follow the
+/// `.inx` templates of kvm-guest-drivers-windows as stampinf renders them (legacy
+/// and modern device, `SUBSYS_…1AF4&REV_…` then the bare device as compatible id).
+fn fixture_inf(path: &str, parts: &[&str], machine: u16, version: &str) -> String {
+    let (legacy, modern, class, s1) = driver_ids(parts[0]);
+    let build: String = version.rsplit('.').next().unwrap_or("0").to_owned();
+    let arch = if machine == MACHINE_I386 {
+        "NTx86"
+    } else {
+        "NTamd64"
+    };
+    let cat = parts[parts.len() - 1].replace(".inf", ".cat");
+    let driver = parts[0];
+    let bus = if driver.eq_ignore_ascii_case("vioscsi") {
+        "0x0000000A"
+    } else {
+        "0x00000001"
+    };
+    let old = parts
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case("2k3") || p.eq_ignore_ascii_case("xp"));
+    if old {
         return format!(
-            "; {path}\r\n[Version]\r\nSignature=\"$WINDOWS NT$\"\r\nClassGUID={class}\r\n\
-             DriverVer=01/01/2025,100.95.104.{build}\r\nCatalogFile={cat}\r\n\r\n\
-             [Standard.{section}]\r\n\
-             %Desc% = inst, PCI\\VEN_1AF4&DEV_{legacy}&SUBSYS_{s1}&REV_00, PCI\\VEN_1AF4&DEV_{legacy}\r\n\
-             %Desc% = inst, PCI\\VEN_1AF4&DEV_{modern}&SUBSYS_11001AF4&REV_01, PCI\\VEN_1AF4&DEV_{modern}\r\n\r\n\
+            "; {path}\r\n; Copyright (c) 2009, Red Hat Inc.\r\n[Version]\r\n\
+             Signature=\"$Windows NT$\"\r\nClassGUID={class}\r\nProvider=%RHEL%\r\n\
+             DriverVer=11/27/2012,52.64.104.{build} \r\nCatalogFile={cat}\r\n\r\n\
+             [ControlFlags]\r\n;ExcludeFromSelect = *\r\n\r\n\
+             [Manufacturer]\r\n%RHEL%   = RHEL,{arch}\r\n\r\n[RHEL.{arch}]\r\n\
+             %Desc% = inst, PCI\\VEN_1AF4&DEV_{legacy}&SUBSYS_00000000\r\n\
+             %Desc% = inst, PCI\\VEN_1AF4&DEV_{legacy}&SUBSYS_00020000\r\n\
+             %Desc% = inst, PCI\\VEN_1AF4&DEV_{legacy}&SUBSYS_{s1}\r\n\r\n\
              [pnpsafe_pci_addreg]\r\n\
              HKR, \"Parameters\\PnpInterface\", \"5\", %REG_DWORD%, 0x00000001\r\n\
              HKR, \"Parameters\", \"BusType\", %REG_DWORD%, {bus}\r\n\r\n\
-             [Strings]\r\nDesc = \"{driver} (wingold test fixture)\"\r\nREG_DWORD = 0x00010001\r\n",
-            cat = parts[parts.len() - 1].replace(".inf", ".cat"),
-            driver = parts[0],
-            bus = if parts[0].eq_ignore_ascii_case("vioscsi") { "0x0000000A" } else { "0x00000001" },
-        )
-        .into_bytes();
+             [Strings]\r\nDesc = \"{driver} (wingold test fixture)\"\r\n\
+             RHEL = \"Red Hat, Inc.\"\r\nREG_DWORD      = 0x00010001\r\n"
+        );
     }
-    path.as_bytes().to_vec()
+    format!(
+        "; {path}\r\n[Version]\r\nSignature=\"$Windows NT$\"\r\nClassGUID={class}\r\n\
+         Provider=%VENDOR%\r\nDriverVer=01/01/2025,100.95.104.{build}\r\nCatalogFile={cat}\r\n\
+         PnpLockdown=1\r\n\r\n[ControlFlags]\r\n\r\n\
+         [Manufacturer]\r\n%VENDOR%   = VioStor,{arch}\r\n\r\n[VioStor.{arch}]\r\n\
+         %Desc% = inst, PCI\\VEN_1AF4&DEV_{legacy}&SUBSYS_{s1}&REV_00, PCI\\VEN_1AF4&DEV_{legacy}\r\n\
+         %Desc% = inst, PCI\\VEN_1AF4&DEV_{modern}&SUBSYS_11001AF4&REV_01, PCI\\VEN_1AF4&DEV_{modern}\r\n\r\n\
+         [pnpsafe_pci_addreg]\r\n\
+         HKR, \"Parameters\\PnpInterface\", \"5\", %REG_DWORD%, 0x00000001\r\n\
+         HKR, \"Parameters\", \"BusType\", %REG_DWORD%, {bus}\r\n\
+         HKR, \"Parameters\", DmaRemappingCompatible,0x00010001,0\r\n\r\n\
+         [Strings]\r\nVENDOR = \"Red Hat, Inc.\"\r\nDesc = \"{driver} (wingold test fixture)\"\r\n\
+         REG_DWORD      = 0x00010001\r\n"
+    )
 }
 
 /// A hive made by `hivexregedit --merge` of `tests/fixtures/<reg>` into an empty hive.

@@ -1,4 +1,5 @@
-//! File names Windows can hold: what copy-in refuses before anything is written.
+//! File names Windows can hold: what copy-in and driver staging refuse before
+//! anything is written.
 
 /// Characters no Windows file name may hold.
 const FORBIDDEN: &[char] = &['<', '>', ':', '"', '|', '?', '*', '\\'];
