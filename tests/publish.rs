@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use support::fixtures::{self, WIN2K22_X64};
+use support::golden::{build_in, golden};
 use support::*;
 
 /// A docker-registry on 127.0.0.1, killed when dropped.
@@ -79,38 +80,6 @@ fn registry(extra: &str) -> Registry {
         port,
         _dir: dir,
     }
-}
-
-/// A golden image built by `wingold build` from a phony Windows Server 2022.
-struct Golden {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-fn golden() -> Golden {
-    let tmp = tempdir();
-    let dir = tmp.path().to_owned();
-    std::fs::create_dir_all(dir.join("base")).unwrap();
-    fixtures::phony_windows(&dir.join("base"), &WIN2K22_X64, vec![]);
-    fixtures::virtio_iso(&dir, "0.1.999", 0);
-    build_in(&dir);
-    Golden {
-        path: dir.join("golden/win.qcow2"),
-        dir,
-        _dir: tmp,
-    }
-}
-
-fn build_in(dir: &Path) {
-    std::fs::write(
-        dir.join("wingold.toml"),
-        "[virtio_win]\niso = \"virtio-win-0.1.999.iso\"\ncache = \"cache\"\n\n\
-         [base]\nimage = \"base/phony.qcow2\"\n\n[golden]\noutput = \"golden/win.qcow2\"\n\
-         compress = true\n",
-    )
-    .unwrap();
-    succeeds(wingold().args(["build", "-c", s(&dir.join("wingold.toml"))]));
 }
 
 fn publish(args: &[&str]) -> (Option<i32>, Value, String) {
@@ -536,6 +505,41 @@ fn tls_with_a_test_ca_and_plain_http_only_when_asked() {
     // for HTTP, and it fails here (the registry speaks TLS).
     let (code, _, _) = publish(&[s(&g.path), &to, "--insecure"]);
     assert_ne!(code, Some(0));
+    // A TLS registry whose token service is plain HTTP on another host: refused
+    // before the credentials go anywhere (nothing connects to that host).
+    let other = TcpListener::bind("127.0.0.2:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let reg = registry(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\nauth:\n  token:\n    realm: http://127.0.0.2:{}/token\n    \
+         service: hostile\n    issuer: hostile\n    rootcertbundle: {}\n",
+        cert.display(),
+        key.display(),
+        other.local_addr().unwrap().port(),
+        ca.display()
+    ));
+    let to = format!("docker://127.0.0.1:{}/windows/win:v1", reg.port);
+    let out = wingold()
+        .args(["publish", s(&g.path), &to, "--ca-cert", s(&ca)])
+        .args(["--username", "u", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            writeln!(c.stdin.take().unwrap(), "the-password")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("in clear") && err.contains("--insecure"),
+        "{err}"
+    );
+    assert!(
+        other.accept().is_err(),
+        "something connected to the other host"
+    );
 }
 
 /// A proxy to the registry that cuts the first blob PUT (on whatever connection

@@ -64,6 +64,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
             created: None,
             preference: "auto".into(),
             chunked: false,
+            timeout: None,
             dry_run: false,
         })?);
     }

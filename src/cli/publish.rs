@@ -39,6 +39,11 @@ pub struct PublishArgs {
     /// limit request sizes).
     #[arg(long)]
     chunked: bool,
+    /// Seconds a registry may take to answer one request (uploads get more, in
+    /// proportion to their size); a registry that stops answering ends the
+    /// publish instead of hanging it.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
     /// Compute digests and print what would be published; upload nothing.
     #[arg(long)]
     dry_run: bool,
@@ -74,6 +79,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         created: args.created,
         preference: args.preference,
         chunked: args.chunked,
+        timeout: Some(std::time::Duration::from_secs(args.timeout)),
         dry_run: args.dry_run,
     };
     let out = publish::publish(&o)?;

@@ -48,6 +48,8 @@ pub struct Options {
     /// `auto`, a KubeVirt preference name, or `none`.
     pub preference: String,
     pub chunked: bool,
+    /// How long one registry request may go unanswered (60 s when None).
+    pub timeout: Option<std::time::Duration>,
     pub dry_run: bool,
 }
 
@@ -438,6 +440,9 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
             .clone()
             .or_else(|| credentials_from_files(&t.host));
         let mut reg = Registry::new(t.clone(), o.insecure, ca.as_deref(), creds)?;
+        if let Some(t) = o.timeout {
+            reg.timeout = t;
+        }
         reg.login()?;
         let chunk = o.chunked.then_some(4 << 20);
         let small: [(&str, &[u8]); 2] =

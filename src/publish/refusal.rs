@@ -14,6 +14,17 @@ pub enum BadReference {
     Repository { text: String },
     #[error("{text}: {tag:?} is no valid tag")]
     Tag { text: String, tag: String },
+    #[error(
+        "{shown}: no user name or password in the reference; give --username and \
+         --password-stdin, or log in with podman or docker"
+    )]
+    Userinfo { shown: String },
+    #[error(
+        "{text}: a digest names an image that exists; publish pushes to a tag: give REPO[:TAG]"
+    )]
+    Digest { text: String },
+    #[error("{text}: more than one ':' after the repository; give REPO[:TAG]")]
+    TwoTags { text: String },
 }
 
 /// A refused publish.

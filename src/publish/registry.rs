@@ -6,7 +6,7 @@
 use super::BadReference;
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use std::io::Read;
 use std::time::Duration;
 
@@ -24,9 +24,28 @@ pub fn parse_reference(text: &str) -> Result<Target, BadReference> {
     let rest = text
         .strip_prefix("docker://")
         .ok_or_else(|| BadReference::Shape { text: text_owned() })?;
+    // A user name and password in the reference would be printed and kept in
+    // shell history: refused without repeating them.
+    if let Some((userinfo, after)) = rest.split_once('@') {
+        if !userinfo.contains('/') {
+            return Err(BadReference::Userinfo {
+                shown: format!("docker://…@{after}"),
+            });
+        }
+    }
     let (host, path) = rest
         .split_once('/')
         .ok_or_else(|| BadReference::NoRepository { text: text_owned() })?;
+    if path.contains('@') {
+        return Err(BadReference::Digest { text: text_owned() });
+    }
+    if path
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.matches(':').count() > 1)
+    {
+        return Err(BadReference::TwoTags { text: text_owned() });
+    }
     if host.is_empty() || path.is_empty() {
         return Err(BadReference::Shape { text: text_owned() });
     }
@@ -124,6 +143,18 @@ pub enum Error {
         digest: String,
     },
 
+    /// The registry sent wingold to plain HTTP while TLS was asked for.
+    #[error(
+        "{host}: the registry sends {what} to {url}, in clear; wingold sends nothing \
+         there without TLS (--insecure allows it, for a registry you trust on this \
+         network)"
+    )]
+    Plaintext {
+        host: String,
+        what: &'static str,
+        url: String,
+    },
+
     #[error("--ca-cert: not a PEM certificate ({reason})")]
     CaCert { reason: String },
 
@@ -149,6 +180,7 @@ impl crate::error::Classify for Error {
             Error::NeedsCredentials { .. }
             | Error::CredentialsRefused { .. }
             | Error::NotAllowed { .. }
+            | Error::Plaintext { .. }
             | Error::CaCert { .. } => Kind::BadInput,
             Error::TokenRefused { status, .. }
                 if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN =>
@@ -173,10 +205,34 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A URL's scheme, host and port (the scheme's default filled in): where
+/// credentials may go.
+type Origin = (String, String, u16);
+
+fn origin(url: &str) -> Option<Origin> {
+    let u = reqwest::Url::parse(url).ok()?;
+    Some((
+        u.scheme().to_owned(),
+        u.host_str()?.to_ascii_lowercase(),
+        u.port_or_known_default()?,
+    ))
+}
+
+/// The most a token service's answer may be: tokens are a few KiB.
+const TOKEN_ANSWER_CAP: u64 = 1 << 20;
+
 /// A connection to one repository of one registry.
 pub struct Registry {
     client: Client,
     base: String,
+    /// The registry's own scheme, host and port: the only place the credentials
+    /// and the token are sent (a token service gets the credentials only over
+    /// TLS, or on this host with --insecure).
+    origin: Origin,
+    insecure: bool,
+    /// How long one request may take without an answer (uploads get more in
+    /// proportion to their size).
+    pub timeout: Duration,
     pub target: Target,
     creds: Option<Credentials>,
     /// The `Authorization` header value, once the registry asked for one.
@@ -201,9 +257,16 @@ impl Registry {
             b = b.add_root_certificate(cert);
         }
         let scheme = if insecure { "http" } else { "https" };
+        let base = format!("{scheme}://{}", target.host);
+        let origin = origin(&base).ok_or_else(|| Error::Client {
+            reason: format!("{base} is no URL"),
+        })?;
         Ok(Registry {
             client: b.build().map_err(|e| Error::Client { reason: plain(&e) })?,
-            base: format!("{scheme}://{}", target.host),
+            base,
+            origin,
+            insecure,
+            timeout: Duration::from_secs(60),
             target,
             creds,
             auth: None,
@@ -215,11 +278,33 @@ impl Registry {
         format!("{}/v2/{}/{path}", self.base, self.target.repo)
     }
 
-    fn with_auth(&self, r: RequestBuilder) -> RequestBuilder {
+    /// A request to `url`, bounded in time, carrying the credentials only when
+    /// `url` is the registry's own scheme, host and port.
+    fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        let r = self.client.request(method, url).timeout(self.timeout);
         match &self.auth {
-            Some(a) => r.header(AUTHORIZATION, a),
-            None => r,
+            Some(a) if origin(url).as_ref() == Some(&self.origin) => r.header(AUTHORIZATION, a),
+            _ => r,
         }
+    }
+
+    /// The time a request carrying `len` bytes may take: the timeout, plus the
+    /// body at 256 KiB/s.
+    fn upload_timeout(&self, len: u64) -> Duration {
+        self.timeout + Duration::from_secs(len / (256 << 10))
+    }
+
+    /// Refuses a URL the registry named that would go in clear (http) when TLS
+    /// was asked for.
+    fn refuse_plain(&self, what: &'static str, url: &str) -> Result<(), Error> {
+        if !self.insecure && !url.starts_with("https://") {
+            return Err(Error::Plaintext {
+                host: self.host(),
+                what,
+                url: url.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Asks `GET /v2/` and settles how to authenticate (basic, or a bearer token
@@ -227,8 +312,7 @@ impl Registry {
     pub fn login(&mut self) -> Result<(), Error> {
         let url = format!("{}/v2/", self.base);
         let r = self
-            .client
-            .get(&url)
+            .request(Method::GET, &url)
             .send()
             .map_err(|e| self.connection("asking /v2/", &e))?;
         if r.status().is_success() {
@@ -249,9 +333,7 @@ impl Registry {
             let token = crate::publish::base64(format!("{}:{}", c.username, c.password).as_bytes());
             self.auth = Some(format!("Basic {token}"));
             let check = self
-                .client
-                .get(&url)
-                .header(AUTHORIZATION, self.auth.clone().unwrap_or_default())
+                .request(Method::GET, &url)
                 .send()
                 .map_err(|e| self.connection("logging in", &e))?;
             if check.status() == StatusCode::UNAUTHORIZED {
@@ -272,7 +354,10 @@ impl Registry {
             };
             let realm =
                 param("realm").ok_or_else(|| self.protocol("a bearer challenge without realm"))?;
-            let mut req = self.client.get(&realm).query(&[(
+            self.refuse_plain("its token service", &realm)?;
+            let realm_origin =
+                origin(&realm).ok_or_else(|| self.protocol("a bearer realm that is no URL"))?;
+            let mut req = self.client.get(&realm).timeout(self.timeout).query(&[(
                 "scope",
                 format!("repository:{}:pull,push", self.target.repo),
             )]);
@@ -280,6 +365,15 @@ impl Registry {
                 req = req.query(&[("service", service)]);
             }
             if let Some(c) = &creds {
+                // Over TLS only, or in clear to the registry's own host when
+                // --insecure says that host is trusted so.
+                if realm_origin.0 != "https" && realm_origin.1 != self.origin.1 {
+                    return Err(Error::Plaintext {
+                        host: self.host(),
+                        what: "its token service (another host)",
+                        url: realm,
+                    });
+                }
                 req = req.basic_auth(&c.username, Some(&c.password));
             }
             let r = req
@@ -291,9 +385,17 @@ impl Registry {
                     status: r.status(),
                 });
             }
-            let body = r
-                .bytes()
-                .map_err(|e| self.connection("reading the token", &e))?;
+            let mut body = Vec::new();
+            r.take(TOKEN_ANSWER_CAP + 1)
+                .read_to_end(&mut body)
+                .map_err(|e| Error::Connection {
+                    host: self.host(),
+                    what: "reading the token".into(),
+                    reason: e.to_string(),
+                })?;
+            if body.len() as u64 > TOKEN_ANSWER_CAP {
+                return Err(self.protocol("a token service's answer over 1 MiB"));
+            }
             let j: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| self.protocol(&format!("the token service's answer: {e}")))?;
             let token = j["token"]
@@ -321,10 +423,7 @@ impl Registry {
     /// Sends `request` (with the credentials) once; anything but a success is an
     /// error.
     fn send_ok(&self, what: &str, request: RequestBuilder) -> Result<Response, Error> {
-        let r = self
-            .with_auth(request)
-            .send()
-            .map_err(|e| self.connection(what, &e))?;
+        let r = request.send().map_err(|e| self.connection(what, &e))?;
         self.check(&r, what)?;
         Ok(r)
     }
@@ -360,7 +459,7 @@ impl Registry {
     /// True when the registry has the blob.
     pub fn has_blob(&self, digest: &str) -> Result<bool, Error> {
         let r = self.retry("checking a blob", || {
-            self.with_auth(self.client.head(self.url(&format!("blobs/{digest}"))))
+            self.request(Method::HEAD, &self.url(&format!("blobs/{digest}")))
                 .send()
         })?;
         match r.status() {
@@ -408,8 +507,7 @@ impl Registry {
     ) -> anyhow::Result<()> {
         let r = self.send_ok(
             "starting an upload",
-            self.client
-                .post(self.url("blobs/uploads/"))
+            self.request(Method::POST, &self.url("blobs/uploads/"))
                 .header(reqwest::header::CONTENT_LENGTH, 0),
         )?;
         let mut location = self.location(&r)?;
@@ -422,8 +520,8 @@ impl Registry {
                 reader.read_exact(&mut buf[..want])?;
                 let r = self.send_ok(
                     "uploading a chunk",
-                    self.client
-                        .patch(&location)
+                    self.request(Method::PATCH, &location)
+                        .timeout(self.upload_timeout(want as u64))
                         .header(CONTENT_TYPE, "application/octet-stream")
                         .header("Content-Range", format!("{at}-{}", at + want as u64 - 1))
                         .body(buf[..want].to_vec()),
@@ -434,8 +532,7 @@ impl Registry {
             let sep = if location.contains('?') { '&' } else { '?' };
             let r = self.send_ok(
                 "finishing an upload",
-                self.client
-                    .put(format!("{location}{sep}digest={digest}"))
+                self.request(Method::PUT, &format!("{location}{sep}digest={digest}"))
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(reqwest::header::CONTENT_LENGTH, 0),
             )?;
@@ -444,8 +541,8 @@ impl Registry {
         let sep = if location.contains('?') { '&' } else { '?' };
         let r = self.send_ok(
             "uploading",
-            self.client
-                .put(format!("{location}{sep}digest={digest}"))
+            self.request(Method::PUT, &format!("{location}{sep}digest={digest}"))
+                .timeout(self.upload_timeout(len))
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .body(Body::sized(reader, len)),
         )?;
@@ -462,7 +559,7 @@ impl Registry {
         digest: &str,
     ) -> Result<(), Error> {
         let r = self.retry("putting the manifest", || {
-            self.with_auth(self.client.put(self.url(&format!("manifests/{reference}"))))
+            self.request(Method::PUT, &self.url(&format!("manifests/{reference}")))
                 .header(CONTENT_TYPE, media_type)
                 .body(bytes.to_vec())
                 .send()
@@ -494,13 +591,12 @@ impl Registry {
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| self.protocol("an upload without a Location"))?;
-        Ok(
-            if loc.starts_with("http://") || loc.starts_with("https://") {
-                loc.to_owned()
-            } else {
-                format!("{}{loc}", self.base)
-            },
-        )
+        let url = reqwest::Url::parse(&self.base)
+            .and_then(|base| base.join(loc))
+            .map_err(|_| self.protocol(&format!("an upload Location that is no URL: {loc:?}")))?
+            .to_string();
+        self.refuse_plain("an upload Location", &url)?;
+        Ok(url)
     }
 
     fn retry(

@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+#[cfg(test)]
+pub mod golden;
 pub mod http;
 
 use sha2::{Digest, Sha256};
