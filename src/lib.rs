@@ -14,6 +14,7 @@ pub mod golden;
 pub mod guest;
 pub mod hive;
 pub mod image;
+pub mod input;
 pub mod interrupt;
 pub mod launch;
 pub mod ntfs;

@@ -695,6 +695,122 @@ fn gc_keeps_what_clones_use_and_running_vms_hold() {
     assert!(v4.exists() && std::fs::canonicalize(&site.golden).unwrap() == v4);
 }
 
+/// gc reads clone folders as an administrator lays them out: a folder that is a
+/// symbolic link (with a loop beside it), a clone whose backing name is QEMU's
+/// `json:{…}` form; and while one backing name cannot be followed (a FIFO here)
+/// it removes nothing, says which, and does not hang on it.
+#[test]
+fn gc_follows_links_and_json_names_and_removes_nothing_it_cannot_account_for() {
+    let site = site(false);
+    ok(&build(&site, &[]).0);
+    let v1 = std::fs::canonicalize(&site.golden).unwrap();
+    let real = site.dir.join("srv/vms/prod");
+    clone(&site, 1, &real);
+    let vms = site.dir.join("vms");
+    std::fs::create_dir_all(&vms).unwrap();
+    std::os::unix::fs::symlink(&real, vms.join("prod")).unwrap();
+    std::os::unix::fs::symlink(&vms, vms.join("loop")).unwrap();
+    add_regfile(&site, "two.reg", 2);
+    ok(&build(&site, &[]).0);
+    let v2 = std::fs::canonicalize(&site.golden).unwrap();
+    clone(&site, 2, &vms);
+    let json = format!(
+        "json:{{\"driver\":\"qcow2\",\"file\":{{\"driver\":\"file\",\"filename\":\"{}\"}}}}",
+        v2.display()
+    );
+    run(
+        "qemu-img",
+        &[
+            "rebase",
+            "-u",
+            "-F",
+            "qcow2",
+            "-b",
+            &json,
+            s(&vms.join("vm_2.qcow2")),
+        ],
+    );
+    add_regfile(&site, "three.reg", 3);
+    ok(&build(&site, &[]).0);
+    let v3 = std::fs::canonicalize(&site.golden).unwrap();
+    add_regfile(&site, "four.reg", 4);
+    ok(&build(&site, &[]).0);
+
+    let gc = |extra: &[&str]| -> std::collections::BTreeMap<PathBuf, String> {
+        let start = std::time::Instant::now();
+        let out = wingold()
+            .args([
+                "gc",
+                s(&site.golden),
+                "--json",
+                "--keep",
+                "0",
+                "--clones",
+                s(&vms),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        ok(&out);
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "gc took {:?}",
+            start.elapsed()
+        );
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        j.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    PathBuf::from(e["path"].as_str().unwrap()),
+                    e["verdict"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let dry = gc(&["--dry-run"]);
+    assert!(
+        dry[&v1].starts_with("used by ") && dry[&v1].contains("vm_1.qcow2"),
+        "{dry:?}"
+    );
+    assert!(
+        dry[&v2].starts_with("used by ") && dry[&v2].contains("vm_2.qcow2"),
+        "{dry:?}"
+    );
+    assert_eq!(dry[&v3], "would be removed", "{dry:?}");
+
+    // A clone whose backing file is a FIFO: nothing removed, and it is named.
+    let fifo = vms.join("stray-base");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-u",
+            "-F",
+            "raw",
+            "-b",
+            s(&fifo),
+            s(&vms.join("stray.qcow2")),
+            "1G",
+        ],
+    );
+    let kept = gc(&[]);
+    assert!(
+        kept[&v3].starts_with("kept: ") && kept[&v3].contains("stray.qcow2"),
+        "{kept:?}"
+    );
+    assert!(v1.exists() && v2.exists() && v3.exists());
+
+    std::fs::remove_file(vms.join("stray.qcow2")).unwrap();
+    let done = gc(&[]);
+    assert_eq!(done[&v3], "removed", "{done:?}");
+    assert!(!v3.exists() && v1.exists() && v2.exists());
+}
+
 /// Every way of naming an input as the output: refused before anything is written,
 /// one line naming both, every input byte-identical afterwards.
 #[test]

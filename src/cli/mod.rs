@@ -107,6 +107,7 @@ pub fn kind(err: &anyhow::Error) -> Kind {
         of::<crate::virtio::fetch::Error>,
         of::<crate::virtio::iso::Error>,
         of::<crate::error::Unreadable>,
+        of::<crate::input::Error>,
         of::<crate::drivers::Refusal>,
         of::<crate::golden::Refusal>,
         of::<crate::firstboot::Refusal>,

@@ -130,6 +130,12 @@ pub(super) fn copy_in(
         }
         .into());
     }
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(Refusal::NotFileOrFolder {
+            path: local.to_owned(),
+        }
+        .into());
+    }
     // Folder parents of the target.
     let mut acc = String::new();
     let parts: Vec<&str> = target.split('\\').collect();

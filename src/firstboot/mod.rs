@@ -336,8 +336,8 @@ pub fn plan(
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        let meta = std::fs::metadata(script).map_err(unreadable(script))?;
-        let data = std::fs::read(script).map_err(unreadable(script))?;
+        let meta = crate::input::check(script, false)?;
+        let data = crate::input::read(script, crate::input::SCRIPT)?;
         let name = format!("{}-{}", 6000 + i, queue_stem(script));
         match ext.as_str() {
             "cmd" | "bat" => entries.push((format!("{name}.cmd"), shown, data, mtime(&meta))),
@@ -397,10 +397,17 @@ pub fn plan(
             .service_binary
             .clone()
             .unwrap_or_else(|| PathBuf::from(RHSRVANY));
-        let bytes = std::fs::read(&binary).map_err(|source| Refusal::NoServiceBinary {
-            binary: binary.clone(),
-            source,
-        })?;
+        let bytes = match crate::input::read(&binary, crate::input::PROGRAM) {
+            Ok(b) => b,
+            Err(crate::input::Error::Unreadable { source, .. }) => {
+                return Err(Refusal::NoServiceBinary {
+                    binary: binary.clone(),
+                    source,
+                }
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
         let sha = sha256_hex(&bytes);
         add(
             &mut files,

@@ -273,7 +273,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         base_record(&c.base.image, previous.as_ref().map(|m| &m.base))?;
     let mut regfiles = Vec::new();
     for r in &c.golden.regfiles {
-        let bytes = std::fs::read(r).map_err(unreadable(r))?;
+        let bytes = crate::input::read(r, crate::input::REG)?;
         regfiles.push((
             r.display().to_string(),
             format!("{:x}", Sha256::digest(&bytes)),

@@ -171,7 +171,7 @@ pub struct Loaded {
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(unreadable(path))?;
+    let bytes = crate::input::read(path, crate::input::SMALL)?;
     let text = String::from_utf8(bytes.clone()).map_err(|_| Refusal::NotUtf8 {
         config: path.to_owned(),
     })?;
@@ -261,12 +261,37 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         config: path.to_owned(),
         output: config.golden.output.clone(),
     })?;
+    check_input_kinds(&config)?;
     Ok(Loaded {
         path: path.to_owned(),
         dir,
         bytes,
         config,
     })
+}
+
+/// Refuses, before anything is fetched or written, an input the config names
+/// that is there but no file: a FIFO would block the build, `/dev/zero` would be
+/// read without end. (Missing ones are said where they are first needed.)
+fn check_input_kinds(c: &Config) -> anyhow::Result<()> {
+    let there = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    if there(&c.base.image) {
+        crate::image::check_kind(&c.base.image)?;
+    }
+    if let Some(iso) = c.virtio_win.iso.as_deref().filter(|p| there(p)) {
+        crate::input::check(iso, true)?;
+    }
+    let files = c.golden.regfiles.iter().chain(&c.firstboot.scripts);
+    for f in files
+        .chain(&c.firstboot.service_binary)
+        .filter(|p| there(p))
+    {
+        crate::input::check(f, false)?;
+    }
+    if let Some(ca) = c.publish.ca_cert.as_deref().filter(|p| there(p)) {
+        crate::input::check(ca, false)?;
+    }
+    Ok(())
 }
 
 /// What the first boot takes from the host, as (path, digest) pairs.
@@ -281,11 +306,17 @@ pub(super) fn first_boot_inputs(c: &Config) -> anyhow::Result<Vec<(String, Strin
         .clone()
         .unwrap_or_else(|| PathBuf::from(crate::firstboot::RHSRVANY));
     let mut files: Vec<PathBuf> = c.firstboot.scripts.clone();
+    let scripts = files.len();
     if binary.exists() {
         files.push(binary);
     }
-    for f in files {
-        let bytes = std::fs::read(&f).map_err(unreadable(&f))?;
+    for (i, f) in files.into_iter().enumerate() {
+        let cap = if i < scripts {
+            crate::input::SCRIPT
+        } else {
+            crate::input::PROGRAM
+        };
+        let bytes = crate::input::read(&f, cap)?;
         out.push((
             f.display().to_string(),
             format!("{:x}", Sha256::digest(&bytes)),

@@ -11,7 +11,6 @@ mod refuse;
 
 use super::files::{self, FilePlan};
 use crate::drivers;
-use crate::error::unreadable;
 use crate::firstboot;
 use crate::golden::Refusal;
 use crate::guest::{self, Windows};
@@ -122,7 +121,7 @@ pub fn plan(
     let mut parsed = Vec::new();
     for src in specs {
         if let SourceSpec::Reg(path) = src {
-            let bytes = std::fs::read(path).map_err(unreadable(path))?;
+            let bytes = crate::input::read(path, crate::input::REG)?;
             let (_, edits) = reg::parse(&bytes, &path.display().to_string())?;
             parsed.push(edits);
         }

@@ -181,7 +181,7 @@ pub fn gc(
         .current()?
         .and_then(|c| std::fs::metadata(c).ok())
         .map(|m| (m.dev(), m.ino()));
-    let used = clone_backings(clones)?;
+    let Clones { used, unresolved } = clone_backings(clones)?;
     let mut out = Vec::new();
     for (i, v) in layout.versions()?.into_iter().enumerate() {
         let verdict = if Some(v.id) == current {
@@ -192,6 +192,14 @@ pub fn gc(
             format!("used by {}", clone.display())
         } else if image::in_use(&v.path)? {
             "held by a running VM".to_owned()
+        } else if let Some(u) = unresolved.first() {
+            format!(
+                "kept: {} names backing file {:?}, which cannot be followed ({}); \
+                 no version is removed until it can",
+                u.image.display(),
+                u.name,
+                u.why
+            )
         } else if dry_run {
             "would be removed".to_owned()
         } else {
@@ -212,11 +220,21 @@ pub fn gc(
     Ok(out)
 }
 
-/// Every file that a qcow2 image under `dirs` rests on, down its whole backing
-/// chain, as (device, inode) with the image that uses it. Headers are read without
-/// locks, so clones that running VMs hold are seen too.
-fn clone_backings(dirs: &[PathBuf]) -> anyhow::Result<Vec<((u64, u64), PathBuf)>> {
-    let mut used = Vec::new();
+/// What the clone folders say about the versions: every file a qcow2 image under
+/// them rests on, as (device, inode) with the image that uses it, and the backing
+/// names that could not be followed (while any is, no version is removed: it may
+/// be the one that name means).
+#[derive(Debug, Default)]
+struct Clones {
+    used: Vec<((u64, u64), PathBuf)>,
+    unresolved: Vec<image::Unresolved>,
+}
+
+/// Reads the clone folders, following symbolic links to folders and files (a
+/// link that loops back is skipped). Headers are read without locks, so clones
+/// that running VMs hold are seen too; nothing is opened before its type is known.
+fn clone_backings(dirs: &[PathBuf]) -> anyhow::Result<Clones> {
+    let mut c = Clones::default();
     for dir in dirs {
         if !dir.is_dir() {
             return Err(Refusal::NotCloneFolder {
@@ -224,17 +242,30 @@ fn clone_backings(dirs: &[PathBuf]) -> anyhow::Result<Vec<((u64, u64), PathBuf)>
             }
             .into());
         }
-        for e in walkdir::WalkDir::new(dir).follow_links(false) {
-            let e = e.map_err(unreadable(dir))?;
+        for e in walkdir::WalkDir::new(dir).follow_links(true) {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) if e.loop_ancestor().is_some() => continue,
+                // A dangling link is no clone.
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(unreadable(dir)(e).into()),
+            };
             if !e.file_type().is_file() {
                 continue;
             }
-            for file in image::backing_files(e.path()) {
+            let chain = image::backing_chain(e.path());
+            for file in chain.files {
                 if let Ok(m) = std::fs::metadata(&file) {
-                    used.push(((m.dev(), m.ino()), e.path().to_owned()));
+                    c.used.push(((m.dev(), m.ino()), e.path().to_owned()));
                 }
             }
+            c.unresolved.extend(chain.unresolved);
         }
     }
-    Ok(used)
+    Ok(c)
 }

@@ -25,7 +25,9 @@ pub use partition::{
     probe_filesystem, scan_partitions, Partition, PartitionTable, Role, TableKind,
 };
 pub(crate) use qcow2::Header as Qcow2Header;
-pub use qcow2::{backing_files, panic_is_guarded, Qcow2Image};
+pub use qcow2::{
+    backing_chain, backing_files, backing_path, panic_is_guarded, Chain, Qcow2Image, Unresolved,
+};
 pub use raw::RawImage;
 pub use size::parse_size;
 

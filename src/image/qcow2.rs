@@ -17,8 +17,8 @@ mod header;
 
 use super::lock::{lock_image, Access};
 use super::{check_range, BlockDev, Error, Image, Result, SECTOR_SIZE};
-pub use backing::backing_files;
 use backing::*;
+pub use backing::{backing_chain, backing_files, backing_path, Chain, Unresolved};
 pub(crate) use header::Header;
 use header::*;
 use qcow2_rs::dev::{Qcow2Dev, Qcow2DevParams};

@@ -2,6 +2,7 @@
 //! files skopeo and podman keep.
 
 use super::registry::Credentials;
+use super::Refusal;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -53,10 +54,23 @@ pub fn unbase64(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether an auth file's key names `host` (`HOST[:PORT]`): the bare name as
+/// skopeo writes it, or a URL as docker and podman may (`https://HOST:PORT/v2/`).
+fn key_names(key: &str, host: &str) -> bool {
+    let bare = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let bare = bare.split('/').next().unwrap_or(bare);
+    bare.eq_ignore_ascii_case(host)
+}
+
 /// Credentials for `host` from the files skopeo and podman read:
 /// `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
-/// `~/.docker/config.json` (`auths.<host>.auth` = base64 of `user:password`).
-pub fn credentials_from_files(host: &str) -> Option<Credentials> {
+/// `~/.docker/config.json` (`auths.<host>.auth` = base64 of `user:password`). A
+/// file that is missing is passed over; one that is there but broken is named
+/// with its problem (never with what it holds).
+pub fn credentials_from_files(host: &str) -> anyhow::Result<Option<Credentials>> {
     let mut files = Vec::new();
     if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
         files.push(PathBuf::from(f));
@@ -68,21 +82,62 @@ pub fn credentials_from_files(host: &str) -> Option<Credentials> {
         files.push(PathBuf::from(h).join(".docker/config.json"));
     }
     for f in files {
-        let Ok(bytes) = std::fs::read(&f) else {
+        if !f.exists() {
+            continue;
+        }
+        let bytes = crate::input::read(&f, crate::input::SMALL)?;
+        let bad = |problem: &str| Refusal::AuthFile {
+            path: f.clone(),
+            problem: problem.to_owned(),
+        };
+        let j: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            bad(&format!(
+                "not JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let Some(auths) = j.get("auths").and_then(Value::as_object) else {
             continue;
         };
-        let Ok(j) = serde_json::from_slice::<Value>(&bytes) else {
+        let Some((key, entry)) = auths.iter().find(|(k, _)| key_names(k, host)) else {
             continue;
         };
-        if let Some(auth) = j["auths"][host]["auth"].as_str() {
-            let raw = unbase64(auth)?;
-            let text = String::from_utf8(raw).ok()?;
-            let (u, p) = text.split_once(':')?;
-            return Some(Credentials {
-                username: u.to_owned(),
-                password: p.to_owned(),
-            });
+        let Some(auth) = entry.get("auth").and_then(Value::as_str) else {
+            continue;
+        };
+        let problem = format!("the entry for {key:?}");
+        let raw =
+            unbase64(auth).ok_or_else(|| bad(&format!("{problem}: its auth is not base64")))?;
+        let text = String::from_utf8(raw)
+            .map_err(|_| bad(&format!("{problem}: its auth is not UTF-8 text")))?;
+        let (u, p) = text
+            .split_once(':')
+            .ok_or_else(|| bad(&format!("{problem}: its auth is not user:password")))?;
+        return Ok(Some(Credentials {
+            username: u.to_owned(),
+            password: p.to_owned(),
+        }));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_names;
+
+    #[test]
+    fn keys_name_the_host_as_skopeo_podman_and_docker_write_them() {
+        for key in [
+            "reg.example:5000",
+            "https://reg.example:5000",
+            "https://reg.example:5000/v2/",
+            "http://REG.example:5000/v1/",
+        ] {
+            assert!(key_names(key, "reg.example:5000"), "{key}");
+        }
+        for key in ["reg.example", "https://reg.example:5001/v2/", "other:5000"] {
+            assert!(!key_names(key, "reg.example:5000"), "{key}");
         }
     }
-    None
 }

@@ -433,12 +433,12 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         let ca = o
             .ca_cert
             .as_ref()
-            .map(|p| std::fs::read(p).map_err(unreadable(p)))
+            .map(|p| crate::input::read(p, crate::input::SMALL))
             .transpose()?;
         let creds = o
             .credentials
             .clone()
-            .or_else(|| credentials_from_files(&t.host));
+            .map_or_else(|| credentials_from_files(&t.host), |c| Ok(Some(c)))?;
         let mut reg = Registry::new(t.clone(), o.insecure, ca.as_deref(), creds)?;
         if let Some(t) = o.timeout {
             reg.timeout = t;

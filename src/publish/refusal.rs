@@ -33,6 +33,12 @@ pub enum Refusal {
     #[error(transparent)]
     Reference(#[from] BadReference),
 
+    #[error("{}: {problem}; fix or remove it (podman login rewrites it)", .path.display())]
+    AuthFile {
+        path: std::path::PathBuf,
+        problem: String,
+    },
+
     #[error("give docker://HOST/REPO[:TAG] and/or --oci-layout DIR")]
     NoDestination,
 

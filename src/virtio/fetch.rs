@@ -43,6 +43,8 @@ pub enum Error {
         cache.display()
     )]
     NotCached { url: String, cache: PathBuf },
+    #[error(transparent)]
+    Input(#[from] crate::input::Error),
     #[error("{}", path.display())]
     Local {
         path: PathBuf,
@@ -75,6 +77,7 @@ impl crate::error::Classify for Error {
             | Error::LockFile { .. }
             | Error::Refused { .. } => crate::error::Kind::BadInput,
             Error::Local { source, .. } => crate::error::open_kind(source),
+            Error::Input(e) => crate::error::Classify::kind(e),
             Error::Network { .. } | Error::Io { .. } => crate::error::Kind::Failure,
         }
     }

@@ -22,6 +22,8 @@ pub enum Error {
     NotIso { path: PathBuf, reason: String },
     #[error("{}: damaged ISO 9660 image: {reason}", path.display())]
     Damaged { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Input(#[from] crate::input::Error),
     #[error("{}: read failed", path.display())]
     Io {
         path: PathBuf,
@@ -36,6 +38,7 @@ impl crate::error::Classify for Error {
         match self {
             Error::NotIso { .. } | Error::Damaged { .. } => crate::error::Kind::BadInput,
             Error::Io { .. } => crate::error::Kind::Failure,
+            Error::Input(e) => crate::error::Classify::kind(e),
         }
     }
 }
@@ -68,7 +71,8 @@ fn le32(b: &[u8], at: usize) -> u32 {
 
 /// Reads the volume id of an ISO image, or None when it is no ISO 9660 image.
 pub fn volume_id(path: &Path) -> std::io::Result<Option<String>> {
-    let file = File::open(path)?;
+    let file = crate::input::open(path, true)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut pvd = [0u8; 2048];
     match file.read_exact_at(&mut pvd, PVD_OFFSET) {
         Ok(()) => {}
@@ -89,7 +93,7 @@ impl Iso {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
+        let file = crate::input::open(path, true)?;
         let len = file.metadata().map_err(io)?.len();
         let mut pvd = [0u8; 2048];
         if len < PVD_OFFSET + SECTOR {

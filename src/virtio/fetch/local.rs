@@ -18,10 +18,7 @@ pub(super) fn fetch_file(
     lock: &mut LockFile,
 ) -> Result<Fetched, Error> {
     let src = PathBuf::from(url.trim_start_matches("file://"));
-    let meta = std::fs::metadata(&src).map_err(|source| Error::Local {
-        path: src.clone(),
-        source,
-    })?;
+    let meta = crate::input::check(&src, true)?;
     let stamp = meta
         .modified()
         .ok()
