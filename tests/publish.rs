@@ -492,10 +492,15 @@ fn tls_with_a_test_ca_and_plain_http_only_when_asked() {
         key.display()
     ));
     let to = format!("docker://127.0.0.1:{}/windows/win:v1", reg.port);
-    // Without the CA: refused by TLS, one line, exit 1.
+    // Without the CA: refused by TLS, one line saying what to do, exit 2.
     let (code, _, err) = publish(&[s(&g.path), &to]);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{}", reg.port)), "{err}");
+    assert!(
+        err.contains("--ca-cert") && !err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     // With it: published over TLS.
     let (code, j, err) = publish(&[s(&g.path), &to, "--ca-cert", s(&ca)]);
     assert_eq!(code, Some(0), "{err}");
@@ -505,6 +510,66 @@ fn tls_with_a_test_ca_and_plain_http_only_when_asked() {
     // for HTTP, and it fails here (the registry speaks TLS).
     let (code, _, _) = publish(&[s(&g.path), &to, "--insecure"]);
     assert_ne!(code, Some(0));
+    // A self-signed certificate as Docker's registry documentation makes it
+    // (openssl req -x509: the CA flag is set), pinned with --ca-cert: trusted as
+    // skopeo and curl trust it (webpki alone says CaUsedAsEndEntity).
+    let (self_key, self_cert) = (d.join("domain.key"), d.join("domain.crt"));
+    run(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-keyout",
+            s(&self_key),
+            "-addext",
+            "subjectAltName = IP:127.0.0.1",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-out",
+            s(&self_cert),
+        ],
+    );
+    let text = String::from_utf8(
+        run(
+            "openssl",
+            &["x509", "-in", s(&self_cert), "-noout", "-text"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        text.contains("CA:TRUE"),
+        "the fixture is not what Docker's docs make"
+    );
+    let pinned = registry(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        self_cert.display(),
+        self_key.display()
+    ));
+    let to_pinned = format!("docker://127.0.0.1:{}/windows/win:v1", pinned.port);
+    let (code, j, err) = publish(&[s(&g.path), &to_pinned, "--ca-cert", s(&self_cert)]);
+    assert_eq!(code, Some(0), "{err}");
+    let i = skopeo_inspect(&to_pinned, &[]);
+    assert_eq!(i["Digest"], j["digest"]);
+    // Someone else's certificate pinned is no trust in this one.
+    let (code, _, err) = publish(&[s(&g.path), &to_pinned, "--ca-cert", s(&ca)]);
+    assert_eq!(code, Some(2), "{err}");
+    // TLS asked of a registry on plain HTTP: said, with what to do.
+    let plain = registry("");
+    let to_plain = format!("docker://127.0.0.1:{}/windows/win:v1", plain.port);
+    let (code, _, err) = publish(&[s(&g.path), &to_plain]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--insecure") && !err.contains("InvalidContentType"),
+        "{err}"
+    );
+
     // A TLS registry whose token service is plain HTTP on another host: refused
     // before the credentials go anywhere (nothing connects to that host).
     let other = TcpListener::bind("127.0.0.2:0").unwrap();

@@ -12,6 +12,7 @@ mod auth;
 mod refusal;
 pub mod registry;
 pub mod tar;
+mod tls;
 
 pub use refusal::{BadReference, Refusal};
 

@@ -98,6 +98,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// TLS could not be set up, for a reason the user can act on.
+    #[error("{host}: {what}: {hint}")]
+    Tls {
+        host: String,
+        what: String,
+        hint: &'static str,
+    },
+
     /// An answer wingold cannot go on from.
     #[error("{host}: {what}: {status}")]
     Answered {
@@ -181,6 +189,7 @@ impl crate::error::Classify for Error {
             | Error::CredentialsRefused { .. }
             | Error::NotAllowed { .. }
             | Error::Plaintext { .. }
+            | Error::Tls { .. }
             | Error::CaCert { .. } => Kind::BadInput,
             Error::TokenRefused { status, .. }
                 if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN =>
@@ -252,9 +261,8 @@ impl Registry {
             .timeout(None::<Duration>)
             .user_agent(concat!("wingold/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = ca_cert {
-            let cert = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| Error::CaCert { reason: plain(&e) })?;
-            b = b.add_root_certificate(cert);
+            let tls = super::tls::with_pinned(pem).map_err(|reason| Error::CaCert { reason })?;
+            b = b.use_preconfigured_tls(tls);
         }
         let scheme = if insecure { "http" } else { "https" };
         let base = format!("{scheme}://{}", target.host);
@@ -413,10 +421,33 @@ impl Registry {
     }
 
     fn connection(&self, what: &str, e: &reqwest::Error) -> Error {
-        Error::Connection {
-            host: self.host(),
-            what: what.to_owned(),
-            reason: plain(e),
+        let reason = plain(e);
+        let hint = if reason.contains("UnknownIssuer") || reason.contains("CaUsedAsEndEntity") {
+            Some(
+                "its certificate is signed by no authority wingold trusts: give the \
+                 registry's CA, or its self-signed certificate, with --ca-cert FILE",
+            )
+        } else if reason.contains("InvalidContentType") || reason.contains("CorruptMessage") {
+            Some(
+                "it does not speak TLS here: for a registry on plain HTTP that you trust \
+                 on this network, use --insecure",
+            )
+        } else if reason.contains("NotValidForName") {
+            Some("its certificate is for another name: publish to the name it was made for")
+        } else {
+            None
+        };
+        match hint {
+            Some(hint) => Error::Tls {
+                host: self.host(),
+                what: what.to_owned(),
+                hint,
+            },
+            None => Error::Connection {
+                host: self.host(),
+                what: what.to_owned(),
+                reason,
+            },
         }
     }
 
