@@ -87,6 +87,7 @@ fn golden(path: &Path, size: u64, random: bool) {
             virtio_win_version: "0.1.999".into(),
             virtio_win_sha256: virtio_sha.clone(),
             config_sha256: "0".repeat(64),
+            settings_sha256: "0".repeat(64),
             regfiles: Vec::new(),
             first_boot_inputs: Vec::new(),
         },

@@ -789,3 +789,54 @@ fn build_publishes_after_each_build_and_an_up_to_date_build_sends_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("[publish] to"));
     assert!(!dir.join("other").exists());
 }
+
+/// Two goldens built from the same inputs by configs that differ only in where
+/// things are on this host — the output and cache folders, the inputs' folders,
+/// the file's layout and comments, a publish target — publish to one digest.
+#[test]
+fn the_same_inputs_publish_to_one_digest_wherever_they_are() {
+    let tmp = tempdir();
+    let base_dir = tmp.path().join("shared");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    let w = fixtures::phony_windows(&base_dir, &WIN2K22_X64, vec![]);
+    let iso = fixtures::virtio_iso(&base_dir, "0.1.999", 0);
+    let reg = "Windows Registry Editor Version 5.00\r\n\r\n\
+               [HKEY_LOCAL_MACHINE\\SOFTWARE\\Wingold\\Same]\r\n\"v\"=dword:00000001\r\n";
+    let mut digests = Vec::new();
+    for (i, layout) in ["a/b/c", "elsewhere"].iter().enumerate() {
+        let dir = tmp.path().join(layout);
+        std::fs::create_dir_all(dir.join(format!("inputs{i}"))).unwrap();
+        let base = dir.join(format!("inputs{i}/base.qcow2"));
+        std::fs::copy(&w.image, &base).unwrap();
+        let iso_here = dir.join(format!("inputs{i}/virtio-win-0.1.999.iso"));
+        std::fs::copy(&iso, &iso_here).unwrap();
+        std::fs::write(dir.join(format!("inputs{i}/site.reg")), reg).unwrap();
+        let cfg = if i == 0 {
+            format!(
+                "[virtio_win]\niso = \"{}\"\ncache = \"cache\"\n\n[base]\nimage = \"{}\"\n\n\
+                 [golden]\noutput = \"out/win.qcow2\"\nregfiles = [\"inputs0/site.reg\"]\n",
+                iso_here.display(),
+                base.display()
+            )
+        } else {
+            format!(
+                "# another host's layout\n[golden]\nregfiles = [ \"{}\" ]\noutput = \"golden/x/win.qcow2\"\n\
+                 [base]\nimage = \"inputs1/base.qcow2\"\n[virtio_win]\niso = \"inputs1/virtio-win-0.1.999.iso\"\n\
+                 cache = \"/{}/cache2\"\n[publish]\nto = []\n",
+                dir.join("inputs1/site.reg").display(),
+                dir.display().to_string().trim_start_matches('/')
+            )
+        };
+        std::fs::write(dir.join("wingold.toml"), cfg).unwrap();
+        succeeds(wingold().args(["build", "-c", s(&dir.join("wingold.toml"))]));
+        let golden = if i == 0 {
+            dir.join("out/win.qcow2")
+        } else {
+            dir.join("golden/x/win.qcow2")
+        };
+        let (code, j, err) = publish(&[s(&golden), "docker://127.0.0.1:9/win/x:v1", "--dry-run"]);
+        assert_eq!(code, Some(0), "{err}");
+        digests.push(j["digest"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(digests[0], digests[1]);
+}

@@ -285,6 +285,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         virtio_win_version: iso.version.clone(),
         virtio_win_sha256: iso.sha256.clone(),
         config_sha256: format!("{:x}", Sha256::digest(&cfg.bytes)),
+        settings_sha256: c.settings_sha256(),
         regfiles,
         first_boot_inputs: first_boot_inputs(c)?,
     };

@@ -163,6 +163,31 @@ fn all_profiles() -> Vec<String> {
 }
 
 /// A loaded config, its paths resolved against its folder.
+impl Config {
+    /// The digest of the settings that decide what goes into the image, and of
+    /// nothing else: no host path (inputs count by their contents, recorded
+    /// beside this), no output or cache location, no publishing target, not the
+    /// file's formatting. Two configs that differ only in where things are on
+    /// this host give the same digest, and so the same published image.
+    pub fn settings_sha256(&self) -> String {
+        let d = &self.drivers;
+        let f = &self.firstboot;
+        let settings = serde_json::json!({
+            "base": {"partition": self.base.partition},
+            "golden": {"profiles": self.golden.profiles, "compress": self.golden.compress},
+            "drivers": {"inject": d.inject, "boot": d.boot, "extra": d.extra},
+            "firstboot": {
+                "enable": f.enable,
+                "nic_watchdog": f.nic_watchdog,
+                "watchdog_target": f.watchdog_target,
+                "watchdog_failures": f.watchdog_failures,
+            },
+            "files": self.files.iter().map(|x| &x.to).collect::<Vec<_>>(),
+        });
+        format!("{:x}", Sha256::digest(settings.to_string().as_bytes()))
+    }
+}
+
 pub struct Loaded {
     pub path: PathBuf,
     pub dir: PathBuf,

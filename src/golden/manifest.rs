@@ -13,6 +13,11 @@ pub struct Identity {
     pub virtio_win_version: String,
     pub virtio_win_sha256: String,
     pub config_sha256: String,
+    /// [`Config::settings_sha256`](super::config::Config::settings_sha256): what
+    /// of the config decides the image, without paths (empty in manifests older
+    /// than it).
+    #[serde(default)]
+    pub settings_sha256: String,
     pub regfiles: Vec<(String, String)>,
     /// The first boot's inputs: each script and the service binary by SHA-256,
     /// each copied-in tree by a digest of its files' paths, sizes and mtimes.

@@ -108,6 +108,16 @@ fn preference_for(osinfo: &str, virtio: bool) -> Option<String> {
     })
 }
 
+/// What of the config decided the image; a manifest older than that record
+/// gives its config file's digest instead.
+fn settings_sha256(id: &crate::golden::manifest::Identity) -> String {
+    if id.settings_sha256.is_empty() {
+        id.config_sha256.clone()
+    } else {
+        id.settings_sha256.clone()
+    }
+}
+
 /// The deterministic part of a golden manifest: nothing that names a host path,
 /// an inode or a time.
 fn provenance(m: &Manifest) -> Value {
@@ -152,7 +162,7 @@ fn provenance(m: &Manifest) -> Value {
             "base_sha256": id.base_sha256,
             "virtio_win_version": id.virtio_win_version,
             "virtio_win_sha256": id.virtio_win_sha256,
-            "config_sha256": id.config_sha256,
+            "settings_sha256": settings_sha256(id),
             "regfiles": regfiles,
         },
         "virtio_win": {
@@ -317,7 +327,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
             "base.sha256",
             m.identity.base_sha256.clone().unwrap_or_default(),
         ),
-        ("config.sha256", m.identity.config_sha256.clone()),
+        ("settings.sha256", settings_sha256(&m.identity)),
         ("virtio-win.version", m.virtio_win.version.clone()),
         ("virtio-win.sha256", m.virtio_win.sha256.clone()),
         (
