@@ -890,6 +890,37 @@ fn an_output_that_is_an_input_is_refused() {
         }
         assert!(!site.dir.join("cache").exists(), "{output}: fetched first");
     }
+    // An output inside a tree copied into the guest: refused before the lock
+    // file or anything else is made in that tree.
+    std::fs::create_dir_all(site.dir.join("payload/sub")).unwrap();
+    std::fs::write(site.dir.join("payload/readme.txt"), "x").unwrap();
+    let tree_before: Vec<_> = walkdir::WalkDir::new(site.dir.join("payload"))
+        .into_iter()
+        .map(|e| e.unwrap().path().to_owned())
+        .collect();
+    for output in ["payload/win.qcow2", "payload/sub/win.qcow2"] {
+        let cfg = format!(
+            "[virtio_win]\niso = \"virtio-win-0.1.999.iso\"\ncache = \"cache\"\n\n\
+             [base]\nimage = \"base/top.qcow2\"\n\n[golden]\noutput = \"{output}\"\n\n\
+             [[files]]\nfrom = \"payload\"\nto = \"C:\\\\Payload\"\n"
+        );
+        std::fs::write(&cfg_path, &cfg).unwrap();
+        let (out, _) = build(&site, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{output}: {err}");
+        assert!(
+            err.contains("inside") && err.contains("payload"),
+            "{output}: {err}"
+        );
+        let tree_after: Vec<_> = walkdir::WalkDir::new(site.dir.join("payload"))
+            .into_iter()
+            .map(|e| e.unwrap().path().to_owned())
+            .collect();
+        assert_eq!(
+            tree_after, tree_before,
+            "{output}: something was left in the tree"
+        );
+    }
     // inject: the image, its backing file, a .reg file, also through a symlink.
     for (output, what) in [
         (top.clone(), "the image"),

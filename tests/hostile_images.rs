@@ -247,6 +247,30 @@ fn images_qemu_opens_are_read() {
     assert_eq!(sha256_file(&dirty), before);
 }
 
+/// A backing-file offset with a size of 0: QEMU reads no backing file (an empty
+/// name is none), and so does wingold — no "damaged" for what qemu opens.
+#[test]
+fn a_backing_name_of_size_zero_is_no_backing_file() {
+    let dir = tempdir();
+    let img = mbr_disk(dir.path(), "zero-name.qcow2", "1.1");
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    // backing_file_offset (bytes 8..16) inside the header cluster, size (16..20) 0.
+    f.write_all_at(&512u64.to_be_bytes(), 8).unwrap();
+    f.write_all_at(&0u32.to_be_bytes(), 16).unwrap();
+    drop(f);
+    let info: serde_json::Value =
+        serde_json::from_slice(&run("qemu-img", &["info", "--output=json", s(&img)]).stdout)
+            .unwrap();
+    assert!(info.get("backing-filename").is_none(), "{info}");
+    let (code, err, j) = inspect(&img);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["partition_table"], "mbr");
+    assert!(
+        j["backing_chain"].as_array().is_none_or(|c| c.is_empty()),
+        "{j}"
+    );
+}
+
 /// What is no image is named at once, one line, exit 2: a FIFO (as the image or as
 /// a backing file: opening it would block), a backing chain that loops, and the
 /// formats qemu knows that wingold does not read, with the conversion to use.

@@ -356,3 +356,55 @@ fn values_over_libhivex_limit_are_refused_with_the_limit() {
     let out = c.dir.join("just.qcow2");
     succeeds(wingold().args(["inject", s(&c.image), "--output", s(&out), "--reg", s(&reg)]));
 }
+
+/// yarp's odd hives (`../shared/corpus/odd`) as the SAM hive an edit writes into:
+/// structural damage is refused before a byte is written (exit 2, "damaged"),
+/// whatever libhivex would make of it; odd but sound hives are written.
+#[test]
+fn structurally_damaged_hives_are_refused_and_odd_sound_ones_written() {
+    let tmp = tempdir();
+    let reg = reg_file(
+        tmp.path(),
+        "sam.reg",
+        "Windows Registry Editor Version 5.00\r\n\r\n\
+         [HKEY_LOCAL_MACHINE\\SAM\\Wingold]\r\n\"v\"=dword:00000001\r\n",
+    );
+    std::fs::create_dir_all(tmp.path().join("odd")).unwrap();
+    let hive = |name: &str| corpus_hive(tmp.path(), &format!("odd/{name}"));
+    let with_sam = |name: &str| {
+        let h = hive(name);
+        case(&WIN2K22_X64, vec![], move |vol| {
+            run(
+                "ntfscp",
+                &["-f", s(vol), s(&h), "/Windows/System32/config/SAM"],
+            );
+        })
+    };
+    for (name, want) in [
+        ("BadListHive", "listed under two keys"),
+        ("BadSubkeyHive", "listed under two keys"),
+        ("InvalidParentHive", "as its parent"),
+        ("DuplicateSubkeysHive", "listed twice"),
+        ("TruncatedNameHive", "name runs past its cell"),
+    ] {
+        let c = with_sam(name);
+        let err = refused(&c, &["--reg", s(&reg)]);
+        assert!(err.contains("SAM") && err.contains(want), "{name}: {err}");
+        if name != "TruncatedNameHive" {
+            assert!(err.contains("damaged"), "{name}: {err}");
+        }
+    }
+    for name in ["UnicodeHive", "ManySubkeysHive", "EmptyHive", "CompHive"] {
+        let c = with_sam(name);
+        let out = c.dir.join("out.qcow2");
+        let res = wingold()
+            .args(["inject", s(&c.image), "--output", s(&out), "--reg", s(&reg)])
+            .output()
+            .unwrap();
+        assert!(
+            res.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+}

@@ -310,6 +310,11 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
     }
     if r.dry_run {
         println!("dry run: nothing written");
+    } else if r.nothing_written {
+        println!(
+            "{} already holds every edit and file: nothing written; verified",
+            r.image.display()
+        );
     } else if r.in_place {
         println!("written in place into {}; verified", r.image.display());
     } else if let Some(out) = &r.output {

@@ -27,9 +27,9 @@ pub enum Refusal {
     },
 
     #[error(
-        "{hive}: the SYSTEM hive {} a DriverDatabase but this is Windows {version} \
-         ({product}), which {}; not guessing how to register the boot driver",
-        if *.has_ddb { "has" } else { "has no" },
+        "{hive}: the SYSTEM hive {} but this is Windows {version} ({product}), which {}; \
+         not guessing how to register the boot driver",
+        if *.has_ddb { "has a DriverDatabase" } else { "has no DriverDatabase" },
         if *.has_ddb { "uses the CriticalDeviceDatabase" } else { "keeps its drivers there" }
     )]
     Registration {

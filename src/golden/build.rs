@@ -145,7 +145,30 @@ fn refuse_aliases(cfg: &Loaded) -> anyhow::Result<()> {
     for f in &c.files {
         inputs.push(("a copied-in file", f.from.clone()));
     }
-    refuse_output_among(&c.golden.output, &inputs)
+    refuse_output_among(&c.golden.output, &inputs)?;
+    // The output's folder (its versions, lock and temporary files go there)
+    // inside a copied-in tree: the next build would copy the golden into the guest.
+    let out_dir = c.golden.output.parent().and_then(|d| {
+        std::fs::canonicalize(if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        })
+        .ok()
+    });
+    for f in &c.files {
+        let tree = std::fs::canonicalize(&f.from).ok().filter(|t| t.is_dir());
+        if let (Some(out), Some(tree)) = (&out_dir, tree) {
+            if out.starts_with(&tree) {
+                return Err(Refusal::OutputInTree {
+                    output: c.golden.output.clone(),
+                    tree: f.from.clone(),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One line naming both when `output` is one of `inputs`.

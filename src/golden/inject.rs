@@ -68,6 +68,9 @@ pub struct Report {
     /// The first-boot queue: service, queued scripts, files, copied-in trees.
     pub first_boot: Option<firstboot::Report>,
     pub verified: bool,
+    /// True when the image already held every edit and file, so nothing was
+    /// written (in place; it was still read back).
+    pub nothing_written: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -223,6 +226,7 @@ pub fn plan(
         drivers: driver_report,
         first_boot: first_boot_report,
         verified: false,
+        nothing_written: false,
     };
     Ok(Plan {
         windows: w,
@@ -285,12 +289,9 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
     match mode {
         Mode::DryRun => return Ok(()),
         Mode::InPlace if nothing_to_write => {
-            eprintln!(
-                "wingold: {} already holds every edit and file: nothing written",
-                image_path.display()
-            );
             verify(&image_path, w, results, files, check)?;
             r.in_place = true;
+            r.nothing_written = true;
         }
         Mode::InPlace => {
             // From the first write to the close, Ctrl-C waits: a change cut off

@@ -52,6 +52,14 @@ pub enum Refusal {
     },
 
     #[error(
+        "{}: the golden output lies inside {}, a tree copied into the guest ([[files]]); \
+         the next build would copy the golden image into itself: put the output elsewhere",
+        .output.display(),
+        .tree.display()
+    )]
+    OutputInTree { output: PathBuf, tree: PathBuf },
+
+    #[error(
         "{}: is a file, not the symlink to a golden version that wingold keeps there; \
          clones may rest on it, so it is not replaced: move it away (and `qemu-img rebase \
          -u -b NEW_PATH` the clones that use it), then build again",

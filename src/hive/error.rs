@@ -9,11 +9,16 @@ pub enum Error {
     #[error("{name}: not a registry hive: {reason}")]
     NotAHive { name: String, reason: String },
 
-    #[error("{name}: hivex cannot open it")]
-    Open {
+    #[error("{name}: libhivex cannot open it: {reason}")]
+    Open { name: String, reason: String },
+
+    #[error(
+        "{name}: the hive is damaged ({problem}); wingold does not write into it. Windows \
+         repairs a hive when it loads it: boot the image once, shut it down, and run again"
+    )]
+    Damaged {
         name: String,
-        #[source]
-        source: std::io::Error,
+        problem: super::index::Error,
     },
 
     #[error(
@@ -98,6 +103,7 @@ impl crate::error::Classify for Error {
                 | Error::Open { .. }
                 | Error::Dirty { .. }
                 | Error::NeedsRepair { .. }
+                | Error::Damaged { .. }
                 | Error::Index { .. }
                 | Error::NulInName { .. }
                 | Error::RootDelete { .. }

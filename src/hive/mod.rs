@@ -165,6 +165,12 @@ impl Hive {
                 why,
             });
         }
+        // The whole tree walked before a byte is changed: libhivex would write into
+        // a hive whose lists are damaged and leave it worse.
+        index::check_structure(bytes).map_err(|problem| Error::Damaged {
+            name: name.to_owned(),
+            problem,
+        })?;
         let laid_out =
             index::lay_out_new_keys(bytes, paths, LAY_OUT_MIN_KEYS).map_err(|source| {
                 Error::Index {
@@ -219,7 +225,12 @@ impl Hive {
                 },
                 None => Error::Open {
                     name: name.to_owned(),
-                    source,
+                    // What is wrong, from wingold's own walk when it finds it;
+                    // libhivex says only an errno.
+                    reason: index::check_structure(bytes)
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| source.to_string()),
                 },
             })?;
         Ok(Hive {

@@ -14,7 +14,7 @@
 
 mod reader;
 
-pub use reader::{audit, Audit, Error, Result};
+pub use reader::{audit, check_structure, Audit, Error, Result};
 
 use super::{base_block_checksum, BASE_BLOCK_LEN};
 use reader::{i32_at, rel_to_file, u32_at, Entry, Reader};

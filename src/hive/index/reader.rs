@@ -2,7 +2,9 @@
 //! offset bounds-checked, and [`audit`], which checks them against the rules
 //! [`super`] writes by.
 
-use super::{name_hash, sort_key, NK_FLAGS, NK_NAME, NK_NAME_LEN, NK_SUBKEYS, NK_SUBKEY_LIST};
+use super::{
+    name_hash, sort_key, NK_FLAGS, NK_NAME, NK_NAME_LEN, NK_PARENT, NK_SUBKEYS, NK_SUBKEY_LIST,
+};
 use super::{BINS_SIZE_AT, KEY_COMP_NAME, NO_CELL, ROOT_CELL_AT, SK_REFCOUNT};
 use crate::hive::BASE_BLOCK_LEN;
 
@@ -41,6 +43,16 @@ pub enum Error {
     },
     #[error("subkeys {first:?} and {second:?} are out of order")]
     OutOfOrder { first: String, second: String },
+    #[error("key {name:?} is listed twice under one key")]
+    Duplicate { name: String },
+    #[error("key {name:?} ({at:#x}) is listed under two keys, or under itself")]
+    Shared { name: String, at: usize },
+    #[error("key {name:?} ({at:#x}) names {stored:#x} as its parent, not the key listing it")]
+    WrongParent {
+        name: String,
+        at: usize,
+        stored: usize,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -201,12 +213,29 @@ pub struct Audit {
 
 /// Walks every key from the root and checks each subkey index against the rules
 /// [`super`] writes by: entries in Windows order (upper-cased UTF-16, no two
-/// equal), hash-leaf hashes equal to [`name_hash`], counts equal to the key's.
+/// equal), hash-leaf hashes equal to [`name_hash`], counts equal to the key's;
+/// and the tree itself: every key listed once, under the key its parent link
+/// names, every cell inside the bins.
 /// Run on hives Windows wrote, it checks those rules against Windows.
 pub fn audit(bytes: &[u8]) -> Result<Audit> {
+    walk(bytes, true)
+}
+
+/// The tree alone, as a writer needs it sound: every key listed once, under the
+/// key its parent link names, no two subkeys of one key with one name, every
+/// cell inside the bins and counts that agree. Hash values and the order of
+/// index entries are left to [`audit`]: other tools (libhivex among them) write
+/// them their own way, and Windows reads such hives.
+pub fn check_structure(bytes: &[u8]) -> Result<Audit> {
+    walk(bytes, false)
+}
+
+fn walk(bytes: &[u8], strict: bool) -> Result<Audit> {
     let reader = Reader::new(bytes)?;
     let mut audit = Audit::default();
-    let mut todo = vec![reader.root()?];
+    let root = reader.root()?;
+    let mut seen = std::collections::HashSet::from([root]);
+    let mut todo = vec![root];
     while let Some(nk) = todo.pop() {
         audit.keys += 1;
         for cell in reader.index_cells(nk)? {
@@ -222,7 +251,7 @@ pub fn audit(bytes: &[u8]) -> Result<Audit> {
                         let stored = u32_at(record, 8 + 8 * i)?;
                         let name = reader.name(rel_to_file(offset))?;
                         let computed = name_hash(&name);
-                        if stored != computed {
+                        if strict && stored != computed {
                             return Err(Error::WrongHash {
                                 name,
                                 stored,
@@ -235,13 +264,46 @@ pub fn audit(bytes: &[u8]) -> Result<Audit> {
             }
         }
         let children = reader.children(nk)?;
-        if let Some(w) = children.windows(2).find(|w| w[0].key >= w[1].key) {
-            return Err(Error::OutOfOrder {
-                first: w[0].name.clone(),
-                second: w[1].name.clone(),
-            });
+        if strict {
+            if let Some(w) = children.windows(2).find(|w| w[0].key >= w[1].key) {
+                if w[0].key == w[1].key {
+                    return Err(Error::Duplicate {
+                        name: w[1].name.clone(),
+                    });
+                }
+                return Err(Error::OutOfOrder {
+                    first: w[0].name.clone(),
+                    second: w[1].name.clone(),
+                });
+            }
+        } else {
+            let mut names = std::collections::HashSet::new();
+            if let Some(c) = children.iter().find(|c| !names.insert(&c.key)) {
+                return Err(Error::Duplicate {
+                    name: c.name.clone(),
+                });
+            }
         }
-        todo.extend(children.iter().map(|c| rel_to_file(c.offset)));
+        for c in &children {
+            let at = rel_to_file(c.offset);
+            // Each key once: a key listed under two keys (or looping back up) is
+            // damage, and would make this walk endless.
+            if !seen.insert(at) {
+                return Err(Error::Shared {
+                    name: c.name.clone(),
+                    at,
+                });
+            }
+            let stored = rel_to_file(u32_at(reader.cell(at, b"nk")?, NK_PARENT - 4)?);
+            if stored != nk {
+                return Err(Error::WrongParent {
+                    name: c.name.clone(),
+                    at,
+                    stored,
+                });
+            }
+            todo.push(at);
+        }
     }
     Ok(audit)
 }

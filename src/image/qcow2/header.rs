@@ -199,7 +199,9 @@ impl Header {
             }
             at = data + len.div_ceil(8) * 8;
         }
-        if h.backing_file_offset != 0 {
+        // An offset with a size of 0 is no backing file, as QEMU reads it (an empty
+        // name means none).
+        if h.backing_file_offset != 0 && h.backing_file_size != 0 {
             let start = h.backing_file_offset as usize;
             let end = start.saturating_add(h.backing_file_size as usize);
             if h.backing_file_size > 1023 || end > buf.len().min(cluster) {
