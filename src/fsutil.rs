@@ -140,6 +140,42 @@ pub fn clear_stale(dir: &Path, pid_of: impl Fn(&str) -> Option<i32>) {
     }
 }
 
+/// How long a temporary file of another name must have been left alone before a
+/// run that did not make it removes it: a process id alone can mislead (a run in
+/// another PID namespace writing to a shared folder looks gone from here).
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Removes from `dir` every temporary file a killed wingold left, whatever it was
+/// for (`.NAME.wingold-tmp.PID`, `.NAME.wingold-work.PID`: a manifest, an image,
+/// an OCI layout's `index.json` or blob), when no process of that id runs and
+/// it has not changed for 15 minutes. Best effort.
+pub fn clear_dead_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| {
+            let rest = n.strip_prefix('.')?;
+            let (_, pid) = rest
+                .rsplit_once(".wingold-tmp.")
+                .or_else(|| rest.rsplit_once(".wingold-work."))?;
+            pid.parse::<i32>().ok()
+        }) else {
+            continue;
+        };
+        let idle = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|d| d > ABANDONED_AFTER);
+        if idle && process_is_gone(pid) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// The PID in a temporary name `.NAME.wingold-tmp.PID` for `path`.
 pub fn temp_name_pid(path: &Path, candidate: &str) -> Option<i32> {
     let name = path.file_name()?.to_str()?;

@@ -1004,3 +1004,74 @@ fn a_changed_first_boot_script_or_copied_in_tree_rebuilds() {
     ok(&out);
     assert_eq!(tree["up_to_date"], false, "a changed tree must rebuild");
 }
+
+/// Temporary files a killed run left — of any name: a manifest's, an image's, an
+/// OCI layout's `index.json` or blob — are cleared by the next run that writes
+/// there; a live process's are kept.
+#[test]
+fn temporary_files_of_killed_runs_are_cleared_by_the_next_run() {
+    let site = site(false);
+    ok(&build(&site, &[]).0);
+    let golden_dir = site.golden.parent().unwrap().to_owned();
+    let layout = site.dir.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let inject_dir = site.dir.join("injected");
+    std::fs::create_dir_all(&inject_dir).unwrap();
+    // 4194399 is above Linux's largest pid_max: no process has it.
+    let dead = 4_194_399;
+    let live = std::process::id();
+    let plant = |dir: &Path, name: &str| -> (PathBuf, PathBuf) {
+        let d = dir.join(format!(".{name}.wingold-tmp.{dead}"));
+        let l = dir.join(format!(".{name}.wingold-tmp.{live}"));
+        std::fs::write(&d, "left by a killed run").unwrap();
+        std::fs::write(&l, "a live run's").unwrap();
+        // Left alone for an hour (a dead pid's fresh file is kept: another PID
+        // namespace may be writing it).
+        for f in [&d, &l] {
+            run("touch", &["-d", "1 hour ago", s(f)]);
+        }
+        (d, l)
+    };
+    let planted = [
+        plant(&golden_dir, "win-000000000000.qcow2.manifest.json"),
+        plant(&golden_dir, "other.qcow2"),
+        plant(&layout, "index.json"),
+        plant(&layout.join("blobs/sha256"), "0123abcd"),
+        plant(&inject_dir, "someone-else.qcow2"),
+    ];
+    add_regfile(&site, "two.reg", 2);
+    ok(&build(&site, &[]).0);
+    let out = wingold()
+        .args(["publish", s(&site.golden), "--oci-layout", s(&layout)])
+        .output()
+        .unwrap();
+    ok(&out);
+    let out = wingold()
+        .args(["inject", s(&site.phony.image), "--output"])
+        .arg(inject_dir.join("out.qcow2"))
+        .args(["--profile", "all"])
+        .output()
+        .unwrap();
+    ok(&out);
+    for (d, l) in &planted {
+        assert!(!d.exists(), "{} was left", d.display());
+        assert!(l.exists(), "{} (a live run's) was removed", l.display());
+    }
+}
+
+/// A NUL in a path the config names is bad input (exit 2), not an I/O failure.
+#[test]
+fn a_nul_in_a_config_path_is_refused() {
+    let site = site(false);
+    let cfg = site.dir.join("wingold.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("golden/win.qcow2", "golden/w\\u0000in.qcow2");
+    std::fs::write(&cfg, text).unwrap();
+    let (out, _) = build(&site, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("NUL"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!site.dir.join("golden").exists());
+}

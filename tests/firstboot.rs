@@ -524,3 +524,43 @@ fn nic_watchdog_is_queued_on_nt6_and_refused_where_windows_cannot_reset_a_nic() 
     );
     assert!(!out.exists());
 }
+
+/// A script that ran (in done\) is not queued again with the same bytes; one
+/// changed since, under the same name, is queued again and said so.
+#[test]
+fn a_script_that_ran_is_queued_again_only_when_it_changed() {
+    let ran = b"@echo off\r\necho first version\r\n".to_vec();
+    let dir = tempdir();
+    let w = fixtures::phony_windows(
+        dir.path(),
+        &WIN2K22_X64,
+        vec![fixtures::Entry::File(
+            "Windows/wingold/firstboot/done/6000-setup.cmd",
+            ran.clone(),
+        )],
+    );
+    let script = dir.path().join("setup.cmd");
+    for (bytes, queued, said) in [
+        (ran.clone(), false, "already ran"),
+        (
+            b"@echo off\r\necho second version\r\n".to_vec(),
+            true,
+            "changed since",
+        ),
+    ] {
+        std::fs::write(&script, &bytes).unwrap();
+        let out = dir.path().join("out.qcow2");
+        let _ = std::fs::remove_file(&out);
+        let (code, j, err) = inject(&[s(&w.image), "--output", s(&out), "--firstboot", s(&script)]);
+        assert_eq!(code, Some(0), "{err}");
+        let fb = &j["first_boot"];
+        let names: Vec<&str> = fb["queue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.contains(&"6000-setup.cmd"), queued, "{fb}");
+        assert!(fb["notes"].to_string().contains(said), "{fb}");
+    }
+}

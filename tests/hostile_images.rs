@@ -441,3 +441,40 @@ fn a_block_device_is_a_disk() {
     assert_qemu_check_clean(&ov);
     assert_eq!(sha256_file(&raw), before);
 }
+
+/// The host refuses a write (here the file size limit, as a full disk would):
+/// one line with the host's own words, exit 1, no output and no temporary file
+/// left — never qcow2-rs's Debug form of the error.
+#[test]
+fn a_write_the_host_refuses_is_said_plainly() {
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, pattern(7, 40 << 20)).unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join("out.qcow2");
+    // 30 MB: room for the hives' temporary copies, not for the 40 MB copied in.
+    let res = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 30000; trap '' XFSZ; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_wingold"))
+        .args(["inject", s(&w.image), "--output", s(&out), "--copy-in"])
+        .arg(format!("{}:C:\\big.bin", big.display()))
+        .output()
+        .unwrap();
+    let err = message(&res);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert!(
+        !err.contains("Os {") && !err.contains("Qcow2Error"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(
+        std::fs::read_dir(&out_dir).unwrap().count(),
+        0,
+        "left behind"
+    );
+}

@@ -408,3 +408,39 @@ fn structurally_damaged_hives_are_refused_and_odd_sound_ones_written() {
         );
     }
 }
+
+/// Hives grow in place: an edit that needs more room than the volume has is
+/// refused before anything is written (exit 2), in place as with --output, never
+/// cut off half-way by a full volume.
+#[test]
+fn hive_growth_counts_in_the_free_space_check() {
+    let dir = tempdir();
+    // A 40 MiB Windows partition with about 2 MiB free (as in tests/drivers.rs).
+    let filler = Entry::File("pagefile.sys", vec![0x5a; 22 << 20]);
+    let w = fixtures::phony_windows_sized(dir.path(), &WIN2K22_X64, vec![filler], |_| {}, 40 << 20);
+    let c = Case {
+        dir: dir.path().to_owned(),
+        image: w.image,
+        _dir: dir,
+    };
+    // 3000 values of 1 KiB: the SOFTWARE hive grows by about 3 MiB.
+    let mut text = String::from(
+        "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Wingold\\Big]\r\n",
+    );
+    let kib = vec!["5a"; 1024].join(",");
+    for i in 0..3000 {
+        text.push_str(&format!("\"v{i}\"=hex:{kib}\r\n"));
+    }
+    let reg = reg_file(&c.dir, "big.reg", &text);
+    let err = refused(&c, &["--reg", s(&reg)]);
+    assert!(err.contains("MiB free"), "{err}");
+    let before = sha256_file(&c.image);
+    let res = wingold()
+        .args(["inject", s(&c.image), "--in-place", "--reg", s(&reg)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(err.contains("MiB free"), "{err}");
+    assert_eq!(sha256_file(&c.image), before, "the volume was written");
+}

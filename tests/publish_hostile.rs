@@ -322,6 +322,26 @@ fn credentials_stay_with_their_registry_and_nothing_hangs() {
 }
 
 #[test]
+fn a_password_from_an_endless_stdin_is_refused_not_read_forever() {
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let start = Instant::now();
+    let out = wingold()
+        .args([
+            "publish",
+            "/nonexistent/golden.qcow2",
+            "docker://127.0.0.1:9/win/x",
+        ])
+        .args(["--username", USER, "--password-stdin"])
+        .stdin(zero)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("over 64 KiB"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
 fn a_password_in_the_reference_is_refused_and_never_repeated() {
     for reference in [
         format!("docker://{USER}:{PASSWORD}@127.0.0.1:9/win/x:v1"),

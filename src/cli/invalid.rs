@@ -21,6 +21,9 @@ pub enum Invalid {
     #[error("--password-stdin: no password on standard input")]
     NoPassword,
 
+    #[error("--password-stdin: the first line of standard input is over 64 KiB; give the password alone")]
+    LongPassword,
+
     #[error("{}: [publish] to: {reason}", .config.display())]
     PublishTo {
         config: PathBuf,
@@ -39,9 +42,10 @@ impl crate::error::Classify for Invalid {
             | Invalid::InjectMode
             | Invalid::CopyInSpec(_)
             | Invalid::InstallIsos => Kind::Usage,
-            Invalid::NoPassword | Invalid::PublishTo { .. } | Invalid::PublishTag { .. } => {
-                Kind::BadInput
-            }
+            Invalid::NoPassword
+            | Invalid::LongPassword
+            | Invalid::PublishTo { .. }
+            | Invalid::PublishTag { .. } => Kind::BadInput,
         }
     }
 }

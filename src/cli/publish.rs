@@ -55,8 +55,17 @@ pub struct PublishArgs {
 pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     let credentials = match (&args.username, args.password_stdin) {
         (Some(u), true) => {
+            // One line, read up to 64 KiB (no password is longer; `< /dev/zero`
+            // must not read until memory runs out).
+            use std::io::{BufRead, Read};
             let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
+            std::io::stdin()
+                .lock()
+                .take(64 << 10)
+                .read_line(&mut line)?;
+            if line.len() >= 64 << 10 && !line.ends_with('\n') {
+                return Err(Invalid::LongPassword.into());
+            }
             let password = line.trim_end_matches(['\r', '\n']).to_owned();
             if password.is_empty() {
                 return Err(Invalid::NoPassword.into());

@@ -96,9 +96,21 @@ pub struct FileCopy {
     pub size: u64,
     pub sha256: String,
     pub action: FileAction,
+    /// The bytes, for a file of at most [`HELD_MAX`]; empty for a larger one,
+    /// which is streamed from `iso_range` of the ISO when written.
     #[serde(skip)]
     pub data: Vec<u8>,
+    /// (offset, length) of a file larger than [`HELD_MAX`] in the ISO file.
+    #[serde(skip)]
+    pub iso_range: Option<(u64, u64)>,
 }
+
+/// Files up to this size are read into memory; larger ones (no real driver file
+/// comes near it) are hashed and later copied in pieces.
+pub const HELD_MAX: u64 = 4 << 20;
+
+/// What a PE check reads of a larger file: its headers.
+const PE_HEAD: u64 = 64 << 10;
 
 /// One driver and where it came from.
 #[derive(Debug, Clone, Serialize)]
@@ -150,6 +162,9 @@ pub struct Plan {
 /// A file on the guest's volume, as the planner needs it.
 pub type ReadGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<Vec<u8>>> + 'a;
 
+/// The SHA-256 of a file on the guest's volume, None when it is not there.
+pub type HashGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<String>> + 'a;
+
 /// Computes the plan; every refusal is bad input with one line naming the cause.
 /// `system` and `software` are the current hive bytes.
 pub fn plan(
@@ -158,6 +173,7 @@ pub fn plan(
     system: &[u8],
     software: &[u8],
     read_guest: &ReadGuest,
+    hash_guest: &HashGuest,
 ) -> anyhow::Result<Plan> {
     if w.arch == "arm64" {
         return Err(Refusal::Arm64 {
@@ -282,11 +298,16 @@ pub fn plan(
             {
                 continue;
             }
-            let data = image.read(e)?;
+            let held = e.size <= HELD_MAX;
+            let data = if held {
+                image.read(e)?
+            } else {
+                image.read_head(e, PE_HEAD)?
+            };
             if base.ends_with(".sys") {
                 check_sys(&data, &e.path, machine, w, is_boot && nt6_x64, &iso_name)?;
             }
-            if base.ends_with(".inf") {
+            if base.ends_with(".inf") && held {
                 inf_seen = Some((e.path.clone(), inf::parse(&inf::decode(&data))));
             }
             if let Some(problem) = crate::guest::names::problem(&base) {
@@ -311,14 +332,20 @@ pub fn plan(
                 ));
                 continue;
             }
+            let (sha256, data, iso_range) = if held {
+                (sha(&data), data, None)
+            } else {
+                (image.sha256(e)?, Vec::new(), Some((e.offset, e.size)))
+            };
             files.push(FileCopy {
                 driver: p.driver.clone(),
                 from: e.path.clone(),
                 to,
-                size: data.len() as u64,
-                sha256: sha(&data),
+                size: e.size,
+                sha256,
                 action: FileAction::New,
                 data,
+                iso_range,
             });
         }
         let Some((inf_path, parsed)) = inf_seen else {
@@ -426,9 +453,9 @@ pub fn plan(
     // Idempotence: what is there with the same bytes is left alone.
     let mut bytes_needed = 0u64;
     for f in &mut files {
-        f.action = match read_guest(&f.to)? {
+        f.action = match hash_guest(&f.to)? {
             None => FileAction::New,
-            Some(old) if old == f.data => FileAction::Unchanged,
+            Some(old) if old == f.sha256 => FileAction::Unchanged,
             Some(_) => FileAction::Replaced,
         };
         if f.action != FileAction::Unchanged {

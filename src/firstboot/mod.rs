@@ -273,9 +273,17 @@ pub fn plan(
     };
 
     // Queue entries, in order: built-ins by priority, then the user's scripts.
-    let done_before = |name: &str| -> anyhow::Result<bool> {
-        Ok(read_guest(&format!("{dir}\\done\\{name}"))?.is_some()
-            || read_guest(&format!("{dir}\\failed\\{name}"))?.is_some())
+    // What ran before under that name, with the same bytes: a script that changed
+    // since is queued again (the runner moves it over the old record).
+    let ran_before = |name: &str, data: &[u8]| -> anyhow::Result<Option<&'static str>> {
+        for folder in ["done", "failed"] {
+            match read_guest(&format!("{dir}\\{folder}\\{name}"))? {
+                Some(old) if old == data => return Ok(Some("ran")),
+                Some(_) => return Ok(Some("changed")),
+                None => {}
+            }
+        }
+        Ok(None)
     };
     let mut steps = req.steps.clone();
     steps.sort_by_key(|s| s.priority());
@@ -349,6 +357,7 @@ pub fn plan(
                     }
                     .into());
                 }
+                let sha = sha256_hex(&data);
                 add(
                     &mut files,
                     format!("{dir}\\scripts\\{name}.ps1"),
@@ -358,8 +367,10 @@ pub fn plan(
                 );
                 let wrapper = format!(
                     "@echo off\nrem wingold: runs {shown} under PowerShell, this script's policy bypassed\n\
+                     rem sha256 {}\n\
                      powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \"%~dp0..\\scripts\\{name}.ps1\"\n\
-                     exit /b %errorlevel%\n"
+                     exit /b %errorlevel%\n",
+                    sha
                 );
                 entries.push((format!("{name}.cmd"), shown, crlf(&wrapper), mtime(&meta)));
             }
@@ -372,11 +383,17 @@ pub fn plan(
         }
     }
     for (name, source, data, time) in entries {
-        if done_before(&name)? {
-            notes.push(format!(
-                "{name} already ran on this image (done\\ or failed\\): not queued again"
-            ));
-            continue;
+        match ran_before(&name, &data)? {
+            Some("ran") => {
+                notes.push(format!(
+                    "{name} already ran on this image (done\\ or failed\\): not queued again"
+                ));
+                continue;
+            }
+            Some(_) => notes.push(format!(
+                "{name} ran on this image before, and has changed since: queued again"
+            )),
+            None => {}
         }
         add(
             &mut files,

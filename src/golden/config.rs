@@ -218,6 +218,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             message: e.message().to_owned(),
         }
     })?;
+    refuse_nul_paths(path, &config)?;
     let dir = std::path::absolute(path)?
         .parent()
         .map(Path::to_owned)
@@ -293,6 +294,29 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         bytes,
         config,
     })
+}
+
+/// A NUL in a path the config names: no file can have that name.
+fn refuse_nul_paths(config_path: &Path, c: &Config) -> Result<(), Refusal> {
+    use std::os::unix::ffi::OsStrExt;
+    let paths = [&c.base.image, &c.golden.output]
+        .into_iter()
+        .chain(&c.golden.regfiles)
+        .chain(&c.firstboot.scripts)
+        .chain(&c.firstboot.service_binary)
+        .chain(c.files.iter().map(|f| &f.from))
+        .chain(&c.publish.ca_cert)
+        .chain(&c.virtio_win.iso)
+        .chain(&c.virtio_win.cache);
+    for p in paths {
+        if p.as_os_str().as_bytes().contains(&0) {
+            return Err(Refusal::NulInPath {
+                config: config_path.to_owned(),
+                path: p.display().to_string().replace('\0', "\\0"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Refuses, before anything is fetched or written, an input the config names

@@ -24,6 +24,9 @@ pub struct GuestWrite {
     pub time: Option<i64>,
     /// A local file streamed in when written (copy-in), instead of `data`.
     pub local: Option<PathBuf>,
+    /// The part of `local` to copy, (offset, length): a large driver file inside
+    /// the virtio-win ISO. The whole file when None.
+    pub range: Option<(u64, u64)>,
     pub size: u64,
 }
 
@@ -91,7 +94,8 @@ pub(super) fn plan_drivers(
     f: &mut FilePlan,
 ) -> anyhow::Result<drivers::Plan> {
     let read = guest_reader(vol);
-    let mut p = drivers::plan(w, req, &hives.system, &hives.software, &read)?;
+    let hash = guest_hasher(vol);
+    let mut p = drivers::plan(w, req, &hives.system, &hives.software, &read, &hash)?;
     if vol.lookup(&w.hive_path("DRIVERS"))?.is_some() {
         // Windows 10+ also keeps a DRIVERS hive; virt-v2v registers the boot driver
         // in SYSTEM\DriverDatabase only, boot-tested on 2016-2025: so does wingold.
@@ -131,7 +135,8 @@ pub(super) fn plan_drivers(
             action: c.action,
             security: file_sd,
             time: None,
-            local: None,
+            local: c.iso_range.map(|_| req.iso.clone()),
+            range: c.iso_range,
             size: c.size,
         });
     }
@@ -175,18 +180,7 @@ pub(super) fn plan_first_boot(
     f: &mut FilePlan,
 ) -> anyhow::Result<firstboot::Plan> {
     let read = guest_reader(vol);
-    let hash = |path: &str| -> anyhow::Result<Option<String>> {
-        match vol.is_folder(path)? {
-            None => Ok(None),
-            Some(false) => Ok(Some(guest_sha256(vol, path)?)),
-            // A file onto a folder: said as such, before anything is written.
-            Some(true) => Err(crate::ntfs::Error::NotAFile {
-                volume: vol.name().to_owned(),
-                path: path.to_owned(),
-            }
-            .into()),
-        }
-    };
+    let hash = guest_hasher(vol);
     let mut p = firstboot::plan(w, req, &hives.software, &read, &hash)?;
     if f.time == 0 {
         // No ISO to take a date from: the newest of the user's files, else the
@@ -221,6 +215,7 @@ pub(super) fn plan_first_boot(
             security: file_sd,
             time: g.time,
             local: g.local.clone(),
+            range: None,
             size: g.size,
         });
     }
@@ -241,6 +236,25 @@ pub(super) fn guest_sha256(vol: &Volume, path: &str) -> anyhow::Result<String> {
         h.update(&piece);
     }
     Ok(format!("{:x}", h.finalize()))
+}
+
+/// The SHA-256 of files on the volume as the planners compare them: None when
+/// missing; a folder where a file would go is said as such, before anything is
+/// written.
+pub(super) fn guest_hasher<'v, 'd>(
+    vol: &'v Volume<'d>,
+) -> impl Fn(&str) -> anyhow::Result<Option<String>> + use<'v, 'd> {
+    move |path: &str| -> anyhow::Result<Option<String>> {
+        match vol.is_folder(path)? {
+            None => Ok(None),
+            Some(false) => Ok(Some(guest_sha256(vol, path)?)),
+            Some(true) => Err(crate::ntfs::Error::NotAFile {
+                volume: vol.name().to_owned(),
+                path: path.to_owned(),
+            }
+            .into()),
+        }
+    }
 }
 
 /// Files on the volume as the planners read them: None when missing.
@@ -293,8 +307,13 @@ pub(super) fn write_files(vol: &Volume, f: &FilePlan) -> anyhow::Result<()> {
         crate::ntfs::with_frozen_clock(c.time.unwrap_or(f.time), || -> anyhow::Result<()> {
             match &c.local {
                 Some(local) => {
+                    use std::io::{Read, Seek};
                     let mut src = std::fs::File::open(local).map_err(unreadable(local))?;
-                    vol.write_file_from(&c.to, c.size, &mut src)?;
+                    if let Some((offset, _)) = c.range {
+                        src.seek(std::io::SeekFrom::Start(offset))
+                            .map_err(unreadable(local))?;
+                    }
+                    vol.write_file_from(&c.to, c.size, &mut src.take(c.size))?;
                 }
                 None => vol.write_file(&c.to, &c.data)?,
             }

@@ -173,11 +173,12 @@ pub fn plan(
                 first_boot_report = Some(p.report);
             }
         }
+        let mut bytes_needed = 0;
         if !f.writes.is_empty() || !f.folders.is_empty() {
-            files::refuse_full_volume(&vol, &w, image_path, f.bytes_needed())?;
+            bytes_needed = f.bytes_needed();
             files = Some(f);
         }
-        reg::apply(&edits, &w.control_sets, |hive| {
+        let results = reg::apply(&edits, &w.control_sets, |hive| {
             let cached = hives.as_mut().and_then(|h| match hive {
                 HiveName::System => Some(std::mem::take(&mut h.system)),
                 HiveName::Software => Some(std::mem::take(&mut h.software)),
@@ -188,7 +189,16 @@ pub fn plan(
             }
             vol.read_file(&w.hive_path(hive))
                 .map_err(|e| reg::Error::load(hive, e))
-        })?
+        })?;
+        // The hives grow in place too: what they gain counts with the files.
+        for r in &results {
+            if let Some(new) = &r.bytes {
+                let old = vol.file_size(&w.hive_path(r.hive))?;
+                bytes_needed += (new.len() as u64).saturating_sub(old).div_ceil(4096) * 4096;
+            }
+        }
+        files::refuse_full_volume(&vol, &w, image_path, bytes_needed)?;
+        results
     };
     if !force {
         refuse_unbootable(&edits, &results)?;
@@ -321,6 +331,7 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                     dir
                 };
                 crate::fsutil::clear_stale(dir, |n| crate::fsutil::temp_name_pid(out, n));
+                crate::fsutil::clear_dead_temps(dir);
             }
             if out.exists() {
                 return Err(image::Error::Exists { path: out.clone() }.into());

@@ -59,6 +59,9 @@ pub enum Refusal {
     )]
     OutputInTree { output: PathBuf, tree: PathBuf },
 
+    #[error("{}: the path {path:?} holds a NUL character; no file can be named so", .config.display())]
+    NulInPath { config: PathBuf, path: String },
+
     #[error(
         "{}: is a file, not the symlink to a golden version that wingold keeps there; \
          clones may rest on it, so it is not replaced: move it away (and `qemu-img rebase \
@@ -111,8 +114,8 @@ pub enum Refusal {
     NoSecuritySource { iso: PathBuf, drivers_dir: String },
 
     #[error(
-        "{}: partition {partition} has {free_mib} MiB free; the files to copy need \
-         {needed_mib} MiB: make room in Windows or grow the disk",
+        "{}: partition {partition} has {free_mib} MiB free; the files to copy and the \
+         hives' growth need {needed_mib} MiB: make room in Windows or grow the disk",
         .image.display()
     )]
     NoRoom {

@@ -112,6 +112,13 @@ struct FileIo {
     file: File,
     /// Set when a read hit the end of the file: the image is truncated.
     hit_eof: Rc<Cell<bool>>,
+    /// The last error the host gave a read, write or flush (a full disk, EIO):
+    /// qcow2-rs reports it only in its own Debug form.
+    host_error: Rc<RefCell<Option<std::io::Error>>>,
+    /// Set when the host refused a write or flush: later writes are dropped (see
+    /// `write_from`) and `flush` fails, instead of qcow2-rs failing again and
+    /// printing its error in Debug form on stderr.
+    write_failed: Rc<Cell<bool>>,
     /// The header as on disk; shared with [`Qcow2Image`], which sets and clears
     /// the dirty bit in it.
     header: Rc<RefCell<Vec<u8>>>,
@@ -119,6 +126,22 @@ struct FileIo {
 }
 
 impl FileIo {
+    /// Remembers `e` for the message, and hands it on.
+    fn host(&self, e: std::io::Error) -> std::io::Error {
+        let copy = match e.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(e.kind(), e.to_string()),
+        };
+        *self.host_error.borrow_mut() = Some(copy);
+        e
+    }
+
+    /// [`FileIo::host`] for a write or flush.
+    fn host_write(&self, e: std::io::Error) -> std::io::Error {
+        self.write_failed.set(true);
+        self.host(e)
+    }
+
     /// Whether `[offset, offset + len)` lies within the L1 table rounded up to sectors.
     fn in_l1_tail(&self, offset: u64, len: usize) -> bool {
         let h = self.header.borrow();
@@ -136,7 +159,7 @@ impl Qcow2IoOps for FileIo {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(self.host(e).into()),
             }
         }
         if done < buf.len() {
@@ -152,15 +175,27 @@ impl Qcow2IoOps for FileIo {
     }
 
     async fn write_from(&self, offset: u64, buf: &[u8]) -> Qcow2Result<()> {
+        // After the host refused a write, nothing more reaches the file: the
+        // caller has its error, flush() reports it again, and the metadata that
+        // qcow2-rs still flushes (it must, to drop its cache) would describe
+        // clusters that were never written. The file keeps its last consistent
+        // tables.
+        if self.write_failed.get() {
+            return Ok(());
+        }
         if offset == 0 {
             let mut header = self.header.borrow_mut();
             for &(at, len) in MUTABLE_FIELDS {
                 header[at..at + len].copy_from_slice(&buf[at..at + len]);
             }
-            self.file.write_all_at(&header[..self.header_len], 0)?;
+            self.file
+                .write_all_at(&header[..self.header_len], 0)
+                .map_err(|e| self.host_write(e))?;
             return Ok(());
         }
-        self.file.write_all_at(buf, offset)?;
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| self.host_write(e))?;
         Ok(())
     }
 
@@ -175,7 +210,7 @@ impl Qcow2IoOps for FileIo {
     }
 
     async fn fsync(&self, _offset: u64, _len: usize, _flags: u32) -> Qcow2Result<()> {
-        self.file.sync_data()?;
+        self.file.sync_data().map_err(|e| self.host_write(e))?;
         Ok(())
     }
 }
@@ -192,6 +227,8 @@ pub struct Qcow2Image {
     /// A second handle on the same open file description, for fsync.
     file: File,
     hit_eof: Rc<Cell<bool>>,
+    host_error: Rc<RefCell<Option<std::io::Error>>>,
+    write_failed: Rc<Cell<bool>>,
     /// Written since the last flush: flushing a clean image costs no fsync.
     dirty: Cell<bool>,
     /// The on-disk header, shared with the I/O engine.
@@ -297,10 +334,14 @@ impl Qcow2Image {
             .try_clone()
             .map_err(|e| Error::io(path, "duplicating the handle", e))?;
         let hit_eof = Rc::new(Cell::new(false));
+        let host_error = Rc::new(RefCell::new(None));
+        let write_failed = Rc::new(Cell::new(false));
         let header_bytes = Rc::new(RefCell::new(first));
         let io = FileIo {
             file,
             hit_eof: hit_eof.clone(),
+            host_error: host_error.clone(),
+            write_failed: write_failed.clone(),
             header: header_bytes.clone(),
             header_len,
         };
@@ -326,6 +367,8 @@ impl Qcow2Image {
             header,
             file: sync_handle,
             hit_eof,
+            host_error,
+            write_failed,
             dirty: Cell::new(false),
             header_bytes,
         })
@@ -375,6 +418,8 @@ impl Qcow2Image {
                     &self.path,
                     "its tables point past the end of the file (is it truncated?)",
                 )
+            } else if let Some(host) = self.host_error.borrow_mut().take() {
+                Error::io(&self.path, op, host)
             } else {
                 qerr(&self.path, op)(e)
             }
@@ -522,6 +567,15 @@ impl BlockDev for Qcow2Image {
     fn flush(&self) -> Result<()> {
         if !self.writable || !self.dirty.get() {
             return Ok(());
+        }
+        if self.write_failed.get() {
+            // The host refused a write: the image stays marked dirty (QEMU's
+            // check repairs it); a metadata flush now would only fail again.
+            return Err(Error::io(
+                &self.path,
+                "metadata flush after a refused write",
+                std::io::Error::other("the host refused an earlier write to this image"),
+            ));
         }
         block_on(self.dev.flush_meta()).map_err(self.qerr("metadata flush"))?;
         self.file

@@ -153,6 +153,38 @@ impl Iso {
         Ok(buf)
     }
 
+    /// Up to `len` bytes from the start of a file (its headers).
+    pub fn read_head(&self, entry: &Entry, len: u64) -> Result<Vec<u8>, Error> {
+        let head = Entry {
+            size: entry.size.min(len),
+            ..entry.clone()
+        };
+        self.read(&head)
+    }
+
+    /// The SHA-256 of a file, read in 1 MiB pieces (never held whole).
+    pub fn sha256(&self, entry: &Entry) -> Result<String, Error> {
+        use sha2::{Digest, Sha256};
+        if entry.is_dir || entry.offset.saturating_add(entry.size) > self.len {
+            return Err(self.damaged(&format!("{} lies past the end", entry.path)));
+        }
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < entry.size {
+            let n = (entry.size - at).min(buf.len() as u64) as usize;
+            self.file
+                .read_exact_at(&mut buf[..n], entry.offset + at)
+                .map_err(|source| Error::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(format!("{:x}", h.finalize()))
+    }
+
     fn walk(
         &self,
         (offset, size): (u64, u64),
