@@ -36,7 +36,10 @@ fn main() {
     match result {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
-            eprintln!("wingold: {err:#}");
+            // One line, whatever names the error quotes (control characters in a
+            // file name are shown escaped).
+            let text = format!("{err:#}").replace('\n', "\\n");
+            eprintln!("wingold: {}", wingold::cli::terminal_safe(&text));
             std::process::exit(wingold::cli::exit_code(&err));
         }
         Err(_) => std::process::exit(wingold::error::Kind::Failure.exit_code()),

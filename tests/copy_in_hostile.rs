@@ -183,3 +183,46 @@ fn sharp_s_is_not_double_s_in_guest_names() {
     assert!(err.contains("differ only in case"), "{err}");
     assert!(!out3.exists());
 }
+
+/// Control characters in names (a local file's, a registry key's) never reach
+/// the terminal raw: refusals and reports show them escaped.
+#[test]
+fn control_characters_in_names_are_shown_escaped() {
+    let dir = tempdir();
+    let w = phony(dir.path());
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("red\x1b[31mtitle\x07"), "x").unwrap();
+    let out = dir.path().join("out.qcow2");
+    let (code, err) = inject(&[
+        s(&w.image),
+        "--output",
+        s(&out),
+        "--copy-in",
+        &format!("{}:C:\\Tools", tree.display()),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains("\\u{1b}"), "{err:?}");
+    // A key name the registry allows, with a BEL in it: the text report escapes it.
+    let reg = dir.path().join("bel.reg");
+    std::fs::write(
+        &reg,
+        "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Bell\x07Key]\r\n\"v\"=dword:00000001\r\n",
+    )
+    .unwrap();
+    let res = wingold()
+        .args(["inject", s(&w.image), "--output", s(&out), "--reg", s(&reg)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(
+        !text.contains('\x07') && text.contains("Bell\\u{7}Key"),
+        "{text:?}"
+    );
+}

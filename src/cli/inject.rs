@@ -219,7 +219,14 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
     if json {
         return super::print_json(r);
     }
-    println!(
+    // Names come from the guest, the ISO and the user's files: control
+    // characters in them are shown escaped, never sent to the terminal. Tens of
+    // thousands of lines: one write per buffer, not per line.
+    let mut out = super::Safe(std::io::BufWriter::new(std::io::stdout().lock()));
+    macro_rules! say {
+        ($($t:tt)*) => { writeln!(out, $($t)*)? };
+    }
+    say!(
         "{}: {} ({}), control set(s) {}",
         r.image.display(),
         r.windows.product_name,
@@ -238,8 +245,6 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
             })
             .unwrap_or_default()
     };
-    // Tens of thousands of lines: one write per buffer, not per line.
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for c in &r.changes {
         let key = format!("{}\\{}", c.hive, c.key);
         let name = match c.value.as_deref() {
@@ -264,10 +269,8 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
             }
         }?;
     }
-    out.flush()?;
-    drop(out);
     if let Some(d) = &r.drivers {
-        println!(
+        say!(
             "virtio drivers from {} ({}), boot driver {}, {}:",
             d.iso.display(),
             d.iso_volume_id,
@@ -279,7 +282,7 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
             }
         );
         for drv in &d.drivers {
-            println!(
+            say!(
                 "  {} ({}): {}, DriverVer {}{}",
                 drv.name,
                 drv.role,
@@ -294,35 +297,36 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
                 crate::drivers::FileAction::Replaced => "~",
                 crate::drivers::FileAction::Unchanged => "=",
             };
-            println!("  {mark} {} ({} bytes) from {}", f.to, f.size, f.from);
+            say!("  {mark} {} ({} bytes) from {}", f.to, f.size, f.from);
         }
         for n in &d.notes {
-            println!("  note: {n}");
+            say!("  note: {n}");
         }
     }
     let hives: std::collections::BTreeSet<_> = r.changes.iter().map(|c| c.hive).collect();
-    println!("{} change(s) in {} hive(s)", r.changes.len(), hives.len());
+    say!("{} change(s) in {} hive(s)", r.changes.len(), hives.len());
     for log in &r.logs_truncated {
-        println!("  emptied the stale transaction log {log}");
+        say!("  emptied the stale transaction log {log}");
     }
     for cmd in &r.first_boot_commands {
-        println!("  first boot (no registry form): {cmd}");
+        say!("  first boot (no registry form): {cmd}");
     }
     if r.dry_run {
-        println!("dry run: nothing written");
+        say!("dry run: nothing written");
     } else if r.nothing_written {
-        println!(
+        say!(
             "{} already holds every edit and file: nothing written; verified",
             r.image.display()
         );
     } else if r.in_place {
-        println!("written in place into {}; verified", r.image.display());
-    } else if let Some(out) = &r.output {
-        println!(
+        say!("written in place into {}; verified", r.image.display());
+    } else if let Some(output) = &r.output {
+        say!(
             "written to {} (an overlay on {}); verified",
-            out.display(),
+            output.display(),
             r.image.display()
         );
     }
+    out.flush()?;
     Ok(())
 }

@@ -127,6 +127,41 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     kind(err).exit_code()
 }
 
+/// Text on its way to a terminal with its control characters escaped (`\u{1b}`),
+/// line ends kept: names from guests, ISOs and users' files cannot move the
+/// cursor, recolour or retitle a terminal.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// A writer that passes text on through [`terminal_safe`] (each write is whole
+/// UTF-8: `write!` hands over whole strings).
+pub struct Safe<W: std::io::Write>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Safe<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(terminal_safe(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout.
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     use std::io::Write;
