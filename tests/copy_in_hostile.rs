@@ -68,6 +68,17 @@ fn inject(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// `inject IMAGE --output OUT --copy-in LOCAL:GUEST`: exit code and stderr.
+fn copy_in(image: &Path, out: &Path, local: &Path, guest: &str) -> (Option<i32>, String) {
+    inject(&[
+        s(image),
+        "--output",
+        s(out),
+        "--copy-in",
+        &format!("{}:{guest}", local.display()),
+    ])
+}
+
 fn partition(image: &Path, w: &PhonyWindows, dir: &Path) -> PathBuf {
     let part = dir.join("win.part");
     fixtures::extract_partition(image, w.win_offset, w.win_size, &part);
@@ -109,13 +120,7 @@ fn copy_in_refuses_what_windows_and_wingold_own_with_output_and_in_place() {
     std::fs::write(tree.join("readme.txt"), "ok").unwrap();
     std::fs::write(tree.join("System32/config/SYSTEM"), "junk").unwrap();
     let out = dir.path().join("out.qcow2");
-    let (code, err) = inject(&[
-        s(&w.image),
-        "--output",
-        s(&out),
-        "--copy-in",
-        &format!("{}:C:\\Windows", tree.display()),
-    ]);
+    let (code, err) = copy_in(&w.image, &out, &tree, "C:\\Windows");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("the registry's folder"), "{err}");
     assert!(!out.exists());
@@ -130,13 +135,7 @@ fn sharp_s_is_not_double_s_in_guest_names() {
     let upper = dir.path().join("STRASSE.TXT");
     std::fs::write(&upper, "the new one").unwrap();
     let out = dir.path().join("out.qcow2");
-    let (code, err) = inject(&[
-        s(&w.image),
-        "--output",
-        s(&out),
-        "--copy-in",
-        &format!("{}:C:\\Tools\\STRASSE.TXT", upper.display()),
-    ]);
+    let (code, err) = copy_in(&w.image, &out, &upper, "C:\\Tools\\STRASSE.TXT");
     assert_eq!(code, Some(0), "{err}");
     let part = partition(&out, &w, dir.path());
     assert_eq!(ntfscat(&part, "/Tools/Straße.txt"), b"the original");
@@ -149,13 +148,7 @@ fn sharp_s_is_not_double_s_in_guest_names() {
     std::fs::write(tree.join("Straße.txt"), "sharp").unwrap();
     std::fs::write(tree.join("STRASSE.TXT"), "double").unwrap();
     let out2 = dir.path().join("out2.qcow2");
-    let (code, err) = inject(&[
-        s(&w.image),
-        "--output",
-        s(&out2),
-        "--copy-in",
-        &format!("{}:C:\\Other", tree.display()),
-    ]);
+    let (code, err) = copy_in(&w.image, &out2, &tree, "C:\\Other");
     assert_eq!(code, Some(0), "{err}");
     let part = partition(&out2, &w, dir.path());
     assert_eq!(ntfscat(&part, "/Other/Straße.txt"), b"sharp");
@@ -172,13 +165,7 @@ fn sharp_s_is_not_double_s_in_guest_names() {
     std::fs::write(tree.join("É.txt"), "a").unwrap();
     std::fs::write(tree.join("é.txt"), "b").unwrap();
     let out3 = dir.path().join("out3.qcow2");
-    let (code, err) = inject(&[
-        s(&w.image),
-        "--output",
-        s(&out3),
-        "--copy-in",
-        &format!("{}:C:\\Twins", tree.display()),
-    ]);
+    let (code, err) = copy_in(&w.image, &out3, &tree, "C:\\Twins");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("differ only in case"), "{err}");
     assert!(!out3.exists());
@@ -194,13 +181,7 @@ fn control_characters_in_names_are_shown_escaped() {
     std::fs::create_dir_all(&tree).unwrap();
     std::fs::write(tree.join("red\x1b[31mtitle\x07"), "x").unwrap();
     let out = dir.path().join("out.qcow2");
-    let (code, err) = inject(&[
-        s(&w.image),
-        "--output",
-        s(&out),
-        "--copy-in",
-        &format!("{}:C:\\Tools", tree.display()),
-    ]);
+    let (code, err) = copy_in(&w.image, &out, &tree, "C:\\Tools");
     assert_eq!(code, Some(2), "{err}");
     assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
     assert!(err.contains("\\u{1b}"), "{err:?}");

@@ -6,39 +6,14 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use support::fixtures::{self, WIN2K22_X64};
 use support::*;
 
-/// Runs `cmd` for at most 30 s: exit code, stderr, time taken.
+/// Runs `cmd` for at most 30 s: exit code (None when it hung), stderr, time.
 fn bounded(cmd: &mut Command) -> (Option<i32>, String, Duration) {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code(), err, start.elapsed());
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (None, "killed after 30 s: it hung".into(), start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    run_bounded(cmd, Duration::from_secs(30))
 }
 
 fn fifo(dir: &Path, name: &str) -> PathBuf {

@@ -94,33 +94,10 @@ fn damaged_partition_tables_never_panic() {
 
 /// Runs wingold with a deadline: a hang is a failure like a panic.
 fn bounded(args: &[&str], what: &str) {
-    let mut child = wingold()
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what}: wingold hung (killed after 30 s)");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err, _) = run_bounded(wingold().args(args), std::time::Duration::from_secs(30));
+    assert!(status.is_some(), "{what}: wingold hung (killed after 30 s)");
     assert!(
-        matches!(status.code(), Some(0..=2)),
+        matches!(status, Some(0..=2)),
         "{what}: exit {status:?}: {err}"
     );
     assert!(

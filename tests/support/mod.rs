@@ -68,6 +68,42 @@ pub fn succeeds(cmd: &mut Command) -> Output {
     out
 }
 
+/// Runs `cmd` (stdin closed, stdout dropped) for at most `limit`: its exit code
+/// (None when it had to be killed: it hung), its stderr, the time it took.
+pub fn run_bounded(
+    cmd: &mut Command,
+    limit: std::time::Duration,
+) -> (Option<i32>, String, std::time::Duration) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err, start.elapsed())
+}
+
 /// `wingold SUB ARGS… --json`: its exit code, its JSON output (Null when stdout is
 /// not JSON) and its stderr.
 #[cfg(test)]
