@@ -21,6 +21,8 @@ const PASSWORD: &str = "s3cret-hunter2";
 enum Mode {
     /// Basic auth; uploads are sent on to the other host by an absolute Location.
     LocationOnOtherHost,
+    /// Basic auth; the manifest PUT is redirected (307) to the other host.
+    RedirectToOtherHost,
     /// A bearer challenge whose realm is plain HTTP on the other host.
     RealmOnOtherHost,
     /// A bearer challenge whose realm, on this host, never stops sending.
@@ -216,6 +218,18 @@ fn hostile(mode: Mode, other: &Listener) -> Listener {
                     &[("WWW-Authenticate", "Basic realm=\"hostile\"".into())],
                 ),
                 _ if path == "/v2/" => reply(out, "200 OK", &[]),
+                Mode::RedirectToOtherHost if method == "PUT" && path.contains("/manifests/") => {
+                    reply(
+                        out,
+                        "307 Temporary Redirect",
+                        &[("Location", format!("{other_url}/elsewhere{path}"))],
+                    )
+                }
+                Mode::RedirectToOtherHost if method == "POST" => reply(
+                    out,
+                    "202 Accepted",
+                    &[("Location", "/v2/win/x/blobs/uploads/1".into())],
+                ),
                 _ if method == "HEAD" => reply(out, "404 Not Found", &[]),
                 _ if method == "POST" => reply(
                     out,
@@ -295,6 +309,21 @@ fn credentials_stay_with_their_registry_and_nothing_hangs() {
     }
     assert!(reg.seen().iter().any(|r| r.authorization().is_some()));
     println!("Location on another host: {secs:.1} s");
+
+    // A 307 to another host: what is redirected goes there, the credentials do
+    // not.
+    let other = other_host();
+    let reg = hostile(Mode::RedirectToOtherHost, &other);
+    let (_, text, _) = publish_to(reg.port, &[], &g.path);
+    assert!(!text.contains(PASSWORD), "{text}");
+    let there = other.seen();
+    assert!(
+        there.iter().any(|r| r.line.contains("/elsewhere/")),
+        "nothing was redirected: {there:?} {text}"
+    );
+    for r in &there {
+        assert_eq!(r.authorization(), None, "sent to the other host: {r:?}");
+    }
 
     // A token realm in clear on another host: refused before anything is sent.
     let other = other_host();

@@ -165,6 +165,11 @@ pub type ReadGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<Vec<u8>>> + 'a;
 /// The SHA-256 of a file on the guest's volume, None when it is not there.
 pub type HashGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<String>> + 'a;
 
+/// A file name as the guest's volume compares names: upper-cased per UTF-16 unit
+/// through its own `$UpCase` table. Two names are one file exactly when these
+/// are equal (`É.dll` and `é.dll` are; `Straße` and `STRASSE` are not).
+pub type NameFold<'a> = dyn Fn(&str) -> Vec<u16> + 'a;
+
 /// Computes the plan; every refusal is bad input with one line naming the cause.
 /// `system` and `software` are the current hive bytes.
 pub fn plan(
@@ -174,6 +179,7 @@ pub fn plan(
     software: &[u8],
     read_guest: &ReadGuest,
     hash_guest: &HashGuest,
+    fold: &NameFold,
 ) -> anyhow::Result<Plan> {
     if w.arch == "arm64" {
         return Err(Refusal::Arm64 {
@@ -319,13 +325,10 @@ pub fn plan(
                 .into());
             }
             let to = format!("{staging}\\{base}");
-            // One name to NTFS when equal per UTF-16 unit upper-cased (É.dll and
-            // é.dll), never ß and SS.
-            let folded = crate::hive::fold_name(&to);
-            if files
-                .iter()
-                .any(|f| crate::hive::fold_name(&f.to) == folded)
-            {
+            // One name to NTFS when equal through its $UpCase (É.dll and é.dll),
+            // never ß and SS.
+            let folded = fold(&to);
+            if files.iter().any(|f| fold(&f.to) == folded) {
                 notes.push(format!(
                     "{} skipped: another driver has a file of that name",
                     e.path

@@ -108,6 +108,7 @@ pub(super) fn copy_in(
     local: &Path,
     guest: &str,
     root: &str,
+    fold: &crate::drivers::NameFold,
     files: &mut Vec<GuestFile>,
     folders: &mut Vec<String>,
 ) -> anyhow::Result<()> {
@@ -165,7 +166,7 @@ pub(super) fn copy_in(
         });
         return Ok(());
     }
-    let mut by_folder: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut by_folder: BTreeMap<String, BTreeMap<Vec<u16>, String>> = BTreeMap::new();
     let walk = walkdir::WalkDir::new(local)
         .follow_links(false)
         .sort_by_file_name()
@@ -191,7 +192,7 @@ pub(super) fn copy_in(
             .into());
         }
         let parent = guest_parts[..guest_parts.len() - 1].join("\\");
-        let folded = crate::hive::fold_name(&name);
+        let folded = fold(&name);
         if let Some(other) = by_folder
             .entry(parent.clone())
             .or_default()

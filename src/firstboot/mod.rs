@@ -250,6 +250,7 @@ pub fn plan(
     software: &[u8],
     read_guest: &ReadGuest,
     hash_guest: &HashGuest,
+    fold: &crate::drivers::NameFold,
 ) -> anyhow::Result<Plan> {
     let root = w.system_root.trim_start_matches('\\').to_owned();
     let dir = format!("{root}\\{FOLDER}");
@@ -463,7 +464,7 @@ pub fn plan(
 
     // Copied-in trees.
     for (local, guest) in &req.copy_in {
-        copy_in::copy_in(local, guest, &root, &mut files, &mut folders)?;
+        copy_in::copy_in(local, guest, &root, fold, &mut files, &mut folders)?;
     }
 
     // Idempotence: what is there with the same bytes is left alone.
@@ -475,7 +476,7 @@ pub fn plan(
         };
     }
     let mut seen = std::collections::BTreeSet::new();
-    folders.retain(|f| seen.insert(crate::hive::fold_name(f)));
+    folders.retain(|f| seen.insert(fold(f)));
     Ok(Plan {
         report: Report {
             folder: guest_dir,

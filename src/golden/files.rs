@@ -95,7 +95,8 @@ pub(super) fn plan_drivers(
 ) -> anyhow::Result<drivers::Plan> {
     let read = guest_reader(vol);
     let hash = guest_hasher(vol);
-    let mut p = drivers::plan(w, req, &hives.system, &hives.software, &read, &hash)?;
+    let fold = |name: &str| vol.upcase(name);
+    let mut p = drivers::plan(w, req, &hives.system, &hives.software, &read, &hash, &fold)?;
     if vol.lookup(&w.hive_path("DRIVERS"))?.is_some() {
         // Windows 10+ also keeps a DRIVERS hive; virt-v2v registers the boot driver
         // in SYSTEM\DriverDatabase only, boot-tested on 2016-2025: so does wingold.
@@ -181,7 +182,8 @@ pub(super) fn plan_first_boot(
 ) -> anyhow::Result<firstboot::Plan> {
     let read = guest_reader(vol);
     let hash = guest_hasher(vol);
-    let mut p = firstboot::plan(w, req, &hives.software, &read, &hash)?;
+    let fold = |name: &str| vol.upcase(name);
+    let mut p = firstboot::plan(w, req, &hives.software, &read, &hash, &fold)?;
     if f.time == 0 {
         // No ISO to take a date from: the newest of the user's files, else the
         // time Windows last wrote its SYSTEM hive (base block, FILETIME at 12).
