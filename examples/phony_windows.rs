@@ -14,9 +14,18 @@ use support::fixtures;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let Some(dir) = args.get(1) else {
-        eprintln!("usage: phony_windows DIR [2k22|2k3r2]");
-        std::process::exit(2);
+    let usage = "usage: phony_windows DIR [2k22|2k3r2 [VIRTIO_VERSION]]";
+    let dir = match args.get(1).map(String::as_str) {
+        Some("-h" | "--help") => {
+            println!("{usage}");
+            return;
+        }
+        // A folder named like an option is a mistake, not an output folder.
+        Some(d) if !d.starts_with('-') => d,
+        _ => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
     };
     let spec = match args.get(2).map(String::as_str) {
         None | Some("2k22") => &fixtures::WIN2K22_X64,
