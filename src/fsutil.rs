@@ -123,21 +123,36 @@ fn process_is_gone(pid: i32) -> bool {
         )
 }
 
-/// Removes the files in `dir` that a killed wingold left: names for which `pid_of`
-/// gives the id of a process that no longer runs. Best effort.
-pub fn clear_stale(dir: &Path, pid_of: impl Fn(&str) -> Option<i32>) {
+/// Removes the files in `dir` that a killed wingold left: names for which `rule`
+/// gives the id of a process that no longer runs and how long the file must have
+/// been left alone first. Best effort.
+fn sweep(dir: &Path, rule: impl Fn(&str) -> Option<(i32, std::time::Duration)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(&pid_of) else {
+        let Some((pid, idle_for)) = name.to_str().and_then(&rule) else {
             continue;
         };
-        if process_is_gone(pid) {
+        let idle = idle_for.is_zero()
+            || e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|d| d > idle_for);
+        if idle && process_is_gone(pid) {
             let _ = std::fs::remove_file(e.path());
         }
     }
+}
+
+/// Removes the files in `dir` that a killed wingold left: names for which `pid_of`
+/// gives the id of a process that no longer runs. Best effort.
+pub fn clear_stale(dir: &Path, pid_of: impl Fn(&str) -> Option<i32>) {
+    sweep(dir, |n| {
+        pid_of(n).map(|pid| (pid, std::time::Duration::ZERO))
+    });
 }
 
 /// How long a temporary file of another name must have been left alone before a
@@ -147,42 +162,23 @@ const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(15 *
 
 /// Removes from `dir` every temporary file a killed wingold left, whatever it was
 /// for (`.NAME.wingold-tmp.PID`, `.NAME.wingold-work.PID`: a manifest, an image,
-/// an OCI layout's `index.json` or blob), when no process of that id runs and
-/// it has not changed for 15 minutes. Best effort.
-pub fn clear_dead_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| {
-            let rest = n.strip_prefix('.')?;
-            let (_, pid) = rest
-                .rsplit_once(".wingold-tmp.")
-                .or_else(|| rest.rsplit_once(".wingold-work."))?;
-            pid.parse::<i32>().ok()
-        }) else {
-            continue;
-        };
-        let idle = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|d| d > ABANDONED_AFTER);
-        if idle && process_is_gone(pid) {
-            let _ = std::fs::remove_file(e.path());
+/// an OCI layout's `index.json` or blob), when no process of that id runs: at
+/// once for `own`'s temporary names (this run's target), after 15 minutes idle
+/// for any other. Best effort.
+pub fn clear_dead_temps(dir: &Path, own: Option<&Path>) {
+    let own = own
+        .and_then(|p| p.file_name())
+        .map(|n| format!(".{}.wingold-tmp.", n.to_string_lossy()));
+    sweep(dir, |name| {
+        if let Some(pid) = own.as_deref().and_then(|o| name.strip_prefix(o)) {
+            return Some((pid.parse().ok()?, std::time::Duration::ZERO));
         }
-    }
-}
-
-/// The PID in a temporary name `.NAME.wingold-tmp.PID` for `path`.
-pub fn temp_name_pid(path: &Path, candidate: &str) -> Option<i32> {
-    let name = path.file_name()?.to_str()?;
-    candidate
-        .strip_prefix(&format!(".{name}.wingold-tmp."))?
-        .parse()
-        .ok()
+        let rest = name.strip_prefix('.')?;
+        let (_, pid) = rest
+            .rsplit_once(".wingold-tmp.")
+            .or_else(|| rest.rsplit_once(".wingold-work."))?;
+        Some((pid.parse().ok()?, ABANDONED_AFTER))
+    });
 }
 
 /// The SHA-256 (lower-case hex) of a file's bytes, read in 4 MiB pieces.

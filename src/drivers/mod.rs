@@ -313,7 +313,15 @@ pub fn plan(
             if base.ends_with(".sys") {
                 check_sys(&data, &e.path, machine, w, is_boot && nt6_x64, &iso_name)?;
             }
-            if base.ends_with(".inf") && held {
+            if base.ends_with(".inf") && !held {
+                return Err(Refusal::InfEntry {
+                    iso: iso_name,
+                    inf: e.path.clone(),
+                    problem: format!("{} bytes, more than an INF file can be", e.size),
+                }
+                .into());
+            }
+            if base.ends_with(".inf") {
                 inf_seen = Some((e.path.clone(), inf::parse(&inf::decode(&data))));
             }
             if let Some(problem) = crate::guest::names::problem(&base) {

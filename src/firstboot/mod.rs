@@ -276,12 +276,11 @@ pub fn plan(
     // Queue entries, in order: built-ins by priority, then the user's scripts.
     // What ran before under that name, with the same bytes: a script that changed
     // since is queued again (the runner moves it over the old record).
-    let ran_before = |name: &str, data: &[u8]| -> anyhow::Result<Option<&'static str>> {
+    // Some(true): ran with these bytes; Some(false): ran, and changed since.
+    let ran_before = |name: &str, data: &[u8]| -> anyhow::Result<Option<bool>> {
         for folder in ["done", "failed"] {
-            match read_guest(&format!("{dir}\\{folder}\\{name}"))? {
-                Some(old) if old == data => return Ok(Some("ran")),
-                Some(_) => return Ok(Some("changed")),
-                None => {}
+            if let Some(old) = read_guest(&format!("{dir}\\{folder}\\{name}"))? {
+                return Ok(Some(old == data));
             }
         }
         Ok(None)
@@ -385,13 +384,13 @@ pub fn plan(
     }
     for (name, source, data, time) in entries {
         match ran_before(&name, &data)? {
-            Some("ran") => {
+            Some(true) => {
                 notes.push(format!(
                     "{name} already ran on this image (done\\ or failed\\): not queued again"
                 ));
                 continue;
             }
-            Some(_) => notes.push(format!(
+            Some(false) => notes.push(format!(
                 "{name} ran on this image before, and has changed since: queued again"
             )),
             None => {}

@@ -282,7 +282,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         .with_context(|| format!("{}: cannot lock", lock_path.display()))?;
     let current = layout.current()?;
     clear_leftovers(out);
-    fsutil::clear_dead_temps(&out_dir);
+    fsutil::clear_dead_temps(&out_dir, None);
     phase("locked");
 
     // 1. virtio-win, verified (a conditional request when it is cached).

@@ -330,8 +330,7 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                 } else {
                     dir
                 };
-                crate::fsutil::clear_stale(dir, |n| crate::fsutil::temp_name_pid(out, n));
-                crate::fsutil::clear_dead_temps(dir);
+                crate::fsutil::clear_dead_temps(dir, Some(out));
             }
             if out.exists() {
                 return Err(image::Error::Exists { path: out.clone() }.into());

@@ -543,8 +543,8 @@ fn write_layout(
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)
         .with_context(|| format!("{}: cannot create", blobs.display()))?;
-    crate::fsutil::clear_dead_temps(dir);
-    crate::fsutil::clear_dead_temps(&blobs);
+    crate::fsutil::clear_dead_temps(dir, None);
+    crate::fsutil::clear_dead_temps(&blobs, None);
     // Each blob whole or not at all, under its digest (one already there is kept).
     let blob = |digest: &str| {
         let path = blobs.join(digest.trim_start_matches("sha256:"));

@@ -305,7 +305,7 @@ impl Registry {
     /// Refuses a URL the registry named that would go in clear (http) when TLS
     /// was asked for.
     fn refuse_plain(&self, what: &'static str, url: &str) -> Result<(), Error> {
-        if !self.insecure && !url.starts_with("https://") {
+        if !self.insecure && origin(url).is_none_or(|o| o.0 != "https") {
             return Err(Error::Plaintext {
                 host: self.host(),
                 what,
