@@ -42,11 +42,18 @@ pub enum Error {
     },
 
     #[error(
-        "{name}: the hive is dirty ({why}): changes are pending in its transaction logs, \
-         which wingold does not replay; boot Windows and shut it down fully \
+        "{name}: the hive is dirty ({why}) and nothing in its transaction logs brings it \
+         up to date, so wingold does not write into it: copy its .LOG1 and .LOG2 (or \
+         .LOG) along with it, or boot Windows and shut it down fully \
          (`shutdown /s /t 0`), then try again"
     )]
     Dirty { name: String, why: String },
+
+    #[error(
+        "{name}: {reason}; wingold does not use it. Boot Windows once so that it repairs \
+         the hive, shut it down fully, and try again"
+    )]
+    LogReplay { name: String, reason: String },
 
     #[error("{name}: {path}: {op} failed")]
     Write {
@@ -102,6 +109,7 @@ impl crate::error::Classify for Error {
             Error::NotAHive { .. }
                 | Error::Open { .. }
                 | Error::Dirty { .. }
+                | Error::LogReplay { .. }
                 | Error::NeedsRepair { .. }
                 | Error::Damaged { .. }
                 | Error::Index { .. }

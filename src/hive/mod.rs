@@ -9,6 +9,8 @@
 mod error;
 mod header;
 pub mod index;
+pub mod marvin;
+pub mod replay;
 
 pub use error::{Error, Result};
 use header::{base_block_checksum, CHECKSUM_OFFSET};
