@@ -10,14 +10,8 @@ use wingold::hive::marvin::{marvin32, LOG_ENTRY_SEED};
 use wingold::hive::replay::{recover, LogFile, LogFormat, Outcome, Replay};
 use wingold::hive::{HeaderState, Hive};
 
-/// `logs/<path>` from the corpus, decompressed.
 fn corpus(dir: &Path, path: &str) -> Vec<u8> {
-    let flat = path.replace('/', "_");
-    let tmp = dir.join(&flat);
-    std::fs::create_dir_all(dir.join("logs").join(path).parent().unwrap()).unwrap();
-    let out = corpus_hive(dir, &format!("logs/{path}"));
-    std::fs::rename(&out, &tmp).unwrap();
-    std::fs::read(tmp).unwrap()
+    corpus_log(dir, path)
 }
 
 fn replayed(name: &str, bytes: &mut Vec<u8>, logs: &[LogFile]) -> Replay {

@@ -305,8 +305,18 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
     }
     let hives: std::collections::BTreeSet<_> = r.changes.iter().map(|c| c.hive).collect();
     say!("{} change(s) in {} hive(s)", r.changes.len(), hives.len());
+    for l in &r.logs_replayed {
+        say!(
+            "  replayed {} into {} first ({} entries, sequence {}-{}), as Windows would on boot",
+            l.logs.join(" and "),
+            l.hive,
+            l.entries,
+            l.first_sequence.unwrap_or_default(),
+            l.last_sequence.unwrap_or_default()
+        );
+    }
     for log in &r.logs_truncated {
-        say!("  emptied the stale transaction log {log}");
+        say!("  emptied the transaction log {log} (its hive is clean now)");
     }
     for cmd in &r.first_boot_commands {
         say!("  first boot (no registry form): {cmd}");

@@ -157,8 +157,9 @@ fn sections(img: &dyn BlockDev, w: &Windows) -> Sections {
     };
     let read = || -> anyhow::Result<_> {
         let vol = Volume::open(&part, "inspect", Access::ReadOnly)?;
-        let system = vol.read_file(&w.hive_path(HiveName::System))?;
-        let software = vol.read_file(&w.hive_path(HiveName::Software))?;
+        // Read as Windows would load them: through their transaction logs.
+        let system = guest::read_hive(&vol, w, HiveName::System)?.bytes;
+        let software = guest::read_hive(&vol, w, HiveName::Software)?.bytes;
         Ok((vol, system, software))
     };
     let (vol, system, software) = match read() {
@@ -171,8 +172,8 @@ fn sections(img: &dyn BlockDev, w: &Windows) -> Sections {
     match reg::settings(family, &w.control_sets, |hive| match hive {
         HiveName::System => Ok(system.clone()),
         HiveName::Software => Ok(software.clone()),
-        _ => vol
-            .read_file(&w.hive_path(hive))
+        _ => guest::read_hive(&vol, w, hive)
+            .map(|r| r.bytes)
             .map_err(|e| reg::Error::load(hive, e)),
     }) {
         Ok(s) => out.settings = s,
@@ -356,6 +357,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                         format!(", logs: {}", h.logs.join(" "))
                     }
                 );
+                if let Some(line) = log_state_line(&h.log_state) {
+                    println!("    {}", super::terminal_safe(&line));
+                }
             }
         }
         (None, Some(reason)) => println!("Windows: none found: {reason}"),
@@ -492,4 +496,53 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a dirty hive's logs hold, in one line (`None` for a clean hive).
+fn log_state_line(state: &guest::LogState) -> Option<String> {
+    let logs = |l: &[crate::hive::replay::LogSummary]| {
+        l.iter()
+            .map(|l| {
+                let seq = match (l.first_sequence, l.last_sequence) {
+                    (Some(a), Some(b)) if a != b => format!(" {a}-{b}"),
+                    (Some(a), _) => format!(" {a}"),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} {:?} {} entries{seq}, {} of {} bytes valid{}",
+                    l.name,
+                    l.format,
+                    l.entries,
+                    l.valid_bytes,
+                    l.size,
+                    l.note
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match state {
+        guest::LogState::Clean => None,
+        guest::LogState::Replayable(r) => Some(format!(
+            "dirty, brought up to date by its logs: {} entries applied (sequence {}-{}){}; {}",
+            r.applied,
+            r.first_sequence.unwrap_or_default(),
+            r.last_sequence.unwrap_or_default(),
+            r.base_block_from
+                .as_deref()
+                .map(|l| format!(", base block from {l}"))
+                .unwrap_or_default(),
+            logs(&r.logs)
+        )),
+        guest::LogState::Dirty { why, logs: l } if l.is_empty() => Some(format!(
+            "dirty, and nothing replays it: {why}; never written"
+        )),
+        guest::LogState::Dirty { why, logs: l } => Some(format!(
+            "dirty, and nothing replays it: {why}; never written; {}",
+            logs(l)
+        )),
+    }
 }

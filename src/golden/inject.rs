@@ -15,6 +15,7 @@ use crate::firstboot;
 use crate::golden::Refusal;
 use crate::guest::{self, Windows};
 use crate::hive;
+use crate::hive::replay::{self, LogFile};
 use crate::image::{self, Access, BlockDev, PartitionView};
 use crate::ntfs::Volume;
 use crate::reg::{self, profiles, Change, HiveName, RegEdit};
@@ -42,6 +43,18 @@ pub enum Mode {
     InPlace,
 }
 
+/// A dirty hive whose logs were replayed into what is written.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogsReplayed {
+    /// Path of the hive on the volume.
+    pub hive: String,
+    /// The logs whose entries applied.
+    pub logs: Vec<String>,
+    pub entries: u32,
+    pub first_sequence: Option<u32>,
+    pub last_sequence: Option<u32>,
+}
+
 /// One source of edits, in command-line order.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -61,6 +74,9 @@ pub struct Report {
     pub sources: Vec<Source>,
     pub changes: Vec<Change>,
     pub hives_written: Vec<HiveWritten>,
+    /// Dirty hives brought up to date from their transaction logs before the
+    /// edits ran on them (what is written holds both).
+    pub logs_replayed: Vec<LogsReplayed>,
     pub logs_truncated: Vec<String>,
     pub first_boot_commands: Vec<String>,
     /// virtio drivers injected (`--drivers`): drivers, files, registration.
@@ -152,8 +168,8 @@ pub fn plan(
         let mut hives = None;
         if driver_request.is_some() || first_boot_request.is_some() {
             hives = Some(files::Hives {
-                system: vol.read_file(&w.hive_path(HiveName::System))?,
-                software: vol.read_file(&w.hive_path(HiveName::Software))?,
+                system: guest::read_hive_to_edit(&vol, &w, HiveName::System)?,
+                software: guest::read_hive_to_edit(&vol, &w, HiveName::Software)?,
             });
         }
         if let (Some(req), Some(h)) = (driver_request, &hives) {
@@ -187,8 +203,7 @@ pub fn plan(
             if let Some(bytes) = cached {
                 return Ok(bytes);
             }
-            vol.read_file(&w.hive_path(hive))
-                .map_err(|e| reg::Error::load(hive, e))
+            guest::read_hive_to_edit(&vol, &w, hive).map_err(|e| reg::Error::load(hive, e))
         })?;
         // The hives grow in place too: what they gain counts with the files.
         for r in &results {
@@ -215,6 +230,26 @@ pub fn plan(
         .into_iter()
         .map(str::to_owned)
         .collect();
+    // The dirty hives the edits reach were read through their logs.
+    let logs_replayed = results
+        .iter()
+        .filter(|r| r.bytes.is_some())
+        .filter_map(|r| match &w.hive_file(r.hive)?.log_state {
+            guest::LogState::Replayable(rp) => Some(LogsReplayed {
+                hive: w.hive_path(r.hive),
+                logs: rp
+                    .logs
+                    .iter()
+                    .filter(|l| l.applied > 0)
+                    .map(|l| l.name.clone())
+                    .collect(),
+                entries: rp.applied,
+                first_sequence: rp.first_sequence,
+                last_sequence: rp.last_sequence,
+            }),
+            _ => None,
+        })
+        .collect();
     let report = Report {
         image: image_path.to_owned(),
         output: None,
@@ -231,6 +266,7 @@ pub fn plan(
         sources,
         changes,
         hives_written: Vec::new(),
+        logs_replayed,
         logs_truncated: Vec::new(),
         first_boot_commands: first_boot,
         drivers: driver_report,
@@ -423,11 +459,15 @@ enum Ordering {
 /// Writes the changed hives into the Windows volume of `img`, empties their
 /// transaction logs, and returns what it wrote.
 ///
-/// Crash-ordered, for each hive: (1) its logs are emptied first — the hive is
-/// clean (plan refuses dirty ones), so its logs hold nothing Windows would replay;
-/// (2) the new hive is written with its base block marked "write in progress"
-/// (sequence numbers differ), and the image is flushed (qcow2 metadata + fsync);
-/// (3) only then is the clean base block written over it, and flushed again.
+/// Crash-ordered, for each hive: (1) the new hive is written with its base block
+/// marked "write in progress" past every log beside it (sequence numbers above
+/// any the logs carry, a timestamp no old-format log shares), so that a kill
+/// while the body is written leaves a dirty hive to which no log applies; the
+/// image is flushed (qcow2 metadata + fsync); (2) only then is the clean base
+/// block written over it, and flushed again; (3) last, its logs are emptied: the
+/// hive is clean by then, so Windows ignores them meanwhile, and afterwards they
+/// hold nothing it would apply over the new hive. A hive that was dirty was
+/// replayed from those same logs into the bytes written (the plan read it so).
 /// From its first write to its close the NTFS volume is marked dirty (the NTFS
 /// layer's rule), and so is a qcow2 image between flushes, so chkdsk, ntfsfix and
 /// QEMU notice a run cut short; Ctrl-C and `kill` wait for the close (the caller
@@ -463,25 +503,42 @@ fn write_hives(
     for r in results {
         let Some(bytes) = &r.bytes else { continue };
         let path = w.hive_path(r.hive);
-        // Stale transaction logs must not replay old data over our edits: emptied
-        // logs hold nothing (windows-offline.md §4b).
-        for log in listing
+        let logs = listing
             .iter()
             .filter(|e| !e.is_dir && crate::hive::is_log_of(r.hive.name(), &e.name))
-        {
-            let log_path = format!("{config}\\{}", log.name);
-            if vol.file_size(&log_path)? > 0 {
-                vol.write_file(&log_path, &[])?;
-                truncated.push(log_path);
-            }
-        }
+            .map(|e| {
+                let log_path = format!("{config}\\{}", e.name);
+                let bytes = if ordered {
+                    vol.read_file(&log_path)?
+                } else {
+                    Vec::new()
+                };
+                Ok((log_path, bytes))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if ordered && bytes.len() >= hive::BASE_BLOCK_LEN {
-            vol.write_file(&path, &hive::mark_write_in_progress(bytes))?;
+            let files: Vec<LogFile> = logs
+                .iter()
+                .map(|(name, bytes)| LogFile { name, bytes })
+                .collect();
+            let mut first = bytes.clone();
+            first[..hive::BASE_BLOCK_LEN]
+                .copy_from_slice(&replay::in_progress_base_block(bytes, &files));
+            vol.write_file(&path, &first)?;
+            drop(first);
             img.flush()?;
             vol.write_range(&path, 0, &bytes[..hive::BASE_BLOCK_LEN])?;
             img.flush()?;
         } else {
             vol.write_file(&path, bytes)?;
+        }
+        // The hive is clean now: its old logs are emptied (an empty log holds
+        // nothing to apply, windows-offline.md §4b).
+        for (log_path, _) in &logs {
+            if vol.file_size(log_path)? > 0 {
+                vol.write_file(log_path, &[])?;
+                truncated.push(log_path.clone());
+            }
         }
         written.push(HiveWritten {
             hive: r.hive,

@@ -9,6 +9,7 @@
 
 pub mod names;
 
+use crate::hive::replay::{self, LogFile, LogSummary, Outcome, Replay};
 use crate::hive::{self, HeaderState, Hive};
 use crate::image::{self, probe_filesystem, Access, BlockDev, PartitionView, Role};
 use crate::ntfs::{self, Volume};
@@ -72,8 +73,30 @@ pub struct HiveFile {
     #[serde(flatten)]
     pub header: HeaderState,
     pub clean: bool,
-    /// Transaction logs beside it (`SYSTEM.LOG1`, …).
+    /// Transaction logs beside it (`SYSTEM.LOG1`, …): `.LOG1`, `.LOG2`, `.LOG`.
     pub logs: Vec<String>,
+    /// What its logs mean for it.
+    pub log_state: LogState,
+}
+
+/// What a hive's transaction logs mean for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LogState {
+    /// The header is clean: Windows ignores the logs, and so does wingold.
+    Clean,
+    /// Dirty, and its logs bring it up to date: wingold reads and edits the hive
+    /// as it is after the replay.
+    Replayable(Replay),
+    /// Dirty, and nothing in its logs applies: read as it is, never written.
+    Dirty { why: String, logs: Vec<LogSummary> },
+}
+
+/// A hive's bytes as Windows would load them (its logs replayed when it is
+/// dirty), and what the logs did.
+pub struct HiveBytes {
+    pub bytes: Vec<u8>,
+    pub state: LogState,
 }
 
 /// A Windows installation found on a disk.
@@ -116,6 +139,11 @@ impl Windows {
     pub fn is_windows_11(&self) -> bool {
         self.variant != "server"
             && is_windows_11(self.major_version, self.minor_version, self.build)
+    }
+
+    /// The hive file `name` names, as found (`None` when there is none).
+    pub fn hive_file(&self, name: HiveName) -> Option<&HiveFile> {
+        self.hives.iter().find(|h| h.name == name.name())
     }
 
     /// Path of a hive file on the volume, e.g. `hive_path(HiveName::System)`.
@@ -223,14 +251,20 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
         .map(|e| format!("\\{}", e.name))
         .unwrap_or_else(|| format!("\\{root}"));
     let config = format!("{root}\\System32\\config");
-    let software = Hive::open_read(
-        HiveName::Software.name(),
-        &vol.read_file(&format!("{config}\\{}", HiveName::Software))?,
-    )?;
-    let system = Hive::open_read(
-        HiveName::System.name(),
-        &vol.read_file(&format!("{config}\\{}", HiveName::System))?,
-    )?;
+    let hives = hive_files(vol, &config)?;
+    let through_logs = |name: HiveName| -> Result<Hive> {
+        let (file, logs) = match hives.iter().find(|h| h.name == name.name()) {
+            Some(h) => (
+                h.path.rsplit('\\').next().unwrap_or(name.name()),
+                &h.logs[..],
+            ),
+            None => (name.name(), &[][..]),
+        };
+        let read = read_through_logs(vol, &config, file, logs)?;
+        Ok(Hive::open_read(name.name(), &read.bytes)?)
+    };
+    let software = through_logs(HiveName::Software)?;
+    let system = through_logs(HiveName::System)?;
 
     let text = |h: &Hive, key: &str, name: &str| -> Result<Option<String>> {
         Ok(h.value(key, name)?.and_then(|v| v.as_string()))
@@ -279,7 +313,6 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
     )?;
     let osinfo = osinfo(major_version, minor_version, build, variant, &product_name);
     let arch = arch(vol, root)?;
-    let hives = hive_files(vol, &config)?;
     Ok(Windows {
         partition: number,
         partition_start: start,
@@ -414,11 +447,26 @@ fn hive_files(vol: &Volume, config: &str) -> Result<Vec<HiveFile>> {
         let path = format!("{config}\\{}", entry.name);
         let head = vol.read_range(&path, 0, hive::BASE_BLOCK_LEN)?;
         let header = HeaderState::parse(&path, &head)?;
-        let logs = listing
+        let mut logs: Vec<String> = listing
             .iter()
-            .filter(|e| hive::is_log_of(wanted, &e.name))
+            .filter(|e| !e.is_dir && hive::is_log_of(wanted, &e.name))
             .map(|e| e.name.clone())
             .collect();
+        logs.sort_by_key(|l| log_rank(l));
+        // A dirty hive's logs are read now, to say what they hold.
+        let log_state = if header.is_clean() {
+            LogState::Clean
+        } else {
+            match read_through_logs(vol, config, &entry.name, &logs) {
+                Ok(read) => read.state,
+                // A replay that fails is said, not fatal to inspecting the rest.
+                Err(Error::Hive(e)) => LogState::Dirty {
+                    why: e.to_string(),
+                    logs: Vec::new(),
+                },
+                Err(e) => return Err(e),
+            }
+        };
         out.push(HiveFile {
             name: wanted.to_owned(),
             size: vol.file_size(&path)?,
@@ -426,7 +474,78 @@ fn hive_files(vol: &Volume, config: &str) -> Result<Vec<HiveFile>> {
             header,
             path,
             logs,
+            log_state,
         });
     }
     Ok(out)
+}
+
+/// The order logs are tried in: `.LOG1`, `.LOG2`, then the single `.LOG`.
+fn log_rank(name: &str) -> u8 {
+    let ext = name.rsplit('.').next().unwrap_or("").to_ascii_uppercase();
+    match ext.as_str() {
+        "LOG1" => 0,
+        "LOG2" => 1,
+        _ => 2,
+    }
+}
+
+/// Reads hive `file` in folder `config` through its transaction logs `logs`
+/// (file names in the same folder): a dirty hive is replayed in memory, as
+/// Windows would when it loads it; a clean one is read as it is.
+fn read_through_logs(vol: &Volume, config: &str, file: &str, logs: &[String]) -> Result<HiveBytes> {
+    let path = format!("{config}\\{file}");
+    let mut bytes = vol.read_file(&path)?;
+    if HeaderState::parse(&path, &bytes).is_ok_and(|h| h.is_clean()) {
+        return Ok(HiveBytes {
+            bytes,
+            state: LogState::Clean,
+        });
+    }
+    let data = logs
+        .iter()
+        .map(|l| Ok((l.as_str(), vol.read_file(&format!("{config}\\{l}"))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let files: Vec<LogFile> = data
+        .iter()
+        .map(|(name, bytes)| LogFile { name, bytes })
+        .collect();
+    let state = match replay::recover(&path, &mut bytes, &files)? {
+        Outcome::Clean => LogState::Clean,
+        Outcome::Replayed(r) => LogState::Replayable(r),
+        Outcome::NothingApplies { why, logs } => LogState::Dirty { why, logs },
+    };
+    Ok(HiveBytes { bytes, state })
+}
+
+/// Hive `name` of `w`, read through its transaction logs (see [`LogState`]).
+pub fn read_hive(vol: &Volume, w: &Windows, name: HiveName) -> Result<HiveBytes> {
+    let config = w.hive_path("").trim_end_matches('\\').to_owned();
+    match w.hive_file(name) {
+        Some(h) => {
+            let file = h.path.rsplit('\\').next().unwrap_or(name.name());
+            read_through_logs(vol, &config, file, &h.logs)
+        }
+        None => read_through_logs(vol, &config, name.name(), &[]),
+    }
+}
+
+/// Hive `name` of `w` to be edited: read through its logs, and refused when it
+/// is dirty and nothing in its logs brings it up to date (nothing is guessed).
+pub fn read_hive_to_edit(vol: &Volume, w: &Windows, name: HiveName) -> Result<Vec<u8>> {
+    let read = read_hive(vol, w, name)?;
+    match read.state {
+        LogState::Dirty { why, .. } => {
+            let header = HeaderState::parse(name.name(), &read.bytes)
+                .ok()
+                .and_then(|h| h.dirty_reason())
+                .unwrap_or_else(|| "its header is damaged".into());
+            Err(hive::Error::Dirty {
+                name: w.hive_path(name),
+                why: format!("{header}; {why}"),
+            }
+            .into())
+        }
+        _ => Ok(read.bytes),
+    }
 }

@@ -24,23 +24,6 @@ pub(super) fn base_block_checksum(bytes: &[u8]) -> u32 {
     }
 }
 
-/// `bytes` (a clean hive) with its base block marked as a write in progress, the
-/// way Windows marks it while it writes a hive: the secondary sequence one behind
-/// the primary, checksum recomputed. Written first, it makes a hive torn by a crash
-/// read as dirty (needing repair), never as clean; the clean base block is written
-/// over it once the whole body is durable.
-pub fn mark_write_in_progress(bytes: &[u8]) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    if out.len() < BASE_BLOCK_LEN {
-        return out;
-    }
-    let primary = u32::from_le_bytes(out[4..8].try_into().expect("4"));
-    out[8..12].copy_from_slice(&primary.wrapping_sub(1).to_le_bytes());
-    let sum = base_block_checksum(&out);
-    out[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&sum.to_le_bytes());
-    out
-}
-
 /// What the regf base block says (reference/windows-offline.md §4a).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HeaderState {

@@ -14,7 +14,7 @@ pub mod replay;
 
 pub use error::{Error, Result};
 use header::{base_block_checksum, CHECKSUM_OFFSET};
-pub use header::{mark_write_in_progress, HeaderState, BASE_BLOCK_LEN};
+pub use header::{HeaderState, BASE_BLOCK_LEN};
 
 use hivex::{Hive as HivexHandle, OpenFlags};
 use std::cell::RefCell;

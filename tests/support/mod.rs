@@ -191,6 +191,16 @@ pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
+/// A file of the corpus's `logs/` folder (e.g. `NewDirtyHive1/NewDirtyHive.LOG1`),
+/// decompressed.
+pub fn corpus_log(dir: &Path, path: &str) -> Vec<u8> {
+    std::fs::create_dir_all(dir.join("logs").join(path).parent().unwrap()).unwrap();
+    let out = corpus_hive(dir, &format!("logs/{path}"));
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(out).unwrap();
+    bytes
+}
+
 /// A hive from the shared corpus (`../shared/corpus` or `$WINGOLD_CORPUS`),
 /// decompressed into `dir`. Missing corpus: a loud failure naming where to put it.
 pub fn corpus_hive(dir: &Path, name: &str) -> PathBuf {
