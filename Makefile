@@ -21,6 +21,7 @@ bench: setup
 	$(CARGO) bench --bench image_read
 	$(CARGO) bench --bench ntfs_rewrite
 	$(CARGO) bench --bench inject
+	$(CARGO) bench --bench replay
 	$(CARGO) bench --bench fetch
 	$(CARGO) bench --bench finalize
 	$(CARGO) bench --bench build
