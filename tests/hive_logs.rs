@@ -101,6 +101,15 @@ fn new_format_logs_give_what_windows_10_gave() {
         );
         let h = HeaderState::parse("NewDirtyHive", &bytes).unwrap();
         assert!(h.is_clean(), "{h:?}");
+        // The header fields a replay sets as Windows did: version, root cell,
+        // hive-bins size, flags.
+        for (at, len) in [(20, 8), (36, 8), (144, 4)] {
+            assert_eq!(
+                bytes[at..at + len],
+                windows[at..at + len],
+                "base block at {at}"
+            );
+        }
         // The recovered hive opens for writing and reads what Windows read.
         let hive = Hive::open_write("NewDirtyHive", &bytes).unwrap();
         assert!(hive.has_key("Key3\\Key3_2").unwrap());

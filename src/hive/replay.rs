@@ -34,6 +34,7 @@ const TIMESTAMP: usize = 12;
 const FILE_TYPE: usize = 28;
 const BINS_SIZE: usize = 40;
 const FLAGS: usize = 144;
+const LAST_REORGANIZED: usize = 168;
 
 /// One transaction log as read from beside its hive.
 #[derive(Debug, Clone, Copy)]
@@ -388,6 +389,15 @@ fn take_base_block(bytes: &mut [u8], log: &[u8]) {
     put_u32(bytes, FILE_TYPE, FILE_TYPE_PRIMARY);
 }
 
+/// The fields of a log's base block that describe the hive as the log's
+/// entries leave it (the in-memory base block it copies): root cell, version,
+/// timestamps, flags.
+fn adopt_header(bytes: &mut [u8], log: &[u8]) {
+    for (at, len) in [(12, 8), (20, 8), (36, 4), (FLAGS, 4), (LAST_REORGANIZED, 8)] {
+        bytes[at..at + len].copy_from_slice(&log[at..at + len]);
+    }
+}
+
 fn replay_new(
     bytes: &mut Vec<u8>,
     primary_valid: bool,
@@ -445,6 +455,9 @@ fn replay_new(
                     ));
                 }
                 break;
+            }
+            if summaries[log.index].applied == 0 {
+                adopt_header(bytes, logs[log.index].bytes);
             }
             grow(bytes, e.bins_size);
             for (offset, page) in &e.pages {
