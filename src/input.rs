@@ -13,6 +13,11 @@ pub const SMALL: Cap = Cap {
     bytes: 1 << 20,
     what: "a configuration file",
 };
+/// The most a secret (a password file) may be.
+pub const SECRET: Cap = Cap {
+    bytes: 64 << 10,
+    what: "a password file",
+};
 /// The most a first-boot script may be.
 pub const SCRIPT: Cap = Cap {
     bytes: 16 << 20,

@@ -1,7 +1,7 @@
 //! `wingold build` and `wingold clone`.
 
 use super::Invalid;
-use crate::golden::build;
+use crate::golden::{build, identity, vm, Refusal};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -107,9 +107,35 @@ pub struct CloneArgs {
     /// The golden image.
     golden: PathBuf,
     /// The new VM's id: vm_N.qcow2, its MAC, tap and VNC display.
+    #[arg(long, required_unless_present = "spec", conflicts_with = "spec")]
+    id: Option<u32>,
+    /// The clone's host name; its computer name is the upper case (at most 15
+    /// letters, digits and hyphens). Default: VM-N.
+    #[arg(long, conflicts_with = "spec")]
+    hostname: Option<String>,
+    /// A Windows time zone id for a sealed golden's clone, e.g. "UTC" or
+    /// "W. Europe Standard Time" (checked against the golden's own list).
+    #[arg(long, value_name = "TZ", conflicts_with = "spec")]
+    timezone: Option<String>,
+    /// A file holding the administrator password for a sealed golden's clone
+    /// (`-`: standard input); never given on the command line.
+    #[arg(long, value_name = "FILE", conflicts_with = "spec")]
+    admin_password_file: Option<PathBuf>,
+    /// Make a plain overlay with the golden's identity (its name, machine id and
+    /// WSUS id shared with every such clone).
+    #[arg(
+        long,
+        conflicts_with_all = ["hostname", "timezone", "admin_password_file", "spec"]
+    )]
+    keep_identity: bool,
+    /// Many clones from one TOML file: one [[clone]] table each (id, hostname,
+    /// timezone, admin_password_file, keep_identity).
+    #[arg(long, value_name = "FILE")]
+    spec: Option<PathBuf>,
+    /// Allow a host name another clone in the folder already has.
     #[arg(long)]
-    id: u32,
-    /// Where to create vm_N.qcow2 and vm_N.sh.
+    force: bool,
+    /// Where to create vm_N.qcow2, vm_N.sh and vm_N.identity.json.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
     #[command(flatten)]
@@ -119,22 +145,152 @@ pub struct CloneArgs {
     json: bool,
 }
 
+/// One clone to make: its id and, unless it keeps the golden's identity, what it
+/// is to be.
+struct Wanted {
+    id: u32,
+    identity: Option<identity::Request>,
+}
+
+fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
+    let request = |id: u32,
+                   hostname: Option<&String>,
+                   timezone: Option<&String>,
+                   password: Option<&PathBuf>|
+     -> anyhow::Result<identity::Request> {
+        let hostname = hostname.cloned().unwrap_or_else(|| format!("VM-{id}"));
+        identity::check_hostname(&hostname).map_err(|why| Refusal::Hostname {
+            name: hostname.clone(),
+            why,
+        })?;
+        Ok(identity::Request {
+            hostname,
+            timezone: timezone.cloned(),
+            admin_password: password.map(|p| identity::read_secret(p)).transpose()?,
+        })
+    };
+    let list = match &args.spec {
+        Some(spec) => vm::load_spec(spec)?
+            .into_iter()
+            .map(|e| {
+                let identity = (!e.keep_identity)
+                    .then(|| {
+                        request(
+                            e.id,
+                            e.hostname.as_ref(),
+                            e.timezone.as_ref(),
+                            e.admin_password_file.as_ref(),
+                        )
+                    })
+                    .transpose()?;
+                anyhow::Ok(Wanted { id: e.id, identity })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => {
+            let id = args.id.expect("clap requires --id without --spec");
+            let identity = (!args.keep_identity)
+                .then(|| {
+                    request(
+                        id,
+                        args.hostname.as_ref(),
+                        args.timezone.as_ref(),
+                        args.admin_password_file.as_ref(),
+                    )
+                })
+                .transpose()?;
+            vec![Wanted { id, identity }]
+        }
+    };
+    // Every clone checked before the first is made: paths free, names not taken.
+    for w in &list {
+        let (disk, script) = vm::clone_paths(&args.dir, w.id);
+        for p in [&disk, &script, &vm::record_path(&disk)] {
+            if p.exists() {
+                return Err(crate::image::Error::Exists { path: p.clone() }.into());
+            }
+        }
+        if let (Some(req), false) = (&w.identity, args.force) {
+            vm::refuse_taken_name(&args.dir, &req.hostname)?;
+        }
+    }
+    Ok(list)
+}
+
 pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
-    let (disk, script) = crate::golden::vm::clone_paths(&args.dir, args.id);
-    // The recipe is checked (MAC, paths) before anything is written.
-    let vm = super::launch::vm(args.id, &disk, None, &args.vm)?;
-    let c = crate::golden::vm::clone(&args.golden, &disk, &script, &vm)?;
+    let list = wanted(&args)?;
+    // The recipes are checked (MAC, paths) before anything is written.
+    let vms = list
+        .iter()
+        .map(|w| {
+            let (disk, script) = vm::clone_paths(&args.dir, w.id);
+            Ok((
+                super::launch::vm(w.id, &disk, None, &args.vm)?,
+                disk,
+                script,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut made = Vec::new();
+    for (w, (recipe, disk, script)) in list.iter().zip(&vms) {
+        let c = vm::clone(&args.golden, disk, script, recipe, w.identity.as_ref())?;
+        if !args.json {
+            print_clone(w.id, &c);
+        }
+        made.push(c);
+    }
     if args.json {
-        return super::print_json(&c);
+        return match (args.spec.is_some(), made.len()) {
+            (false, 1) => super::print_json(&made[0]),
+            _ => super::print_json(&made),
+        };
+    }
+    Ok(())
+}
+
+fn print_clone(id: u32, c: &vm::Cloned) {
+    println!(
+        "{}: VM {id} (an overlay on the golden version {})",
+        super::terminal_safe(&c.image.display().to_string()),
+        super::terminal_safe(&c.backing.display().to_string())
+    );
+    match &c.identity {
+        None => println!(
+            "  identity: the golden's own (name, MachineGuid and WSUS id shared with every \
+             clone made so)"
+        ),
+        Some(r) => {
+            match &r.answer_file {
+                Some(f) => println!(
+                    "  identity: {} from the answer file {f} (the golden is sealed){}{}",
+                    r.computer_name,
+                    r.timezone
+                        .as_deref()
+                        .map(|t| format!(", time zone {t}"))
+                        .unwrap_or_default(),
+                    if r.admin_password {
+                        ", administrator password set"
+                    } else {
+                        ""
+                    }
+                ),
+                None => println!(
+                    "  identity: computer name {}, host name {} in {}; MachineGuid {}; WSUS id \
+                     cleared",
+                    r.computer_name,
+                    r.hostname,
+                    r.control_sets.join(", "),
+                    r.machine_guid.as_deref().unwrap_or("-")
+                ),
+            }
+            if let Some(shared) = &r.shared {
+                println!("  note: {shared}");
+            }
+        }
     }
     println!(
-        "{}: VM {} (an overlay on the golden version {})",
-        c.image.display(),
-        args.id,
-        c.backing.display()
+        "{}: start it with this script",
+        super::terminal_safe(&c.script.display().to_string())
     );
-    println!("{}: start it with this script", c.script.display());
-    Ok(())
 }
 
 #[derive(Debug, Args)]

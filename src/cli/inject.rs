@@ -200,6 +200,7 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
         args.force,
         driver_request.as_ref(),
         first_boot_request.as_ref(),
+        None,
     )?;
     inject::write(&mut plan, &mode)?;
     print_report(&plan.report, args.json)

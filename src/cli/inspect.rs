@@ -134,6 +134,10 @@ struct Sections {
     first_boot: Option<crate::firstboot::QueueState>,
     /// Why the queue could not be read, if it could not.
     first_boot_error: Option<String>,
+    /// Sealed or not, what a clone gets, the names and ids it holds.
+    identity: Option<crate::golden::identity::State>,
+    /// Why the identity could not be read, if it could not.
+    identity_error: Option<String>,
 }
 
 impl Sections {
@@ -144,6 +148,7 @@ impl Sections {
             settings_error: why(),
             virtio_drivers_error: why(),
             first_boot_error: why(),
+            identity_error: why(),
             ..Sections::default()
         }
     }
@@ -213,6 +218,26 @@ fn sections(img: &dyn BlockDev, w: &Windows) -> Sections {
     match crate::firstboot::queue_state(w, &system, &read, &list) {
         Ok(q) => out.first_boot = q,
         Err(e) => out.first_boot_error = said(e),
+    }
+    let identity = || -> anyhow::Result<_> {
+        let sys = crate::hive::Hive::open_read(HiveName::System.name(), &system)?;
+        let soft = crate::hive::Hive::open_read(HiveName::Software.name(), &software)?;
+        let answer = format!(
+            "{}\\{}",
+            w.system_root.trim_start_matches('\\'),
+            crate::golden::identity::ANSWER_FILE
+        );
+        Ok(crate::golden::identity::state(
+            w,
+            &sys,
+            &soft,
+            vol.lookup("sysprep")?.is_some(),
+            vol.lookup(&answer)?.is_some(),
+        )?)
+    };
+    match identity() {
+        Ok(i) => out.identity = Some(i),
+        Err(e) => out.identity_error = said(e),
     }
     out
 }

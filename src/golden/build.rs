@@ -402,6 +402,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         false,
         driver_request.as_ref(),
         first_boot_request.as_ref(),
+        None,
     )?;
     let result = (|| -> anyhow::Result<Outcome> {
         inject::write(&mut plan, &Mode::Overlay(work.clone()))?;

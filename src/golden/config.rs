@@ -195,12 +195,15 @@ pub struct Loaded {
     pub config: Config,
 }
 
-pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+/// Reads and parses the TOML file `path` (up to the small-input cap): its bytes
+/// and its value; a syntax error or an unknown key is refused with its line and
+/// column.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<(Vec<u8>, T)> {
     let bytes = crate::input::read(path, crate::input::SMALL)?;
     let text = String::from_utf8(bytes.clone()).map_err(|_| Refusal::NotUtf8 {
         config: path.to_owned(),
     })?;
-    let mut config: Config = toml::from_str(&text).map_err(|e| {
+    let value = toml::from_str(&text).map_err(|e| {
         let (line, col) = e
             .span()
             .map(|s| {
@@ -218,6 +221,11 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             message: e.message().to_owned(),
         }
     })?;
+    Ok((bytes, value))
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let (bytes, mut config): (Vec<u8>, Config) = read_toml(path)?;
     refuse_nul_paths(path, &config)?;
     let dir = std::path::absolute(path)?
         .parent()

@@ -224,6 +224,41 @@ pub(super) fn plan_first_boot(
     Ok(p)
 }
 
+/// A clone's answer file (a sealed golden's `Windows\Panther\unattend.xml`):
+/// written with the restricted descriptor (it holds the encoded administrator
+/// password), its folder made when the golden lacks it.
+pub(super) fn plan_answer_file(
+    vol: &Volume,
+    path: &str,
+    data: Vec<u8>,
+    f: &mut FilePlan,
+) -> anyhow::Result<()> {
+    if let Some((dir, _)) = path.rsplit_once('\\') {
+        if vol.lookup(dir)?.is_none() {
+            let sd = f.descriptor(firstboot::security::restricted(true));
+            f.folder(dir.to_owned(), sd);
+        }
+    }
+    let action = if vol.lookup(path)?.is_some() {
+        drivers::FileAction::Replaced
+    } else {
+        drivers::FileAction::New
+    };
+    let sd = f.descriptor(firstboot::security::restricted(false));
+    f.writes.push(GuestWrite {
+        to: path.to_owned(),
+        sha256: format!("{:x}", Sha256::digest(&data)),
+        size: data.len() as u64,
+        data,
+        action,
+        security: sd,
+        time: None,
+        local: None,
+        range: None,
+    });
+    Ok(())
+}
+
 /// The SHA-256 of a file on the volume, read in 1 MiB pieces.
 pub(super) fn guest_sha256(vol: &Volume, path: &str) -> anyhow::Result<String> {
     let mut h = Sha256::new();

@@ -12,6 +12,7 @@ mod refuse;
 use super::files::{self, FilePlan};
 use crate::drivers;
 use crate::firstboot;
+use crate::golden::identity;
 use crate::golden::Refusal;
 use crate::guest::{self, Windows};
 use crate::hive;
@@ -83,6 +84,8 @@ pub struct Report {
     pub drivers: Option<drivers::Report>,
     /// The first-boot queue: service, queued scripts, files, copied-in trees.
     pub first_boot: Option<firstboot::Report>,
+    /// A clone's identity: its names, machine id or answer file.
+    pub identity: Option<identity::Report>,
     pub verified: bool,
     /// True when the image already held every edit and file, so nothing was
     /// written (in place; it was still read back).
@@ -128,8 +131,10 @@ pub fn plan(
     force: bool,
     driver_request: Option<&drivers::Request>,
     first_boot_request: Option<&firstboot::Request>,
+    identity_request: Option<&identity::Request>,
 ) -> anyhow::Result<Plan> {
     if specs.is_empty()
+        && identity_request.is_none()
         && driver_request.is_none()
         && first_boot_request.is_none_or(|r| r.is_empty())
     {
@@ -152,6 +157,7 @@ pub fn plan(
     reg::check_roots(&edits, &w.control_sets)?;
     let mut files = None;
     let mut driver_report = None;
+    let mut identity_report = None;
     let mut first_boot_report = None;
     let results = {
         // One read-only mount: refuse an unsafe volume before any output exists,
@@ -166,11 +172,25 @@ pub fn plan(
         let mut f = FilePlan::empty();
         // The planners and the edits below share one read of each hive.
         let mut hives = None;
-        if driver_request.is_some() || first_boot_request.is_some() {
+        if driver_request.is_some() || first_boot_request.is_some() || identity_request.is_some() {
             hives = Some(files::Hives {
                 system: guest::read_hive_to_edit(&vol, &w, HiveName::System)?,
                 software: guest::read_hive_to_edit(&vol, &w, HiveName::Software)?,
             });
+        }
+        if let (Some(req), Some(h)) = (identity_request, &hives) {
+            let system = hive::Hive::open_read(HiveName::System.name(), &h.system)?;
+            let software = hive::Hive::open_read(HiveName::Software.name(), &h.software)?;
+            let sysprep = vol.lookup("sysprep")?.is_some();
+            let p = identity::plan(&w, &system, &software, sysprep, req)?;
+            edits.extend(p.edits);
+            if let Some((path, data)) = p.answer_file {
+                if f.time == 0 {
+                    f.time = hive_time(&h.system);
+                }
+                files::plan_answer_file(&vol, &path, data, &mut f)?;
+            }
+            identity_report = Some(p.report);
         }
         if let (Some(req), Some(h)) = (driver_request, &hives) {
             let p = files::plan_drivers(&vol, &w, h, req, &mut f)?;
@@ -271,6 +291,7 @@ pub fn plan(
         first_boot_commands: first_boot,
         drivers: driver_report,
         first_boot: first_boot_report,
+        identity: identity_report,
         verified: false,
         nothing_written: false,
     };
@@ -599,4 +620,16 @@ pub fn verify(
         again.control_sets.current
     );
     Ok(())
+}
+
+/// The time Windows last wrote a SYSTEM hive (its base block's FILETIME), in
+/// seconds since 1970: what files a plan creates are stamped with when nothing
+/// else gives a time.
+fn hive_time(system: &[u8]) -> i64 {
+    let ft = system
+        .get(12..20)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    (ft / 10_000_000).saturating_sub(11_644_473_600) as i64
 }

@@ -7,6 +7,7 @@ pub mod build;
 pub mod config;
 mod files;
 pub mod finalize;
+pub mod identity;
 pub mod inject;
 pub mod manifest;
 mod refusal;

@@ -9,6 +9,46 @@ pub enum Refusal {
     #[error("{}: not UTF-8 text", .config.display())]
     NotUtf8 { config: PathBuf },
 
+    #[error(
+        "hostname {name:?}: {why}; Windows refuses such a computer name: use at most 15 \
+         letters, digits and hyphens, not only digits"
+    )]
+    Hostname { name: String, why: &'static str },
+
+    #[error(
+        "hostname {name:?} is already the name of the clone {} in this folder: choose \
+         another, or give --force to allow two machines of one name",
+        .other.display()
+    )]
+    HostnameTaken { name: String, other: PathBuf },
+
+    #[error(
+        "time zone {zone:?}: the golden's Windows does not know it (no key of that name \
+         under SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Time Zones): give a \
+         Windows time zone id such as \"W. Europe Standard Time\" or \"UTC\""
+    )]
+    TimeZone { zone: String },
+
+    #[error(
+        "{what} needs a sealed golden (`sysprep /generalize /oobe`): an unsealed Windows \
+         reads no answer file at its next boot; seal the golden, or set it in the golden \
+         itself"
+    )]
+    NeedsSealedGolden { what: &'static str },
+
+    #[error(
+        "the golden is a Windows NT 5 sysprep image (C:\\sysprep, MiniSetupInProgress): \
+         wingold does not write sysprep.inf yet; clone with --keep-identity and answer \
+         mini-setup by hand"
+    )]
+    SealedNt5,
+
+    #[error("{}: {why}: a password file holds the password alone, on one line", .file.display())]
+    Secret { file: PathBuf, why: &'static str },
+
+    #[error("{}: {message}", .spec.display())]
+    Spec { spec: PathBuf, message: String },
+
     #[error("{}:{line}:{column}: {message}", .config.display())]
     Syntax {
         config: PathBuf,

@@ -3,7 +3,7 @@
 //! that starts it. All or nothing: a refusal or a failure leaves no file behind.
 
 use crate::fsutil::{self, Place};
-use crate::golden::Refusal;
+use crate::golden::{identity, inject, Refusal};
 use crate::image::{self, create_overlay, create_qcow2, CreateOptions};
 use crate::launch::Vm;
 use anyhow::Context;
@@ -79,6 +79,10 @@ pub struct Cloned {
     pub backing: PathBuf,
     pub script: PathBuf,
     pub argv: Vec<String>,
+    /// Its own identity (None with `--keep-identity`).
+    pub identity: Option<identity::Report>,
+    /// The record of that identity beside the clone (`vm_N.identity.json`).
+    pub record: Option<PathBuf>,
 }
 
 /// Where a clone goes: `DIR/vm_N.qcow2` and its script `DIR/vm_N.sh`.
@@ -89,10 +93,67 @@ pub fn clone_paths(dir: &Path, id: u32) -> (PathBuf, PathBuf) {
     )
 }
 
+/// The identity record beside clone `disk` (`vm_N.qcow2` → `vm_N.identity.json`).
+pub fn record_path(disk: &Path) -> PathBuf {
+    disk.with_extension("identity.json")
+}
+
+/// What a clone's record holds: no secret, ever.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Record {
+    pub image: PathBuf,
+    pub golden: PathBuf,
+    pub hostname: String,
+    pub computer_name: String,
+    pub machine_guid: Option<String>,
+    pub answer_file: Option<String>,
+}
+
+/// The computer names the clones recorded in `dir` carry, with their images.
+pub fn names_in(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".identity.json"))
+        .filter_map(|e| {
+            let text = crate::input::read(&e.path(), crate::input::SMALL).ok()?;
+            let r: Record = serde_json::from_slice(&text).ok()?;
+            Some((r.computer_name, r.image))
+        })
+        .collect()
+}
+
+/// Refuses `name` when a clone recorded in `dir` already carries it.
+pub fn refuse_taken_name(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let upper = name.to_ascii_uppercase();
+    match names_in(dir).into_iter().find(|(n, _)| *n == upper) {
+        Some((_, other)) => Err(Refusal::HostnameTaken {
+            name: name.to_owned(),
+            other,
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// Makes `disk` (the VM's system disk, `vm.hda`) an overlay on `golden` and
-/// writes `script`, the recipe that starts it.
-pub fn clone(golden: &Path, disk: &Path, script: &Path, vm: &Vm) -> anyhow::Result<Cloned> {
-    refuse_existing(&[disk, script])?;
+/// writes `script`, the recipe that starts it. With `identity`, the clone is
+/// made its own machine in the overlay (names, machine id, or an answer file for
+/// a sealed golden), verified, and recorded beside it; the golden's bytes are
+/// never written.
+pub fn clone(
+    golden: &Path,
+    disk: &Path,
+    script: &Path,
+    vm: &Vm,
+    identity: Option<&identity::Request>,
+) -> anyhow::Result<Cloned> {
+    let record = identity.map(|_| record_path(disk));
+    let mut paths = vec![disk, script];
+    paths.extend(record.as_deref());
+    refuse_existing(&paths)?;
     if !golden.exists() {
         return Err(Refusal::NoGolden {
             golden: golden.to_owned(),
@@ -100,20 +161,53 @@ pub fn clone(golden: &Path, disk: &Path, script: &Path, vm: &Vm) -> anyhow::Resu
         .into());
     }
     create_parent(disk)?;
-    create_overlay(disk, golden)?;
-    if let Err(e) = write_script(script, &vm.sh()) {
-        let _ = std::fs::remove_file(disk);
-        return Err(e);
-    }
+    let report = match identity {
+        None => {
+            create_overlay(disk, golden)?;
+            None
+        }
+        Some(req) => {
+            let mut plan = inject::plan(golden, &[], None, false, None, None, Some(req))?;
+            inject::write(&mut plan, &inject::Mode::Overlay(disk.to_owned()))?;
+            plan.report.identity
+        }
+    };
     let backing = image::backing_files(disk)
         .into_iter()
         .next()
         .unwrap_or_default();
+    let undo = || {
+        let _ = std::fs::remove_file(disk);
+    };
+    if let (Some(path), Some(r)) = (&record, &report) {
+        let rec = Record {
+            image: disk.to_owned(),
+            golden: backing.clone(),
+            hostname: r.hostname.clone(),
+            computer_name: r.computer_name.clone(),
+            machine_guid: r.machine_guid.clone(),
+            answer_file: r.answer_file.clone(),
+        };
+        let text = serde_json::to_vec_pretty(&rec).expect("a record serializes");
+        if let Err(e) = fsutil::write_file(path, &text, 0o644, Place::NoReplace) {
+            undo();
+            return Err(anyhow::Error::new(e).context(format!("{}: cannot write", path.display())));
+        }
+    }
+    if let Err(e) = write_script(script, &vm.sh()) {
+        undo();
+        if let Some(r) = &record {
+            let _ = std::fs::remove_file(r);
+        }
+        return Err(e);
+    }
     Ok(Cloned {
         image: disk.to_owned(),
         backing,
         script: script.to_owned(),
         argv: vm.argv(),
+        identity: report,
+        record,
     })
 }
 
@@ -146,4 +240,72 @@ fn write_script(path: &Path, text: &str) -> anyhow::Result<()> {
         .into(),
         _ => anyhow::Error::new(e).context(format!("{}: cannot write", path.display())),
     })
+}
+
+/// One clone of a `--spec` file (a `[[clone]]` table).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecEntry {
+    pub id: u32,
+    pub hostname: Option<String>,
+    pub timezone: Option<String>,
+    /// Relative to the spec file's folder.
+    pub admin_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub keep_identity: bool,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    clone: Vec<SpecEntry>,
+}
+
+/// The clones a `--spec` file lists, checked whole: ids and host names once each
+/// (names compared as Windows compares them), every name one Windows takes,
+/// password files resolved against the spec's folder.
+pub fn load_spec(path: &Path) -> anyhow::Result<Vec<SpecEntry>> {
+    let (_, file): (_, SpecFile) = super::config::read_toml(path)?;
+    let refuse = |message: String| Refusal::Spec {
+        spec: path.to_owned(),
+        message,
+    };
+    let dir = std::path::absolute(path)?
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for mut e in file.clone {
+        if !ids.insert(e.id) {
+            return Err(refuse(format!("clone id {} is listed twice", e.id)).into());
+        }
+        if let Some(h) = &e.hostname {
+            identity::check_hostname(h).map_err(|why| Refusal::Hostname {
+                name: h.clone(),
+                why,
+            })?;
+            if !names.insert(h.to_ascii_uppercase()) {
+                return Err(refuse(format!("hostname {h:?} is listed twice")).into());
+            }
+        }
+        if e.keep_identity && (e.hostname.is_some() || e.timezone.is_some()) {
+            return Err(refuse(format!(
+                "clone {}: keep_identity = true takes no hostname or time zone",
+                e.id
+            ))
+            .into());
+        }
+        if let Some(p) = e.admin_password_file.as_mut() {
+            if p.is_relative() && p.as_os_str() != "-" {
+                *p = dir.join(&*p);
+            }
+        }
+        out.push(e);
+    }
+    if out.is_empty() {
+        return Err(refuse("lists no [[clone]]".into()).into());
+    }
+    Ok(out)
 }

@@ -1,0 +1,356 @@
+//! Every clone its own Windows machine: `wingold clone` on a phony Windows Server
+//! 2022, each clone's hives read back with qemu-img + ntfscat + hivexget (not
+//! wingold), its answer file checked with `xmllint --schema` against the unattend
+//! envelope schema (tests/fixtures/unattend, MIT), the golden's bytes unchanged.
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use support::fixtures::{self, PhonyWindows, WIN2K22_X64};
+use support::*;
+
+const PASSWORD: &str = "Tr0ub4dor&3-clone";
+
+fn clone(golden: &Path, dir: &Path, args: &[&str]) -> (Option<i32>, Value, String) {
+    let mut all = vec![s(golden), "--dir", s(dir), "--net", "none", "--vnc", "none"];
+    all.extend(args);
+    wingold_json("clone", &all)
+}
+
+/// Files of the Windows volume of `image`, by ntfs-3g's ntfscat.
+fn guest_file(image: &Path, phony: &PhonyWindows, dir: &Path, path: &str) -> Vec<u8> {
+    let part = dir.join("part.raw");
+    fixtures::extract_partition(image, phony.win_offset, phony.win_size, &part);
+    let out = run("ntfscat", &["-f", s(&part), path]).stdout;
+    std::fs::remove_file(&part).unwrap();
+    out
+}
+
+/// A hive of `image` extracted to a file, for hivexget.
+fn hive_of(image: &Path, phony: &PhonyWindows, dir: &Path, hive: &str) -> PathBuf {
+    let bytes = guest_file(
+        image,
+        phony,
+        dir,
+        &format!("/Windows/System32/config/{hive}"),
+    );
+    let path = dir.join(format!("{hive}.extracted"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn hivexget(hive: &Path, key: &str, value: &str) -> Option<String> {
+    let out = std::process::Command::new("hivexget")
+        .args([s(hive), key, value])
+        .output()
+        .expect("TEST CANNOT RUN: hivexget missing (Debian libhivex-bin)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn an_unsealed_golden_gives_each_clone_its_own_names_and_ids() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let golden_sha = sha256_file(&phony.image);
+    let vms = dir.path().join("vms");
+    let mut guids = Vec::new();
+    for (id, name) in [(1, "web-01"), (2, "web-02")] {
+        let (code, json, err) = clone(
+            &phony.image,
+            &vms,
+            &["--id", &id.to_string(), "--hostname", name],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let identity = &json["identity"];
+        assert_eq!(identity["seal"], "unsealed");
+        assert_eq!(identity["computer_name"], name.to_ascii_uppercase());
+        assert!(identity["shared"].as_str().unwrap().contains("SID"));
+        let image = vms.join(format!("vm_{id}.qcow2"));
+        assert_qemu_check_clean(&image);
+        let system = hive_of(&image, &phony, dir.path(), "SYSTEM");
+        let software = hive_of(&image, &phony, dir.path(), "SOFTWARE");
+        let sets: Vec<&str> = identity["control_sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(sets.contains(&"ControlSet001"), "{sets:?}");
+        for set in &sets {
+            let cn = format!("\\{set}\\Control\\ComputerName\\ComputerName");
+            assert_eq!(
+                hivexget(&system, &cn, "ComputerName").as_deref(),
+                Some(&*name.to_ascii_uppercase())
+            );
+            let tcpip = format!("\\{set}\\Services\\Tcpip\\Parameters");
+            assert_eq!(hivexget(&system, &tcpip, "Hostname").as_deref(), Some(name));
+            assert_eq!(
+                hivexget(&system, &tcpip, "NV Hostname").as_deref(),
+                Some(name)
+            );
+        }
+        let guid = hivexget(&software, "\\Microsoft\\Cryptography", "MachineGuid").unwrap();
+        assert_eq!(Some(guid.as_str()), identity["machine_guid"].as_str());
+        assert_ne!(
+            guid, "9f0c4b6a-1d2e-4f3a-8b7c-5d6e7f8a9b0c",
+            "the golden's MachineGuid"
+        );
+        guids.push(guid);
+        let wu = "\\Microsoft\\Windows\\CurrentVersion\\WindowsUpdate";
+        for v in [
+            "SusClientId",
+            "SusClientIDValidation",
+            "AccountDomainSid",
+            "PingID",
+        ] {
+            assert_eq!(hivexget(&software, wu, v), None, "{v} survived");
+        }
+        // The record beside the clone.
+        let record: Value = serde_json::from_slice(
+            &std::fs::read(vms.join(format!("vm_{id}.identity.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["computer_name"], name.to_ascii_uppercase());
+    }
+    assert_ne!(guids[0], guids[1]);
+    assert_eq!(sha256_file(&phony.image), golden_sha, "the golden changed");
+}
+
+#[test]
+fn names_windows_refuses_and_names_taken_are_refused_before_anything_is_made() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let vms = dir.path().join("vms");
+    for bad in ["", "1234", "two words", "web.01", "sixteen-chars-xx", "a*b"] {
+        let (code, _, err) = clone(&phony.image, &vms, &["--id", "3", "--hostname", bad]);
+        assert_eq!(code, Some(2), "{bad:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!vms.join("vm_3.qcow2").exists());
+    }
+    let (code, _, err) = clone(&phony.image, &vms, &["--id", "3", "--hostname", "app"]);
+    assert_eq!(code, Some(0), "{err}");
+    // The same name again (any case) in the same folder: refused, unless forced.
+    let (code, _, err) = clone(&phony.image, &vms, &["--id", "4", "--hostname", "APP"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("vm_3.qcow2"), "{err}");
+    assert!(!vms.join("vm_4.qcow2").exists() && !vms.join("vm_4.sh").exists());
+    let (code, _, err) = clone(
+        &phony.image,
+        &vms,
+        &["--id", "4", "--hostname", "APP", "--force"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // Without --hostname a clone is VM-N.
+    let (code, json, err) = clone(&phony.image, &vms, &["--id", "5"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(json["identity"]["computer_name"], "VM-5");
+    // An unsealed golden reads no answer file: a password is refused, not dropped.
+    let pw = dir.path().join("pw.txt");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let (code, _, err) = clone(
+        &phony.image,
+        &vms,
+        &[
+            "--id",
+            "6",
+            "--hostname",
+            "db",
+            "--admin-password-file",
+            s(&pw),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("sealed"), "{err}");
+    assert!(!err.contains(PASSWORD));
+    assert!(!vms.join("vm_6.qcow2").exists());
+}
+
+/// The phony Windows, sealed as `sysprep /generalize /oobe` leaves Windows: an
+/// overlay written by `wingold inject` with the two values Windows sets.
+fn sealed_golden(dir: &Path, phony: &PhonyWindows) -> PathBuf {
+    let reg = dir.join("sealed.reg");
+    std::fs::write(
+        &reg,
+        "Windows Registry Editor Version 5.00\r\n\r\n\
+         [HKEY_LOCAL_MACHINE\\SYSTEM\\Setup]\r\n\"CmdLine\"=\"oobe\\\\windeploy.exe\"\r\n\r\n\
+         [HKEY_LOCAL_MACHINE\\SYSTEM\\Setup\\Status\\SysprepStatus]\r\n\
+         \"GeneralizationState\"=dword:00000007\r\n",
+    )
+    .unwrap();
+    let sealed = dir.join("sealed.qcow2");
+    succeeds(wingold().args([
+        "inject",
+        s(&phony.image),
+        "--reg",
+        s(&reg),
+        "--output",
+        s(&sealed),
+    ]));
+    sealed
+}
+
+#[test]
+fn a_sealed_golden_gets_an_answer_file_with_the_password_encoded() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let golden = sealed_golden(dir.path(), &phony);
+    let golden_sha = sha256_file(&golden);
+    let (code, json, _) = wingold_json("inspect", &[s(&golden)]);
+    assert_eq!(code, Some(0));
+    assert_eq!(json["identity"]["seal"], "sealed", "{}", json["identity"]);
+    let pw = dir.path().join("pw.txt");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let vms = dir.path().join("vms");
+    let o = wingold()
+        .args([
+            "clone",
+            s(&golden),
+            "--dir",
+            s(&vms),
+            "--net",
+            "none",
+            "--vnc",
+            "none",
+        ])
+        .args([
+            "--id",
+            "7",
+            "--hostname",
+            "kiosk-7",
+            "--timezone",
+            "W. Europe Standard Time",
+        ])
+        .args(["--admin-password-file", s(&pw), "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["identity"]["seal"], "sealed");
+    assert_eq!(json["identity"]["admin_password"], true);
+    assert_eq!(
+        json["identity"]["answer_file"],
+        "Windows\\Panther\\unattend.xml"
+    );
+    let image = vms.join("vm_7.qcow2");
+    let xml = guest_file(&image, &phony, dir.path(), "/Windows/Panther/unattend.xml");
+    let text = String::from_utf8(xml.clone()).unwrap();
+    assert!(
+        text.contains("<ComputerName>KIOSK-7</ComputerName>"),
+        "{text}"
+    );
+    assert!(text.contains("<TimeZone>W. Europe Standard Time</TimeZone>"));
+    assert!(text.contains("<PlainText>false</PlainText>"));
+    // The envelope as Windows' schema has it.
+    let file = dir.path().join("unattend.xml");
+    std::fs::write(&file, &xml).unwrap();
+    let xsd =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unattend/autounattend.xsd");
+    let check = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", s(&xsd), s(&file)])
+        .output()
+        .expect("TEST CANNOT RUN: xmllint missing (Debian libxml2-utils)");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The password, decoded by hand from what Windows reads.
+    let value = text
+        .split("<Value>")
+        .nth(1)
+        .and_then(|v| v.split("</Value>").next())
+        .unwrap();
+    let b64 = dir.path().join("pw.b64");
+    std::fs::write(&b64, value).unwrap();
+    let raw = run("base64", &["-d", s(&b64)]).stdout;
+    let units: Vec<u16> = raw
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert_eq!(
+        String::from_utf16(&units).unwrap(),
+        format!("{PASSWORD}AdministratorPassword")
+    );
+    // Nowhere in plain text: not in the overlay (UTF-8 or UTF-16LE), the record,
+    // the recipe, the output.
+    let overlay = std::fs::read(&image).unwrap();
+    let utf16: Vec<u8> = PASSWORD
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    for (what, bytes) in [
+        ("the overlay", overlay),
+        (
+            "the record",
+            std::fs::read(vms.join("vm_7.identity.json")).unwrap(),
+        ),
+        ("the recipe", std::fs::read(vms.join("vm_7.sh")).unwrap()),
+        ("the output", o.stdout.clone()),
+        ("the messages", o.stderr.clone()),
+    ] {
+        for needle in [PASSWORD.as_bytes(), &utf16] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the password is in {what}"
+            );
+        }
+    }
+    // A sealed golden's registry is left to Windows' specialize pass.
+    let system = hive_of(&image, &phony, dir.path(), "SYSTEM");
+    let cn = hivexget(
+        &system,
+        "\\ControlSet001\\Control\\ComputerName\\ComputerName",
+        "ComputerName",
+    );
+    assert_ne!(cn.as_deref(), Some("KIOSK-7"));
+    assert_eq!(sha256_file(&golden), golden_sha);
+    // A time zone the golden does not know is refused.
+    let (code, _, err) = clone(
+        &golden,
+        &vms,
+        &["--id", "8", "--timezone", "Mars Standard Time"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("Mars Standard Time"), "{err}");
+}
+
+#[test]
+fn many_clones_from_a_spec_file() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let spec = dir.path().join("clones.toml");
+    std::fs::write(
+        &spec,
+        "[[clone]]\nid = 21\nhostname = \"app-21\"\n\n\
+         [[clone]]\nid = 22\nhostname = \"app-22\"\n\n\
+         [[clone]]\nid = 23\nkeep_identity = true\n",
+    )
+    .unwrap();
+    let vms = dir.path().join("vms");
+    let (code, json, err) = clone(&phony.image, &vms, &["--spec", s(&spec)]);
+    assert_eq!(code, Some(0), "{err}");
+    let made = json.as_array().unwrap();
+    assert_eq!(made.len(), 3);
+    assert_eq!(made[0]["identity"]["computer_name"], "APP-21");
+    assert!(made[2]["identity"].is_null());
+    assert!(!vms.join("vm_23.identity.json").exists());
+    // A spec naming one host twice, or with an unknown key, makes nothing.
+    let bad = dir.path().join("bad.toml");
+    for text in [
+        "[[clone]]\nid = 31\nhostname = \"x1\"\n[[clone]]\nid = 32\nhostname = \"X1\"\n",
+        "[[clone]]\nid = 31\nhostnme = \"x1\"\n",
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let (code, _, err) = clone(&phony.image, &vms, &["--spec", s(&bad)]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(!vms.join("vm_31.qcow2").exists());
+    }
+}
