@@ -22,6 +22,7 @@ bench: setup
 	$(CARGO) bench --bench ntfs_rewrite
 	$(CARGO) bench --bench inject
 	$(CARGO) bench --bench replay
+	$(CARGO) bench --bench clone
 	$(CARGO) bench --bench fetch
 	$(CARGO) bench --bench finalize
 	$(CARGO) bench --bench build

@@ -70,6 +70,10 @@ fn an_unsealed_golden_gives_each_clone_its_own_names_and_ids() {
         assert!(identity["shared"].as_str().unwrap().contains("SID"));
         let image = vms.join(format!("vm_{id}.qcow2"));
         assert_qemu_check_clean(&image);
+        // Only the hive pages the names changed are in the overlay, not the
+        // hives' 11 MiB.
+        let size = std::fs::metadata(&image).unwrap().len();
+        assert!(size < 4 << 20, "the overlay holds {size} bytes");
         let system = hive_of(&image, &phony, dir.path(), "SYSTEM");
         let software = hive_of(&image, &phony, dir.path(), "SOFTWARE");
         let sets: Vec<&str> = identity["control_sets"]

@@ -144,3 +144,60 @@ fn names_with_nul_characters_are_read_whole_and_never_merged() {
     .1;
     assert!(wingold::reg::apply(&edits, &sets, |_| Ok(bytes.clone())).is_ok());
 }
+
+/// Every key and value read by wingold's own reader (`View`, what every
+/// read-only look uses) equals what libhivex reads, over whole real hives and
+/// yarp's odd ones (big data, names outside ASCII, many subkeys).
+#[test]
+fn the_rust_reader_reads_what_libhivex_reads() {
+    use wingold::hive::View;
+    let dir = tempdir();
+    std::fs::create_dir_all(dir.path().join("odd")).unwrap();
+    let mut keys = 0usize;
+    let mut values = 0usize;
+    for name in [
+        "SYSTEM",
+        "SYSTEM_2",
+        "NTUSER.DAT",
+        "SAM",
+        "odd/BigDataHive",
+        "odd/UnicodeHive",
+        "odd/ExtendedASCIIHive",
+        "odd/ManySubkeysHive",
+        "odd/CompHive",
+    ] {
+        let bytes = std::fs::read(corpus_hive(dir.path(), name)).unwrap();
+        let theirs = Hive::open_read(name, &bytes).unwrap();
+        let ours = View::open(name, &bytes).unwrap();
+        let mut todo = vec![String::new()];
+        while let Some(path) = todo.pop() {
+            keys += 1;
+            let a = ours.subkeys(&path).unwrap();
+            let b = theirs.subkeys(&path).unwrap();
+            assert_eq!(a, b, "{name}: subkeys of {path:?}");
+            let va = ours.values(&path).unwrap();
+            let vb = theirs.values(&path).unwrap();
+            assert_eq!(va, vb, "{name}: values of {path:?}");
+            values += va.len();
+            for (n, v) in &va {
+                assert_eq!(
+                    ours.value(&path, n).unwrap().as_ref(),
+                    Some(v),
+                    "{name}: {path}\\{n}"
+                );
+            }
+            // Names with a NUL are libhivex's blind spot: compared up to here.
+            todo.extend(a.into_iter().filter(|k| !k.contains('\0')).map(|k| {
+                if path.is_empty() {
+                    k
+                } else {
+                    format!("{path}\\{k}")
+                }
+            }));
+        }
+    }
+    assert!(
+        keys > 20_000 && values > 50_000,
+        "{keys} keys, {values} values"
+    );
+}

@@ -220,8 +220,8 @@ fn sections(img: &dyn BlockDev, w: &Windows) -> Sections {
         Err(e) => out.first_boot_error = said(e),
     }
     let identity = || -> anyhow::Result<_> {
-        let sys = crate::hive::Hive::open_read(HiveName::System.name(), &system)?;
-        let soft = crate::hive::Hive::open_read(HiveName::Software.name(), &software)?;
+        let sys = crate::hive::View::open(HiveName::System.name(), &system)?;
+        let soft = crate::hive::View::open(HiveName::Software.name(), &software)?;
         let answer = format!(
             "{}\\{}",
             w.system_root.trim_start_matches('\\'),

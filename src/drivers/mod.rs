@@ -20,7 +20,7 @@ pub use refusal::Refusal;
 pub use state::{state, ServiceState, State};
 
 use crate::guest::Windows;
-use crate::hive::Hive;
+use crate::hive::View;
 use crate::reg::HiveName;
 use crate::reg::RegEdit;
 use crate::virtio::{drivers as folders, iso};
@@ -255,7 +255,7 @@ pub fn plan(
 
     // Hives: which registration this Windows uses, and whether Windows installed
     // the boot driver itself (the temporary-disk install).
-    let sys = Hive::open_read(HiveName::System.name(), system)?;
+    let sys = View::open(HiveName::System.name(), system)?;
     let has_ddb = sys.has_key("DriverDatabase")?;
     let wants_ddb = (w.major_version, w.minor_version) >= (6, 2);
     if has_ddb != wants_ddb {
@@ -492,7 +492,7 @@ pub fn plan(
             Registration::InstalledByWindows => {}
         }
     }
-    let soft = Hive::open_read(HiveName::Software.name(), software)?;
+    let soft = View::open(HiveName::Software.name(), software)?;
     if let Some(v) = soft.value("Microsoft\\Windows\\CurrentVersion", "DevicePath")? {
         if let Some(data) = registry::extended_device_path(&v.data) {
             edits.set(registry::DEVICE_PATH_KEY, "DevicePath", v.kind, data);
@@ -574,7 +574,7 @@ fn check_sys(
 /// `Enum\PCI\VEN_1AF4&DEV_…\<instance>` with `Service` = the driver, in the
 /// current control set.
 pub fn installed_by_windows(
-    sys: &Hive,
+    sys: &View,
     w: &Windows,
     boot: &BootDriver,
 ) -> anyhow::Result<Option<String>> {

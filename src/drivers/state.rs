@@ -3,7 +3,7 @@
 
 use super::{inf, installed_by_windows, registry, ReadGuest, STAGING};
 use crate::guest::Windows;
-use crate::hive::Hive;
+use crate::hive::View;
 use crate::reg::HiveName;
 use serde::Serialize;
 
@@ -38,7 +38,7 @@ pub fn state(
     read_guest: &ReadGuest,
     list_staged: &dyn Fn() -> anyhow::Result<Vec<String>>,
 ) -> anyhow::Result<State> {
-    let sys = Hive::open_read(HiveName::System.name(), system)?;
+    let sys = View::open(HiveName::System.name(), system)?;
     let set = &w.control_sets.current;
     let root = w.system_root.trim_start_matches('\\');
     let staged = list_staged()?;
@@ -119,7 +119,7 @@ pub fn state(
             ));
         }
     }
-    let soft = Hive::open_read(HiveName::Software.name(), software)?;
+    let soft = View::open(HiveName::Software.name(), software)?;
     let device_path_has_virtio = soft
         .value("Microsoft\\Windows\\CurrentVersion", "DevicePath")?
         .and_then(|v| v.as_string())

@@ -27,7 +27,7 @@ use crate::drivers::registry::Edits;
 use crate::drivers::FileAction;
 use crate::error::unreadable;
 use crate::guest::Windows;
-use crate::hive::Hive;
+use crate::hive::View;
 use crate::reg::HiveName;
 use crate::reg::RegEdit;
 use serde::Serialize;
@@ -207,7 +207,7 @@ fn sha256_hex(data: &[u8]) -> String {
 /// `C:\Windows` as the guest knows it: SOFTWARE's `SystemRoot`, else `C:` and the
 /// system root found on the volume.
 fn system_root_with_drive(w: &Windows, software: &[u8]) -> anyhow::Result<String> {
-    let h = Hive::open_read(HiveName::Software.name(), software)?;
+    let h = View::open(HiveName::Software.name(), software)?;
     let from_hive = h
         .value("Microsoft\\Windows NT\\CurrentVersion", "SystemRoot")?
         .and_then(|v| v.as_string())

@@ -2,7 +2,7 @@
 
 use super::{ReadGuest, FOLDER, SERVICE};
 use crate::guest::Windows;
-use crate::hive::Hive;
+use crate::hive::View;
 use crate::reg::HiveName;
 use serde::Serialize;
 
@@ -39,7 +39,7 @@ pub fn queue_state(
     let text = String::from_utf8_lossy(&log);
     let lines: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
     let log_tail = lines[lines.len().saturating_sub(10)..].to_vec();
-    let sys = Hive::open_read(HiveName::System.name(), system)?;
+    let sys = View::open(HiveName::System.name(), system)?;
     let service_start = sys
         .value(
             &format!("{}\\Services\\{SERVICE}", w.control_sets.current),

@@ -14,7 +14,7 @@
 
 use super::Refusal;
 use crate::guest::Windows;
-use crate::hive::{types, Hive};
+use crate::hive::{types, View};
 use crate::reg::{Op, RegEdit};
 use serde::Serialize;
 use std::sync::Arc;
@@ -176,14 +176,14 @@ pub struct State {
 /// `Windows\Panther\unattend.xml` exists.
 pub fn state(
     w: &Windows,
-    system: &Hive,
-    software: &Hive,
+    system: &View,
+    software: &View,
     sysprep_folder: bool,
     answer_file: bool,
 ) -> crate::hive::Result<State> {
     let seal = seal_of(system, sysprep_folder)?;
     let cs = &w.control_sets.current;
-    let text = |h: &Hive, key: &str, name: &str| -> crate::hive::Result<Option<String>> {
+    let text = |h: &View, key: &str, name: &str| -> crate::hive::Result<Option<String>> {
         Ok(h.value(key, name)?.and_then(|v| v.as_string()))
     };
     Ok(State {
@@ -217,7 +217,7 @@ pub fn state(
 
 /// Reads how `system` (the SYSTEM hive) says Windows was left: generalized or
 /// not. `sysprep_folder`: whether `C:\sysprep` exists (NT 5's mini-setup).
-pub fn seal_of(system: &Hive, sysprep_folder: bool) -> crate::hive::Result<Seal> {
+pub fn seal_of(system: &View, sysprep_folder: bool) -> crate::hive::Result<Seal> {
     let text = |v: Option<crate::hive::RegValue>| v.and_then(|v| v.as_string());
     let cmdline = text(system.value("Setup", "CmdLine")?).unwrap_or_default();
     let state = system
@@ -266,8 +266,8 @@ fn sz(text: &str) -> Vec<u8> {
 /// sealed NT 5 golden.
 pub fn plan(
     w: &Windows,
-    system: &Hive,
-    software: &Hive,
+    system: &View,
+    software: &View,
     sysprep_folder: bool,
     req: &Request,
 ) -> anyhow::Result<Plan> {

@@ -179,8 +179,8 @@ pub fn plan(
             });
         }
         if let (Some(req), Some(h)) = (identity_request, &hives) {
-            let system = hive::Hive::open_read(HiveName::System.name(), &h.system)?;
-            let software = hive::Hive::open_read(HiveName::Software.name(), &h.software)?;
+            let system = hive::View::open(HiveName::System.name(), &h.system)?;
+            let software = hive::View::open(HiveName::Software.name(), &h.software)?;
             let sysprep = vol.lookup("sysprep")?.is_some();
             let p = identity::plan(&w, &system, &software, sysprep, req)?;
             edits.extend(p.edits);
@@ -477,6 +477,10 @@ enum Ordering {
     CrashOrdered,
 }
 
+/// Hives are rewritten a page at a time: only the 4 KiB pages an edit changed
+/// are written (Windows' own unit of hive change, and the NTFS cluster size).
+const HIVE_PAGE: usize = 4096;
+
 /// Writes the changed hives into the Windows volume of `img`, empties their
 /// transaction logs, and returns what it wrote.
 ///
@@ -519,6 +523,52 @@ fn write_hives(
     }
     let mut written = Vec::new();
     let mut truncated = Vec::new();
+    // The written hives' digests, taken on the other core while they are written.
+    let digests = std::thread::scope(|s| {
+        let hashing = s.spawn(|| {
+            results
+                .iter()
+                .filter_map(|r| r.bytes.as_deref().map(sha256_hex))
+                .collect::<Vec<_>>()
+        });
+        let done = write_each_hive(&vol, img, w, results, ordered, &mut truncated);
+        let digests = hashing.join().expect("hashing does not panic");
+        done.map(|paths| (paths, digests))
+    });
+    let (paths, digests) = digests?;
+    for ((r, path), sha256) in results
+        .iter()
+        .filter(|r| r.bytes.is_some())
+        .zip(paths)
+        .zip(digests)
+    {
+        written.push(HiveWritten {
+            hive: r.hive,
+            path,
+            size: r.bytes.as_ref().map_or(0, |b| b.len() as u64),
+            sha256,
+        });
+    }
+    // Everything durable before the volume says clean (close clears the flag).
+    if ordered {
+        img.flush()?;
+    }
+    vol.close()?;
+    img.flush()?;
+    Ok((written, truncated))
+}
+
+/// Writes each changed hive (crash-ordered when `ordered`) and empties its logs;
+/// returns the hives' paths, in `results` order.
+fn write_each_hive(
+    vol: &Volume,
+    img: &dyn BlockDev,
+    w: &Windows,
+    results: &[reg::HiveResult],
+    ordered: bool,
+    truncated: &mut Vec<String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut paths = Vec::new();
     let config = w.hive_path("").trim_end_matches('\\').to_owned();
     let listing = vol.list(&config)?;
     for r in results {
@@ -545,13 +595,14 @@ fn write_hives(
             let mut first = bytes.clone();
             first[..hive::BASE_BLOCK_LEN]
                 .copy_from_slice(&replay::in_progress_base_block(bytes, &files));
-            vol.write_file(&path, &first)?;
+            // Only the pages that differ, the marked header first.
+            vol.write_changed(&path, &vol.read_file(&path)?, &first, HIVE_PAGE)?;
             drop(first);
             img.flush()?;
             vol.write_range(&path, 0, &bytes[..hive::BASE_BLOCK_LEN])?;
             img.flush()?;
         } else {
-            vol.write_file(&path, bytes)?;
+            vol.write_changed(&path, &vol.read_file(&path)?, bytes, HIVE_PAGE)?;
         }
         // The hive is clean now: its old logs are emptied (an empty log holds
         // nothing to apply, windows-offline.md §4b).
@@ -561,20 +612,9 @@ fn write_hives(
                 truncated.push(log_path.clone());
             }
         }
-        written.push(HiveWritten {
-            hive: r.hive,
-            path,
-            size: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
-        });
+        paths.push(path);
     }
-    // Everything durable before the volume says clean (close clears the flag).
-    if ordered {
-        img.flush()?;
-    }
-    vol.close()?;
-    img.flush()?;
-    Ok((written, truncated))
+    Ok(paths)
 }
 
 /// Reads every written hive back from the finished image and checks its bytes and

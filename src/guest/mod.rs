@@ -10,7 +10,7 @@
 pub mod names;
 
 use crate::hive::replay::{self, LogFile, LogSummary, Outcome, Replay};
-use crate::hive::{self, HeaderState, Hive};
+use crate::hive::{self, HeaderState, View};
 use crate::image::{self, probe_filesystem, Access, BlockDev, PartitionView, Role};
 use crate::ntfs::{self, Volume};
 use crate::reg::ControlSets;
@@ -252,7 +252,7 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
         .unwrap_or_else(|| format!("\\{root}"));
     let config = format!("{root}\\System32\\config");
     let hives = hive_files(vol, &config)?;
-    let through_logs = |name: HiveName| -> Result<Hive> {
+    let through_logs = |name: HiveName| -> Result<View<'static>> {
         let (file, logs) = match hives.iter().find(|h| h.name == name.name()) {
             Some(h) => (
                 h.path.rsplit('\\').next().unwrap_or(name.name()),
@@ -261,15 +261,15 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
             None => (name.name(), &[][..]),
         };
         let read = read_through_logs(vol, &config, file, logs)?;
-        Ok(Hive::open_read(name.name(), &read.bytes)?)
+        Ok(View::owned(name.name(), read.bytes)?)
     };
     let software = through_logs(HiveName::Software)?;
     let system = through_logs(HiveName::System)?;
 
-    let text = |h: &Hive, key: &str, name: &str| -> Result<Option<String>> {
+    let text = |h: &View, key: &str, name: &str| -> Result<Option<String>> {
         Ok(h.value(key, name)?.and_then(|v| v.as_string()))
     };
-    let dword = |h: &Hive, key: &str, name: &str| -> Result<Option<u32>> {
+    let dword = |h: &View, key: &str, name: &str| -> Result<Option<u32>> {
         Ok(h.value(key, name)?.and_then(|v| v.as_dword()))
     };
     let product_name =
@@ -333,7 +333,7 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
     })
 }
 
-fn control_sets(system: &Hive) -> Result<ControlSets> {
+fn control_sets(system: &View) -> Result<ControlSets> {
     let name = |n: Option<u32>| n.filter(|&n| n > 0).map(|n| format!("ControlSet{n:03}"));
     let get = |v: &str| -> Result<Option<u32>> {
         Ok(system.value("Select", v)?.and_then(|v| v.as_dword()))
@@ -353,7 +353,7 @@ fn control_sets(system: &Hive) -> Result<ControlSets> {
 /// Client or server: InstallationType (Vista+), else the product name, else
 /// `ProductOptions\ProductType` (WinNT is a client; ServerNT and LanmanNT servers).
 fn variant(
-    system: &Hive,
+    system: &View,
     sets: &ControlSets,
     installation_type: Option<&str>,
     product: &str,

@@ -15,6 +15,7 @@ pub mod replay;
 pub use error::{Error, Result};
 use header::{base_block_checksum, CHECKSUM_OFFSET};
 pub use header::{HeaderState, BASE_BLOCK_LEN};
+pub use index::View;
 
 use hivex::{Hive as HivexHandle, OpenFlags};
 use std::cell::RefCell;

@@ -132,6 +132,69 @@ impl Volume<'_> {
         Ok(())
     }
 
+    /// Changes `path`, which holds `old`, to hold `new`, writing only the
+    /// `page`-byte pages that differ (runs of them in one write each): a hive
+    /// rewritten after a few edits costs the pages it changed, in a qcow2
+    /// overlay too. The first page goes first (a crash-ordered writer's "write in
+    /// progress" header lands before any of the body), then the file grows, the
+    /// other pages follow in file order, and a shrinking file is cut last. Returns
+    /// the bytes written.
+    pub fn write_changed(&self, path: &str, old: &[u8], new: &[u8], page: usize) -> Result<u64> {
+        self.require_writable()?;
+        let mref = self.must_lookup(path)?;
+        let ino = self.open_inode(mref, path)?;
+        let mut written = 0u64;
+        {
+            let attr = self.open_data(&ino, path)?;
+            if attr.size() != old.len() as u64 {
+                return Err(Error::BadPath {
+                    volume: self.name.clone(),
+                    path: path.to_owned(),
+                    reason: format!(
+                        "holds {} bytes, not the {} read before: it changed meanwhile",
+                        attr.size(),
+                        old.len()
+                    ),
+                });
+            }
+            let differs = |i: usize| {
+                let at = i * page;
+                let chunk = &new[at..(at + page).min(new.len())];
+                old.get(at..at + chunk.len()) != Some(chunk)
+            };
+            let pages = new.len().div_ceil(page);
+            let mut write_run = |from: usize, to: usize| -> Result<()> {
+                let (a, b) = (from * page, (to * page).min(new.len()));
+                self.pwrite_all(&attr, a as u64, &new[a..b], path)?;
+                written += (b - a) as u64;
+                Ok(())
+            };
+            if pages > 0 && differs(0) {
+                write_run(0, 1)?;
+            }
+            if new.len() > old.len() {
+                self.resize(&attr, new.len() as u64, path)?;
+            }
+            let mut i = 1;
+            while i < pages {
+                if !differs(i) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < pages && differs(i) {
+                    i += 1;
+                }
+                write_run(start, i)?;
+            }
+            if new.len() < old.len() {
+                self.resize(&attr, new.len() as u64, path)?;
+            }
+        }
+        ino.close().map_err(|e| self.op_error(path, "closing", e))?;
+        Ok(written)
+    }
+
     /// Overwrites `data.len()` bytes of `path` at `offset`, inside the file as it is
     /// (no resize): what crash-ordered writers use to write a header last.
     pub fn write_range(&self, path: &str, offset: u64, data: &[u8]) -> Result<()> {

@@ -16,7 +16,7 @@ pub use change::{type_name, Action, Change, Source, ValueView};
 pub use hive_name::HiveName;
 pub use parse::{parse, utf16z, ParseError, Version};
 
-use crate::hive::{self, Hive, RegValue};
+use crate::hive::{self, Hive, RegValue, View};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -448,7 +448,7 @@ pub fn verify(result: &HiveResult, bytes: &[u8]) -> Result<(), Error> {
         hive: result.hive,
         source,
     };
-    let h = Hive::open_read(result.hive.name(), bytes).map_err(unreadable)?;
+    let h = View::open(result.hive.name(), bytes).map_err(unreadable)?;
     // Each key's values are read once (a key may hold tens of thousands).
     let mut listed: Option<(&str, std::collections::HashMap<String, RegValue>)> = None;
     for ((path, name), want) in &result.expected {
@@ -493,7 +493,7 @@ pub fn settings(
     sets: &ControlSets,
     mut load: impl FnMut(HiveName) -> Result<Vec<u8>, Error>,
 ) -> Result<Vec<Setting>, Error> {
-    let mut hives: BTreeMap<HiveName, Hive> = BTreeMap::new();
+    let mut hives: BTreeMap<HiveName, View> = BTreeMap::new();
     let mut out = Vec::new();
     for p in profiles::PROFILES {
         let edits = p
@@ -510,7 +510,7 @@ pub fn settings(
                 let h = match hives.entry(t.hive) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(Hive::open_read(t.hive.name(), &load(t.hive)?)?)
+                        v.insert(View::owned(t.hive.name(), load(t.hive)?)?)
                     }
                 };
                 let current = h.value(&t.path, name)?;

@@ -18,7 +18,28 @@ pub(super) fn refuse_unbootable(
     else {
         return Ok(());
     };
-    let h = hive::Hive::open_read(HiveName::System.name(), system)?;
+    let touches = |e: &&RegEdit| {
+        let key = hive::fold_name(e.op.key());
+        let rest = key
+            .strip_prefix("HKEY_LOCAL_MACHINE\\SYSTEM")
+            .or_else(|| key.strip_prefix("HKLM\\SYSTEM"));
+        match rest {
+            Some("") => true,
+            Some(r) => {
+                let first = r.trim_start_matches('\\').split('\\').next().unwrap_or("");
+                first == "SELECT"
+                    || (matches!(e.op, reg::Op::DeleteKey { .. })
+                        && (first == "CURRENTCONTROLSET" || first.starts_with("CONTROLSET")))
+            }
+            None => false,
+        }
+    };
+    // Only an edit of `Select`, or deleting a control set (or the whole hive),
+    // can leave Windows without its control set: without one, nothing to read.
+    if !edits.iter().any(|e| touches(&e)) {
+        return Ok(());
+    }
+    let h = hive::View::open(HiveName::System.name(), system)?;
     let problem = (|| -> anyhow::Result<Option<String>> {
         if !h.has_key("Select")? {
             return Ok(Some("the `Select` key is gone".into()));
@@ -42,22 +63,6 @@ pub(super) fn refuse_unbootable(
     })()?;
     let Some(problem) = problem else {
         return Ok(());
-    };
-    let touches = |e: &&RegEdit| {
-        let key = hive::fold_name(e.op.key());
-        let rest = key
-            .strip_prefix("HKEY_LOCAL_MACHINE\\SYSTEM")
-            .or_else(|| key.strip_prefix("HKLM\\SYSTEM"));
-        match rest {
-            Some("") => true,
-            Some(r) => {
-                let first = r.trim_start_matches('\\').split('\\').next().unwrap_or("");
-                first == "SELECT"
-                    || (matches!(e.op, reg::Op::DeleteKey { .. })
-                        && (first == "CURRENTCONTROLSET" || first.starts_with("CONTROLSET")))
-            }
-            None => false,
-        }
     };
     let culprit = edits
         .iter()

@@ -13,8 +13,10 @@
 #![forbid(unsafe_code)]
 
 mod reader;
+mod view;
 
 pub use reader::{audit, check_structure, Audit, Error, Result};
+pub use view::View;
 
 use super::{base_block_checksum, BASE_BLOCK_LEN};
 use reader::{i32_at, rel_to_file, u32_at, Entry, Reader};
