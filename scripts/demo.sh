@@ -52,9 +52,11 @@ step "wingold build again: nothing changed, nothing written"
 step "wingold inspect golden: the manifest, every setting as the profiles want it, the drivers"
 "$bin" inspect "$dir/golden/phony-2022.qcow2" | sed -n '/^settings of/,$p'
 
-step "wingold clone --id 11: a new VM in constant time, with its run recipe"
+step "wingold clone --id 11 --hostname web-11: a new VM, its own machine, with its run recipe"
 mkdir -p "$dir/vms"
-"$bin" clone "$dir/golden/phony-2022.qcow2" --id 11 --dir "$dir/vms"
+"$bin" clone "$dir/golden/phony-2022.qcow2" --id 11 --hostname web-11 --dir "$dir/vms"
+echo "  what the clone holds (read back by inspect):"
+"$bin" inspect "$dir/vms/vm_11.qcow2" | grep '^identity:' | sed 's/^/  /'
 qemu-img info --backing-chain "$dir/vms/vm_11.qcow2" | grep -E '^(image|backing file):'
 echo "  its run recipe boots the system disk on virtio-blk:"
 grep -E "virtio-blk-pci,drive=hda" "$dir/vms/vm_11.sh" | sed 's/^/  /'

@@ -455,6 +455,33 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     if let Some(e) = &r.sections.first_boot_error {
         println!("first boot: cannot read the queue: {e}");
     }
+    if let Some(e) = &r.sections.identity_error {
+        println!("identity: cannot read it: {e}");
+    }
+    if let Some(i) = &r.sections.identity {
+        let line = format!(
+            "identity: {}; a clone gets {}; computer name {}, host name {}, MachineGuid {}{}{}",
+            match i.seal {
+                crate::golden::identity::Seal::Unsealed => "not sealed",
+                crate::golden::identity::Seal::Sealed => "sealed (sysprep /generalize /oobe)",
+                crate::golden::identity::Seal::SealedNt5 => "sealed (NT 5 sysprep)",
+            },
+            match i.clones_get {
+                "registry" => "its own names and ids in the registry",
+                "answer_file" => "an answer file",
+                other => other,
+            },
+            i.computer_name.as_deref().unwrap_or("-"),
+            i.hostname.as_deref().unwrap_or("-"),
+            i.machine_guid.as_deref().unwrap_or("-"),
+            if i.wsus_client_id { ", a WSUS client id" } else { "" },
+            i.answer_file
+                .as_deref()
+                .map(|f| format!("; answer file {f} waits for the next boot"))
+                .unwrap_or_default()
+        );
+        println!("{}", super::terminal_safe(&line));
+    }
     if let Some(q) = &r.sections.first_boot {
         println!(
             "first boot: {} pending, {} done, {} failed; service {}",
