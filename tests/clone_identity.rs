@@ -358,3 +358,115 @@ fn many_clones_from_a_spec_file() {
         assert!(!vms.join("vm_31.qcow2").exists());
     }
 }
+
+/// The files of an ISO image as xorriso (libisofs, not wingold) reads them, and
+/// its volume id as blkid reads it.
+fn iso_contents(iso: &Path, dir: &Path) -> (String, Vec<(String, Vec<u8>)>) {
+    let out = dir.join("iso-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let x = std::process::Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev", s(iso), "-extract", "/", s(&out)])
+        .output()
+        .expect("TEST CANNOT RUN: xorriso missing (Debian xorriso)");
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    let label = run("blkid", &["-o", "value", "-s", "LABEL", s(iso)]).stdout;
+    let mut files: Vec<(String, Vec<u8>)> = walk(&out)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&out).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    (String::from_utf8_lossy(&label).trim().to_owned(), files)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn seeds_for_in_guest_agents_beside_the_clone() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let vms = dir.path().join("vms");
+    let user = dir.path().join("user-data");
+    std::fs::write(&user, "#cloud-config\nruncmd:\n  - echo hello\n").unwrap();
+    let net = dir.path().join("net.yaml");
+    std::fs::write(&net, "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n").unwrap();
+    let (code, json, err) = clone(
+        &phony.image,
+        &vms,
+        &[
+            "--id",
+            "41",
+            "--hostname",
+            "agent-41",
+            "--seed",
+            "nocloud",
+            "--user-data",
+            s(&user),
+            "--network-config",
+            s(&net),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let iso = vms.join("vm_41.seed.iso");
+    assert_eq!(json["seed"], s(&iso));
+    let (label, files) = iso_contents(&iso, dir.path());
+    assert_eq!(label, "cidata");
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["meta-data", "network-config", "user-data"]);
+    let meta = String::from_utf8(files[0].1.clone()).unwrap();
+    let guid = json["identity"]["machine_guid"].as_str().unwrap();
+    assert_eq!(
+        meta,
+        format!("instance-id: iid-{guid}\nlocal-hostname: agent-41\n")
+    );
+    assert_eq!(files[1].1, std::fs::read(&net).unwrap());
+    assert_eq!(files[2].1, std::fs::read(&user).unwrap());
+    let script = std::fs::read_to_string(vms.join("vm_41.sh")).unwrap();
+    assert!(
+        script.contains("media=cdrom") && script.contains("vm_41.seed.iso"),
+        "{script}"
+    );
+
+    // A config drive, for cloudbase-init.
+    let (code, json, err) = clone(
+        &phony.image,
+        &vms,
+        &[
+            "--id",
+            "42",
+            "--hostname",
+            "agent-42",
+            "--seed",
+            "configdrive",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (label, files) = iso_contents(&vms.join("vm_42.seed.iso"), dir.path());
+    assert_eq!(label, "config-2");
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "openstack/latest/meta_data.json",
+            "openstack/latest/network_data.json"
+        ]
+    );
+    let meta: Value = serde_json::from_slice(&files[0].1).unwrap();
+    assert_eq!(meta["hostname"], "agent-42");
+    assert_eq!(meta["uuid"], json["identity"]["machine_guid"]);
+    // --user-data needs a seed to go on.
+    let (code, _, err) = clone(&phony.image, &vms, &["--id", "43", "--user-data", s(&user)]);
+    assert_eq!(code, Some(2), "{err}");
+}

@@ -1,7 +1,7 @@
 //! `wingold build` and `wingold clone`.
 
 use super::Invalid;
-use crate::golden::{build, identity, vm, Refusal};
+use crate::golden::{build, identity, seed, vm, Refusal};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -132,6 +132,18 @@ pub struct CloneArgs {
     /// timezone, admin_password_file, keep_identity).
     #[arg(long, value_name = "FILE")]
     spec: Option<PathBuf>,
+    /// Seed media for an in-guest agent beside the clone (vm_N.seed.iso, attached
+    /// as a CD-ROM by its recipe): cloud-init's NoCloud or an OpenStack config
+    /// drive (cloudbase-init).
+    #[arg(long, value_enum, conflicts_with = "spec")]
+    seed: Option<SeedArg>,
+    /// A user-data file for the seed (cloud-config or a script).
+    #[arg(long, value_name = "FILE", requires = "seed", conflicts_with = "spec")]
+    user_data: Option<PathBuf>,
+    /// A network configuration for the seed (NoCloud network-config YAML, or a
+    /// config drive's network_data.json).
+    #[arg(long, value_name = "FILE", requires = "seed", conflicts_with = "spec")]
+    network_config: Option<PathBuf>,
     /// Allow a host name another clone in the folder already has.
     #[arg(long)]
     force: bool,
@@ -145,11 +157,41 @@ pub struct CloneArgs {
     json: bool,
 }
 
+/// Seed media kinds, as `--seed` spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SeedArg {
+    Nocloud,
+    Configdrive,
+}
+
 /// One clone to make: its id and, unless it keeps the golden's identity, what it
-/// is to be.
+/// is to be; its seed media.
 struct Wanted {
     id: u32,
     identity: Option<identity::Request>,
+    seed: Option<seed::Request>,
+}
+
+/// A seed request from its kind and the user's files (read now, capped).
+fn seed_request(
+    kind: Option<seed::SeedKind>,
+    user_data: Option<&PathBuf>,
+    network: Option<&PathBuf>,
+) -> anyhow::Result<Option<seed::Request>> {
+    let Some(kind) = kind else {
+        return Ok(None);
+    };
+    let read = |p: Option<&PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(match p {
+            Some(p) => Some(crate::input::read(p, crate::input::SCRIPT)?),
+            None => None,
+        })
+    };
+    Ok(Some(seed::Request {
+        kind,
+        user_data: read(user_data)?,
+        network: read(network)?,
+    }))
 }
 
 fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
@@ -183,7 +225,12 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
                         )
                     })
                     .transpose()?;
-                anyhow::Ok(Wanted { id: e.id, identity })
+                let seed = seed_request(e.seed, e.user_data.as_ref(), e.network_config.as_ref())?;
+                anyhow::Ok(Wanted {
+                    id: e.id,
+                    identity,
+                    seed,
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?,
         None => {
@@ -198,13 +245,23 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
                     )
                 })
                 .transpose()?;
-            vec![Wanted { id, identity }]
+            let kind = args.seed.map(|s| match s {
+                SeedArg::Nocloud => seed::SeedKind::NoCloud,
+                SeedArg::Configdrive => seed::SeedKind::ConfigDrive,
+            });
+            let seed = seed_request(kind, args.user_data.as_ref(), args.network_config.as_ref())?;
+            vec![Wanted { id, identity, seed }]
         }
     };
     // Every clone checked before the first is made: paths free, names not taken.
     for w in &list {
         let (disk, script) = vm::clone_paths(&args.dir, w.id);
-        for p in [&disk, &script, &vm::record_path(&disk)] {
+        for p in [
+            &disk,
+            &script,
+            &vm::record_path(&disk),
+            &vm::seed_path(&disk),
+        ] {
             if p.exists() {
                 return Err(crate::image::Error::Exists { path: p.clone() }.into());
             }
@@ -223,16 +280,23 @@ pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
         .iter()
         .map(|w| {
             let (disk, script) = vm::clone_paths(&args.dir, w.id);
-            Ok((
-                super::launch::vm(w.id, &disk, None, &args.vm)?,
-                disk,
-                script,
-            ))
+            let mut recipe = super::launch::vm(w.id, &disk, None, &args.vm)?;
+            if w.seed.is_some() {
+                recipe.seed = Some(std::path::absolute(vm::seed_path(&disk))?);
+            }
+            Ok((recipe, disk, script))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut made = Vec::new();
     for (w, (recipe, disk, script)) in list.iter().zip(&vms) {
-        let c = vm::clone(&args.golden, disk, script, recipe, w.identity.as_ref())?;
+        let c = vm::clone(
+            &args.golden,
+            disk,
+            script,
+            recipe,
+            w.identity.as_ref(),
+            w.seed.as_ref(),
+        )?;
         if !args.json {
             print_clone(w.id, &c);
         }
@@ -286,6 +350,12 @@ fn print_clone(id: u32, c: &vm::Cloned) {
                 println!("  note: {shared}");
             }
         }
+    }
+    if let Some(seed) = &c.seed {
+        println!(
+            "  seed: {} (attached as a CD-ROM by its recipe)",
+            super::terminal_safe(&seed.display().to_string())
+        );
     }
     println!(
         "{}: start it with this script",

@@ -474,7 +474,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             i.computer_name.as_deref().unwrap_or("-"),
             i.hostname.as_deref().unwrap_or("-"),
             i.machine_guid.as_deref().unwrap_or("-"),
-            if i.wsus_client_id { ", a WSUS client id" } else { "" },
+            if i.wsus_client_id {
+                ", a WSUS client id"
+            } else {
+                ""
+            },
             i.answer_file
                 .as_deref()
                 .map(|f| format!("; answer file {f} waits for the next boot"))

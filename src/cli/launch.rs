@@ -143,6 +143,7 @@ pub fn vm(
         accel: a.accel,
         disk_bus: a.disk_bus,
         install,
+        seed: None,
     })
 }
 

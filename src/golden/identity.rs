@@ -236,7 +236,7 @@ pub fn seal_of(system: &View, sysprep_folder: bool) -> crate::hive::Result<Seal>
 }
 
 /// A new random GUID (version 4), lower case as Windows writes `MachineGuid`.
-fn random_guid() -> std::io::Result<String> {
+pub fn random_guid() -> std::io::Result<String> {
     use std::io::Read;
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod inject;
 pub mod manifest;
 mod refusal;
+pub mod seed;
 pub mod versions;
 pub mod vm;
 

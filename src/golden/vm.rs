@@ -3,7 +3,7 @@
 //! that starts it. All or nothing: a refusal or a failure leaves no file behind.
 
 use crate::fsutil::{self, Place};
-use crate::golden::{identity, inject, Refusal};
+use crate::golden::{identity, inject, seed, Refusal};
 use crate::image::{self, create_overlay, create_qcow2, CreateOptions};
 use crate::launch::Vm;
 use anyhow::Context;
@@ -83,6 +83,8 @@ pub struct Cloned {
     pub identity: Option<identity::Report>,
     /// The record of that identity beside the clone (`vm_N.identity.json`).
     pub record: Option<PathBuf>,
+    /// Seed media for an in-guest agent (`vm_N.seed.iso`), attached by the recipe.
+    pub seed: Option<PathBuf>,
 }
 
 /// Where a clone goes: `DIR/vm_N.qcow2` and its script `DIR/vm_N.sh`.
@@ -98,6 +100,11 @@ pub fn record_path(disk: &Path) -> PathBuf {
     disk.with_extension("identity.json")
 }
 
+/// The seed media beside clone `disk` (`vm_N.qcow2` → `vm_N.seed.iso`).
+pub fn seed_path(disk: &Path) -> PathBuf {
+    disk.with_extension("seed.iso")
+}
+
 /// What a clone's record holds: no secret, ever.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Record {
@@ -107,6 +114,8 @@ pub struct Record {
     pub computer_name: String,
     pub machine_guid: Option<String>,
     pub answer_file: Option<String>,
+    #[serde(default)]
+    pub seed: Option<PathBuf>,
 }
 
 /// The computer names the clones recorded in `dir` carry, with their images.
@@ -149,10 +158,13 @@ pub fn clone(
     script: &Path,
     vm: &Vm,
     identity: Option<&identity::Request>,
+    seed: Option<&seed::Request>,
 ) -> anyhow::Result<Cloned> {
     let record = identity.map(|_| record_path(disk));
+    let seed_file = seed.map(|_| seed_path(disk));
     let mut paths = vec![disk, script];
     paths.extend(record.as_deref());
+    paths.extend(seed_file.as_deref());
     refuse_existing(&paths)?;
     if !golden.exists() {
         return Err(Refusal::NoGolden {
@@ -178,7 +190,32 @@ pub fn clone(
         .unwrap_or_default();
     let undo = || {
         let _ = std::fs::remove_file(disk);
+        if let Some(f) = &seed_file {
+            let _ = std::fs::remove_file(f);
+        }
     };
+    if let (Some(req), Some(path)) = (seed, &seed_file) {
+        // The instance id an agent keys its first-boot work on: the clone's
+        // MachineGuid when it got one, else a new one.
+        let id = match report.as_ref().and_then(|r| r.machine_guid.clone()) {
+            Some(g) => g,
+            None => identity::random_guid().context("/dev/urandom")?,
+        };
+        let hostname = report
+            .as_ref()
+            .map(|r| r.hostname.clone())
+            .unwrap_or_else(|| vm.name.clone());
+        let instance = match req.kind {
+            seed::SeedKind::NoCloud => format!("iid-{id}"),
+            seed::SeedKind::ConfigDrive => id,
+        };
+        let (volume, files) = seed::files(req, &instance, &hostname);
+        let image = seed::iso(volume, &files);
+        if let Err(e) = fsutil::write_file(path, &image, 0o644, Place::NoReplace) {
+            let _ = std::fs::remove_file(disk);
+            return Err(anyhow::Error::new(e).context(format!("{}: cannot write", path.display())));
+        }
+    }
     if let (Some(path), Some(r)) = (&record, &report) {
         let rec = Record {
             image: disk.to_owned(),
@@ -187,6 +224,7 @@ pub fn clone(
             computer_name: r.computer_name.clone(),
             machine_guid: r.machine_guid.clone(),
             answer_file: r.answer_file.clone(),
+            seed: seed_file.clone(),
         };
         let text = serde_json::to_vec_pretty(&rec).expect("a record serializes");
         if let Err(e) = fsutil::write_file(path, &text, 0o644, Place::NoReplace) {
@@ -201,6 +239,7 @@ pub fn clone(
         }
         return Err(e);
     }
+    let seed = seed_file;
     Ok(Cloned {
         image: disk.to_owned(),
         backing,
@@ -208,6 +247,7 @@ pub fn clone(
         argv: vm.argv(),
         identity: report,
         record,
+        seed,
     })
 }
 
@@ -253,6 +293,11 @@ pub struct SpecEntry {
     pub admin_password_file: Option<PathBuf>,
     #[serde(default)]
     pub keep_identity: bool,
+    /// Seed media for an in-guest agent: `nocloud` or `configdrive`.
+    pub seed: Option<seed::SeedKind>,
+    /// Files for the seed, relative to the spec file's folder.
+    pub user_data: Option<PathBuf>,
+    pub network_config: Option<PathBuf>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -297,10 +342,25 @@ pub fn load_spec(path: &Path) -> anyhow::Result<Vec<SpecEntry>> {
             ))
             .into());
         }
-        if let Some(p) = e.admin_password_file.as_mut() {
+        for p in [
+            e.admin_password_file.as_mut(),
+            e.user_data.as_mut(),
+            e.network_config.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if p.is_relative() && p.as_os_str() != "-" {
                 *p = dir.join(&*p);
             }
+        }
+        if e.seed.is_none() && (e.user_data.is_some() || e.network_config.is_some()) {
+            return Err(refuse(format!(
+                "clone {}: user_data and network_config go on a seed: add seed = \"nocloud\" \
+                 or \"configdrive\"",
+                e.id
+            ))
+            .into());
         }
         out.push(e);
     }

@@ -91,6 +91,9 @@ pub struct Vm {
     /// The system disk's controller in everyday runs (the installer keeps IDE).
     pub disk_bus: DiskBus,
     pub install: Option<Install>,
+    /// Seed media for an in-guest agent (a clone's `vm_N.seed.iso`), attached
+    /// as a CD-ROM.
+    pub seed: Option<PathBuf>,
 }
 
 /// The MAC for VM `id`: the five octets of `base`, then `id` as the last octet
@@ -189,6 +192,17 @@ impl Vm {
                     ]),
                 }
             }
+        }
+        if let Some(seed) = &self.seed {
+            a.extend([
+                "-drive".into(),
+                format!(
+                    "if=none,id=seed,file={},format=raw,media=cdrom,readonly=on",
+                    qp(seed)
+                ),
+                "-device".into(),
+                "ide-cd,drive=seed,bus=ide.1,unit=0".into(),
+            ]);
         }
         a.extend(["-device".into(), "virtio-balloon-pci,id=balloon0".into()]);
         match self.net {
@@ -298,6 +312,13 @@ impl Vm {
                 disk(&mut x, &self.hda, &self.hda_format, "sda", "scsi")
             }
             None => disk(&mut x, &self.hda, &self.hda_format, "vda", "virtio"),
+        }
+        if let Some(seed) = &self.seed {
+            let _ = write!(
+                x,
+                "    <disk type='file' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='hdc' bus='ide'/>\n      <readonly/>\n    </disk>\n",
+                xml(&seed.to_string_lossy())
+            );
         }
         match self.net {
             Net::Tap => {
