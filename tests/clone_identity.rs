@@ -208,6 +208,16 @@ fn a_sealed_golden_gets_an_answer_file_with_the_password_encoded() {
     let pw = dir.path().join("pw.txt");
     std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
     let vms = dir.path().join("vms");
+    // An offline domain-join blob as djoin /savefile writes it: UTF-16LE, BOM.
+    let blob_text = "ARAIAMzMzMyIBwAAAAAAAAAAAgABAAAA";
+    let blob = dir.path().join("join.txt");
+    let mut utf16 = vec![0xff, 0xfe];
+    utf16.extend(
+        format!("{blob_text}\r\n")
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes()),
+    );
+    std::fs::write(&blob, utf16).unwrap();
     let o = wingold()
         .args([
             "clone",
@@ -228,6 +238,7 @@ fn a_sealed_golden_gets_an_answer_file_with_the_password_encoded() {
             "W. Europe Standard Time",
         ])
         .args(["--admin-password-file", s(&pw), "--json"])
+        .args(["--domain-join-blob", s(&blob)])
         .output()
         .unwrap();
     let (stdout, stderr) = (
@@ -251,6 +262,12 @@ fn a_sealed_golden_gets_an_answer_file_with_the_password_encoded() {
     );
     assert!(text.contains("<TimeZone>W. Europe Standard Time</TimeZone>"));
     assert!(text.contains("<PlainText>false</PlainText>"));
+    assert!(
+        text.contains(&format!("<AccountData>{blob_text}</AccountData>")),
+        "{text}"
+    );
+    assert_eq!(json["identity"]["domain_join"], true);
+    assert!(!stdout.contains(blob_text) && !stderr.contains(blob_text));
     // The envelope as Windows' schema has it.
     let file = dir.path().join("unattend.xml");
     std::fs::write(&file, &xml).unwrap();
@@ -315,6 +332,76 @@ fn a_sealed_golden_gets_an_answer_file_with_the_password_encoded() {
     );
     assert_ne!(cn.as_deref(), Some("KIOSK-7"));
     assert_eq!(sha256_file(&golden), golden_sha);
+    // KubeVirt: the VM boots the containerDisk; its name reaches Windows through
+    // the answer file in a sysprep Secret. Nothing is written.
+    let image_ref = "registry.example:5000/win2022@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let before: Vec<_> = std::fs::read_dir(&vms)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let o = wingold()
+        .args([
+            "clone",
+            s(&golden),
+            "--id",
+            "9",
+            "--hostname",
+            "kube_9",
+            "--format",
+            "kubevirt",
+        ])
+        .args(["--image", image_ref, "--dir", s(&vms)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let yaml = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        yaml.contains("kind: VirtualMachine") && yaml.contains("name: kube-9"),
+        "{yaml}"
+    );
+    assert!(yaml.contains(&format!("image: {image_ref}")));
+    assert!(
+        yaml.contains("secret:\n            name: kube-9-sysprep"),
+        "{yaml}"
+    );
+    let b64 = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Unattend.xml: "))
+        .unwrap();
+    let enc = dir.path().join("kube.b64");
+    std::fs::write(&enc, b64).unwrap();
+    let xml = run("base64", &["-d", s(&enc)]).stdout;
+    let kube = dir.path().join("kube-unattend.xml");
+    std::fs::write(&kube, &xml).unwrap();
+    let check = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", s(&xsd), s(&kube)])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&xml).contains("<ComputerName>KUBE_9</ComputerName>"));
+    let after: Vec<_> = std::fs::read_dir(&vms)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before.len(), after.len(), "--format kubevirt wrote files");
+    // Never published and no --image: said, exit 2.
+    let (code, _, err) = clone(&golden, &vms, &["--id", "10", "--format", "kubevirt"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("publish"), "{err}");
+    // An unsealed golden reads no answer file: refused.
+    let (code, _, err) = clone(
+        &phony.image,
+        &vms,
+        &["--id", "10", "--format", "kubevirt", "--image", image_ref],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("sealed"), "{err}");
     // A time zone the golden does not know is refused.
     let (code, _, err) = clone(
         &golden,
@@ -469,4 +556,70 @@ fn seeds_for_in_guest_agents_beside_the_clone() {
     // --user-data needs a seed to go on.
     let (code, _, err) = clone(&phony.image, &vms, &["--id", "43", "--user-data", s(&user)]);
     assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn an_nt5_sysprep_golden_gets_its_name_in_sysprep_inf() {
+    let dir = tempdir();
+    let inf = "[Unattended]\r\nOemSkipEula=Yes\r\n\r\n[UserData]\r\nFullName=\"Ops\"\r\n\
+               ComputerName=GOLDEN\r\nOrgName=\"Example\"\r\n\r\n[GuiUnattended]\r\n\
+               TimeZone=85\r\n";
+    let phony = fixtures::phony_windows(
+        dir.path(),
+        &fixtures::WIN2K3R2_X86,
+        vec![fixtures::Entry::File(
+            "sysprep/sysprep.inf",
+            inf.as_bytes().to_vec(),
+        )],
+    );
+    let reg = dir.path().join("minisetup.reg");
+    std::fs::write(
+        &reg,
+        "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SYSTEM\\Setup]\r\n\
+         \"MiniSetupInProgress\"=dword:00000001\r\n",
+    )
+    .unwrap();
+    let golden = dir.path().join("nt5-sealed.qcow2");
+    succeeds(wingold().args([
+        "inject",
+        s(&phony.image),
+        "--reg",
+        s(&reg),
+        "--output",
+        s(&golden),
+    ]));
+    let vms = dir.path().join("vms");
+    let (code, json, err) = clone(&golden, &vms, &["--id", "51", "--hostname", "till-51"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(json["identity"]["seal"], "sealed_nt5");
+    let part = dir.path().join("p.raw");
+    fixtures::extract_partition(
+        &vms.join("vm_51.qcow2"),
+        phony.win_offset,
+        phony.win_size,
+        &part,
+    );
+    let got = run("ntfscat", &["-f", s(&part), "/sysprep/sysprep.inf"]).stdout;
+    let got = String::from_utf8(got).unwrap();
+    assert_eq!(
+        got,
+        inf.replace("ComputerName=GOLDEN", "ComputerName=TILL-51")
+    );
+    // What NT 5 takes only in forms wingold does not write: refused, not dropped.
+    let pw = dir.path().join("pw.txt");
+    std::fs::write(&pw, "secret\n").unwrap();
+    let (code, _, err) = clone(
+        &golden,
+        &vms,
+        &[
+            "--id",
+            "52",
+            "--hostname",
+            "till-52",
+            "--admin-password-file",
+            s(&pw),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("NT 5"), "{err}");
 }

@@ -152,6 +152,16 @@ fn publishes_a_containerdisk_that_skopeo_and_umoci_read() {
         format!("127.0.0.1:{}/windows/win2k22@{digest}", reg.port)
     );
     assert_eq!(j["tags"], serde_json::json!(["v1", "latest"]));
+    // Recorded beside the version, for `clone --format kubevirt`.
+    let version = std::fs::canonicalize(&g.path).unwrap();
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(format!("{}.published.json", version.display())).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        record.as_array().unwrap().contains(&j["reference"]),
+        "{record}"
+    );
     let m = manifest_of(&g.path);
     let golden_sha = m["output"]["sha256"].as_str().unwrap();
     // skopeo: the digest, platform, labels and the preference env.

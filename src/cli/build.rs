@@ -121,11 +121,16 @@ pub struct CloneArgs {
     /// (`-`: standard input); never given on the command line.
     #[arg(long, value_name = "FILE", conflicts_with = "spec")]
     admin_password_file: Option<PathBuf>,
+    /// An offline domain-join blob for a sealed golden's clone (the file
+    /// `djoin /provision ... /savefile` writes): the clone joins the domain at
+    /// its first boot, without network access to a domain controller.
+    #[arg(long, value_name = "FILE", conflicts_with = "spec")]
+    domain_join_blob: Option<PathBuf>,
     /// Make a plain overlay with the golden's identity (its name, machine id and
     /// WSUS id shared with every such clone).
     #[arg(
         long,
-        conflicts_with_all = ["hostname", "timezone", "admin_password_file", "spec"]
+        conflicts_with_all = ["hostname", "timezone", "admin_password_file", "domain_join_blob", "spec"]
     )]
     keep_identity: bool,
     /// Many clones from one TOML file: one [[clone]] table each (id, hostname,
@@ -144,6 +149,16 @@ pub struct CloneArgs {
     /// config drive's network_data.json).
     #[arg(long, value_name = "FILE", requires = "seed", conflicts_with = "spec")]
     network_config: Option<PathBuf>,
+    /// `files` (default): the overlay, its recipe and record in DIR. `kubevirt`:
+    /// print a KubeVirt VirtualMachine booting the golden's containerDisk, with
+    /// a sysprep volume from a Secret holding the answer file (a sealed golden
+    /// only); nothing is written.
+    #[arg(long, value_enum, default_value = "files")]
+    format: CloneFormat,
+    /// The containerDisk for `--format kubevirt` (default: where `publish` last
+    /// put this golden version).
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
     /// Allow a host name another clone in the folder already has.
     #[arg(long)]
     force: bool,
@@ -155,6 +170,13 @@ pub struct CloneArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// What `clone` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloneFormat {
+    Files,
+    Kubevirt,
 }
 
 /// Seed media kinds, as `--seed` spells them.
@@ -198,7 +220,8 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
     let request = |id: u32,
                    hostname: Option<&String>,
                    timezone: Option<&String>,
-                   password: Option<&PathBuf>|
+                   password: Option<&PathBuf>,
+                   join: Option<&PathBuf>|
      -> anyhow::Result<identity::Request> {
         let hostname = hostname.cloned().unwrap_or_else(|| format!("VM-{id}"));
         identity::check_hostname(&hostname).map_err(|why| Refusal::Hostname {
@@ -209,6 +232,7 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
             hostname,
             timezone: timezone.cloned(),
             admin_password: password.map(|p| identity::read_secret(p)).transpose()?,
+            domain_join: join.map(|p| identity::read_domain_join(p)).transpose()?,
         })
     };
     let list = match &args.spec {
@@ -222,6 +246,7 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
                             e.hostname.as_ref(),
                             e.timezone.as_ref(),
                             e.admin_password_file.as_ref(),
+                            e.domain_join_blob.as_ref(),
                         )
                     })
                     .transpose()?;
@@ -242,6 +267,7 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
                         args.hostname.as_ref(),
                         args.timezone.as_ref(),
                         args.admin_password_file.as_ref(),
+                        args.domain_join_blob.as_ref(),
                     )
                 })
                 .transpose()?;
@@ -253,8 +279,9 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
             vec![Wanted { id, identity, seed }]
         }
     };
-    // Every clone checked before the first is made: paths free, names not taken.
-    for w in &list {
+    // Every clone checked before the first is made: paths free, names not taken
+    // (a KubeVirt VM writes nothing here).
+    for w in list.iter().filter(|_| args.format == CloneFormat::Files) {
         let (disk, script) = vm::clone_paths(&args.dir, w.id);
         for p in [
             &disk,
@@ -274,6 +301,9 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
 }
 
 pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
+    if args.format == CloneFormat::Kubevirt {
+        return kubevirt(&args);
+    }
     let list = wanted(&args)?;
     // The recipes are checked (MAC, paths) before anything is written.
     let vms = list
@@ -396,5 +426,37 @@ pub fn run_gc(args: GcArgs) -> anyhow::Result<()> {
             entries.iter().filter(|e| e.removed).count()
         );
     }
+    Ok(())
+}
+
+/// `clone --format kubevirt`: a Secret and a VirtualMachine per clone, printed.
+fn kubevirt(args: &CloneArgs) -> anyhow::Result<()> {
+    let image = match &args.image {
+        Some(i) => i.clone(),
+        None => crate::publish::published(&args.golden)
+            .pop()
+            .ok_or_else(|| Refusal::NotPublished {
+                record: crate::publish::published_path(&args.golden)
+                    .unwrap_or_else(|| args.golden.clone()),
+            })?,
+    };
+    let mut out = String::new();
+    for w in wanted(args)? {
+        let req = w.identity.as_ref().ok_or(Refusal::KubevirtUnsealed)?;
+        let (_, xml) = vm::answer_for(&args.golden, req)?;
+        // A Kubernetes name: lower case, hyphens for what DNS labels lack.
+        let name = req.hostname.to_ascii_lowercase().replace('_', "-");
+        if !out.is_empty() {
+            out.push_str("---\n");
+        }
+        out.push_str(&crate::publish::kubevirt_vm(
+            &name,
+            &image,
+            (args.vm.memory / (1 << 20)).max(1),
+            args.vm.cpus,
+            &xml,
+        ));
+    }
+    print!("{out}");
     Ok(())
 }

@@ -26,6 +26,8 @@ const FORBIDDEN: &str = " \"/\\[]:|<>+=;,?*.";
 /// Where Windows reads an answer file left for its next boot (the specialize and
 /// oobeSystem passes of a generalized image look there first).
 pub const ANSWER_FILE: &str = "Panther\\unattend.xml";
+/// NT 5's mini-setup answer file, on the system volume.
+pub const SYSPREP_INF: &str = "sysprep\\sysprep.inf";
 /// What stays shared by clones of an unsealed golden, said with every such clone.
 pub const SHARED_NOTE: &str = "the machine SID and the KMS client machine id stay those of \
      the golden: domain joins and KMS activation of several clones can clash; a golden \
@@ -42,6 +44,9 @@ pub struct Request {
     /// The administrator password, read from a file; sealed goldens only. Never
     /// printed: `Debug` of a request shows its length only.
     pub admin_password: Option<Secret>,
+    /// An offline domain-join blob (`djoin /provision ... /savefile`), read from
+    /// a file; sealed NT 6+ goldens only.
+    pub domain_join: Option<Secret>,
 }
 
 /// A secret read from a file: kept out of every message, report and `Debug`.
@@ -93,6 +98,41 @@ pub fn read_secret(path: &std::path::Path) -> anyhow::Result<Secret> {
     Ok(Secret(text.to_owned()))
 }
 
+/// Reads an offline domain-join blob from `path`: what `djoin /provision ...
+/// /savefile` writes (UTF-16LE with its byte-order mark, or plain text), one
+/// base64 string; kept as a secret (it holds the machine account's password).
+pub fn read_domain_join(path: &std::path::Path) -> anyhow::Result<Secret> {
+    let bytes = crate::input::read(path, crate::input::SECRET)?;
+    let bad = |why| Refusal::DomainJoin {
+        file: path.to_owned(),
+        why,
+    };
+    let text = match bytes.strip_prefix(&[0xff, 0xfe]) {
+        Some(utf16) => {
+            let units: Vec<u16> = utf16
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16(&units).map_err(|_| bad("it is not UTF-16 text"))?
+        }
+        None => String::from_utf8(bytes).map_err(|_| bad("it is not text"))?,
+    };
+    let blob: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '\0')
+        .collect();
+    if blob.is_empty() {
+        return Err(bad("it is empty").into());
+    }
+    if !blob
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+    {
+        return Err(bad("it is not one base64 string, as djoin /savefile writes").into());
+    }
+    Ok(Secret(blob))
+}
+
 /// Whether a golden was generalized, and so how a clone gets its identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,6 +159,8 @@ pub struct Report {
     /// Whether an administrator password went into the answer file (never the
     /// password itself).
     pub admin_password: bool,
+    /// Whether an offline domain join went into the answer file.
+    pub domain_join: bool,
     /// The control sets the names were written into.
     pub control_sets: Vec<String>,
     /// What stays shared with the golden and its other clones.
@@ -191,7 +233,7 @@ pub fn state(
         clones_get: match seal {
             Seal::Unsealed => "registry",
             Seal::Sealed => "answer_file",
-            Seal::SealedNt5 => "nothing (sysprep.inf is not written yet)",
+            Seal::SealedNt5 => "answer_file",
         },
         computer_name: text(
             system,
@@ -268,9 +310,10 @@ pub fn plan(
     w: &Windows,
     system: &View,
     software: &View,
-    sysprep_folder: bool,
+    sysprep_inf: Option<&[u8]>,
     req: &Request,
 ) -> anyhow::Result<Plan> {
+    let sysprep_folder = sysprep_inf.is_some();
     check_hostname(&req.hostname).map_err(|why| Refusal::Hostname {
         name: req.hostname.clone(),
         why,
@@ -291,15 +334,37 @@ pub fn plan(
         answer_file: None,
         timezone: req.timezone.clone(),
         admin_password: req.admin_password.is_some(),
+        domain_join: req.domain_join.is_some(),
         control_sets: Vec::new(),
         shared: None,
     };
     match seal {
-        Seal::SealedNt5 => Err(Refusal::SealedNt5.into()),
+        Seal::SealedNt5 => {
+            // NT 5's sysprep.inf takes a password only as LM/NT hashes and a time
+            // zone only as an index: those stay as the golden's sysprep.inf has them.
+            let not_here = [
+                req.admin_password.as_ref().map(|_| "--admin-password-file"),
+                req.timezone.as_ref().map(|_| "--timezone"),
+                req.domain_join.as_ref().map(|_| "--domain-join-blob"),
+            ];
+            if let Some(what) = not_here.into_iter().flatten().next() {
+                return Err(Refusal::Nt5Answer { what }.into());
+            }
+            let old = String::from_utf8_lossy(sysprep_inf.unwrap_or_default()).into_owned();
+            let text = set_ini(&old, "UserData", "ComputerName", &computer_name);
+            let path = SYSPREP_INF.to_owned();
+            report.answer_file = Some(path.clone());
+            Ok(Plan {
+                edits: Vec::new(),
+                answer_file: Some((path, text.into_bytes())),
+                report,
+            })
+        }
         Seal::Unsealed => {
             let needs_answer = [
                 req.admin_password.as_ref().map(|_| "--admin-password-file"),
                 req.timezone.as_ref().map(|_| "--timezone"),
+                req.domain_join.as_ref().map(|_| "--domain-join-blob"),
             ];
             if let Some(what) = needs_answer.into_iter().flatten().next() {
                 return Err(Refusal::NeedsSealedGolden { what }.into());
@@ -470,13 +535,30 @@ fn unattend(arch: &str, computer_name: &str, req: &Request) -> String {
             encode_admin_password(&pw.0)
         );
     }
+    let join = req
+        .domain_join
+        .as_ref()
+        .map(|blob| {
+            component(
+                "Microsoft-Windows-UnattendedJoin",
+                format!(
+                    "      <Identification>\n\
+                     \x20       <Provisioning>\n\
+                     \x20         <AccountData>{}</AccountData>\n\
+                     \x20       </Provisioning>\n\
+                     \x20     </Identification>\n",
+                    xml_text(&blob.0)
+                ),
+            )
+        })
+        .unwrap_or_default();
     format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
          <unattend xmlns=\"urn:schemas-microsoft-com:unattend\">\n\
          \x20 <settings pass=\"specialize\">\n{}\x20 </settings>\n\
          \x20 <settings pass=\"oobeSystem\">\n{}\x20 </settings>\n\
          </unattend>\n",
-        component("Microsoft-Windows-Shell-Setup", specialize),
+        component("Microsoft-Windows-Shell-Setup", specialize) + &join,
         component("Microsoft-Windows-Shell-Setup", oobe)
     )
 }
@@ -532,4 +614,48 @@ mod tests {
         assert_eq!(base64(b"abc"), "YWJj");
         assert_eq!(base64(b"a"), "YQ==");
     }
+}
+
+/// `text` (an INI file, CRLF or LF) with `key=value` set in `[section]`: the
+/// key's line replaced where it is, else added at the section's start, else the
+/// section added at the end. Other lines are kept as they are.
+pub fn set_ini(text: &str, section: &str, key: &str, value: &str) -> String {
+    let nl = if text.contains("\r\n") || text.is_empty() {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let is_section = |l: &str| l.trim().starts_with('[');
+    let named = |l: &str| {
+        l.trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim()
+            .eq_ignore_ascii_case(section)
+    };
+    let line = format!("{key}={value}");
+    match lines.iter().position(|l| is_section(l) && named(l)) {
+        Some(start) => {
+            let end = lines[start + 1..]
+                .iter()
+                .position(|l| is_section(l))
+                .map_or(lines.len(), |i| start + 1 + i);
+            let at = lines[start + 1..end].iter().position(|l| {
+                l.split_once('=')
+                    .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+            });
+            match at {
+                Some(i) => lines[start + 1 + i] = line,
+                None => lines.insert(start + 1, line),
+            }
+        }
+        None => {
+            lines.push(format!("[{section}]"));
+            lines.push(line);
+        }
+    }
+    let mut out = lines.join(nl);
+    out.push_str(nl);
+    out
 }

@@ -181,8 +181,15 @@ pub fn plan(
         if let (Some(req), Some(h)) = (identity_request, &hives) {
             let system = hive::View::open(HiveName::System.name(), &h.system)?;
             let software = hive::View::open(HiveName::Software.name(), &h.software)?;
-            let sysprep = vol.lookup("sysprep")?.is_some();
-            let p = identity::plan(&w, &system, &software, sysprep, req)?;
+            // NT 5's mini-setup answer file, when the folder is there.
+            let sysprep = match vol.lookup("sysprep")? {
+                None => None,
+                Some(_) => Some(match vol.lookup(identity::SYSPREP_INF)? {
+                    Some(_) => vol.read_file(identity::SYSPREP_INF)?,
+                    None => Vec::new(),
+                }),
+            };
+            let p = identity::plan(&w, &system, &software, sysprep.as_deref(), req)?;
             edits.extend(p.edits);
             if let Some((path, data)) = p.answer_file {
                 if f.time == 0 {

@@ -37,17 +37,39 @@ pub enum Refusal {
     NeedsSealedGolden { what: &'static str },
 
     #[error(
-        "the golden is a Windows NT 5 sysprep image (C:\\sysprep, MiniSetupInProgress): \
-         wingold does not write sysprep.inf yet; clone with --keep-identity and answer \
-         mini-setup by hand"
+        "{what}: the golden is a Windows NT 5 sysprep image, whose sysprep.inf takes a \
+         password only as hashes, a time zone only as an index and no offline domain join: \
+         set them in the golden's own C:\\sysprep\\sysprep.inf (wingold sets the computer \
+         name there)"
     )]
-    SealedNt5,
+    Nt5Answer { what: &'static str },
 
     #[error("{}: {why}: a password file holds the password alone, on one line", .file.display())]
     Secret { file: PathBuf, why: &'static str },
 
+    #[error(
+        "{}: {why}: give the file `djoin /provision ... /savefile` wrote",
+        .file.display()
+    )]
+    DomainJoin { file: PathBuf, why: &'static str },
+
     #[error("{}: {message}", .spec.display())]
     Spec { spec: PathBuf, message: String },
+
+    #[error(
+        "--format kubevirt needs a sealed golden (`sysprep /generalize /oobe`): KubeVirt \
+         starts every VM from the containerDisk itself, so a clone's name can only reach \
+         Windows through the answer file of a sysprep volume, which only a sealed Windows \
+         reads"
+    )]
+    KubevirtUnsealed,
+
+    #[error(
+        "--format kubevirt: this golden version was never published (no {}): publish it \
+         first, or give the containerDisk with --image REF",
+        .record.display()
+    )]
+    NotPublished { record: PathBuf },
 
     #[error("{}:{line}:{column}: {message}", .config.display())]
     Syntax {

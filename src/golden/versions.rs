@@ -207,6 +207,7 @@ pub fn gc(
             let _ = std::fs::remove_file(&v.manifest);
             // The publish cache of its OCI layer digest (`publish`), if any.
             let _ = std::fs::remove_file(format!("{}.oci.json", v.path.display()));
+            let _ = std::fs::remove_file(format!("{}.published.json", v.path.display()));
             "removed".to_owned()
         };
         out.push(GcEntry {

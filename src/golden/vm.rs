@@ -291,6 +291,8 @@ pub struct SpecEntry {
     pub timezone: Option<String>,
     /// Relative to the spec file's folder.
     pub admin_password_file: Option<PathBuf>,
+    /// Relative to the spec file's folder.
+    pub domain_join_blob: Option<PathBuf>,
     #[serde(default)]
     pub keep_identity: bool,
     /// Seed media for an in-guest agent: `nocloud` or `configdrive`.
@@ -344,6 +346,7 @@ pub fn load_spec(path: &Path) -> anyhow::Result<Vec<SpecEntry>> {
         }
         for p in [
             e.admin_password_file.as_mut(),
+            e.domain_join_blob.as_mut(),
             e.user_data.as_mut(),
             e.network_config.as_mut(),
         ]
@@ -368,4 +371,32 @@ pub fn load_spec(path: &Path) -> anyhow::Result<Vec<SpecEntry>> {
         return Err(refuse("lists no [[clone]]".into()).into());
     }
     Ok(out)
+}
+
+/// The answer file a KubeVirt VM of a sealed `golden` gets through its sysprep
+/// volume (KubeVirt starts each VM from the containerDisk itself: there is no
+/// overlay to write an identity into), with what it sets. An unsealed golden is
+/// refused: it reads no answer file.
+pub fn answer_for(
+    golden: &Path,
+    req: &identity::Request,
+) -> anyhow::Result<(identity::Report, Vec<u8>)> {
+    use crate::image::{Access, PartitionView};
+    let img = image::open(golden, Access::ReadOnly)?;
+    let w = crate::guest::find_windows(&img, golden)?;
+    let part = PartitionView::new(&img, w.partition_start, w.partition_size)?;
+    let vol = crate::ntfs::Volume::open(&part, &golden.display().to_string(), Access::ReadOnly)?;
+    let system = crate::guest::read_hive(&vol, &w, crate::reg::HiveName::System)?.bytes;
+    let software = crate::guest::read_hive(&vol, &w, crate::reg::HiveName::Software)?.bytes;
+    let system = crate::hive::View::open("SYSTEM", &system)?;
+    let software = crate::hive::View::open("SOFTWARE", &software)?;
+    let sysprep = vol.lookup("sysprep")?.is_some();
+    if identity::seal_of(&system, sysprep)? != identity::Seal::Sealed {
+        return Err(Refusal::KubevirtUnsealed.into());
+    }
+    let plan = identity::plan(&w, &system, &software, sysprep.then_some(&[][..]), req)?;
+    let (_, xml) = plan
+        .answer_file
+        .expect("a sealed golden's plan holds an answer file");
+    Ok((plan.report, xml))
 }

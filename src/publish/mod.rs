@@ -220,6 +220,39 @@ fn disk_layer_digest(golden: &Path, golden_sha: &str, size: u64) -> anyhow::Resu
     Ok(digest)
 }
 
+/// Where the references a golden version was published under are kept: beside
+/// the version (`<version>.published.json`), for `clone --format kubevirt`.
+pub fn published_path(golden: &Path) -> Option<PathBuf> {
+    let version = std::fs::canonicalize(golden).ok()?;
+    Some(PathBuf::from(format!(
+        "{}.published.json",
+        version.display()
+    )))
+}
+
+/// The references (`host/repo@sha256:…`) a golden version was published under,
+/// newest last.
+pub fn published(golden: &Path) -> Vec<String> {
+    published_path(golden)
+        .and_then(|p| crate::input::read(&p, crate::input::SMALL).ok())
+        .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Adds `reference` to the version's published record (a record only: a folder
+/// that cannot be written costs `clone --format kubevirt` an `--image`).
+fn record_published(golden: &Path, reference: &str) {
+    let Some(path) = published_path(golden) else {
+        return;
+    };
+    let mut list = published(golden);
+    list.retain(|r| r != reference);
+    list.push(reference.to_owned());
+    if let Ok(text) = serde_json::to_vec_pretty(&list) {
+        let _ = crate::fsutil::write_file(&path, &text, 0o644, crate::fsutil::Place::Replace);
+    }
+}
+
 /// Publishes (or, with `dry_run`, only computes) the image.
 pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
     let golden = &o.golden;
@@ -481,6 +514,9 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         for tag in &tags {
             reg.put_manifest(tag, MANIFEST_TYPE, &manifest_out, &digest)?;
         }
+        if let Some(r) = &reference {
+            record_published(golden, r);
+        }
     }
     let kubevirt = reference.as_ref().map(|r| {
         let vsize = m.output.virtual_size;
@@ -574,6 +610,27 @@ fn write_layout(
     let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
     put("index.json", &serde_json::to_vec(&index)?)?;
     Ok(())
+}
+
+/// A KubeVirt VirtualMachine booting the containerDisk `image`, with a sysprep
+/// volume from a Secret holding `unattend` (what Windows reads at its first boot
+/// from a sealed image), as one YAML stream: the Secret, then the VM.
+pub fn kubevirt_vm(name: &str, image: &str, memory_mib: u64, cpus: u32, unattend: &[u8]) -> String {
+    let secret = format!("{name}-sysprep");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {secret}\ntype: Opaque\ndata:\n  \
+         Unattend.xml: {}\n---\napiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata:\n  \
+         name: {name}\nspec:\n  runStrategy: Always\n  template:\n    metadata:\n      labels:\n        \
+         kubevirt.io/vm: {name}\n    spec:\n      domain:\n        cpu:\n          cores: {cpus}\n        \
+         resources:\n          requests:\n            memory: {memory_mib}Mi\n        devices:\n          \
+         disks:\n          - name: rootdisk\n            disk:\n              bus: virtio\n          \
+         - name: sysprep\n            cdrom:\n              bus: sata\n          interfaces:\n          \
+         - name: default\n            masquerade: {{}}\n            model: virtio\n      networks:\n      \
+         - name: default\n        pod: {{}}\n      volumes:\n      - name: rootdisk\n        \
+         containerDisk:\n          image: {image}\n      - name: sysprep\n        sysprep:\n          \
+         secret:\n            name: {secret}\n",
+        base64(unattend)
+    )
 }
 
 #[cfg(test)]
