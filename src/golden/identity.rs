@@ -563,6 +563,50 @@ fn unattend(arch: &str, computer_name: &str, req: &Request) -> String {
     )
 }
 
+/// `text` (an INI file, CRLF or LF) with `key=value` set in `[section]`: the
+/// key's line replaced where it is, else added at the section's start, else the
+/// section added at the end. Other lines are kept as they are.
+pub fn set_ini(text: &str, section: &str, key: &str, value: &str) -> String {
+    let nl = if text.contains("\r\n") || text.is_empty() {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let is_section = |l: &str| l.trim().starts_with('[');
+    let named = |l: &str| {
+        l.trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim()
+            .eq_ignore_ascii_case(section)
+    };
+    let line = format!("{key}={value}");
+    match lines.iter().position(|l| is_section(l) && named(l)) {
+        Some(start) => {
+            let end = lines[start + 1..]
+                .iter()
+                .position(|l| is_section(l))
+                .map_or(lines.len(), |i| start + 1 + i);
+            let at = lines[start + 1..end].iter().position(|l| {
+                l.split_once('=')
+                    .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+            });
+            match at {
+                Some(i) => lines[start + 1 + i] = line,
+                None => lines.insert(start + 1, line),
+            }
+        }
+        None => {
+            lines.push(format!("[{section}]"));
+            lines.push(line);
+        }
+    }
+    let mut out = lines.join(nl);
+    out.push_str(nl);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,48 +658,4 @@ mod tests {
         assert_eq!(base64(b"abc"), "YWJj");
         assert_eq!(base64(b"a"), "YQ==");
     }
-}
-
-/// `text` (an INI file, CRLF or LF) with `key=value` set in `[section]`: the
-/// key's line replaced where it is, else added at the section's start, else the
-/// section added at the end. Other lines are kept as they are.
-pub fn set_ini(text: &str, section: &str, key: &str, value: &str) -> String {
-    let nl = if text.contains("\r\n") || text.is_empty() {
-        "\r\n"
-    } else {
-        "\n"
-    };
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let is_section = |l: &str| l.trim().starts_with('[');
-    let named = |l: &str| {
-        l.trim()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .trim()
-            .eq_ignore_ascii_case(section)
-    };
-    let line = format!("{key}={value}");
-    match lines.iter().position(|l| is_section(l) && named(l)) {
-        Some(start) => {
-            let end = lines[start + 1..]
-                .iter()
-                .position(|l| is_section(l))
-                .map_or(lines.len(), |i| start + 1 + i);
-            let at = lines[start + 1..end].iter().position(|l| {
-                l.split_once('=')
-                    .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(key))
-            });
-            match at {
-                Some(i) => lines[start + 1 + i] = line,
-                None => lines.insert(start + 1, line),
-            }
-        }
-        None => {
-            lines.push(format!("[{section}]"));
-            lines.push(line);
-        }
-    }
-    let mut out = lines.join(nl);
-    out.push_str(nl);
-    out
 }
