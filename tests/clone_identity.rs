@@ -520,6 +520,23 @@ fn seeds_for_in_guest_agents_beside_the_clone() {
     );
     assert_eq!(files[1].1, std::fs::read(&net).unwrap());
     assert_eq!(files[2].1, std::fs::read(&user).unwrap());
+    // inspect of the clone names what it was made as, its seed and its golden.
+    let (code, j, err) = wingold_json("inspect", &[s(&vms.join("vm_41.qcow2"))]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["clone"]["computer_name"], "AGENT-41");
+    assert_eq!(j["clone"]["seed"], s(&iso));
+    assert_eq!(
+        j["identity"]["machine_guid"],
+        json["identity"]["machine_guid"]
+    );
+    assert_eq!(
+        j["backing_chain"][0]["path"]
+            .as_str()
+            .map(|p| p.ends_with("phony.qcow2")),
+        Some(true),
+        "{}",
+        j["backing_chain"]
+    );
     let script = std::fs::read_to_string(vms.join("vm_41.sh")).unwrap();
     assert!(
         script.contains("media=cdrom") && script.contains("vm_41.seed.iso"),
@@ -622,4 +639,38 @@ fn an_nt5_sysprep_golden_gets_its_name_in_sysprep_inf() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("NT 5"), "{err}");
+}
+
+#[test]
+fn an_unsealed_server_2003_clone_gets_its_names_too() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &fixtures::WIN2K3R2_X86, vec![]);
+    let vms = dir.path().join("vms");
+    let (code, json, err) = clone(
+        &phony.image,
+        &vms,
+        &["--id", "61", "--hostname", "legacy-61"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(json["identity"]["seal"], "unsealed");
+    let bytes = guest_file(
+        &vms.join("vm_61.qcow2"),
+        &phony,
+        dir.path(),
+        "/WINDOWS/System32/config/SYSTEM",
+    );
+    let system = dir.path().join("SYSTEM.2003");
+    std::fs::write(&system, bytes).unwrap();
+    for set in json["identity"]["control_sets"].as_array().unwrap() {
+        let set = set.as_str().unwrap();
+        assert_eq!(
+            hivexget(
+                &system,
+                &format!("\\{set}\\Control\\ComputerName\\ComputerName"),
+                "ComputerName"
+            )
+            .as_deref(),
+            Some("LEGACY-61")
+        );
+    }
 }

@@ -41,6 +41,9 @@ struct Report {
     manifest: Option<crate::golden::manifest::Manifest>,
     /// The golden version the image is or rests on (a clone's), when wingold built it.
     golden: Option<GoldenRef>,
+    /// A clone's record beside it (`vm_N.identity.json`): what `clone` made it
+    /// (name, MachineGuid, answer file, seed media).
+    clone: Option<crate::golden::vm::Record>,
 }
 
 #[derive(Debug, Serialize)]
@@ -278,6 +281,7 @@ fn report(path: &Path) -> anyhow::Result<Report> {
     let manifest = crate::golden::manifest::read_manifest(path);
     Ok(Report {
         golden: golden_ref(&img),
+        clone: clone_record(path),
         manifest,
         sections,
         image: path.to_owned(),
@@ -290,6 +294,13 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         windows,
         no_windows_reason,
     })
+}
+
+/// The record `clone` left beside `path`, when there is one that reads.
+fn clone_record(path: &Path) -> Option<crate::golden::vm::Record> {
+    let record = crate::golden::vm::record_path(path);
+    let bytes = crate::input::read(&record, crate::input::SMALL).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
@@ -305,6 +316,25 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     );
     for layer in &r.backing_chain {
         println!("  backed by {} ({})", layer.path.display(), layer.format);
+    }
+    if let Some(c) = &r.clone {
+        let line = format!(
+            "clone: made as {} ({}){}{}",
+            c.computer_name,
+            c.machine_guid
+                .as_deref()
+                .map(|g| format!("MachineGuid {g}"))
+                .unwrap_or_else(|| "answer file".into()),
+            c.answer_file
+                .as_deref()
+                .map(|f| format!(", answer file {f}"))
+                .unwrap_or_default(),
+            c.seed
+                .as_deref()
+                .map(|s| format!(", seed {}", s.display()))
+                .unwrap_or_default()
+        );
+        println!("{}", super::terminal_safe(&line));
     }
     if let Some(g) = &r.golden {
         println!("golden version: {}", g.version.display());
