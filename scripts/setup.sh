@@ -10,6 +10,7 @@ PACKAGES=(
   qemu-utils                         # qemu-img, qemu-io: test oracles and fixtures
   fdisk gdisk                        # sfdisk, sgdisk: partitioned test disks
   xorriso xz-utils                   # fixture ISOs, the hive corpus
+  dosfstools mtools                  # EFI system partitions (mkfs.vfat, mmd, mcopy) for tests
   time                               # /usr/bin/time: peak memory in make bench
   strace                             # kills and signals at a chosen write (inject_crash)
   libvirt-clients libxml2-utils      # virt-xml-validate (+ xmllint) for the libvirt recipes

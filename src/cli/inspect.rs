@@ -31,6 +31,9 @@ struct Report {
     partition_table: image::TableKind,
     disk_id: String,
     partitions: Vec<PartitionReport>,
+    /// How the disk boots: UEFI (its EFI system partition, Windows' loader on
+    /// it) or BIOS (its active partition, bootmgr or NTLDR).
+    boot: Option<guest::Boot>,
     windows: Option<Windows>,
     /// Why no Windows was found, when `windows` is null.
     no_windows_reason: Option<String>,
@@ -291,6 +294,7 @@ fn report(path: &Path) -> anyhow::Result<Report> {
         partition_table: table.kind,
         disk_id: table.disk_id,
         partitions,
+        boot: guest::boot(&img, path).ok(),
         windows,
         no_windows_reason,
     })
@@ -372,6 +376,37 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         println!(
             "  {:>2}  start {:>12}  size {:>12}  type {:<36}  {}{extra}",
             q.number, q.start, q.size, q.type_id, p.filesystem
+        );
+    }
+    if let Some(b) = &r.boot {
+        let line = match b.firmware {
+            "uefi" => format!(
+                "boots with UEFI: EFI system partition {}, Windows' loader \\{} {}",
+                b.esp.unwrap_or_default(),
+                guest::UEFI_LOADER,
+                match b.uefi_loader {
+                    Some(true) => "present",
+                    Some(false) => "MISSING",
+                    None => "not read (no FAT volume there)",
+                }
+            ),
+            "bios" => format!(
+                "boots with BIOS: active partition {}, {}",
+                b.active.unwrap_or_default(),
+                b.bios_loader
+                    .as_deref()
+                    .map(|l| format!("{l} at its root"))
+                    .unwrap_or_else(|| "no bootmgr or NTLDR at its root".into())
+            ),
+            _ => "boots with: unknown (no EFI system partition, no active partition)".into(),
+        };
+        println!("{line}");
+    }
+    for p in r.partitions.iter().filter(|p| p.filesystem == "bitlocker") {
+        println!(
+            "  partition {} {}",
+            p.partition.number,
+            guest::BITLOCKER_ADVICE
         );
     }
     match (&r.windows, &r.no_windows_reason) {

@@ -32,6 +32,11 @@ pub enum Error {
         path: std::path::PathBuf,
         reason: String,
     },
+    #[error("{}: partition {partition}: {}", path.display(), BITLOCKER_ADVICE)]
+    BitLocker {
+        path: std::path::PathBuf,
+        partition: u32,
+    },
     #[error("{hive}: {what} is missing, so this is no usable Windows hive")]
     Missing { hive: String, what: String },
     #[error("{path}: {what} is missing, so the Windows architecture cannot be told")]
@@ -44,14 +49,21 @@ impl crate::error::Classify for Error {
             Error::Image(e) => e.kind(),
             Error::Ntfs(e) => e.kind(),
             Error::Hive(e) => e.kind(),
-            Error::NoWindows { .. } | Error::Missing { .. } | Error::NoArch { .. } => {
-                crate::error::Kind::BadInput
-            }
+            Error::NoWindows { .. }
+            | Error::Missing { .. }
+            | Error::NoArch { .. }
+            | Error::BitLocker { .. } => crate::error::Kind::BadInput,
         }
     }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// What a BitLocker-encrypted partition is, and what to do about it.
+pub const BITLOCKER_ADVICE: &str = "is encrypted with BitLocker (its boot sector says \
+     -FVE-FS-), so nothing on it can be read offline: in Windows, decrypt it \
+     (`manage-bde -off C:`, or turn device encryption off) and shut down fully, then \
+     try again";
 
 /// Folders a Windows system root may have (`WINNT` for NT 4 and 2000).
 const SYSTEM_ROOTS: [&str; 2] = ["Windows", "WINNT"];
@@ -177,6 +189,12 @@ pub fn find_windows_on(img: &dyn BlockDev, path: &Path, only: Option<u32>) -> Re
         } else {
             probe_filesystem(&PartitionView::new(img, p.start, p.size)?)?
         };
+        if fs == "bitlocker" {
+            return Err(Error::BitLocker {
+                path: path.to_owned(),
+                partition: n,
+            });
+        }
         if fs != "ntfs" {
             return Err(Ntfs(ntfs::Error::NotNtfs {
                 volume: format!("{}: partition {n}", path.display()),
@@ -189,8 +207,13 @@ pub fn find_windows_on(img: &dyn BlockDev, path: &Path, only: Option<u32>) -> Re
             continue;
         }
         let view = PartitionView::new(img, p.start, p.size)?;
-        if probe_filesystem(&view)? != "ntfs" {
-            continue;
+        match probe_filesystem(&view)? {
+            "ntfs" => {}
+            "bitlocker" => {
+                seen.push(format!("partition {}: {}", p.number, BITLOCKER_ADVICE));
+                continue;
+            }
+            _ => continue,
         }
         let name = format!("{}: partition {}", path.display(), p.number);
         // Looking everywhere: a partition that cannot be read is skipped, with why,
@@ -548,4 +571,67 @@ pub fn read_hive_to_edit(vol: &Volume, w: &Windows, name: HiveName) -> Result<Ve
         }
         _ => Ok(read.bytes),
     }
+}
+
+/// The GPT type of an EFI system partition.
+const ESP_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+/// Where Windows keeps its UEFI boot loader on the EFI system partition.
+pub const UEFI_LOADER: &str = "EFI\\Microsoft\\Boot\\bootmgfw.efi";
+
+/// How a disk boots, as far as its partitions tell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Boot {
+    /// `uefi` (an EFI system partition), `bios` (an MBR partition marked active)
+    /// or `unknown`.
+    pub firmware: &'static str,
+    /// The EFI system partition's number.
+    pub esp: Option<u32>,
+    /// Whether Windows' UEFI loader (`\EFI\Microsoft\Boot\bootmgfw.efi`) is on it.
+    pub uefi_loader: Option<bool>,
+    /// The MBR partition marked active.
+    pub active: Option<u32>,
+    /// The BIOS loader at the active partition's root: `bootmgr` (NT 6 and
+    /// later) or `NTLDR` (NT 5), when there.
+    pub bios_loader: Option<String>,
+}
+
+/// How the disk `img` boots: its EFI system partition and Windows' loader on it,
+/// or its active partition and the loader at its root.
+pub fn boot(img: &dyn BlockDev, path: &Path) -> Result<Boot> {
+    let table = image::scan_partitions(img, path)?;
+    let esp = table.partitions.iter().find(|p| {
+        p.type_id.eq_ignore_ascii_case(ESP_GUID)
+            || (table.kind == image::TableKind::Mbr && p.type_id == "ef")
+    });
+    let active = table
+        .partitions
+        .iter()
+        .find(|p| table.kind == image::TableKind::Mbr && p.bootable);
+    let mut out = Boot {
+        firmware: "unknown",
+        esp: esp.map(|p| p.number),
+        uefi_loader: None,
+        active: active.map(|p| p.number),
+        bios_loader: None,
+    };
+    if let Some(p) = esp {
+        out.firmware = "uefi";
+        let view = PartitionView::new(img, p.start, p.size)?;
+        out.uefi_loader = image::fat::file_exists(&view, UEFI_LOADER)?;
+    } else if let Some(p) = active {
+        out.firmware = "bios";
+        let view = PartitionView::new(img, p.start, p.size)?;
+        if probe_filesystem(&view)? == "ntfs" {
+            let name = format!("{}: partition {}", path.display(), p.number);
+            if let Ok(vol) = Volume::open(&view, &name, image::Access::ReadOnly) {
+                for loader in ["bootmgr", "NTLDR"] {
+                    if vol.lookup(loader).ok().flatten().is_some() {
+                        out.bios_loader = Some(loader.to_owned());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }

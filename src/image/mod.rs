@@ -12,6 +12,7 @@
 
 mod create;
 mod error;
+pub mod fat;
 mod lock;
 mod partition;
 mod qcow2;

@@ -349,6 +349,10 @@ pub fn probe_filesystem(dev: &dyn BlockDev) -> Result<&'static str> {
     let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
     Ok(if at(3, b"NTFS    ") {
         "ntfs"
+    } else if at(3, b"-FVE-FS-") {
+        // A BitLocker volume: its boot sector names the encryption, its
+        // contents are ciphertext until Windows unlocks it.
+        "bitlocker"
     } else if at(82, b"FAT32   ") || at(54, b"FAT12   ") || at(54, b"FAT16   ") {
         "vfat"
     } else if at(1080, &[0x53, 0xef]) {
