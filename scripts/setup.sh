@@ -11,6 +11,7 @@ PACKAGES=(
   fdisk gdisk                        # sfdisk, sgdisk: partitioned test disks
   xorriso xz-utils                   # fixture ISOs, the hive corpus
   dosfstools mtools                  # EFI system partitions (mkfs.vfat, mmd, mcopy) for tests
+  ovmf swtpm swtpm-tools             # UEFI with Secure Boot and a TPM 2.0 for Windows 11 recipes
   time                               # /usr/bin/time: peak memory in make bench
   strace                             # kills and signals at a chosen write (inject_crash)
   libvirt-clients libxml2-utils      # virt-xml-validate (+ xmllint) for the libvirt recipes
@@ -91,7 +92,7 @@ fi
 # is what make bench times copy-in against; docker-registry, skopeo, umoci,
 # htpasswd and openssl are the publish tests' registry, clients and credentials.
 ORACLES=(virt-v2v nbdkit linux-image-amd64 wine64 libguestfs-tools
-         docker-registry skopeo umoci apache2-utils openssl)
+         docker-registry skopeo umoci apache2-utils openssl python3-virt-firmware)
 missing=()
 for p in "${ORACLES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

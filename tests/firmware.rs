@@ -134,3 +134,198 @@ fn a_bitlocker_partition_is_named_and_never_written() {
     }
     assert_eq!(sha256_file(&phony.image), before);
 }
+
+/// What virt-fw-vars (python3-virt-firmware) prints of a variable store.
+fn vars_print(vars: &Path) -> String {
+    let out = std::process::Command::new("virt-fw-vars")
+        .args(["--input", s(vars), "--print", "-v"])
+        .output()
+        .expect("TEST CANNOT RUN: virt-fw-vars missing (Debian python3-virt-firmware)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn uefi_clones_get_their_own_variable_store_and_tpm() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let vms = dir.path().join("vms");
+    let mut stores = Vec::new();
+    for id in [71, 72] {
+        let (code, j, err) = wingold_json(
+            "clone",
+            &[
+                s(&phony.image),
+                "--id",
+                &id.to_string(),
+                "--firmware",
+                "uefi",
+                "--dir",
+                s(&vms),
+                "--net",
+                "none",
+                "--vnc",
+                "none",
+                // KVM is not usable for guests on these machines.
+                "--accel",
+                "tcg",
+            ],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let vars = vms.join(format!("vm_{id}.vars.fd"));
+        let tpm = vms.join(format!("vm_{id}.tpm"));
+        assert!(tpm.is_dir());
+        let meta = std::fs::symlink_metadata(&vars).unwrap();
+        assert!(meta.file_type().is_file(), "a copy, never a link");
+        let printed = vars_print(&vars);
+        assert!(printed.contains("KEK"), "{printed}");
+        assert!(printed.contains("Microsoft"), "no Microsoft key: {printed}");
+        assert!(printed.contains("SecureBootEnable"), "{printed}");
+        let argv: Vec<&str> = j["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(argv.contains(&"q35,smm=on"), "{argv:?}");
+        assert!(argv.iter().any(|a| a.contains(&format!("vm_{id}.vars.fd"))));
+        assert!(argv.contains(&"tpm-crb,tpmdev=tpm0"));
+        stores.push(std::fs::canonicalize(&vars).unwrap());
+    }
+    assert_ne!(stores[0], stores[1]);
+
+    // The libvirt form validates against libvirt's schema.
+    let xml = succeeds(wingold().args([
+        "launch",
+        s(&vms.join("vm_71.qcow2")),
+        "--id",
+        "71",
+        "--firmware",
+        "uefi",
+        "--format",
+        "libvirt",
+    ]));
+    let file = dir.path().join("vm71.xml");
+    std::fs::write(&file, &xml.stdout).unwrap();
+    let text = String::from_utf8_lossy(&xml.stdout);
+    assert!(
+        text.contains("<os firmware='efi'>") && text.contains("secure='yes'"),
+        "{text}"
+    );
+    assert!(text.contains("<tpm model='tpm-crb'>") && text.contains("<smm state='on'/>"));
+    let v = std::process::Command::new("virt-xml-validate")
+        .args([s(&file), "domain"])
+        .output()
+        .expect("TEST CANNOT RUN: virt-xml-validate missing (Debian libvirt-clients)");
+    assert!(
+        v.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+
+    // The run recipe starts swtpm and QEMU with the firmware and the TPM: QMP
+    // sees the TPM, and the VM is still running seconds later.
+    let qmp = dir.path().join("qmp.sock");
+    let mut child = std::process::Command::new("sh")
+        .arg(vms.join("vm_72.sh"))
+        .args(["-qmp", &format!("unix:{},server=on,wait=off", s(&qmp))])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("TEST CANNOT RUN: sh");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !qmp.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("the UEFI recipe ended ({status}): {err}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU never opened its QMP socket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answer = qmp_query(&qmp, "query-tpm");
+    assert!(
+        answer.contains("tpm-crb") && answer.contains("emulator"),
+        "{answer}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "the VM stopped");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One QMP command's answer, over the monitor's Unix socket.
+fn qmp_query(socket: &Path, command: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    // The socket file comes before QEMU listens on it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let stream = loop {
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() > deadline => panic!("QMP: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap(); // greeting
+    let mut w = stream;
+    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+        .unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    w.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())
+        .unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.contains("\"return\"") || line.contains("\"error\"") {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn a_clone_of_a_uefi_disk_boots_uefi_without_being_told() {
+    let dir = tempdir();
+    let raw = gpt_disk(dir.path(), true);
+    let vms = dir.path().join("vms");
+    let (code, j, err) = wingold_json(
+        "clone",
+        &[
+            s(&raw),
+            "--id",
+            "73",
+            "--keep-identity",
+            "--dir",
+            s(&vms),
+            "--net",
+            "none",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        j["argv"].to_string().contains("q35,smm=on"),
+        "{}",
+        j["argv"]
+    );
+    assert!(vms.join("vm_73.vars.fd").is_file());
+}

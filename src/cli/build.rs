@@ -311,6 +311,13 @@ pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
         .map(|w| {
             let (disk, script) = vm::clone_paths(&args.dir, w.id);
             let mut recipe = super::launch::vm(w.id, &disk, None, &args.vm)?;
+            // A clone boots as its golden does, unless told.
+            if args.vm.firmware == super::launch::FirmwareArg::Auto
+                && super::launch::boots_uefi(&args.golden)
+            {
+                let abs = std::path::absolute(&disk)?;
+                recipe.uefi = Some(crate::launch::Uefi::beside(&abs));
+            }
             if w.seed.is_some() {
                 recipe.seed = Some(std::path::absolute(vm::seed_path(&disk))?);
             }

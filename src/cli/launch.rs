@@ -70,6 +70,29 @@ pub struct VmArgs {
     /// --boot vioscsi). The installer recipe keeps HDA on IDE.
     #[arg(long, value_enum, default_value = "virtio")]
     pub disk_bus: DiskBus,
+    /// Firmware: uefi (q35, OVMF with Secure Boot, the VM's own variable store
+    /// vm_N.vars.fd and a TPM 2.0 through swtpm in vm_N.tpm/, as Windows 11
+    /// requires), bios (pc), or auto: what the disk boots with (an EFI system
+    /// partition: uefi), else bios.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub firmware: FirmwareArg,
+}
+
+/// `--firmware`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FirmwareArg {
+    Auto,
+    Bios,
+    Uefi,
+}
+
+/// Whether the disk `image` boots with UEFI (it has an EFI system partition);
+/// a disk that is not there yet, or cannot be read, boots with BIOS.
+pub fn boots_uefi(image: &Path) -> bool {
+    let Ok(img) = crate::image::open(image, crate::image::Access::ReadOnly) else {
+        return false;
+    };
+    crate::guest::boot(&img, image).is_ok_and(|b| b.firmware == "uefi")
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +167,13 @@ pub fn vm(
         disk_bus: a.disk_bus,
         install,
         seed: None,
+        uefi: match a.firmware {
+            FirmwareArg::Uefi => true,
+            FirmwareArg::Bios => false,
+            FirmwareArg::Auto => boots_uefi(hda),
+        }
+        .then(|| absolute(hda).map(|h| launch::Uefi::beside(&h)))
+        .transpose()?,
     })
 }
 

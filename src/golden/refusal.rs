@@ -65,6 +65,13 @@ pub enum Refusal {
     KubevirtUnsealed,
 
     #[error(
+        "{}: {reason}: UEFI needs OVMF's firmware (Debian package ovmf; `make setup` \
+         installs it)",
+        .path.display()
+    )]
+    NoOvmf { path: PathBuf, reason: String },
+
+    #[error(
         "--format kubevirt: this golden version was never published (no {}): publish it \
          first, or give the containerDisk with --image REF",
         .record.display()

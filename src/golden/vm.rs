@@ -173,6 +173,13 @@ pub fn clone(
         .into());
     }
     create_parent(disk)?;
+    if let Some(u) = &vm.uefi {
+        for p in [&u.vars, &u.tpm] {
+            if p.exists() {
+                return Err(image::Error::Exists { path: p.clone() }.into());
+            }
+        }
+    }
     let report = match identity {
         None => {
             create_overlay(disk, golden)?;
@@ -193,7 +200,17 @@ pub fn clone(
         if let Some(f) = &seed_file {
             let _ = std::fs::remove_file(f);
         }
+        if let Some(u) = &vm.uefi {
+            let _ = std::fs::remove_file(&u.vars);
+            let _ = std::fs::remove_dir(&u.tpm);
+        }
     };
+    if let Some(u) = &vm.uefi {
+        if let Err(e) = firmware_files(u) {
+            undo();
+            return Err(e);
+        }
+    }
     if let (Some(req), Some(path)) = (seed, &seed_file) {
         // The instance id an agent keys its first-boot work on: the clone's
         // MachineGuid when it got one, else a new one.
@@ -399,4 +416,22 @@ pub fn answer_for(
         .answer_file
         .expect("a sealed golden's plan holds an answer file");
     Ok((plan.report, xml))
+}
+
+/// A UEFI VM's own firmware files: its variable store, a copy (never a link) of
+/// OVMF's template with Microsoft's keys enrolled (Secure Boot on), and the
+/// empty folder swtpm keeps its TPM state in.
+pub fn firmware_files(u: &crate::launch::Uefi) -> anyhow::Result<()> {
+    let template = Path::new(crate::launch::OVMF_VARS_TEMPLATE);
+    let vars = std::fs::read(template).map_err(|e| Refusal::NoOvmf {
+        path: template.to_owned(),
+        reason: e.to_string(),
+    })?;
+    fsutil::write_file(&u.vars, &vars, 0o644, Place::NoReplace)
+        .with_context(|| format!("{}: cannot write", u.vars.display()))?;
+    if let Err(e) = std::fs::create_dir(&u.tpm) {
+        let _ = std::fs::remove_file(&u.vars);
+        return Err(anyhow::Error::new(e).context(format!("{}: cannot create", u.tpm.display())));
+    }
+    Ok(())
 }

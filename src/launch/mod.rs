@@ -74,6 +74,41 @@ pub struct Install {
     pub hdb: Option<(PathBuf, String)>,
 }
 
+/// UEFI with Secure Boot and a TPM 2.0, as Windows 11 requires: OVMF's
+/// secure-boot code (read-only), the VM's own variable store (a copy of the
+/// Microsoft-keys template: Secure Boot on), and the TPM state folder `swtpm`
+/// keeps for this VM.
+#[derive(Debug, Clone, Serialize)]
+pub struct Uefi {
+    pub code: PathBuf,
+    pub vars: PathBuf,
+    pub tpm: PathBuf,
+}
+
+/// OVMF's secure-boot firmware code and its variable-store template with
+/// Microsoft's keys enrolled (Debian's `ovmf`).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+pub const OVMF_VARS_TEMPLATE: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+/// The TPM emulator the UEFI recipes start.
+pub const SWTPM: &str = "swtpm";
+
+impl Uefi {
+    /// The firmware files of the VM whose system disk is `hda`: `vm_N.vars.fd`
+    /// and the folder `vm_N.tpm` beside it.
+    pub fn beside(hda: &Path) -> Uefi {
+        Uefi {
+            code: PathBuf::from(OVMF_CODE),
+            vars: hda.with_extension("vars.fd"),
+            tpm: hda.with_extension("tpm"),
+        }
+    }
+
+    /// The socket swtpm serves the TPM on.
+    pub fn socket(&self) -> PathBuf {
+        self.tpm.join("swtpm.sock")
+    }
+}
+
 /// One VM's recipe.
 #[derive(Debug, Clone, Serialize)]
 pub struct Vm {
@@ -94,6 +129,8 @@ pub struct Vm {
     /// Seed media for an in-guest agent (a clone's `vm_N.seed.iso`), attached
     /// as a CD-ROM.
     pub seed: Option<PathBuf>,
+    /// UEFI, Secure Boot and a TPM (the q35 machine); None: BIOS (pc machine).
+    pub uefi: Option<Uefi>,
 }
 
 /// The MAC for VM `id`: the five octets of `base`, then `id` as the last octet
@@ -136,9 +173,14 @@ impl Vm {
             Accel::Tcg => a.extend(["-accel".into(), "tcg".into()]),
             Accel::Auto => a.extend(["-accel".into(), "kvm".into(), "-accel".into(), "tcg".into()]),
         }
+        let machine = if self.uefi.is_some() {
+            "q35,smm=on"
+        } else {
+            "pc"
+        };
         a.extend([
             "-machine".into(),
-            "pc".into(),
+            machine.into(),
             "-m".into(),
             format!("{}M", self.memory_mib),
             "-smp".into(),
@@ -147,6 +189,35 @@ impl Vm {
             "-rtc".into(),
             "base=localtime".into(),
         ]);
+        if let Some(u) = &self.uefi {
+            a.extend([
+                "-global".into(),
+                "driver=cfi.pflash01,property=secure,value=on".into(),
+                "-drive".into(),
+                format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    qp(&u.code)
+                ),
+                "-drive".into(),
+                format!("if=pflash,format=raw,unit=1,file={}", qp(&u.vars)),
+                "-chardev".into(),
+                format!("socket,id=chrtpm,path={}", qp(&u.socket())),
+                "-tpmdev".into(),
+                "emulator,id=tpm0,chardev=chrtpm".into(),
+                "-device".into(),
+                "tpm-crb,tpmdev=tpm0".into(),
+            ]);
+        }
+        // IDE slots: the pc machine's two buses of two units; q35's AHCI ports,
+        // one unit each.
+        let q35 = self.uefi.is_some();
+        let slot = |n: usize| {
+            if q35 {
+                format!("bus=ide.{n},unit=0")
+            } else {
+                format!("bus=ide.{},unit={}", n / 2, n % 2)
+            }
+        };
         let drive = |id: &str, path: &Path, format: &str| {
             format!(
                 "if=none,id={id},file={},format={format},cache=writeback",
@@ -159,13 +230,12 @@ impl Vm {
                 // virtio so that Windows installs the virtio storage driver.
                 a.extend(["-boot".into(), "menu=on,order=d".into()]);
                 a.extend(["-drive".into(), drive("hda", &self.hda, &self.hda_format)]);
-                a.extend(["-device".into(), "ide-hd,drive=hda,bus=ide.0,unit=0".into()]);
+                a.extend(["-device".into(), format!("ide-hd,drive=hda,{}", slot(0))]);
                 if let Some((hdb, format)) = &inst.hdb {
                     a.extend(["-drive".into(), drive("hdb", hdb, format)]);
                     a.extend(["-device".into(), "virtio-blk-pci,drive=hdb".into()]);
                 }
-                for (id, unit, iso) in [("cd0", 0, &inst.windows_iso), ("cd1", 1, &inst.virtio_iso)]
-                {
+                for (id, n, iso) in [("cd0", 2, &inst.windows_iso), ("cd1", 3, &inst.virtio_iso)] {
                     a.extend([
                         "-drive".into(),
                         format!(
@@ -173,7 +243,7 @@ impl Vm {
                             qp(iso)
                         ),
                         "-device".into(),
-                        format!("ide-cd,drive={id},bus=ide.1,unit={unit}"),
+                        format!("ide-cd,drive={id},{}", slot(n)),
                     ]);
                 }
             }
@@ -201,7 +271,7 @@ impl Vm {
                     qp(seed)
                 ),
                 "-device".into(),
-                "ide-cd,drive=seed,bus=ide.1,unit=0".into(),
+                format!("ide-cd,drive=seed,{}", slot(2)),
             ]);
         }
         a.extend(["-device".into(), "virtio-balloon-pci,id=balloon0".into()]);
@@ -244,6 +314,24 @@ impl Vm {
             self.name.replace('\n', " ")
         );
         s.push_str("# Extra arguments are passed on to QEMU (e.g. -S -display none).\n");
+        if let Some(u) = &self.uefi {
+            // The VM's own variable store (made by disks/clone; from the template
+            // when missing), and its TPM: swtpm serves the state folder and ends
+            // when QEMU closes the connection.
+            let _ = writeln!(
+                s,
+                "[ -e {vars} ] || cp -- {tmpl} {vars}",
+                vars = sh_quote(&u.vars.to_string_lossy()),
+                tmpl = sh_quote(OVMF_VARS_TEMPLATE)
+            );
+            let tpm = sh_quote(&u.tpm.to_string_lossy());
+            let _ = writeln!(s, "mkdir -p -- {tpm}");
+            let _ = writeln!(
+                s,
+                "{SWTPM} socket --tpm2 --tpmstate dir={tpm} --ctrl type=unixio,path={} \\\n  --terminate --daemon",
+                sh_quote(&u.socket().to_string_lossy())
+            );
+        }
         s.push_str("exec");
         // One option and its value per line.
         let argv = self.argv();
@@ -273,7 +361,25 @@ impl Vm {
             self.memory_mib
         );
         let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.cpus);
-        x.push_str("  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n");
+        match &self.uefi {
+            Some(u) => {
+                x.push_str(
+                    "  <os firmware='efi'>\n    <type arch='x86_64' machine='q35'>hvm</type>\n",
+                );
+                let _ = writeln!(
+                    x,
+                    "    <loader readonly='yes' secure='yes' type='pflash'>{}</loader>",
+                    xml(&u.code.to_string_lossy())
+                );
+                let _ = writeln!(
+                    x,
+                    "    <nvram template='{}'>{}</nvram>",
+                    xml(OVMF_VARS_TEMPLATE),
+                    xml(&u.vars.to_string_lossy())
+                );
+            }
+            None => x.push_str("  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n"),
+        }
         if self.install.is_some() {
             x.push_str(
                 "    <boot dev='cdrom'/>\n    <boot dev='hd'/>\n    <bootmenu enable='yes'/>\n",
@@ -281,7 +387,11 @@ impl Vm {
         } else {
             x.push_str("    <boot dev='hd'/>\n");
         }
-        x.push_str("  </os>\n  <features>\n    <acpi/>\n    <apic/>\n  </features>\n");
+        x.push_str("  </os>\n  <features>\n    <acpi/>\n    <apic/>\n");
+        if self.uefi.is_some() {
+            x.push_str("    <smm state='on'/>\n");
+        }
+        x.push_str("  </features>\n");
         x.push_str("  <clock offset='localtime'/>\n");
         x.push_str("  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n");
         x.push_str("  <devices>\n");
@@ -293,16 +403,22 @@ impl Vm {
                 xml(&path.to_string_lossy())
             );
         };
+        // IDE on the pc machine, SATA (AHCI) on q35.
+        let (legacy, [hd, cd0, cd1]) = if self.uefi.is_some() {
+            ("sata", ["sda", "sdc", "sdd"])
+        } else {
+            ("ide", ["hda", "hdc", "hdd"])
+        };
         match &self.install {
             Some(inst) => {
-                disk(&mut x, &self.hda, &self.hda_format, "hda", "ide");
+                disk(&mut x, &self.hda, &self.hda_format, hd, legacy);
                 if let Some((hdb, format)) = &inst.hdb {
                     disk(&mut x, hdb, format, "vda", "virtio");
                 }
-                for (dev, iso) in [("hdc", &inst.windows_iso), ("hdd", &inst.virtio_iso)] {
+                for (dev, iso) in [(cd0, &inst.windows_iso), (cd1, &inst.virtio_iso)] {
                     let _ = write!(
                         x,
-                        "    <disk type='file' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='{dev}' bus='ide'/>\n      <readonly/>\n    </disk>\n",
+                        "    <disk type='file' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='{dev}' bus='{legacy}'/>\n      <readonly/>\n    </disk>\n",
                         xml(&iso.to_string_lossy())
                     );
                 }
@@ -316,7 +432,7 @@ impl Vm {
         if let Some(seed) = &self.seed {
             let _ = write!(
                 x,
-                "    <disk type='file' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='hdc' bus='ide'/>\n      <readonly/>\n    </disk>\n",
+                "    <disk type='file' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='{cd0}' bus='{legacy}'/>\n      <readonly/>\n    </disk>\n",
                 xml(&seed.to_string_lossy())
             );
         }
@@ -344,6 +460,11 @@ impl Vm {
                 "    <graphics type='vnc' port='{}' autoport='no' listen='{}'/>",
                 5900 + self.id,
                 xml(addr)
+            );
+        }
+        if self.uefi.is_some() {
+            x.push_str(
+                "    <tpm model='tpm-crb'>\n      <backend type='emulator' version='2.0'/>\n    </tpm>\n",
             );
         }
         x.push_str("    <memballoon model='virtio'/>\n  </devices>\n</domain>\n");
