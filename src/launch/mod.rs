@@ -230,7 +230,14 @@ impl Vm {
                 // virtio so that Windows installs the virtio storage driver.
                 a.extend(["-boot".into(), "menu=on,order=d".into()]);
                 a.extend(["-drive".into(), drive("hda", &self.hda, &self.hda_format)]);
-                a.extend(["-device".into(), format!("ide-hd,drive=hda,{}", slot(0))]);
+                a.extend([
+                    "-device".into(),
+                    if q35 {
+                        format!("ide-hd,drive=hda,{},bootindex=1", slot(0))
+                    } else {
+                        format!("ide-hd,drive=hda,{}", slot(0))
+                    },
+                ]);
                 if let Some((hdb, format)) = &inst.hdb {
                     a.extend(["-drive".into(), drive("hdb", hdb, format)]);
                     a.extend(["-device".into(), "virtio-blk-pci,drive=hdb".into()]);
@@ -243,7 +250,12 @@ impl Vm {
                             qp(iso)
                         ),
                         "-device".into(),
-                        format!("ide-cd,drive={id},{}", slot(n)),
+                        // OVMF boots by bootindex (the -boot order is the BIOS's).
+                        if q35 && id == "cd0" {
+                            format!("ide-cd,drive={id},{},bootindex=0", slot(n))
+                        } else {
+                            format!("ide-cd,drive={id},{}", slot(n))
+                        },
                     ]);
                 }
             }
