@@ -114,6 +114,7 @@ fn golden(path: &Path, size: u64, random: bool) {
         first_boot_commands: Vec::new(),
         drivers: None,
         first_boot: None,
+        boot: None,
         output: OutputRecord {
             path: path.to_owned(),
             stable: None,

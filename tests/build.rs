@@ -94,6 +94,11 @@ fn golden_image_is_standalone_and_holds_every_setting() {
     assert_eq!(manifest["output"]["stable"], s(&site.golden));
     assert_eq!(manifest["output"]["sha256"], sha256_file(&site.golden));
     assert_eq!(manifest["virtio_win"]["version"], "0.1.999");
+    // How the golden boots, as inspect tells it of the base (the phony GPT disk
+    // has no EFI system partition and no active partition).
+    let (_, base, _) = wingold_json("inspect", &[s(&site.phony.image)]);
+    assert_eq!(manifest["boot"], base["boot"], "{}", manifest["boot"]);
+    assert!(manifest["boot"]["firmware"].is_string());
     // The drivers went in ([drivers] inject defaults to true): each with its ISO
     // folder and DriverVer, every file with its guest path and sha256, and the
     // registry edits among the manifest's edits.

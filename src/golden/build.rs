@@ -487,6 +487,11 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 .as_ref()
                 .map(serde_json::to_value)
                 .transpose()?,
+            boot: image::open(&c.base.image, image::Access::ReadOnly)
+                .ok()
+                .and_then(|img| crate::guest::boot(&img, &c.base.image).ok())
+                .map(serde_json::to_value)
+                .transpose()?,
             output: OutputRecord {
                 path: version.clone(),
                 stable: Some(out.clone()),

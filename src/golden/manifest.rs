@@ -73,6 +73,10 @@ pub struct Manifest {
     /// script, every file written (guest path, sha256), copied-in trees included.
     #[serde(default)]
     pub first_boot: Option<serde_json::Value>,
+    /// How the golden boots (`guest::Boot`: UEFI with its EFI system partition,
+    /// or BIOS): clones and their recipes follow it.
+    #[serde(default)]
+    pub boot: Option<serde_json::Value>,
     pub output: OutputRecord,
     pub timings_ms: serde_json::Value,
 }
