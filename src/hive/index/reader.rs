@@ -100,15 +100,7 @@ impl<'a> Reader<'a> {
 
     /// The allocated cell at file offset `at`, checked to hold `id`; its record.
     pub fn cell(&self, at: usize, id: &[u8; 2]) -> Result<&'a [u8]> {
-        if at < BASE_BLOCK_LEN || at >= BASE_BLOCK_LEN + self.bins_size {
-            return Err(Error::OutsideBins { at });
-        }
-        let size = i32_at(self.bytes, at)?;
-        if size >= 0 {
-            return Err(Error::Unallocated { at });
-        }
-        let end = at + size.unsigned_abs() as usize;
-        let record = self.bytes.get(at + 4..end).ok_or(Error::PastEnd { at })?;
+        let record = self.raw(at)?;
         if record.len() < 2 || &record[..2] != id {
             return Err(Error::WrongCell { at, want: *id });
         }
