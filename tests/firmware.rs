@@ -329,3 +329,45 @@ fn a_clone_of_a_uefi_disk_boots_uefi_without_being_told() {
     );
     assert!(vms.join("vm_73.vars.fd").is_file());
 }
+
+#[test]
+fn inspect_inject_and_clone_work_on_the_layout_of_a_uefi_install() {
+    // EFI system partition 1, Microsoft reserved 2, Windows 3: partition
+    // numbers as a UEFI install leaves them.
+    let dir = tempdir();
+    let phony = fixtures::phony_windows_uefi(dir.path(), &WIN2K22_X64);
+    let (code, j, err) = wingold_json("inspect", &[s(&phony.image)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["windows"]["partition"], 3, "{}", j["no_windows_reason"]);
+    assert_eq!(j["boot"]["firmware"], "uefi");
+    assert_eq!(j["boot"]["esp"], 1);
+    assert_eq!(j["boot"]["uefi_loader"], true);
+    let out = dir.path().join("golden.qcow2");
+    let (code, j, err) = wingold_json(
+        "inject",
+        &[s(&phony.image), "--profile", "all", "--output", s(&out)],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["verified"], true);
+    assert_qemu_check_clean(&out);
+    // A clone of it boots UEFI without being told, and gets its own name.
+    let vms = dir.path().join("vms");
+    let (code, j, err) = wingold_json(
+        "clone",
+        &[
+            s(&out),
+            "--id",
+            "74",
+            "--hostname",
+            "efi-74",
+            "--dir",
+            s(&vms),
+            "--net",
+            "none",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(j["argv"].to_string().contains("q35,smm=on"));
+    assert_eq!(j["identity"]["computer_name"], "EFI-74");
+    assert!(vms.join("vm_74.vars.fd").is_file() && vms.join("vm_74.tpm").is_dir());
+}

@@ -571,30 +571,7 @@ pub fn phony_windows_sized(
     tweak: impl FnOnce(&Path),
     win_size: u64,
 ) -> PhonyWindows {
-    let config = format!("{}/System32/config", spec.root);
-    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-    let entries = vec![
-        Entry::File(leak(format!("{config}/SYSTEM")), system_hive(dir, spec)),
-        Entry::File(
-            leak(format!("{config}/SOFTWARE")),
-            hive_from_reg(dir, spec.software_reg, "HKEY_LOCAL_MACHINE\\SOFTWARE"),
-        ),
-        Entry::File(
-            leak(format!("{config}/SAM")),
-            std::fs::read(super::corpus_hive(dir, "SAM")).unwrap(),
-        ),
-        Entry::File(leak(format!("{config}/SYSTEM.LOG1")), vec![0u8; 8192]),
-        Entry::File(leak(format!("{config}/SYSTEM.LOG2")), Vec::new()),
-        Entry::File(
-            leak(format!("{}/System32/cmd.exe", spec.root)),
-            minimal_pe(spec.machine),
-        ),
-        Entry::File(
-            leak(format!("{}/System32/drivers/disk.sys", spec.root)),
-            signed_pe(spec.machine),
-        ),
-        Entry::Dir("Program Files"),
-    ];
+    let win = windows_volume(dir, spec, extra, tweak, win_size);
     let sysres = dir.join("sysres.ntfs");
     ntfs_volume(
         &sysres,
@@ -602,22 +579,6 @@ pub fn phony_windows_sized(
         "System Reserved",
         &[Entry::File("bootmgr", b"phony".to_vec())],
     );
-    let win = dir.join("win.ntfs");
-    ntfs_volume(&win, win_size, "Windows", &entries);
-    // Windows protects its driver files (not the everyone-full-control descriptor
-    // new files get from ntfs-3g): give them a descriptor of their own, as ntfs-3g's
-    // ntfssecaudit makes from a mode.
-    for (mode, path) in [
-        ("644", format!("/{}/System32/drivers/disk.sys", spec.root)),
-        ("755", format!("/{}/System32/drivers", spec.root)),
-    ] {
-        run("ntfssecaudit", &[s(&win), mode, &path]);
-    }
-    // Extras last: ntfssecaudit refuses a volume holding a hibernation file.
-    if !extra.is_empty() {
-        add_entries(&win, &extra);
-    }
-    tweak(&win);
     let raw = dir.join("phony.raw");
     let kind =
         |mbr: &'static str, gpt: &'static str| if spec.table == Table::Mbr { mbr } else { gpt };
@@ -649,6 +610,115 @@ pub fn phony_windows_sized(
         win_size,
         win_partition: 2,
     }
+}
+
+/// A phony Windows laid out as a UEFI install lays it out on GPT: an EFI system
+/// partition (FAT32 by mkfs.vfat, Windows' loader put in by mtools), the
+/// Microsoft reserved partition (no file system), then Windows (partition 3).
+pub fn phony_windows_uefi(dir: &Path, spec: &WindowsSpec) -> PhonyWindows {
+    std::fs::create_dir_all(dir).unwrap();
+    let win = windows_volume(dir, spec, vec![], |_| {}, WIN_PART_SIZE);
+    let esp = dir.join("esp.fat");
+    let f = std::fs::File::create(&esp).unwrap();
+    f.set_len(40 * MIB).unwrap();
+    drop(f);
+    run("mkfs.vfat", &["-F", "32", "-n", "SYSTEM", s(&esp)]);
+    let img = s(&esp).to_owned();
+    for d in ["::EFI", "::EFI/Microsoft", "::EFI/Microsoft/Boot"] {
+        run("mmd", &["-i", &img, d]);
+    }
+    let loader = dir.join("bootmgfw.efi");
+    std::fs::write(&loader, minimal_pe(MACHINE_AMD64)).unwrap();
+    run(
+        "mcopy",
+        &["-i", &img, s(&loader), "::EFI/Microsoft/Boot/bootmgfw.efi"],
+    );
+    let raw = dir.join("uefi.raw");
+    let offsets = disk(
+        &raw,
+        WIN_PART_SIZE + 64 * MIB,
+        Table::Gpt,
+        &[
+            Part {
+                size: 40 * MIB,
+                volume: Some(esp.clone()),
+                kind: "EF00",
+            },
+            Part {
+                size: 16 * MIB,
+                volume: None,
+                kind: "0C01",
+            },
+            Part {
+                size: WIN_PART_SIZE,
+                volume: Some(win.clone()),
+                kind: "0700",
+            },
+        ],
+    );
+    let image = dir.join("phony-uefi.qcow2");
+    run("qemu-img", &["convert", "-O", "qcow2", s(&raw), s(&image)]);
+    for f in [raw, esp, win, loader] {
+        std::fs::remove_file(f).unwrap();
+    }
+    PhonyWindows {
+        image,
+        win_offset: offsets[2],
+        win_size: WIN_PART_SIZE,
+        win_partition: 3,
+    }
+}
+
+/// The phony Windows volume itself: hives, logs, cmd.exe, a driver, `extra`,
+/// then `tweak` on the volume image.
+fn windows_volume(
+    dir: &Path,
+    spec: &WindowsSpec,
+    extra: Vec<Entry>,
+    tweak: impl FnOnce(&Path),
+    win_size: u64,
+) -> PathBuf {
+    let config = format!("{}/System32/config", spec.root);
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let entries = vec![
+        Entry::File(leak(format!("{config}/SYSTEM")), system_hive(dir, spec)),
+        Entry::File(
+            leak(format!("{config}/SOFTWARE")),
+            hive_from_reg(dir, spec.software_reg, "HKEY_LOCAL_MACHINE\\SOFTWARE"),
+        ),
+        Entry::File(
+            leak(format!("{config}/SAM")),
+            std::fs::read(super::corpus_hive(dir, "SAM")).unwrap(),
+        ),
+        Entry::File(leak(format!("{config}/SYSTEM.LOG1")), vec![0u8; 8192]),
+        Entry::File(leak(format!("{config}/SYSTEM.LOG2")), Vec::new()),
+        Entry::File(
+            leak(format!("{}/System32/cmd.exe", spec.root)),
+            minimal_pe(spec.machine),
+        ),
+        Entry::File(
+            leak(format!("{}/System32/drivers/disk.sys", spec.root)),
+            signed_pe(spec.machine),
+        ),
+        Entry::Dir("Program Files"),
+    ];
+    let win = dir.join("win.ntfs");
+    ntfs_volume(&win, win_size, "Windows", &entries);
+    // Windows protects its driver files (not the everyone-full-control descriptor
+    // new files get from ntfs-3g): give them a descriptor of their own, as ntfs-3g's
+    // ntfssecaudit makes from a mode.
+    for (mode, path) in [
+        ("644", format!("/{}/System32/drivers/disk.sys", spec.root)),
+        ("755", format!("/{}/System32/drivers", spec.root)),
+    ] {
+        run("ntfssecaudit", &[s(&win), mode, &path]);
+    }
+    // Extras last: ntfssecaudit refuses a volume holding a hibernation file.
+    if !extra.is_empty() {
+        add_entries(&win, &extra);
+    }
+    tweak(&win);
+    win
 }
 
 /// An NTFS volume whose free space is left only in small holes, then `file`
