@@ -90,7 +90,8 @@ fi
 # and Debian 12's own one would conflict with the backports qemu-utils.
 # Wine's cmd runs the first-boot runner in the tests; virt-copy-in (libguestfs-tools)
 # is what make bench times copy-in against; docker-registry, skopeo, umoci,
-# htpasswd and openssl are the publish tests' registry, clients and credentials.
+# htpasswd and openssl are the publish tests' registry, clients and credentials;
+# virt-fw-vars (python3-virt-firmware) reads the UEFI variable stores of clones.
 ORACLES=(virt-v2v nbdkit linux-image-amd64 wine64 libguestfs-tools
          docker-registry skopeo umoci apache2-utils openssl python3-virt-firmware)
 missing=()
