@@ -371,3 +371,65 @@ fn inspect_inject_and_clone_work_on_the_layout_of_a_uefi_install() {
     assert_eq!(j["identity"]["computer_name"], "EFI-74");
     assert!(vms.join("vm_74.vars.fd").is_file() && vms.join("vm_74.tpm").is_dir());
 }
+
+#[test]
+fn a_windows_11_installer_recipe_has_secure_boot_and_a_tpm() {
+    let dir = tempdir();
+    let iso = fixtures::virtio_iso(dir.path(), "0.1.999", 0);
+    let script = dir.path().join("install.sh");
+    let out = wingold()
+        .args(["disks", "--id", "12", "--no-hdb", "--dir", s(dir.path())])
+        .args([
+            "--iso",
+            s(&iso),
+            "--virtio-iso",
+            s(&iso),
+            "--script",
+            s(&script),
+        ])
+        .args([
+            "--firmware",
+            "uefi",
+            "--accel",
+            "tcg",
+            "--vnc",
+            "none",
+            "--net",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&script).unwrap();
+    for want in [
+        "q35,smm=on",
+        "OVMF_CODE_4M.ms.fd",
+        "OVMF_VARS_4M.ms.fd",
+        "vm_12.vars.fd",
+        "swtpm socket --tpm2",
+        "tpm-crb,tpmdev=tpm0",
+        "ide-cd,drive=cd0,bus=ide.2,unit=0,bootindex=0",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    // It starts: the variable store made from the template, swtpm serving, QEMU
+    // still running after seconds (killed here).
+    let mut child = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["-display", "none"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(alive, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("vm_12.vars.fd").is_file());
+}
