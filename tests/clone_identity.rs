@@ -262,6 +262,33 @@ fn a_sealed_golden_gets_an_answer_file_with_the_password_encoded() {
     );
     assert!(text.contains("<TimeZone>W. Europe Standard Time</TimeZone>"));
     assert!(text.contains("<PlainText>false</PlainText>"));
+    // Per pass: the name, time zone and join in specialize, the password in
+    // oobeSystem, each once.
+    let pass = |name: &str| -> &str {
+        let start = text
+            .find(&format!("<settings pass=\"{name}\">"))
+            .unwrap_or_else(|| panic!("no {name} pass"));
+        let end = start + text[start..].find("</settings>").unwrap();
+        &text[start..end]
+    };
+    let (spec, oobe) = (pass("specialize"), pass("oobeSystem"));
+    for (block, wants, not) in [
+        (
+            spec,
+            ["<ComputerName>", "<TimeZone>", "<AccountData>"],
+            "<AdministratorPassword>",
+        ),
+        (
+            oobe,
+            ["<AdministratorPassword>", "<OOBE>", "<UserAccounts>"],
+            "<ComputerName>",
+        ),
+    ] {
+        for w in wants {
+            assert_eq!(block.matches(w).count(), 1, "{w} in:\n{block}");
+        }
+        assert!(!block.contains(not), "{not} in the wrong pass");
+    }
     assert!(
         text.contains(&format!("<AccountData>{blob_text}</AccountData>")),
         "{text}"
@@ -673,4 +700,42 @@ fn an_unsealed_server_2003_clone_gets_its_names_too() {
             Some("LEGACY-61")
         );
     }
+}
+
+#[test]
+fn a_hundred_clones_are_a_hundred_machines() {
+    let dir = tempdir();
+    let phony = fixtures::phony_windows(dir.path(), &WIN2K22_X64, vec![]);
+    let golden_sha = sha256_file(&phony.image);
+    let spec = dir.path().join("clones.toml");
+    let text: String = (1..=100)
+        .map(|i| format!("[[clone]]\nid = {i}\nhostname = \"node-{i:03}\"\n\n"))
+        .collect();
+    std::fs::write(&spec, text).unwrap();
+    let vms = dir.path().join("vms");
+    let (code, json, err) = clone(&phony.image, &vms, &["--spec", s(&spec)]);
+    assert_eq!(code, Some(0), "{err}");
+    let made = json.as_array().unwrap();
+    assert_eq!(made.len(), 100);
+    let names: std::collections::BTreeSet<&str> = made
+        .iter()
+        .map(|c| c["identity"]["computer_name"].as_str().unwrap())
+        .collect();
+    let guids: std::collections::BTreeSet<&str> = made
+        .iter()
+        .map(|c| c["identity"]["machine_guid"].as_str().unwrap())
+        .collect();
+    assert_eq!((names.len(), guids.len()), (100, 100));
+    assert_eq!(sha256_file(&phony.image), golden_sha, "the golden changed");
+    // One of them read back by hivexget.
+    let system = hive_of(&vms.join("vm_57.qcow2"), &phony, dir.path(), "SYSTEM");
+    assert_eq!(
+        hivexget(
+            &system,
+            "\\ControlSet001\\Control\\ComputerName\\ComputerName",
+            "ComputerName"
+        )
+        .as_deref(),
+        Some("NODE-057")
+    );
 }
