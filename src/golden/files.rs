@@ -189,15 +189,7 @@ pub(super) fn plan_first_boot(
         // time Windows last wrote its SYSTEM hive (base block, FILETIME at 12).
         f.time = match p.report.files.iter().filter_map(|g| g.time).max() {
             Some(t) => t,
-            None => {
-                let ft = hives
-                    .system
-                    .get(12..20)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_le_bytes)
-                    .unwrap_or(0);
-                (ft / 10_000_000).saturating_sub(11_644_473_600) as i64
-            }
+            None => hive_time(&hives.system),
         };
     }
     let file_sd = f.descriptor(firstboot::security::restricted(false));
@@ -257,6 +249,18 @@ pub(super) fn plan_answer_file(
         range: None,
     });
     Ok(())
+}
+
+/// The time Windows last wrote a SYSTEM hive (its base block's FILETIME), in
+/// seconds since 1970: what files a plan creates are stamped with when nothing
+/// else gives a time.
+pub(super) fn hive_time(system: &[u8]) -> i64 {
+    let ft = system
+        .get(12..20)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    (ft / 10_000_000).saturating_sub(11_644_473_600) as i64
 }
 
 /// The SHA-256 of a file on the volume, read in 1 MiB pieces.

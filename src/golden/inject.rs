@@ -193,7 +193,7 @@ pub fn plan(
             edits.extend(p.edits);
             if let Some((path, data)) = p.answer_file {
                 if f.time == 0 {
-                    f.time = hive_time(&h.system);
+                    f.time = files::hive_time(&h.system);
                 }
                 files::plan_answer_file(&vol, &path, data, &mut f)?;
             }
@@ -667,16 +667,4 @@ pub fn verify(
         again.control_sets.current
     );
     Ok(())
-}
-
-/// The time Windows last wrote a SYSTEM hive (its base block's FILETIME), in
-/// seconds since 1970: what files a plan creates are stamped with when nothing
-/// else gives a time.
-fn hive_time(system: &[u8]) -> i64 {
-    let ft = system
-        .get(12..20)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0);
-    (ft / 10_000_000).saturating_sub(11_644_473_600) as i64
 }

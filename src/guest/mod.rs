@@ -89,6 +89,24 @@ pub struct HiveFile {
     pub logs: Vec<String>,
     /// What its logs mean for it.
     pub log_state: LogState,
+    /// Its bytes as detection read them (through its logs), kept for the run:
+    /// a dirty hive is replayed once, and the hives detection reads are not read
+    /// again by the plan that follows.
+    #[serde(skip)]
+    pub read: ReadOnce,
+}
+
+/// A hive read once, shared by whoever reads it next in the same run.
+#[derive(Clone, Default)]
+pub struct ReadOnce(Option<std::sync::Arc<HiveBytes>>);
+
+impl std::fmt::Debug for ReadOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(h) => write!(f, "ReadOnce({} bytes)", h.bytes.len()),
+            None => f.write_str("ReadOnce(none)"),
+        }
+    }
 }
 
 /// What a hive's transaction logs mean for it.
@@ -106,6 +124,7 @@ pub enum LogState {
 
 /// A hive's bytes as Windows would load them (its logs replayed when it is
 /// dirty), and what the logs did.
+#[derive(Clone)]
 pub struct HiveBytes {
     pub bytes: Vec<u8>,
     pub state: LogState,
@@ -274,17 +293,22 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
         .map(|e| format!("\\{}", e.name))
         .unwrap_or_else(|| format!("\\{root}"));
     let config = format!("{root}\\System32\\config");
-    let hives = hive_files(vol, &config)?;
-    let through_logs = |name: HiveName| -> Result<View<'static>> {
-        let (file, logs) = match hives.iter().find(|h| h.name == name.name()) {
-            Some(h) => (
-                h.path.rsplit('\\').next().unwrap_or(name.name()),
-                &h.logs[..],
-            ),
-            None => (name.name(), &[][..]),
+    let mut hives = hive_files(vol, &config)?;
+    let mut through_logs = |name: HiveName| -> Result<View<'static>> {
+        let Some(h) = hives.iter_mut().find(|h| h.name == name.name()) else {
+            let read = read_through_logs(vol, &config, name.name(), &[])?;
+            return Ok(View::owned(name.name(), read.bytes)?);
         };
-        let read = read_through_logs(vol, &config, file, logs)?;
-        Ok(View::owned(name.name(), read.bytes)?)
+        let read = match &h.read.0 {
+            Some(r) => r.clone(),
+            None => {
+                let file = h.path.rsplit('\\').next().unwrap_or(name.name());
+                let r = std::sync::Arc::new(read_through_logs(vol, &config, file, &h.logs)?);
+                h.read = ReadOnce(Some(r.clone()));
+                r
+            }
+        };
+        Ok(View::owned(name.name(), read.bytes.clone())?)
     };
     let software = through_logs(HiveName::Software)?;
     let system = through_logs(HiveName::System)?;
@@ -476,12 +500,18 @@ fn hive_files(vol: &Volume, config: &str) -> Result<Vec<HiveFile>> {
             .map(|e| e.name.clone())
             .collect();
         logs.sort_by_key(|l| log_rank(l));
-        // A dirty hive's logs are read now, to say what they hold.
+        // A dirty hive's logs are read now, to say what they hold; the replayed
+        // bytes are kept for whoever reads the hive next.
+        let mut read = ReadOnce::default();
         let log_state = if header.is_clean() {
             LogState::Clean
         } else {
             match read_through_logs(vol, config, &entry.name, &logs) {
-                Ok(read) => read.state,
+                Ok(r) => {
+                    let state = r.state.clone();
+                    read = ReadOnce(Some(std::sync::Arc::new(r)));
+                    state
+                }
                 // A replay that fails is said, not fatal to inspecting the rest.
                 Err(Error::Hive(e)) => LogState::Dirty {
                     why: e.to_string(),
@@ -498,6 +528,7 @@ fn hive_files(vol: &Volume, config: &str) -> Result<Vec<HiveFile>> {
             path,
             logs,
             log_state,
+            read,
         });
     }
     Ok(out)
@@ -545,6 +576,10 @@ fn read_through_logs(vol: &Volume, config: &str, file: &str, logs: &[String]) ->
 pub fn read_hive(vol: &Volume, w: &Windows, name: HiveName) -> Result<HiveBytes> {
     let config = w.hive_path("").trim_end_matches('\\').to_owned();
     match w.hive_file(name) {
+        Some(HiveFile {
+            read: ReadOnce(Some(r)),
+            ..
+        }) => Ok((**r).clone()),
         Some(h) => {
             let file = h.path.rsplit('\\').next().unwrap_or(name.name());
             read_through_logs(vol, &config, file, &h.logs)
