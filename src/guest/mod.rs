@@ -89,9 +89,8 @@ pub struct HiveFile {
     pub logs: Vec<String>,
     /// What its logs mean for it.
     pub log_state: LogState,
-    /// Its bytes as detection read them (through its logs), kept for the run:
-    /// a dirty hive is replayed once, and the hives detection reads are not read
-    /// again by the plan that follows.
+    /// A dirty hive's bytes as its logs bring them up to date, kept for the
+    /// run: it is replayed once, not by each reader.
     #[serde(skip)]
     pub read: ReadOnce,
 }
@@ -293,22 +292,22 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
         .map(|e| format!("\\{}", e.name))
         .unwrap_or_else(|| format!("\\{root}"));
     let config = format!("{root}\\System32\\config");
-    let mut hives = hive_files(vol, &config)?;
-    let mut through_logs = |name: HiveName| -> Result<View<'static>> {
-        let Some(h) = hives.iter_mut().find(|h| h.name == name.name()) else {
+    let hives = hive_files(vol, &config)?;
+    let through_logs = |name: HiveName| -> Result<View<'static>> {
+        let Some(h) = hives.iter().find(|h| h.name == name.name()) else {
             let read = read_through_logs(vol, &config, name.name(), &[])?;
             return Ok(View::owned(name.name(), read.bytes)?);
         };
-        let read = match &h.read.0 {
-            Some(r) => r.clone(),
+        // A dirty hive was replayed by hive_files; a clean one is read here and
+        // not kept (reading it again costs less than holding it for the run).
+        let bytes = match &h.read.0 {
+            Some(r) => r.bytes.clone(),
             None => {
                 let file = h.path.rsplit('\\').next().unwrap_or(name.name());
-                let r = std::sync::Arc::new(read_through_logs(vol, &config, file, &h.logs)?);
-                h.read = ReadOnce(Some(r.clone()));
-                r
+                read_through_logs(vol, &config, file, &h.logs)?.bytes
             }
         };
-        Ok(View::owned(name.name(), read.bytes.clone())?)
+        Ok(View::owned(name.name(), bytes)?)
     };
     let software = through_logs(HiveName::Software)?;
     let system = through_logs(HiveName::System)?;
