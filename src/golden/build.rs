@@ -405,7 +405,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
         None,
     )?;
     let result = (|| -> anyhow::Result<Outcome> {
-        inject::write(&mut plan, &Mode::Overlay(work.clone()))?;
+        inject::write(&mut plan, &Mode::WorkOverlay(work.clone()))?;
         let t_inject = t0.elapsed();
         phase("injected");
 

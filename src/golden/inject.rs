@@ -41,6 +41,9 @@ pub enum Mode {
     DryRun,
     /// A new qcow2 overlay backed by the input.
     Overlay(PathBuf),
+    /// As `Overlay`, not read back: the caller verifies what it makes of it
+    /// (`build` verifies the finished golden image, once).
+    WorkOverlay(PathBuf),
     InPlace,
 }
 
@@ -120,6 +123,24 @@ pub struct Plan {
     pub forced: bool,
     /// Files and folders to write (drivers, first boot, copy-in).
     pub files: Option<FilePlan>,
+    /// The volume passed the safety check when planned: an overlay made on the
+    /// same bytes is mounted read-write without checking again.
+    checked: Option<crate::ntfs::Checked>,
+}
+
+/// What [`plan`] gathers while the volume is mounted.
+struct Planned {
+    checked: crate::ntfs::Checked,
+    w: Windows,
+    family: profiles::Family,
+    sources: Vec<Source>,
+    edits: Vec<RegEdit>,
+    first_boot: Vec<String>,
+    results: Vec<reg::HiveResult>,
+    files: Option<FilePlan>,
+    driver_report: Option<drivers::Report>,
+    identity_report: Option<identity::Report>,
+    first_boot_report: Option<firstboot::Report>,
 }
 
 /// Parses every source, finds Windows, checks it is safe to write, and runs the
@@ -151,31 +172,34 @@ pub fn plan(
         }
     }
     let input = image::open(image_path, Access::ReadOnly)?;
-    let w = guest::find_windows_on(&input, image_path, partition)?;
-    let family = profiles::Family::of(w.major_version);
-    let (sources, mut edits, first_boot) = load_sources(specs, family, parsed)?;
-    reg::check_roots(&edits, &w.control_sets)?;
-    let mut files = None;
-    let mut driver_report = None;
-    let mut identity_report = None;
-    let mut first_boot_report = None;
-    let results = {
-        // One read-only mount: refuse an unsafe volume before any output exists,
-        // then read the hives the edits run on.
-        let part = PartitionView::new(&input, w.partition_start, w.partition_size)?;
-        let vol = Volume::open(
-            &part,
-            &format!("{}: partition {}", image_path.display(), w.partition),
-            Access::ReadOnly,
-        )?;
-        vol.refuse_unsafe()?;
+    // One read-only mount, the one Windows was found on: refuse an unsafe volume
+    // before any output exists, then plan from the hives detection read.
+    let planned = guest::with_windows(&input, image_path, partition, |found| {
+        let guest::Found {
+            windows: w,
+            vol,
+            system,
+            software,
+        } = found;
+        let family = profiles::Family::of(w.major_version);
+        let (sources, mut edits, first_boot) = load_sources(specs, family, parsed)?;
+        reg::check_roots(&edits, &w.control_sets)?;
+        let checked = vol.refuse_unsafe()?;
+        let mut files = None;
+        let mut driver_report = None;
+        let mut identity_report = None;
+        let mut first_boot_report = None;
         let mut f = FilePlan::empty();
-        // The planners and the edits below share one read of each hive.
+        // The planners and the edits below share the one read of each hive.
+        let (mut system, mut software) = (Some(system), Some(software));
         let mut hives = None;
         if driver_request.is_some() || first_boot_request.is_some() || identity_request.is_some() {
+            let take = |h: &mut Option<guest::HiveBytes>, name| {
+                guest::to_edit(&w, name, h.take().expect("not taken yet"))
+            };
             hives = Some(files::Hives {
-                system: guest::read_hive_to_edit(&vol, &w, HiveName::System)?,
-                software: guest::read_hive_to_edit(&vol, &w, HiveName::Software)?,
+                system: take(&mut system, HiveName::System)?,
+                software: take(&mut software, HiveName::Software)?,
             });
         }
         if let (Some(req), Some(h)) = (identity_request, &hives) {
@@ -195,12 +219,12 @@ pub fn plan(
                 if f.time == 0 {
                     f.time = files::hive_time(&h.system);
                 }
-                files::plan_answer_file(&vol, &path, data, &mut f)?;
+                files::plan_answer_file(vol, &path, data, &mut f)?;
             }
             identity_report = Some(p.report);
         }
         if let (Some(req), Some(h)) = (driver_request, &hives) {
-            let p = files::plan_drivers(&vol, &w, h, req, &mut f)?;
+            let p = files::plan_drivers(vol, &w, h, req, &mut f)?;
             edits.extend(p.edits);
             driver_report = Some(p.report);
         }
@@ -211,7 +235,7 @@ pub fn plan(
                 .any(|s| matches!(s, Source::Profile { name, .. } if name == "tcpip"));
             req.steps = files::builtin_steps(&w, tcpip, driver_report.as_ref());
             if !req.is_empty() {
-                let p = files::plan_first_boot(&vol, &w, h, &req, &mut f)?;
+                let p = files::plan_first_boot(vol, &w, h, &req, &mut f)?;
                 edits.extend(p.edits);
                 first_boot_report = Some(p.report);
             }
@@ -222,15 +246,16 @@ pub fn plan(
             files = Some(f);
         }
         let results = reg::apply(&edits, &w.control_sets, |hive| {
-            let cached = hives.as_mut().and_then(|h| match hive {
-                HiveName::System => Some(std::mem::take(&mut h.system)),
-                HiveName::Software => Some(std::mem::take(&mut h.software)),
+            let cached = match (hive, hives.as_mut()) {
+                (HiveName::System, Some(h)) => Some(Ok(std::mem::take(&mut h.system))),
+                (HiveName::Software, Some(h)) => Some(Ok(std::mem::take(&mut h.software))),
+                (HiveName::System, None) => system.take().map(|b| guest::to_edit(&w, hive, b)),
+                (HiveName::Software, None) => software.take().map(|b| guest::to_edit(&w, hive, b)),
                 _ => None,
-            });
-            if let Some(bytes) = cached {
-                return Ok(bytes);
-            }
-            guest::read_hive_to_edit(&vol, &w, hive).map_err(|e| reg::Error::load(hive, e))
+            };
+            cached
+                .unwrap_or_else(|| guest::read_hive_to_edit(vol, &w, hive))
+                .map_err(|e| reg::Error::load(hive, e))
         })?;
         // The hives grow in place too: what they gain counts with the files.
         for r in &results {
@@ -239,9 +264,34 @@ pub fn plan(
                 bytes_needed += (new.len() as u64).saturating_sub(old).div_ceil(4096) * 4096;
             }
         }
-        files::refuse_full_volume(&vol, &w, image_path, bytes_needed)?;
-        results
-    };
+        files::refuse_full_volume(vol, &w, image_path, bytes_needed)?;
+        anyhow::Ok(Planned {
+            checked,
+            w,
+            family,
+            sources,
+            edits,
+            first_boot,
+            results,
+            files,
+            driver_report,
+            identity_report,
+            first_boot_report,
+        })
+    })?;
+    let Planned {
+        checked,
+        w,
+        family,
+        sources,
+        edits,
+        first_boot,
+        results,
+        files,
+        driver_report,
+        identity_report,
+        first_boot_report,
+    } = planned;
     if !force {
         refuse_unbootable(&edits, &results)?;
     }
@@ -308,6 +358,7 @@ pub fn plan(
         results,
         forced: force,
         files,
+        checked: Some(checked),
     })
 }
 
@@ -328,17 +379,20 @@ impl Plan {
 /// temporary name, verified, then moved into place), or into the input itself.
 pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
     let image_path = plan.report.image.clone();
+    let checked = plan.checked.take();
     let (w, results) = (&plan.windows, &plan.results);
     let nothing_to_write = plan.nothing_to_write();
     let (files, check) = (plan.files.as_ref(), !plan.forced);
     // Writes the plan into `img`, opened on `target` (named `shown` in messages),
-    // closes it and reads every file and value back from `target`.
-    // `held`: termination signals held until the image is closed.
+    // closes it and, when `read_back`, reads every file and value back from
+    // `target`. `held`: termination signals held until the image is closed.
     let write_verified = |img: image::Image,
                           target: &Path,
                           shown: &Path,
                           ordering,
-                          held: Option<crate::interrupt::Held>| {
+                          held: Option<crate::interrupt::Held>,
+                          checked: Option<crate::ntfs::Checked>,
+                          read_back: bool| {
         let write = || {
             write_hives(
                 &img,
@@ -347,6 +401,7 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                 results,
                 files,
                 ordering,
+                checked,
             )
         };
         // What libntfs-3g creates carries times: the inputs' time, not the clock's.
@@ -356,7 +411,9 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
         };
         drop(img);
         drop(held);
-        verify(target, w, results, files, check)?;
+        if read_back {
+            verify(target, w, results, files, check)?;
+        }
         anyhow::Ok(written)
     };
     let r = &mut plan.report;
@@ -377,16 +434,21 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                 "wingold: writing {} in place, as asked",
                 image_path.display()
             );
+            // The user's image may have changed since it was planned: its
+            // volume is checked again by the read-write open.
             (r.hives_written, r.logs_truncated) = write_verified(
                 img,
                 &image_path,
                 &image_path,
                 Ordering::CrashOrdered,
                 Some(held),
+                None,
+                true,
             )?;
             r.in_place = true;
         }
-        Mode::Overlay(out) => {
+        Mode::Overlay(out) | Mode::WorkOverlay(out) => {
+            let read_back = matches!(mode, Mode::Overlay(_));
             // What a killed run left beside this output.
             if let Some(dir) = out.parent() {
                 let dir = if dir.as_os_str().is_empty() {
@@ -403,7 +465,8 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             let done = (|| {
                 image::create_overlay(&tmp, &image_path)?;
                 let img = image::open(&tmp, Access::ReadWrite)?;
-                let written = write_verified(img, &tmp, out, Ordering::Unseen, None)?;
+                let written =
+                    write_verified(img, &tmp, out, Ordering::Unseen, None, checked, read_back)?;
                 image::publish(&tmp, out)?;
                 anyhow::Ok(written)
             })();
@@ -418,6 +481,10 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                 }
             }
             r.output = Some(out.clone());
+            if !read_back {
+                r.dry_run = false;
+                return Ok(());
+            }
         }
     }
     r.dry_run = false;
@@ -511,12 +578,16 @@ fn write_hives(
     results: &[reg::HiveResult],
     files: Option<&FilePlan>,
     ordering: Ordering,
+    checked: Option<crate::ntfs::Checked>,
 ) -> anyhow::Result<(Vec<HiveWritten>, Vec<String>)> {
     let ordered = ordering == Ordering::CrashOrdered;
     let part = PartitionView::new(img, w.partition_start, w.partition_size)?;
     // Marked dirty from here to close (the NTFS layer's rule); durably so before
     // anything else is written, when the image is the user's.
-    let vol = Volume::open(&part, label, Access::ReadWrite)?;
+    let vol = match checked {
+        Some(c) if !ordered => Volume::open_checked(&part, label, c)?,
+        _ => Volume::open(&part, label, Access::ReadWrite)?,
+    };
     if ordered {
         img.flush()?;
     }
@@ -643,23 +714,37 @@ pub fn verify(
             f.to
         );
     }
+    let mut back = Vec::new();
     for r in results {
         let Some(bytes) = &r.bytes else { continue };
-        let back = vol.read_file(&w.hive_path(r.hive))?;
+        let read = vol.read_file(&w.hive_path(r.hive))?;
         anyhow::ensure!(
-            &back == bytes,
+            &read == bytes,
             "verification failed: hive {} reads back different bytes",
             r.hive
         );
-        reg::verify(r, &back)?;
+        reg::verify(r, &read)?;
+        back.push((r.hive, read));
     }
-    drop(vol);
     if !detect {
         return Ok(());
     }
-    // And Windows is still found where it was, with the same control sets.
-    let again = guest::find_windows_on(&img, image, Some(w.partition))
-        .context("verification failed: Windows is no longer found on the result")?;
+    // And Windows is still found where it was, with the same control sets: on
+    // the same mount, from the hives just read back.
+    let known = |name: HiveName| {
+        back.iter()
+            .find(|(h, _)| *h == name)
+            .map(|(_, b)| b.as_slice())
+    };
+    let again = guest::detect_again(
+        &vol,
+        w,
+        guest::Known {
+            system: known(HiveName::System),
+            software: known(HiveName::Software),
+        },
+    )
+    .context("verification failed: Windows is no longer found on the result")?;
     anyhow::ensure!(
         again.control_sets.current == w.control_sets.current,
         "verification failed: the current control set moved from {} to {}",

@@ -193,42 +193,76 @@ pub fn find_windows(img: &dyn BlockDev, path: &Path) -> Result<Windows> {
 /// As [`find_windows`], but only on partition `only` when given; that partition
 /// must exist and hold NTFS.
 pub fn find_windows_on(img: &dyn BlockDev, path: &Path, only: Option<u32>) -> Result<Windows> {
-    let table = image::scan_partitions(img, path)?;
-    let mut seen = Vec::new();
+    with_windows(img, path, only, |found| Ok(found.windows))
+}
+
+/// Windows as [`with_windows`] found it: its volume, still mounted read-only,
+/// and the two hives detection read (through their logs), for the caller to
+/// use rather than read again.
+pub struct Found<'v, 'd> {
+    pub windows: Windows,
+    pub vol: &'v Volume<'d>,
+    pub system: HiveBytes,
+    pub software: HiveBytes,
+}
+
+/// Finds Windows as [`find_windows_on`] does and hands `f` what it found while
+/// the volume is still mounted: one mount and one read of SYSTEM and SOFTWARE
+/// serve detection and whatever the caller plans from them.
+///
+/// NTFS partitions are looked at largest first (Windows' own partition is
+/// larger than System Reserved, recovery and EFI ones, so it is usually the
+/// only one mounted); with two Windows installations on one disk the larger
+/// is taken, and `only` picks another.
+pub fn with_windows<R, E: From<Error>>(
+    img: &dyn BlockDev,
+    path: &Path,
+    only: Option<u32>,
+    f: impl FnOnce(Found<'_, '_>) -> std::result::Result<R, E>,
+) -> std::result::Result<R, E> {
+    let table = image::scan_partitions(img, path).map_err(Error::from)?;
+    let mut seen: Vec<(u32, String)> = Vec::new();
     if let Some(n) = only {
         let Some(p) = table.partitions.iter().find(|p| p.number == n) else {
             return Err(Error::NoWindows {
                 path: path.to_owned(),
                 reason: format!("there is no partition {n}"),
-            });
+            }
+            .into());
         };
         let fs = if p.role == Role::Extended {
             "extended"
         } else {
-            probe_filesystem(&PartitionView::new(img, p.start, p.size)?)?
+            let view = PartitionView::new(img, p.start, p.size).map_err(Error::from)?;
+            probe_filesystem(&view).map_err(Error::from)?
         };
         if fs == "bitlocker" {
             return Err(Error::BitLocker {
                 path: path.to_owned(),
                 partition: n,
-            });
+            }
+            .into());
         }
         if fs != "ntfs" {
-            return Err(Ntfs(ntfs::Error::NotNtfs {
+            return Err(Error::from(Ntfs(ntfs::Error::NotNtfs {
                 volume: format!("{}: partition {n}", path.display()),
                 reason: format!("it holds {fs}"),
-            }));
+            }))
+            .into());
         }
     }
-    for p in table.partitions.iter().filter(|p| p.role != Role::Extended) {
-        if only.is_some_and(|n| n != p.number) {
-            continue;
-        }
-        let view = PartitionView::new(img, p.start, p.size)?;
-        match probe_filesystem(&view)? {
+    let mut order: Vec<&image::Partition> = table
+        .partitions
+        .iter()
+        .filter(|p| p.role != Role::Extended && only.is_none_or(|n| n == p.number))
+        .collect();
+    order.sort_by_key(|p| std::cmp::Reverse(p.size));
+    for p in order {
+        let view = PartitionView::new(img, p.start, p.size).map_err(Error::from)?;
+        match probe_filesystem(&view).map_err(Error::from)? {
             "ntfs" => {}
             "bitlocker" => {
-                seen.push(format!("partition {}: {}", p.number, BITLOCKER_ADVICE));
+                seen.push((p.number, BITLOCKER_ADVICE.to_owned()));
                 continue;
             }
             _ => continue,
@@ -239,12 +273,13 @@ pub fn find_windows_on(img: &dyn BlockDev, path: &Path, only: Option<u32>) -> Re
         let vol = match Volume::open(&view, &name, Access::ReadOnly) {
             Ok(v) => v,
             Err(e) if only.is_none() => {
-                seen.push(format!("partition {}: {e}", p.number));
+                seen.push((p.number, e.to_string()));
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Error::from(e).into()),
         };
         let mut found = None;
+        let mut failed = false;
         for root in SYSTEM_ROOTS {
             let sys = format!("{root}\\System32\\config\\SYSTEM");
             let soft = format!("{root}\\System32\\config\\SOFTWARE");
@@ -254,36 +289,79 @@ pub fn find_windows_on(img: &dyn BlockDev, path: &Path, only: Option<u32>) -> Re
                     break;
                 }
                 (Err(e), _) | (_, Err(e)) if only.is_none() => {
-                    seen.push(format!("partition {}: {e}", p.number));
-                    found = None;
+                    seen.push((p.number, e.to_string()));
+                    failed = true;
                     break;
                 }
-                (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+                (Err(e), _) | (_, Err(e)) => return Err(Error::from(e).into()),
                 _ => {}
             }
         }
         match found {
-            Some(root) => return inspect_volume(&vol, p.number, p.start, p.size, root),
-            None if seen
-                .last()
-                .is_some_and(|s| s.starts_with(&format!("partition {}:", p.number))) => {}
-            None => seen.push(format!(
-                "partition {}: no Windows\\System32\\config\\SYSTEM and SOFTWARE",
-                p.number
+            Some(root) => {
+                let (windows, system, software) =
+                    inspect_volume(&vol, p.number, p.start, p.size, root, Known::default())?;
+                let read = |h: Option<HiveBytes>| h.expect("read when not known");
+                return f(Found {
+                    windows,
+                    vol: &vol,
+                    system: read(system),
+                    software: read(software),
+                });
+            }
+            None if failed => {}
+            None => seen.push((
+                p.number,
+                "no Windows\\System32\\config\\SYSTEM and SOFTWARE".into(),
             )),
         }
     }
+    seen.sort_by_key(|(n, _)| *n);
     Err(Error::NoWindows {
         path: path.to_owned(),
         reason: if seen.is_empty() {
             "no NTFS partition".into()
         } else {
-            seen.join("; ")
+            seen.iter()
+                .map(|(n, why)| format!("partition {n}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         },
-    })
+    }
+    .into())
 }
 
-fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) -> Result<Windows> {
+/// Windows looked for again on `vol`, a fresh mount of `w`'s partition (the
+/// verification of a written image), from the hives `known` already read back
+/// and whatever else detection needs read.
+pub fn detect_again(vol: &Volume, w: &Windows, known: Known<'_>) -> Result<Windows> {
+    let root = w.system_root.trim_start_matches('\\');
+    let (again, _, _) = inspect_volume(
+        vol,
+        w.partition,
+        w.partition_start,
+        w.partition_size,
+        root,
+        known,
+    )?;
+    Ok(again)
+}
+
+/// Hive bytes already read, so that detection need not read them again.
+#[derive(Default, Clone, Copy)]
+pub struct Known<'b> {
+    pub system: Option<&'b [u8]>,
+    pub software: Option<&'b [u8]>,
+}
+
+fn inspect_volume(
+    vol: &Volume,
+    number: u32,
+    start: u64,
+    size: u64,
+    root: &str,
+    known: Known<'_>,
+) -> Result<(Windows, Option<HiveBytes>, Option<HiveBytes>)> {
     // The system root as the volume spells it.
     let system_root = vol
         .list("")?
@@ -293,24 +371,32 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
         .unwrap_or_else(|| format!("\\{root}"));
     let config = format!("{root}\\System32\\config");
     let hives = hive_files(vol, &config)?;
-    let through_logs = |name: HiveName| -> Result<View<'static>> {
+    let through_logs = |name: HiveName, known: Option<&[u8]>| -> Result<Option<HiveBytes>> {
+        if known.is_some() {
+            return Ok(None);
+        }
         let Some(h) = hives.iter().find(|h| h.name == name.name()) else {
-            let read = read_through_logs(vol, &config, name.name(), &[])?;
-            return Ok(View::owned(name.name(), read.bytes)?);
+            return read_through_logs(vol, &config, name.name(), &[]).map(Some);
         };
-        // A dirty hive was replayed by hive_files; a clean one is read here and
-        // not kept (reading it again costs less than holding it for the run).
-        let bytes = match &h.read.0 {
-            Some(r) => r.bytes.clone(),
+        // A dirty hive was replayed by hive_files; a clean one is read here.
+        match &h.read.0 {
+            Some(r) => Ok(Some((**r).clone())),
             None => {
                 let file = h.path.rsplit('\\').next().unwrap_or(name.name());
-                read_through_logs(vol, &config, file, &h.logs)?.bytes
+                read_through_logs(vol, &config, file, &h.logs).map(Some)
             }
-        };
-        Ok(View::owned(name.name(), bytes)?)
+        }
     };
-    let software = through_logs(HiveName::Software)?;
-    let system = through_logs(HiveName::System)?;
+    let software_read = through_logs(HiveName::Software, known.software)?;
+    let system_read = through_logs(HiveName::System, known.system)?;
+    let software = View::open(
+        HiveName::Software.name(),
+        known_or_read(known.software, &software_read),
+    )?;
+    let system = View::open(
+        HiveName::System.name(),
+        known_or_read(known.system, &system_read),
+    )?;
 
     let text = |h: &View, key: &str, name: &str| -> Result<Option<String>> {
         Ok(h.value(key, name)?.and_then(|v| v.as_string()))
@@ -359,7 +445,8 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
     )?;
     let osinfo = osinfo(major_version, minor_version, build, variant, &product_name);
     let arch = arch(vol, root)?;
-    Ok(Windows {
+    drop((software, system));
+    let windows = Windows {
         partition: number,
         partition_start: start,
         partition_size: size,
@@ -376,7 +463,8 @@ fn inspect_volume(vol: &Volume, number: u32, start: u64, size: u64, root: &str) 
         arch,
         control_sets,
         hives,
-    })
+    };
+    Ok((windows, system_read, software_read))
 }
 
 fn control_sets(system: &View) -> Result<ControlSets> {
@@ -546,6 +634,13 @@ fn log_rank(name: &str) -> u8 {
 /// Reads hive `file` in folder `config` through its transaction logs `logs`
 /// (file names in the same folder): a dirty hive is replayed in memory, as
 /// Windows would when it loads it; a clean one is read as it is.
+/// The bytes detection looks at: those already known, else those it read.
+fn known_or_read<'b>(known: Option<&'b [u8]>, read: &'b Option<HiveBytes>) -> &'b [u8] {
+    known
+        .or(read.as_ref().map(|r| r.bytes.as_slice()))
+        .unwrap_or_default()
+}
+
 fn read_through_logs(vol: &Volume, config: &str, file: &str, logs: &[String]) -> Result<HiveBytes> {
     let path = format!("{config}\\{file}");
     let mut bytes = vol.read_file(&path)?;
@@ -590,7 +685,12 @@ pub fn read_hive(vol: &Volume, w: &Windows, name: HiveName) -> Result<HiveBytes>
 /// Hive `name` of `w` to be edited: read through its logs, and refused when it
 /// is dirty and nothing in its logs brings it up to date (nothing is guessed).
 pub fn read_hive_to_edit(vol: &Volume, w: &Windows, name: HiveName) -> Result<Vec<u8>> {
-    let read = read_hive(vol, w, name)?;
+    to_edit(w, name, read_hive(vol, w, name)?)
+}
+
+/// Hive `name` of `w`, already read through its logs, to be edited: refused as
+/// [`read_hive_to_edit`] refuses it.
+pub fn to_edit(w: &Windows, name: HiveName, read: HiveBytes) -> Result<Vec<u8>> {
     match read.state {
         LogState::Dirty { why, .. } => {
             let header = HeaderState::parse(name.name(), &read.bytes)

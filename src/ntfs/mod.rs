@@ -38,6 +38,7 @@ use std::sync::Once;
 use device::*;
 use log::*;
 use safety::check_boot_sector;
+pub use safety::Checked;
 
 /// System file numbers (layout.h `NTFS_SYSTEM_FILES`).
 const FILE_LOGFILE: u64 = 2;
@@ -154,6 +155,24 @@ impl<'a> Volume<'a> {
             return Err(Error::ReadOnly);
         }
         Self::mount(dev, name, false)?.refuse_unsafe()?;
+        let vol = Self::mount(dev, name, true)?;
+        vol.mark_dirty()?;
+        Ok(vol)
+    }
+
+    /// A read-write open of bytes a read-only mount has just checked
+    /// ([`Volume::refuse_unsafe`]): one mount, marked dirty until
+    /// [`Volume::close`] as [`Volume::open`] marks it.
+    pub fn open_checked(
+        dev: &'a dyn BlockDev,
+        name: &str,
+        _checked: Checked,
+    ) -> Result<Volume<'a>> {
+        install_log_handler();
+        check_boot_sector(dev, name)?;
+        if !dev.is_writable() {
+            return Err(Error::ReadOnly);
+        }
         let vol = Self::mount(dev, name, true)?;
         vol.mark_dirty()?;
         Ok(vol)

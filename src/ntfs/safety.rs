@@ -24,8 +24,9 @@ impl Volume<'_> {
 
     /// Refuses a volume that must not be written offline: hibernated, left by Fast
     /// Startup, or marked dirty. Read-write opens do this first; callers that want
-    /// to refuse before creating any output call it on a read-only mount.
-    pub fn refuse_unsafe(&self) -> Result<()> {
+    /// to refuse before creating any output call it on a read-only mount, and
+    /// may hand the [`Checked`] it returns to [`Volume::open_checked`].
+    pub fn refuse_unsafe(&self) -> Result<Checked> {
         let state = self.state()?;
         if let Some(evidence) = state.hibernated {
             return Err(Error::Hibernated {
@@ -38,7 +39,7 @@ impl Volume<'_> {
                 volume: self.name.clone(),
             });
         }
-        Ok(())
+        Ok(Checked(()))
     }
 
     /// The volume's label, dirty flag and hibernation evidence.
@@ -125,3 +126,9 @@ pub(super) fn check_boot_sector(dev: &dyn BlockDev, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Proof that [`Volume::refuse_unsafe`] passed on a read-only mount, so that a
+/// read-write mount of the same bytes (an overlay made on them afterwards)
+/// need not mount once more to check.
+#[derive(Debug)]
+pub struct Checked(());
