@@ -244,10 +244,10 @@ pub fn with_windows<R, E: From<Error>>(
             .into());
         }
         if fs != "ntfs" {
-            return Err(Error::from(Ntfs(ntfs::Error::NotNtfs {
+            return Err(Ntfs(ntfs::Error::NotNtfs {
                 volume: format!("{}: partition {n}", path.display()),
                 reason: format!("it holds {fs}"),
-            }))
+            })
             .into());
         }
     }
