@@ -9,6 +9,7 @@ mod files;
 pub mod finalize;
 pub mod identity;
 pub mod inject;
+pub mod inspect;
 pub mod manifest;
 mod refusal;
 pub mod seed;

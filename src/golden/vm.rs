@@ -398,20 +398,24 @@ pub fn answer_for(
     golden: &Path,
     req: &identity::Request,
 ) -> anyhow::Result<(identity::Report, Vec<u8>)> {
-    use crate::image::{Access, PartitionView};
-    let img = image::open(golden, Access::ReadOnly)?;
-    let w = crate::guest::find_windows(&img, golden)?;
-    let part = PartitionView::new(&img, w.partition_start, w.partition_size)?;
-    let vol = crate::ntfs::Volume::open(&part, &golden.display().to_string(), Access::ReadOnly)?;
-    let system = crate::guest::read_hive(&vol, &w, crate::reg::HiveName::System)?.bytes;
-    let software = crate::guest::read_hive(&vol, &w, crate::reg::HiveName::Software)?.bytes;
-    let system = crate::hive::View::open("SYSTEM", &system)?;
-    let software = crate::hive::View::open("SOFTWARE", &software)?;
-    let sysprep = vol.lookup("sysprep")?.is_some();
-    if identity::seal_of(&system, sysprep)? != identity::Seal::Sealed {
-        return Err(Refusal::KubevirtUnsealed.into());
-    }
-    let plan = identity::plan(&w, &system, &software, sysprep.then_some(&[][..]), req)?;
+    let img = image::open(golden, crate::image::Access::ReadOnly)?;
+    // One mount: the one Windows is found on, with the hives detection read.
+    let plan = crate::guest::with_windows(&img, golden, None, |found| {
+        let (w, vol) = (&found.windows, found.vol);
+        let system = crate::hive::View::open("SYSTEM", &found.system.bytes)?;
+        let software = crate::hive::View::open("SOFTWARE", &found.software.bytes)?;
+        let sysprep = vol.lookup("sysprep")?.is_some();
+        if identity::seal_of(&system, sysprep)? != identity::Seal::Sealed {
+            return Err(Refusal::KubevirtUnsealed.into());
+        }
+        anyhow::Ok(identity::plan(
+            w,
+            &system,
+            &software,
+            sysprep.then_some(&[][..]),
+            req,
+        )?)
+    })?;
     let (_, xml) = plan
         .answer_file
         .expect("a sealed golden's plan holds an answer file");
