@@ -19,6 +19,13 @@ fn main() {
             eprintln!("wingold: internal error (a bug, please report it): {text}");
         }
     }));
+    // What lower layers note while they work reaches stderr as one line each.
+    wingold::note::set_sink(|text| {
+        eprintln!(
+            "wingold: {}",
+            wingold::cli::terminal_safe(&text.replace('\n', "\\n"))
+        );
+    });
     let matches = wingold::cli::Cli::command().get_matches();
     let args = match wingold::cli::Cli::from_arg_matches(&matches) {
         Ok(args) => args,

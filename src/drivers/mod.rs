@@ -14,6 +14,7 @@ pub mod inf;
 pub mod pe;
 mod refusal;
 pub mod registry;
+pub use crate::guest::files::{FileAction, HashGuest, NameFold, ReadGuest, STAGING};
 mod state;
 
 pub use refusal::Refusal;
@@ -21,10 +22,11 @@ pub use state::{state, ServiceState, State};
 
 use crate::guest::Windows;
 use crate::hive::View;
+use crate::reg::Edits;
 use crate::reg::HiveName;
 use crate::reg::RegEdit;
 use crate::virtio::{drivers as folders, iso};
-use registry::{BootDriver, Edits, Registration};
+use registry::{BootDriver, Registration};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -69,21 +71,6 @@ pub struct Request {
 
 /// The drivers always injected besides the boot driver.
 const DEFAULT_DRIVERS: [&str; 2] = ["NetKVM", "Balloon"];
-
-/// Where staged drivers go, under the system root.
-pub const STAGING: &str = "Drivers\\VirtIO";
-
-/// What happens to one guest file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileAction {
-    /// Not there yet.
-    New,
-    /// There with other bytes (an older or other virtio-win): replaced.
-    Replaced,
-    /// There with the same bytes: left alone.
-    Unchanged,
-}
 
 /// One file copied from the ISO into the guest.
 #[derive(Debug, Clone, Serialize)]
@@ -158,17 +145,6 @@ pub struct Plan {
     pub report: Report,
     pub edits: Vec<RegEdit>,
 }
-
-/// A file on the guest's volume, as the planner needs it.
-pub type ReadGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<Vec<u8>>> + 'a;
-
-/// The SHA-256 of a file on the guest's volume, None when it is not there.
-pub type HashGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<String>> + 'a;
-
-/// A file name as the guest's volume compares names: upper-cased per UTF-16 unit
-/// through its own `$UpCase` table. Two names are one file exactly when these
-/// are equal (`É.dll` and `é.dll` are; `Straße` and `STRASSE` are not).
-pub type NameFold<'a> = dyn Fn(&str) -> Vec<u16> + 'a;
 
 /// Computes the plan; every refusal is bad input with one line naming the cause.
 /// `system` and `software` are the current hive bytes.

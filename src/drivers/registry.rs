@@ -3,8 +3,8 @@
 //! (reference/driver-injection.md §1.3, §2.1–2.3), as plain [`RegEdit`]s that run in
 //! the same hive commits as every other edit.
 
-use crate::hive::types::{REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ, REG_SZ};
-use crate::reg::{utf16z, Op, RegEdit};
+use crate::hive::types::{REG_BINARY, REG_EXPAND_SZ};
+use crate::reg::{utf16z, Edits};
 
 /// The SCSIAdapter device class, which both virtio storage drivers belong to.
 pub const SCSI_ADAPTER_CLASS: &str = "{4D36E97B-E325-11CE-BFC1-08002BE10318}";
@@ -88,58 +88,6 @@ pub enum Registration {
     DriverDatabase,
     /// Windows installed the driver itself (PnP): nothing registered by wingold.
     InstalledByWindows,
-}
-
-/// Builds edits with running line numbers under one source name.
-pub struct Edits {
-    file: std::sync::Arc<str>,
-    pub list: Vec<RegEdit>,
-}
-
-impl Edits {
-    pub fn new(file: String) -> Edits {
-        Edits {
-            file: file.into(),
-            list: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, op: Op) {
-        self.list.push(RegEdit {
-            file: self.file.clone(),
-            line: self.list.len() + 1,
-            op,
-        });
-    }
-
-    pub fn set(&mut self, key: &str, name: &str, kind: u32, data: Vec<u8>) {
-        self.push(Op::SetValue {
-            key: key.to_owned(),
-            name: name.to_owned(),
-            kind,
-            data,
-        });
-    }
-
-    pub fn sz(&mut self, key: &str, name: &str, text: &str) {
-        self.set(key, name, REG_SZ, utf16z(text));
-    }
-
-    pub fn dword(&mut self, key: &str, name: &str, v: u32) {
-        self.set(key, name, REG_DWORD, v.to_le_bytes().to_vec());
-    }
-
-    fn multi_sz(&mut self, key: &str, name: &str, items: &[&str]) {
-        let mut data: Vec<u8> = items.iter().flat_map(|s| utf16z(s)).collect();
-        data.extend_from_slice(&[0, 0]);
-        self.set(key, name, REG_MULTI_SZ, data);
-    }
-
-    fn delete_key(&mut self, key: &str) {
-        self.push(Op::DeleteKey {
-            key: key.to_owned(),
-        });
-    }
 }
 
 /// The boot driver's service key (§1.3): the five values virt-v2v writes, the

@@ -3,8 +3,8 @@
 
 use super::Refusal;
 use super::{mtime, sha256_local, GuestFile};
-use crate::drivers::FileAction;
 use crate::error::unreadable;
+use crate::guest::files::FileAction;
 use crate::guest::names;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -94,7 +94,7 @@ fn owned_by_windows_or_wingold(root: &str, to: &str) -> Option<&'static str> {
     if inside(&format!("{root}\\{}", super::FOLDER)) || inside(&format!("{root}\\wingold")) {
         return Some("wingold's first-boot folder, which wingold writes itself");
     }
-    if inside(&format!("{root}\\{}", crate::drivers::STAGING)) {
+    if inside(&format!("{root}\\{}", crate::guest::files::STAGING)) {
         return Some("wingold's driver staging folder, which --drivers writes");
     }
     None
@@ -108,7 +108,7 @@ pub(super) fn copy_in(
     local: &Path,
     guest: &str,
     root: &str,
-    fold: &crate::drivers::NameFold,
+    fold: &crate::guest::files::NameFold,
     files: &mut Vec<GuestFile>,
     folders: &mut Vec<String>,
 ) -> anyhow::Result<()> {

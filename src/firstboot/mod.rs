@@ -23,11 +23,11 @@ mod state;
 pub use refusal::Refusal;
 pub use state::{queue_state, QueueState};
 
-use crate::drivers::registry::Edits;
-use crate::drivers::FileAction;
 use crate::error::unreadable;
+pub use crate::guest::files::{FileAction, HashGuest, ReadGuest};
 use crate::guest::Windows;
 use crate::hive::View;
+use crate::reg::Edits;
 use crate::reg::HiveName;
 use crate::reg::RegEdit;
 use serde::Serialize;
@@ -181,13 +181,6 @@ pub struct Plan {
     pub edits: Vec<RegEdit>,
 }
 
-/// A file on the guest's volume (None when missing), as the planner needs it.
-pub type ReadGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<Vec<u8>>> + 'a;
-
-/// The SHA-256 of a file on the guest's volume (None when missing), read in
-/// pieces.
-pub type HashGuest<'a> = dyn Fn(&str) -> anyhow::Result<Option<String>> + 'a;
-
 /// The SHA-256 of a local file, read in pieces.
 fn sha256_local(path: &Path) -> anyhow::Result<String> {
     Ok(crate::fsutil::sha256_file(path).map_err(unreadable(path))?)
@@ -250,7 +243,7 @@ pub fn plan(
     software: &[u8],
     read_guest: &ReadGuest,
     hash_guest: &HashGuest,
-    fold: &crate::drivers::NameFold,
+    fold: &crate::guest::files::NameFold,
 ) -> anyhow::Result<Plan> {
     let root = w.system_root.trim_start_matches('\\').to_owned();
     let dir = format!("{root}\\{FOLDER}");

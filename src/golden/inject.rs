@@ -430,10 +430,10 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
             let held = crate::interrupt::hold();
             // Said once the image is open for writing (it may refuse).
             let img = image::open(&image_path, Access::ReadWrite)?;
-            eprintln!(
-                "wingold: writing {} in place, as asked",
+            crate::note::say(format!(
+                "writing {} in place, as asked",
                 image_path.display()
-            );
+            ));
             // The user's image may have changed since it was planned: its
             // volume is checked again by the read-write open.
             (r.hives_written, r.logs_truncated) = write_verified(

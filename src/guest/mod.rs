@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod files;
 pub mod names;
 
 use crate::hive::replay::{self, LogFile, LogSummary, Outcome, Replay};

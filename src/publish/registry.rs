@@ -516,11 +516,11 @@ impl Registry {
             match self.upload_once(digest, len, chunk, open) {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt <= self.retries && is_transient(&e) => {
-                    eprintln!(
-                        "wingold: {}: upload of {digest} failed ({e:#}); retrying in {} ms",
+                    crate::note::say(format!(
+                        "{}: upload of {digest} failed ({e:#}); retrying in {} ms",
                         self.target.host,
                         wait.as_millis()
-                    );
+                    ));
                     std::thread::sleep(wait);
                     wait *= 2;
                 }

@@ -8,11 +8,13 @@
 #![forbid(unsafe_code)]
 
 mod change;
+mod edits;
 mod hive_name;
 mod parse;
 pub mod profiles;
 
 pub use change::{type_name, Action, Change, Source, ValueView};
+pub use edits::Edits;
 pub use hive_name::HiveName;
 pub use parse::{parse, utf16z, ParseError, Version};
 

@@ -337,10 +337,10 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
     for attempt in 0..=opts.retries {
         if attempt > 0 {
             if !opts.progress {
-                eprintln!(
-                    "wingold: {url}: {last_problem}; retrying in {:.1} s",
+                crate::note::say(format!(
+                    "{url}: {last_problem}; retrying in {:.1} s",
                     delay.as_secs_f64()
-                );
+                ));
             }
             std::thread::sleep(delay);
             delay *= 2;
@@ -483,11 +483,11 @@ fn record_first_use(
     if by != PinnedBy::FirstUse {
         return Ok(());
     }
-    eprintln!(
-        "wingold: virtio-win {version} has no known checksum; trusting this download \
+    crate::note::say(format!(
+        "virtio-win {version} has no known checksum; trusting this download \
          (SHA-256 {sha256}) on first use and pinning it in {}",
         opts.lock_file.display()
-    );
+    ));
     lock.virtio_win.push(LockEntry {
         version: version.into(),
         sha256: sha256.into(),
