@@ -42,6 +42,8 @@ fn main() {
     }));
     match result {
         Ok(Ok(())) => {}
+        // A reader that stopped reading ends the output quietly, text or JSON.
+        Ok(Err(err)) if wingold::cli::is_closed_stdout(&err) => {}
         Ok(Err(err)) => {
             // One line, whatever names the error quotes (control characters in a
             // file name are shown escaped).

@@ -346,3 +346,56 @@ fn bad_usage_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A reader that stops reading (`wingold … | head`) ends the output quietly:
+/// exit 0 and nothing on stderr, for text and for `--json` alike — output far
+/// larger than a pipe's buffer, so that the write does meet the closed pipe.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = tempdir();
+    let w = fixtures::phony_windows(dir.path(), &fixtures::WIN2K22_X64, vec![]);
+    let reg = dir.path().join("big.reg");
+    let mut text = String::from(
+        "Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Big]\n",
+    );
+    for i in 0..20_000 {
+        text += &format!("\"v{i}\"=dword:{i:08x}\n");
+    }
+    std::fs::write(&reg, text).unwrap();
+    for json in [false, true] {
+        let mut cmd = wingold();
+        cmd.arg("inject")
+            .arg(&w.image)
+            .arg("--reg")
+            .arg(&reg)
+            .arg("--dry-run");
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 16];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+        drop(child.stdout.take());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "json {json}: {err}");
+        assert_eq!(err, "", "json {json}: the closed pipe is not an error");
+    }
+}

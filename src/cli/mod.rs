@@ -163,6 +163,32 @@ impl<W: std::io::Write> std::io::Write for Safe<W> {
 }
 
 /// Prints `value` as pretty JSON on stdout.
+/// True when `err` comes from writing to a standard output whose reader has
+/// gone (`wingold … | head`): a broken pipe, and stdout is that closed pipe
+/// (poll says so), so that a broken pipe to a child process or a socket is
+/// still an error.
+pub fn is_closed_stdout(err: &anyhow::Error) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let pipe = Some(std::io::ErrorKind::BrokenPipe);
+    let broken = err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().map(|e| e.kind()) == pipe
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|e| e.io_error_kind())
+                == pipe
+    });
+    if !broken {
+        return false;
+    }
+    let stdout = std::io::stdout();
+    let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLOUT)];
+    // A pipe's write end whose read end is closed polls as POLLERR.
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR))
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     use std::io::Write;
     // Streamed: a report of a large .reg would otherwise be built whole in memory.
