@@ -34,8 +34,7 @@ man: build
 	@scripts/man.sh "$(BIN)" target/man
 
 lint: setup
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets --release -- -D warnings
+	@CARGO="$(CARGO)" scripts/lint.sh
 
 clean:
 	$(CARGO) clean

@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 cargo=${CARGO:-cargo}
 slow=drivers_v2v
 
-"$cargo" test --release --no-run
+# The test hooks (a build that kills itself in a phase, a panic on demand) are
+# compiled in only here.
+features=(--features test-hooks)
+"$cargo" test --release "${features[@]}" --no-run
 others=()
 for f in tests/*.rs; do
     name=$(basename "$f" .rs)
@@ -16,11 +19,11 @@ done
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-"$cargo" test --release --test "$slow" >"$log" 2>&1 &
+"$cargo" test --release "${features[@]}" --test "$slow" >"$log" 2>&1 &
 slow_pid=$!
 
 status=0
-"$cargo" test --release --lib --bins "${others[@]}" || status=$?
+"$cargo" test --release "${features[@]}" --lib --bins "${others[@]}" || status=$?
 wait "$slow_pid" || status=$?
 echo "--- tests/$slow.rs (ran beside the others) ---"
 cat "$log"

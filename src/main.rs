@@ -34,7 +34,9 @@ fn main() {
     // A panic (a bug) has printed its one line through the hook: exit 1, "failed",
     // not Rust's 101.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // Test-only, like WINGOLD_TEST_KILL_AT: proves what a bug looks like.
+        // Test-only (feature `test-hooks`), like WINGOLD_TEST_KILL_AT: proves
+        // what a bug looks like.
+        #[cfg(feature = "test-hooks")]
         if std::env::var_os("WINGOLD_TEST_PANIC").is_some() {
             panic!("a panic asked for by WINGOLD_TEST_PANIC");
         }

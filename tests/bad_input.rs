@@ -294,6 +294,9 @@ fn qemu_refuses_an_image_wingold_is_writing() {
 
 #[test]
 fn a_panic_is_one_internal_error_line_and_exit_1() {
+    if !cfg!(feature = "test-hooks") {
+        panic!("TEST CANNOT RUN: it needs the panic hook; run it with --features test-hooks (make test does)");
+    }
     let out = wingold()
         .args(["inject", "--list-profiles"])
         .env("WINGOLD_TEST_PANIC", "1")

@@ -301,6 +301,9 @@ use wingold::golden::build::PHASES;
 /// clears what it left.
 #[test]
 fn killed_builds_leave_the_previous_version_or_the_new_one_whole() {
+    if !cfg!(feature = "test-hooks") {
+        panic!("TEST CANNOT RUN: it kills builds through WINGOLD_TEST_KILL_AT; run it with --features test-hooks (make test does)");
+    }
     let site = site(true);
     let golden_dir = site.dir.join("golden");
     let base_sha = sha256_file(&site.phony.image);

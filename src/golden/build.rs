@@ -247,11 +247,12 @@ pub const PHASES: &[&str] = &[
     "linked",
 ];
 
-/// Test hook: with `WINGOLD_TEST_KILL_AT=PHASE` the build kills itself (SIGKILL)
-/// on reaching that phase, so that the crash-safety test lands a kill in every
-/// phase on purpose instead of by timing.
+/// Test hook (feature `test-hooks` only): with `WINGOLD_TEST_KILL_AT=PHASE` the
+/// build kills itself (SIGKILL) on reaching that phase, so that the
+/// crash-safety test lands a kill in every phase on purpose instead of by timing.
 fn phase(name: &str) {
     debug_assert!(PHASES.contains(&name));
+    #[cfg(feature = "test-hooks")]
     if std::env::var_os("WINGOLD_TEST_KILL_AT").is_some_and(|p| p == name) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
