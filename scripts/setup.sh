@@ -54,8 +54,8 @@ backports_stanza() {
 
 # A full QEMU for the launch tests. Debian 12's own qemu-system-x86 (7.2) refuses to
 # install beside the qemu-utils from bookworm-backports these machines carry, so take
-# QEMU from backports too (reference/machine-notes.md). rhsrvany (the first-boot
-# service binary virt-v2v installs) is only in backports as well.
+# QEMU from backports too. rhsrvany (the first-boot service binary virt-v2v
+# installs) is only in backports as well.
 need_qemu=0
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_qemu=1
 need_rhsrvany=0

@@ -181,6 +181,13 @@ pub fn clear_dead_temps(dir: &Path, own: Option<&Path>) {
     });
 }
 
+/// The SHA-256 of `bytes` in lower-case hex: the one spelling of a digest in
+/// reports, manifests and caches.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 /// The SHA-256 (lower-case hex) of a file's bytes, read in 4 MiB pieces.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     sha256_file_with(path, &|_| {})

@@ -1,6 +1,6 @@
 //! wingold: ready-to-clone Windows guest images for Linux KVM hosts, built offline.
 //!
-//! Layers (see DESIGN.md), lower ones knowing nothing of higher ones:
+//! Layers (see ARCHITECTURE.md), lower ones knowing nothing of higher ones:
 //! `image` (block devices, qcow2, raw, partitions) → … → `cli`.
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -19,7 +19,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("reg", &["hive"]),
     ("guest", &["image", "ntfs", "hive", "reg"]),
     ("virtio", &["fsutil", "input"]),
-    ("drivers", &["guest", "hive", "reg", "virtio"]),
+    ("drivers", &["fsutil", "guest", "hive", "reg", "virtio"]),
     ("launch", &[]),
     ("firstboot", &["fsutil", "guest", "hive", "input", "reg"]),
     (

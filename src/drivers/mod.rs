@@ -5,7 +5,8 @@
 //! before anything is written. `golden` applies the plan through the NTFS and
 //! registry engines, in the same overlay and the same hive commits as the profiles.
 //!
-//! What is written and why: reference/driver-injection.md. Knows nothing of images
+//! What is written and why: as virt-v2v writes it (libguestfs-common
+//! `mlcustomize/inject_virtio_win.ml`), per family in `registry.rs`. Knows nothing of images
 //! or NTFS: guest files are read through a closure.
 
 #![forbid(unsafe_code)]
@@ -28,7 +29,6 @@ use crate::reg::RegEdit;
 use crate::virtio::{drivers as folders, iso};
 use registry::{BootDriver, Registration};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
 /// Which storage driver Windows boots from.
@@ -227,7 +227,7 @@ pub fn plan(
     let staging = format!("{root}\\{STAGING}");
     let machine = pe::machine_for(w.arch);
     let nt6_x64 = w.major_version >= 6 && w.arch == "x64";
-    let sha = |b: &[u8]| format!("{:x}", Sha256::digest(b));
+    let sha = |b: &[u8]| crate::fsutil::sha256_hex(b);
 
     // Hives: which registration this Windows uses, and whether Windows installed
     // the boot driver itself (the temporary-disk install).

@@ -1,7 +1,8 @@
 //! The two facts wingold checks in a driver binary: the machine it was built for
 //! (PE COFF header) and whether it carries an embedded signature (a non-empty
 //! certificate table, data directory 4), which a boot-start driver on 64-bit
-//! Windows Vista and later must have (reference/driver-injection.md §2.2).
+//! Windows Vista and later must have (Microsoft's "Kernel-mode code signing
+//! requirements").
 
 pub const MACHINE_I386: u16 = 0x014c;
 pub const MACHINE_AMD64: u16 = 0x8664;

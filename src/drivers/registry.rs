@@ -1,6 +1,7 @@
 //! The registry edits that let Windows load a virtio storage driver at its first
 //! boot on that controller, per Windows family, as virt-v2v writes them
-//! (reference/driver-injection.md §1.3, §2.1–2.3), as plain [`RegEdit`]s that run in
+//! (libguestfs-common `mlcustomize/inject_virtio_win.ml`: `add_guestor_to_registry`,
+//! `cdb_regedits`, `ddb_regedits`), as plain [`RegEdit`]s that run in
 //! the same hive commits as every other edit.
 
 use crate::hive::types::{REG_BINARY, REG_EXPAND_SZ};

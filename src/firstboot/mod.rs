@@ -31,7 +31,6 @@ use crate::reg::Edits;
 use crate::reg::HiveName;
 use crate::reg::RegEdit;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// The service's name (also the runner's `sc config` target).
@@ -193,10 +192,6 @@ pub fn crlf(text: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(data))
-}
-
 /// `C:\Windows` as the guest knows it: SOFTWARE's `SystemRoot`, else `C:` and the
 /// system root found on the volume.
 fn system_root_with_drive(w: &Windows, software: &[u8]) -> anyhow::Result<String> {
@@ -256,7 +251,7 @@ pub fn plan(
     let add = |files: &mut Vec<GuestFile>, to: String, from: String, data: Vec<u8>, time| {
         files.push(GuestFile {
             size: data.len() as u64,
-            sha256: sha256_hex(&data),
+            sha256: crate::fsutil::sha256_hex(&data),
             action: FileAction::New,
             to,
             from,
@@ -350,7 +345,7 @@ pub fn plan(
                     }
                     .into());
                 }
-                let sha = sha256_hex(&data);
+                let sha = crate::fsutil::sha256_hex(&data);
                 add(
                     &mut files,
                     format!("{dir}\\scripts\\{name}.ps1"),
@@ -418,7 +413,7 @@ pub fn plan(
             }
             Err(e) => return Err(e.into()),
         };
-        let sha = sha256_hex(&bytes);
+        let sha = crate::fsutil::sha256_hex(&bytes);
         add(
             &mut files,
             format!("{dir}\\rhsrvany.exe"),
@@ -483,7 +478,7 @@ pub fn plan(
 }
 
 /// The service virt-v2v's tools install for their first boot, with wingold's
-/// names (reference/driver-injection.md §4.3, R1).
+/// names (libguestfs-common `mlcustomize/firstboot.ml`, `Windows.install_service`).
 fn service_edits(e: &mut Edits, guest_dir: &str) {
     let key = format!("HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\{SERVICE}");
     e.dword(&key, "Type", 0x10);

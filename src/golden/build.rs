@@ -21,7 +21,6 @@ use crate::image::{self, Access};
 use crate::virtio::{self, fetch};
 use anyhow::Context;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -299,17 +298,14 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
     let mut regfiles = Vec::new();
     for r in &c.golden.regfiles {
         let bytes = crate::input::read(r, crate::input::REG)?;
-        regfiles.push((
-            r.display().to_string(),
-            format!("{:x}", Sha256::digest(&bytes)),
-        ));
+        regfiles.push((r.display().to_string(), crate::fsutil::sha256_hex(&bytes)));
     }
     let mut identity = Identity {
         wingold_version: env!("CARGO_PKG_VERSION").into(),
         base_sha256: base.sha256.clone(),
         virtio_win_version: iso.version.clone(),
         virtio_win_sha256: iso.sha256.clone(),
-        config_sha256: format!("{:x}", Sha256::digest(&cfg.bytes)),
+        config_sha256: crate::fsutil::sha256_hex(&cfg.bytes),
         settings_sha256: c.settings_sha256(),
         regfiles,
         first_boot_inputs: first_boot_inputs(c)?,

@@ -184,7 +184,7 @@ impl Config {
             },
             "files": self.files.iter().map(|x| &x.to).collect::<Vec<_>>(),
         });
-        format!("{:x}", Sha256::digest(settings.to_string().as_bytes()))
+        crate::fsutil::sha256_hex(settings.to_string().as_bytes())
     }
 }
 
@@ -374,10 +374,7 @@ pub(super) fn first_boot_inputs(c: &Config) -> anyhow::Result<Vec<(String, Strin
             crate::input::PROGRAM
         };
         let bytes = crate::input::read(&f, cap)?;
-        out.push((
-            f.display().to_string(),
-            format!("{:x}", Sha256::digest(&bytes)),
-        ));
+        out.push((f.display().to_string(), crate::fsutil::sha256_hex(&bytes)));
     }
     for t in &c.files {
         let mut h = Sha256::new();

@@ -239,7 +239,7 @@ pub(super) fn plan_answer_file(
     let sd = f.descriptor(firstboot::security::restricted(false));
     f.writes.push(GuestWrite {
         to: path.to_owned(),
-        sha256: format!("{:x}", Sha256::digest(&data)),
+        sha256: crate::fsutil::sha256_hex(&data),
         size: data.len() as u64,
         data,
         action,

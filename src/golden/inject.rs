@@ -22,7 +22,6 @@ use crate::ntfs::Volume;
 use crate::reg::{self, profiles, Change, HiveName, RegEdit};
 use anyhow::Context;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 pub use refuse::refuse_golden_version;
@@ -536,10 +535,6 @@ fn load_sources(
     Ok((sources, edits, first_boot))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
-
 /// How hives reach the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ordering {
@@ -606,7 +601,7 @@ fn write_hives(
         let hashing = s.spawn(|| {
             results
                 .iter()
-                .filter_map(|r| r.bytes.as_deref().map(sha256_hex))
+                .filter_map(|r| r.bytes.as_deref().map(crate::fsutil::sha256_hex))
                 .collect::<Vec<_>>()
         });
         let done = write_each_hive(&vol, img, w, results, ordered, &mut truncated);
@@ -683,7 +678,7 @@ fn write_each_hive(
             vol.write_changed(&path, &vol.read_file(&path)?, bytes, HIVE_PAGE)?;
         }
         // The hive is clean now: its old logs are emptied (an empty log holds
-        // nothing to apply, windows-offline.md §4b).
+        // nothing to apply; msuhanov/regf, "Format of transaction log files").
         for (log_path, _) in &logs {
             if vol.file_size(log_path)? > 0 {
                 vol.write_file(log_path, &[])?;

@@ -2,8 +2,8 @@
 //! control sets, and the state of every hive file.
 //!
 //! Everything here reads: volumes are mounted read-only, hives are read on
-//! temporary copies. Version naming follows reference/windows-offline.md §0 (as
-//! libguestfs' inspection does).
+//! temporary copies. Version naming follows libguestfs' inspection
+//! (`inspect-fs-windows.c`, `inspect-osinfo.c`).
 
 #![forbid(unsafe_code)]
 
@@ -513,7 +513,7 @@ fn variant(
     })
 }
 
-/// The libosinfo short id, per reference/windows-offline.md §0.
+/// The libosinfo short id, as libguestfs' `inspect-osinfo.c` gives it.
 fn osinfo(major: u32, minor: u32, build: Option<u32>, variant: &str, product: &str) -> String {
     let server = variant == "server";
     let id = match (major, minor) {

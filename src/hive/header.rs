@@ -24,7 +24,7 @@ pub(super) fn base_block_checksum(bytes: &[u8]) -> u32 {
     }
 }
 
-/// What the regf base block says (reference/windows-offline.md §4a).
+/// What the regf base block says (msuhanov/regf, "Base block").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HeaderState {
     pub primary_sequence: u32,

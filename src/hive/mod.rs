@@ -144,7 +144,7 @@ impl Hive {
 
     /// Opens `bytes` for editing. A dirty hive (bad checksum, or sequence numbers
     /// that differ) is refused: hivex would silently "clean" it and lose what its
-    /// logs hold (reference/windows-offline.md §4b).
+    /// logs hold (hivex's `lib/handle.c` neither reads nor resets the logs).
     pub fn open_write(name: &str, bytes: &[u8]) -> Result<Hive> {
         Self::open_write_with_keys(name, bytes, [])
     }

@@ -55,7 +55,8 @@ const FILE_NAME_DOS: c_int = 2;
 /// Low 48 bits of an MFT reference are the record number.
 const MREF_MASK: u64 = 0x0000_ffff_ffff_ffff;
 /// First bytes of hiberfil.sys while Windows is hibernated or kept for Fast Startup
-/// ("hibr"/"HIBR"), or resuming ("wake"/"WAKE"). reference/windows-offline.md §4.
+/// ("hibr"/"HIBR"), or resuming ("wake"/"WAKE"); ntfs-3g's
+/// `ntfs_volume_check_hiberfile` refuses the first two.
 const HIBERNATION_MAGICS: [&[u8; 4]; 4] = [b"hibr", b"HIBR", b"wake", b"WAKE"];
 /// NTFS names are at most 255 UTF-16 units.
 const MAX_NAME_UNITS: usize = 255;

@@ -1,5 +1,6 @@
 //! Publishing a golden image to an OCI registry as a KubeVirt containerDisk
-//! (reference/publishing.md §2): an uncompressed tar layer holding
+//! (KubeVirt's user guide, "containerDisk"; CDI's `image-from-registry.md`):
+//! an uncompressed tar layer holding
 //! `disk/disk.img` (107:107, 0444) first, a provenance layer second, a canonical
 //! config and manifest — the same bytes on any machine for the same golden image
 //! and manifest. The disk layer is hashed in one read (cached beside the image,
@@ -80,8 +81,8 @@ pub struct Outcome {
     pub kubevirt: Option<Value>,
 }
 
-fn sha256_hex(b: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(b))
+fn oci_digest(b: &[u8]) -> String {
+    format!("sha256:{}", crate::fsutil::sha256_hex(b))
 }
 
 /// The KubeVirt preference for a Windows (common-instancetypes names), `.virtio`
@@ -312,7 +313,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         &["wingold/"],
         &[("wingold/provenance.json", 0o444, &prov_bytes)],
     );
-    let prov_digest = sha256_hex(&prov_layer);
+    let prov_digest = oci_digest(&prov_layer);
 
     // Annotations and labels, from the deterministic part only.
     let w = &m.windows;
@@ -377,7 +378,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
     }
     put(
         "io.wingold.provenance.sha256",
-        format!("{:x}", Sha256::digest(&prov_bytes)),
+        crate::fsutil::sha256_hex(&prov_bytes),
     );
     let virtio = m.virtio_win.drivers_injected;
     let pref = match o.preference.as_str() {
@@ -399,7 +400,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         config["created"] = Value::String(c.clone());
     }
     let config_bytes = serde_json::to_vec(&config)?;
-    let config_digest = sha256_hex(&config_bytes);
+    let config_digest = oci_digest(&config_bytes);
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
@@ -411,7 +412,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         "annotations": Value::Object(ann),
     });
     let manifest_out = serde_json::to_vec(&manifest)?;
-    let digest = sha256_hex(&manifest_out);
+    let digest = oci_digest(&manifest_out);
 
     let mut tags: Vec<String> = target
         .as_ref()

@@ -1,5 +1,6 @@
 //! The containerDisk layer as a tar stream, headers written by hand so that every
-//! byte is fixed (reference/publishing.md §2.2): `disk/` (0555) and
+//! byte is fixed (the layout kubevirt/containerdisks' `pkg/build/tar.go` makes):
+//! `disk/` (0555) and
 //! `disk/disk.img` (0444), both 107:107 `qemu`, mtime 0, no PAX records, then two
 //! zero blocks. Sizes from 8 GiB up take GNU's base-256 size field, which Go's
 //! archive/tar (containerd, CDI) and umoci read.

@@ -137,7 +137,8 @@ pub struct ControlSets {
 
 impl ControlSets {
     /// The sets an edit of `CurrentControlSet` goes to: the current one, and the
-    /// default one when it differs (reference/windows-offline.md §2a).
+    /// default one when it differs (`Select\Current` is the set Windows boots;
+    /// libguestfs' `inspect-fs-windows.c` and virt-win-reg read it so).
     pub fn edited(&self) -> Vec<&str> {
         let mut sets = vec![self.current.as_str()];
         sets.extend(self.default.as_deref().filter(|d| *d != self.current));
@@ -180,7 +181,7 @@ pub enum Unmapped {
 
 /// Maps a full registry key to the hive(s) holding it. `CurrentControlSet` becomes
 /// the control set `Select\Current` names, and also `Select\Default` when that one
-/// differs (reference/windows-offline.md §2a).
+/// differs (as virt-win-reg's "CurrentControlSet etc." describes).
 fn map_key(key: &str, sets: &ControlSets) -> Result<Vec<Target>, Unmapped> {
     let parts: Vec<&str> = key.split('\\').collect();
     let root = parts[0].to_ascii_uppercase();

@@ -5,7 +5,8 @@
 
 use super::{parse, ParseError, RegEdit};
 
-/// Windows families whose settings differ (reference/windows-offline.md §0, §1).
+/// Windows families whose settings differ (NT 5.x against NT 6 and later: the
+/// values each profile's .reg files set, with the sources named in them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {

@@ -1,6 +1,6 @@
 //! Which folder of the virtio-win ISO holds a driver for a given Windows:
 //! `<Driver>/<os>/<arch>/`, with the aliases of the ISO's build-to-folder map
-//! (reference/windows-offline.md §5b): the w10 build serves 2k16, 2k19 and 2k22, the
+//! (virtio-win-pkg-scripts `util/filemap.py`): the w10 build serves 2k16, 2k19 and 2k22, the
 //! w11 build 2k25, w7 2k8R2, w8 2k12, w8.1 2k12R2, and the 2003 amd64 build XP x64.
 
 use serde::Serialize;

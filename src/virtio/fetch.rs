@@ -24,7 +24,8 @@ use std::time::Duration;
 pub use transfer::without_credentials;
 use transfer::*;
 
-/// fedorapeople's direct-downloads tree (reference/windows-offline.md §5a).
+/// fedorapeople's direct-downloads tree (virtio-win-pkg-scripts `README.md`,
+/// `make-repo.py`).
 pub const DIRECT_DOWNLOADS: &str =
     "https://fedorapeople.org/groups/virt/virtio-win/direct-downloads";
 const KNOWN: &str = include_str!("../../assets/virtio-win-known.toml");

@@ -1,6 +1,6 @@
 //! Reading an ISO 9660 image without mounting it: the primary volume descriptor and
-//! the directory tree, with Rock Ridge names (the virtio-win ISO has no Joliet;
-//! reference/windows-offline.md §5b). Bounds-checked throughout: a damaged ISO is an
+//! the directory tree, with Rock Ridge names (the virtio-win ISO has no Joliet
+//! since virtio-win-pkg-scripts commit eb194b9). Bounds-checked throughout: a damaged ISO is an
 //! error, never a panic.
 
 use std::fs::File;

@@ -308,7 +308,7 @@ pub fn signed_pe(machine: u16) -> Vec<u8> {
 }
 
 /// The PCI device ids (`DEV_…` legacy, modern) and class of a virtio-win driver
-/// folder, as its INF lists them (reference/driver-injection.md §3).
+/// folder, as its INF lists them (kvm-guest-drivers-windows' `.inx` templates).
 fn driver_ids(driver: &str) -> (&'static str, &'static str, &'static str, &'static str) {
     const SCSI: &str = "{4D36E97B-E325-11CE-BFC1-08002BE10318}";
     const NET: &str = "{4D36E972-E325-11CE-BFC1-08002BE10318}";

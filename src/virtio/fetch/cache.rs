@@ -123,7 +123,7 @@ impl Cache {
     }
 
     pub(super) fn partial(&self, url: &str) -> (PathBuf, PathBuf) {
-        let key = format!("{:x}", Sha256::digest(url.as_bytes()));
+        let key = crate::fsutil::sha256_hex(url.as_bytes());
         let base = self.dir.join("partial").join(&key[..32]);
         (base.with_extension("partial"), base.with_extension("json"))
     }
