@@ -104,7 +104,8 @@ fn launch(f: &Files, install: bool, format: &str) -> String {
 }
 
 struct Qemu {
-    child: Child,
+    /// None for a second monitor on a QEMU another `Qemu` started.
+    child: Option<Child>,
     qmp: BufReader<UnixStream>,
 }
 
@@ -131,6 +132,17 @@ impl Qemu {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
+        Qemu::greet(Some(child), stream)
+    }
+
+    /// A second monitor of a QEMU already running (the recipe's own socket).
+    fn attach(sock: &Path) -> Qemu {
+        let stream = UnixStream::connect(sock)
+            .unwrap_or_else(|e| panic!("the recipe's QMP socket {}: {e}", sock.display()));
+        Qemu::greet(None, stream)
+    }
+
+    fn greet(child: Option<Child>, stream: UnixStream) -> Qemu {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -151,7 +163,16 @@ impl Qemu {
     }
 
     fn cmd(&mut self, name: &str) -> Value {
-        let msg = json!({ "execute": name }).to_string() + "\n";
+        self.send(json!({ "execute": name }))
+    }
+
+    fn cmd_with(&mut self, name: &str, arguments: Value) -> Value {
+        self.send(json!({ "execute": name, "arguments": arguments }))
+    }
+
+    fn send(&mut self, command: Value) -> Value {
+        let name = command["execute"].clone();
+        let msg = command.to_string() + "\n";
         self.qmp.get_mut().write_all(msg.as_bytes()).unwrap();
         loop {
             let v = self.read();
@@ -166,8 +187,10 @@ impl Qemu {
 
 impl Drop for Qemu {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -249,6 +272,32 @@ fn qemu_builds_the_run_vm() {
         "HDA on virtio"
     );
     assert_eq!(q.cmd("query-rx-filter")[0]["main-mac"], "00:16:3e:ff:ff:07");
+    // The guest agent's channel: a virtio-serial port named as qemu-ga looks
+    // for it, on the socket beside HDA.
+    let agent = f.hda.with_extension("qga.sock");
+    let chardevs = q.cmd("query-chardev");
+    let qga = chardevs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "qga0")
+        .unwrap_or_else(|| panic!("no qga0 chardev: {chardevs}"));
+    assert!(
+        qga["filename"].as_str().unwrap().contains(s(&agent)),
+        "{qga}"
+    );
+    assert!(agent.exists(), "QEMU listens on {}", agent.display());
+    // The host's own monitor beside HDA: a host service can take the NIC's link
+    // down and up (what a hung virtio NIC needs from outside).
+    let mut host = Qemu::attach(&f.hda.with_extension("qmp.sock"));
+    assert_eq!(
+        host.cmd_with("set_link", json!({"name": "net0", "up": false})),
+        json!({})
+    );
+    assert_eq!(
+        host.cmd_with("set_link", json!({"name": "net0", "up": true})),
+        json!({})
+    );
 }
 
 #[test]

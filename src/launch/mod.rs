@@ -109,6 +109,10 @@ impl Uefi {
     }
 }
 
+/// The name the QEMU guest agent's virtio-serial port carries, which
+/// qemu-guest-agent in the guest and `virsh qemu-agent-command` both look for.
+pub const GUEST_AGENT_PORT: &str = "org.qemu.guest_agent.0";
+
 /// One VM's recipe.
 #[derive(Debug, Clone, Serialize)]
 pub struct Vm {
@@ -165,6 +169,17 @@ fn qp(path: &Path) -> String {
 }
 
 impl Vm {
+    /// The guest agent's socket in everyday runs: `vm_N.qga.sock` beside HDA.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.hda.with_extension("qga.sock")
+    }
+
+    /// The QMP monitor's socket in everyday runs: `vm_N.qmp.sock` beside HDA,
+    /// for a host-side service (e.g. `set_link` to reset the NIC's link).
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.hda.with_extension("qmp.sock")
+    }
+
     /// The argument vector, program first.
     pub fn argv(&self) -> Vec<String> {
         let mut a: Vec<String> = vec![QEMU.into(), "-name".into(), qv(&self.name)];
@@ -287,6 +302,24 @@ impl Vm {
             ]);
         }
         a.extend(["-device".into(), "virtio-balloon-pci,id=balloon0".into()]);
+        if self.install.is_none() {
+            // The guest agent's channel (a virtio-serial port the agent opens once
+            // Windows is up) and a QMP monitor for the host, both on sockets
+            // beside HDA that nothing else needs to know about.
+            a.extend([
+                "-device".into(),
+                "virtio-serial-pci,id=vser0".into(),
+                "-chardev".into(),
+                format!(
+                    "socket,id=qga0,path={},server=on,wait=off",
+                    qp(&self.agent_socket())
+                ),
+                "-device".into(),
+                format!("virtserialport,bus=vser0.0,chardev=qga0,name={GUEST_AGENT_PORT}"),
+                "-qmp".into(),
+                format!("unix:{},server=on,wait=off", qp(&self.qmp_socket())),
+            ]);
+        }
         match self.net {
             Net::Tap => a.extend([
                 "-netdev".into(),
@@ -464,6 +497,13 @@ impl Vm {
                 );
             }
             Net::None => {}
+        }
+        if self.install.is_none() {
+            let _ = write!(
+                x,
+                "    <channel type='unix'>\n      <source mode='bind' path='{}'/>\n      <target type='virtio' name='{GUEST_AGENT_PORT}'/>\n    </channel>\n",
+                xml(&self.agent_socket().to_string_lossy())
+            );
         }
         x.push_str("    <input type='tablet' bus='usb'/>\n");
         if let Some(addr) = &self.vnc {
