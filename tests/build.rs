@@ -119,8 +119,10 @@ fn golden_image_is_standalone_and_holds_every_setting() {
         .unwrap()
         .iter()
         .any(|e| e["key"] == "ControlSet001\\Services\\viostor" && e["value"] == "ImagePath"));
-    // The first-boot queue: PnP install of the staged drivers, the balloon service
-    // and the netsh tuning, behind the rhsrvany service (binary and hash recorded).
+    // The first-boot queue: the SAN policy (disks added later come online, as
+    // virt-v2v sets it with the drivers), PnP install of the staged drivers, the
+    // balloon service and the netsh tuning, behind the rhsrvany service (binary
+    // and hash recorded).
     let queue: Vec<&str> = manifest["first_boot"]["queue"]
         .as_array()
         .unwrap()
@@ -130,6 +132,7 @@ fn golden_image_is_standalone_and_holds_every_setting() {
     assert_eq!(
         queue,
         [
+            "1000-san-policy.cmd",
             "2000-pnp-drivers.cmd",
             "5000-balloon-service.cmd",
             "5100-tcpip-netsh.cmd"

@@ -1,5 +1,5 @@
 @echo off
-rem wingold NIC watchdog (Windows Vista / 2008 and later), run every minute by the
+rem wingold NIC watchdog (Windows XP / 2003 and later), run every minute by the
 rem scheduled task "wingold NIC watchdog" as SYSTEM: pings the target (the default
 rem gateway unless one was configured); after @LIMIT@ failures in a row it resets
 rem the virtio NIC (netkvm) and writes a warning to the System event log.
@@ -26,6 +26,12 @@ set /a N=N+1
 if !N! LSS %LIMIT% exit /b 0
 >"%STATE%" echo 0
 eventcreate /t WARNING /id 100 /l SYSTEM /so wingold-nic-watchdog /d "!TARGET! unreachable !N! times in a row: resetting the virtio NIC" >nul 2>&1
+rem Windows XP / 2003 (wingold staged nic-reset.vbs beside this script): the
+rem Network Connections folder's disable and enable, driven by Windows Script Host.
+if exist "%~dp0nic-reset.vbs" (
+  cscript //nologo "%~dp0nic-reset.vbs" >>"%~dp0nic-watchdog.log" 2>&1
+  exit /b !errorlevel!
+)
 rem Windows 8 / 2012 and later: the NetAdapter cmdlets.
 if exist "%SystemRoot%\System32\WindowsPowerShell\v1.0\Modules\NetAdapter" (
   powershell.exe -NoProfile -NonInteractive -Command "Get-NetAdapter | Where-Object { $_.DriverFileName -eq 'netkvm.sys' } | Restart-NetAdapter -Confirm:$false"

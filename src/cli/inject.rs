@@ -53,11 +53,16 @@ pub struct InjectArgs {
     /// payload/:C:\Tools (repeatable).
     #[arg(long = "copy-in", value_name = "LOCAL:GUEST_PATH")]
     copy_in: Vec<String>,
-    /// Install the NIC watchdog at first boot (Windows Vista / 2008 and later): a
+    /// Install the NIC watchdog at first boot (Windows XP / 2003 and later): a
     /// task that pings the default gateway (or --watchdog-target) every minute and
     /// resets the virtio NIC after --watchdog-failures failures in a row.
     #[arg(long)]
     nic_watchdog: bool,
+    /// Install the QEMU guest agent from the --drivers ISO at first boot
+    /// (guest-agent/qemu-ga-*.msi, silently; Windows 8 / 2012 and later). The
+    /// vioserial driver it talks through is staged with it.
+    #[arg(long, requires = "drivers", conflicts_with = "no_firstboot")]
+    guest_agent: bool,
     /// The address the NIC watchdog pings (default: the default gateway).
     #[arg(long, value_name = "ADDRESS", requires = "nic_watchdog")]
     watchdog_target: Option<String>,
@@ -192,6 +197,8 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
             target: args.watchdog_target.clone(),
             failures: args.watchdog_failures,
         }),
+        guest_agent_iso: args.guest_agent.then(|| args.drivers.clone()).flatten(),
+        guest_agent: None,
     });
     let mut plan = inject::plan(
         &image_path,

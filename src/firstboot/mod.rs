@@ -46,6 +46,11 @@ const BALLOON_SERVICE: &str = include_str!("../../assets/firstboot/balloon-servi
 const TCPIP_NETSH: &str = include_str!("../../assets/firstboot/tcpip-netsh.cmd");
 const NIC_WATCHDOG: &str = include_str!("../../assets/firstboot/nic-watchdog.cmd");
 const NIC_WATCHDOG_TASK: &str = include_str!("../../assets/firstboot/nic-watchdog-task.cmd");
+const NIC_WATCHDOG_TASK_NT5: &str =
+    include_str!("../../assets/firstboot/nic-watchdog-task-nt5.cmd");
+const NIC_RESET_VBS: &str = include_str!("../../assets/firstboot/nic-reset.vbs");
+const SAN_POLICY: &str = include_str!("../../assets/firstboot/san-policy.cmd");
+const GUEST_AGENT: &str = include_str!("../../assets/firstboot/guest-agent.cmd");
 
 /// The NIC watchdog's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +71,9 @@ pub enum Step {
     BalloonService,
     /// The NT 6+ TCP tuning with no registry form.
     TcpipNetsh,
+    /// `diskpart`: SAN policy OnlineAll, so that disks added later come online
+    /// (NT 6.1+, as virt-v2v sets it).
+    SanPolicy,
 }
 
 impl Step {
@@ -74,6 +82,7 @@ impl Step {
             Step::PnpDrivers => "pnp-drivers",
             Step::BalloonService => "balloon-service",
             Step::TcpipNetsh => "tcpip-netsh",
+            Step::SanPolicy => "san-policy",
         }
     }
 
@@ -84,6 +93,7 @@ impl Step {
             Step::PnpDrivers => 2000,
             Step::BalloonService => 5000,
             Step::TcpipNetsh => 5100,
+            Step::SanPolicy => 1000,
         }
     }
 
@@ -92,6 +102,7 @@ impl Step {
             Step::PnpDrivers => PNP_DRIVERS,
             Step::BalloonService => BALLOON_SERVICE,
             Step::TcpipNetsh => TCPIP_NETSH,
+            Step::SanPolicy => SAN_POLICY,
         }
     }
 }
@@ -109,6 +120,42 @@ pub struct Request {
     pub service_binary: Option<PathBuf>,
     /// The NIC watchdog (opt-in).
     pub nic_watchdog: Option<Watchdog>,
+    /// The virtio-win ISO whose QEMU guest agent is installed silently at
+    /// first boot (opt-in); the caller reads the MSI into `guest_agent`.
+    pub guest_agent_iso: Option<PathBuf>,
+    /// The guest agent's MSI, as read from `guest_agent_iso`.
+    pub guest_agent: Option<AgentMsi>,
+}
+
+/// The guest agent's installer as the virtio-win ISO holds it.
+#[derive(Debug, Clone)]
+pub struct AgentMsi {
+    /// Its name on the ISO (`qemu-ga-x86_64.msi`), kept in the guest.
+    pub name: String,
+    /// Where it came from, as reports show it (`ISO:guest-agent/qemu-ga-x86_64.msi`).
+    pub from: String,
+    pub data: Vec<u8>,
+}
+
+/// Refuses the guest agent where it is not supported: QEMU's Windows builds
+/// target the Windows 8 API (QEMU's "Supported build platforms"), so NT 6.2 and
+/// later.
+pub fn refuse_guest_agent(w: &Windows) -> Result<(), Refusal> {
+    if (w.major_version, w.minor_version) < (6, 2) {
+        return Err(Refusal::NoGuestAgent {
+            product: w.product_name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The guest agent's MSI on the virtio-win ISO for a Windows architecture.
+pub fn agent_msi_path(arch: &str) -> Option<&'static str> {
+    match arch {
+        "x64" => Some("guest-agent/qemu-ga-x86_64.msi"),
+        "x86" => Some("guest-agent/qemu-ga-i386.msi"),
+        _ => None,
+    }
 }
 
 impl Request {
@@ -117,6 +164,8 @@ impl Request {
             && self.scripts.is_empty()
             && self.copy_in.is_empty()
             && self.nic_watchdog.is_none()
+            && self.guest_agent.is_none()
+            && self.guest_agent_iso.is_none()
     }
 }
 
@@ -286,7 +335,9 @@ pub fn plan(
         ));
     }
     if let Some(wd) = &req.nic_watchdog {
-        if w.major_version < 6 {
+        // NT 5.0 (2000) has no Network Connections verbs to script; 5.1 and 5.2
+        // reset through nic-reset.vbs, NT 6 through netsh or PowerShell.
+        if w.major_version < 5 || (w.major_version == 5 && w.minor_version < 1) {
             return Err(Refusal::NoAdapterReset {
                 product: w.product_name.clone(),
             }
@@ -315,10 +366,38 @@ pub fn plan(
             crlf(&script),
             None,
         );
+        let task = if w.major_version < 6 {
+            add(
+                &mut files,
+                format!("{root}\\wingold\\nic-reset.vbs"),
+                "wingold NIC reset (Windows Script Host)".into(),
+                crlf(NIC_RESET_VBS),
+                None,
+            );
+            NIC_WATCHDOG_TASK_NT5
+        } else {
+            NIC_WATCHDOG_TASK
+        };
         entries.push((
             "5200-nic-watchdog.cmd".into(),
             "built-in step nic-watchdog".into(),
-            crlf(NIC_WATCHDOG_TASK),
+            crlf(task),
+            None,
+        ));
+    }
+    if let Some(msi) = &req.guest_agent {
+        refuse_guest_agent(w)?;
+        add(
+            &mut files,
+            format!("{root}\\wingold\\{}", msi.name),
+            msi.from.clone(),
+            msi.data.clone(),
+            None,
+        );
+        entries.push((
+            "3000-guest-agent.cmd".into(),
+            "built-in step guest-agent".into(),
+            crlf(&GUEST_AGENT.replace("@MSI@", &msi.name)),
             None,
         ));
     }

@@ -8,11 +8,20 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error(
-        "--nic-watchdog: {product} has no built-in way to reset a network adapter (netsh \
-         resets only dedicated interfaces there; devcon is a separate Microsoft tool): not \
+        "--nic-watchdog: {product} has no built-in way to reset a network adapter (no \
+         Network Connections folder to script; devcon is a separate Microsoft tool): not \
          installed"
     )]
     NoAdapterReset { product: String },
+
+    #[error(
+        "--guest-agent: QEMU's guest agent targets Windows 8 / Server 2012 and later (QEMU's \
+         supported build platforms); {product} is older: not installed"
+    )]
+    NoGuestAgent { product: String },
+
+    #[error("--guest-agent: the virtio-win ISO has no guest agent for {arch} Windows")]
+    NoAgentMsi { arch: String },
 
     #[error("--watchdog-target {target:?}: give an IP address or a host name")]
     WatchdogTarget { target: String },

@@ -391,6 +391,8 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 target: c.firstboot.watchdog_target.clone(),
                 failures: c.firstboot.watchdog_failures.unwrap_or(3),
             }),
+        guest_agent_iso: c.firstboot.guest_agent.then(|| iso.path.clone()),
+        guest_agent: None,
     });
     let mut plan = inject::plan(
         &c.base.image,

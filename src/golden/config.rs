@@ -65,6 +65,10 @@ pub struct FirstbootConfig {
     pub watchdog_target: Option<String>,
     /// Failures in a row before it resets the NIC (default 3).
     pub watchdog_failures: Option<u32>,
+    /// Install the QEMU guest agent from the virtio-win ISO at first boot
+    /// (Windows 8 / 2012 and later; vioserial is staged with it).
+    #[serde(default)]
+    pub guest_agent: bool,
 }
 
 impl Default for FirstbootConfig {
@@ -76,6 +80,7 @@ impl Default for FirstbootConfig {
             nic_watchdog: false,
             watchdog_target: None,
             watchdog_failures: None,
+            guest_agent: false,
         }
     }
 }
@@ -181,6 +186,7 @@ impl Config {
                 "nic_watchdog": f.nic_watchdog,
                 "watchdog_target": f.watchdog_target,
                 "watchdog_failures": f.watchdog_failures,
+                "guest_agent": f.guest_agent,
             },
             "files": self.files.iter().map(|x| &x.to).collect::<Vec<_>>(),
         });

@@ -168,6 +168,11 @@ pub(super) fn builtin_steps(
     if nt6 && tcpip_profile {
         steps.push(firstboot::Step::TcpipNetsh);
     }
+    // Disks added later come online, as virt-v2v sets it when it converts a
+    // guest to virtio: with the drivers, on NT 6.1 and later.
+    if drivers.is_some() && (w.major_version, w.minor_version) >= (6, 1) {
+        steps.push(firstboot::Step::SanPolicy);
+    }
     steps
 }
 
@@ -183,6 +188,13 @@ pub(super) fn plan_first_boot(
     let read = guest_reader(vol);
     let hash = guest_hasher(vol);
     let fold = |name: &str| vol.upcase(name);
+    let mut with_agent;
+    let mut req = req;
+    if let Some(iso) = &req.guest_agent_iso {
+        with_agent = req.clone();
+        with_agent.guest_agent = Some(agent_msi(iso, w)?);
+        req = &with_agent;
+    }
     let mut p = firstboot::plan(w, req, &hives.software, &read, &hash, &fold)?;
     if f.time == 0 {
         // No ISO to take a date from: the newest of the user's files, else the
@@ -214,6 +226,26 @@ pub(super) fn plan_first_boot(
         });
     }
     Ok(p)
+}
+
+/// The QEMU guest agent's installer for `w`'s architecture, read from the
+/// virtio-win ISO byte for byte.
+fn agent_msi(iso_path: &std::path::Path, w: &Windows) -> anyhow::Result<firstboot::AgentMsi> {
+    let refuse = || firstboot::Refusal::NoAgentMsi {
+        arch: w.arch.to_owned(),
+    };
+    let path = firstboot::agent_msi_path(w.arch).ok_or_else(refuse)?;
+    let iso = crate::virtio::iso::Iso::open(iso_path)?;
+    let entry = iso
+        .list()?
+        .into_iter()
+        .find(|e| !e.is_dir && e.path.eq_ignore_ascii_case(path))
+        .ok_or_else(refuse)?;
+    Ok(firstboot::AgentMsi {
+        name: path.rsplit('/').next().unwrap_or(path).to_owned(),
+        from: format!("{}:{path}", iso_path.display()),
+        data: iso.read(&entry)?,
+    })
 }
 
 /// A clone's answer file (a sealed golden's `Windows\Panther\unattend.xml`):

@@ -170,6 +170,25 @@ pub fn plan(
             parsed.push(edits);
         }
     }
+    // The guest agent talks through the vioserial driver: staged with it.
+    let with_vioserial;
+    let mut driver_request = driver_request;
+    if let (Some(req), Some(_)) = (
+        driver_request,
+        first_boot_request.and_then(|f| f.guest_agent_iso.as_ref()),
+    ) {
+        if !req
+            .extra
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case("vioserial"))
+        {
+            with_vioserial = drivers::Request {
+                extra: [req.extra.clone(), vec!["vioserial".to_owned()]].concat(),
+                ..req.clone()
+            };
+            driver_request = Some(&with_vioserial);
+        }
+    }
     let input = image::open(image_path, Access::ReadOnly)?;
     // One read-only mount, the one Windows was found on: refuse an unsafe volume
     // before any output exists, then plan from the hives detection read.
@@ -184,6 +203,10 @@ pub fn plan(
         let (sources, mut edits, first_boot) = load_sources(specs, family, parsed)?;
         reg::check_roots(&edits, &w.control_sets)?;
         let checked = vol.refuse_unsafe()?;
+        // The agent's own refusal before the drivers it would bring along.
+        if first_boot_request.is_some_and(|r| r.guest_agent_iso.is_some()) {
+            firstboot::refuse_guest_agent(&w)?;
+        }
         let mut files = None;
         let mut driver_report = None;
         let mut identity_report = None;
