@@ -313,9 +313,19 @@ fn inject_queues_steps_and_scripts_behind_a_service_with_restricted_files() {
     let r: Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(
         r["first_boot"]["pending"].as_array().unwrap().len(),
-        4,
+        queue.len(),
         "{}",
         r["first_boot"]
+    );
+    // The SAN policy step, read back: diskpart told OnlineAll.
+    let san = String::from_utf8(ntfscat(
+        &part,
+        "/Windows/wingold/firstboot/queue/1000-san-policy.cmd",
+    ))
+    .unwrap();
+    assert!(
+        san.contains("echo san policy=OnlineAll") && san.contains("diskpart /s"),
+        "{san}"
     );
     assert_eq!(r["first_boot"]["service_start"], 2);
 }
