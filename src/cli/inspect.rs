@@ -1,6 +1,6 @@
 //! `wingold inspect`: what an image holds.
 
-use crate::golden::inspect::report;
+use crate::golden::inspect::{report, Report};
 use crate::guest;
 use crate::image;
 use clap::Args;
@@ -20,6 +20,21 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     if args.json {
         return super::print_json(&r);
     }
+    print_image(&r);
+    print_partitions(&r);
+    print_boot(&r);
+    print_windows(&r);
+    print_settings(&r);
+    print_manifest(&r);
+    print_errors(&r);
+    print_identity(&r);
+    print_first_boot(&r);
+    print_drivers(&r);
+    Ok(())
+}
+
+/// The image, its backing chain, the clone record and the golden version it is or rests on.
+fn print_image(r: &Report) {
     println!(
         "{}: {}, {} bytes",
         r.image.display(),
@@ -63,6 +78,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             (None, _) => {}
         }
     }
+}
+
+/// The partition table and each partition with its file system, label and state.
+fn print_partitions(r: &Report) {
     println!(
         "partition table: {} ({})",
         match r.partition_table {
@@ -86,6 +105,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             q.number, q.start, q.size, q.type_id, p.filesystem
         );
     }
+}
+
+/// How the disk boots.
+fn print_boot(r: &Report) {
     if let Some(b) = &r.boot {
         let line = match b.firmware {
             "uefi" => format!(
@@ -110,6 +133,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         };
         println!("{line}");
     }
+}
+
+/// BitLocker partitions, the Windows found (or why none was) and its hives.
+fn print_windows(r: &Report) {
     for p in r.partitions.iter().filter(|p| p.filesystem == "bitlocker") {
         println!(
             "  partition {} {}",
@@ -163,6 +190,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         (None, Some(reason)) => println!("Windows: none found: {reason}"),
         (None, None) => {}
     }
+}
+
+/// Every setting of the built-in profiles, as the image holds it.
+fn print_settings(r: &Report) {
     if !r.sections.settings.is_empty() {
         println!("settings of the built-in profiles:");
     }
@@ -195,6 +226,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             }
         );
     }
+}
+
+/// The manifest beside a golden image.
+fn print_manifest(r: &Report) {
     if let Some(m) = &r.manifest {
         println!(
             "golden image manifest ({}):",
@@ -219,6 +254,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             m.output.sha256
         );
     }
+}
+
+/// The sections that could not be read, and why.
+fn print_errors(r: &Report) {
     if let Some(e) = &r.sections.settings_error {
         println!("settings: cannot read them: {e}");
     }
@@ -231,6 +270,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     if let Some(e) = &r.sections.identity_error {
         println!("identity: cannot read it: {e}");
     }
+}
+
+/// Sealed or not, and the names and ids a clone gets.
+fn print_identity(r: &Report) {
     if let Some(i) = &r.sections.identity {
         let line = format!(
             "identity: {}; a clone gets {}; computer name {}, host name {}, MachineGuid {}{}{}",
@@ -259,6 +302,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         );
         println!("{}", super::terminal_safe(&line));
     }
+}
+
+/// The first-boot queue.
+fn print_first_boot(r: &Report) {
     if let Some(q) = &r.sections.first_boot {
         println!(
             "first boot: {} pending, {} done, {} failed; service {}",
@@ -285,6 +332,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             println!("  log: {l}");
         }
     }
+}
+
+/// The virtio drivers in the image.
+fn print_drivers(r: &Report) {
     if let Some(d) = &r.sections.virtio_drivers {
         println!("virtio drivers:");
         if d.services.is_empty() && d.staged.is_empty() {
@@ -324,7 +375,6 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             println!("  {inf}: DriverVer {ver}");
         }
     }
-    Ok(())
 }
 
 /// What a dirty hive's logs hold, in one line (`None` for a clean hive).

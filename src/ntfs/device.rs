@@ -1,7 +1,13 @@
 //! Device operations: libntfs-3g's I/O, served by a BlockDev.
 
-use super::*;
-
+use super::{set_errno, BlockDev, ND_OPEN, ND_READ_ONLY};
+use crate::ntfs::sys;
+use crate::ntfs::AssertUnwindSafe;
+use std::cell::Cell;
+use std::cell::RefCell;
+use std::ffi::c_int;
+use std::ffi::c_void;
+use std::panic::catch_unwind;
 /// What `d_private` points to while a volume is mounted.
 pub(super) struct DevCtx<'a> {
     pub(super) dev: &'a dyn BlockDev,

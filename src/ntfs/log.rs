@@ -1,7 +1,13 @@
 //! Logging: libntfs-3g's messages are kept per thread and added to our errors.
 
-use super::*;
-
+use crate::ntfs::sys;
+use std::cell::RefCell;
+use std::ffi::c_char;
+use std::ffi::c_int;
+use std::ffi::c_uint;
+use std::ffi::CStr;
+use std::panic::catch_unwind;
+use std::sync::Once;
 thread_local! {
     static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }

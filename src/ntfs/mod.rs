@@ -29,11 +29,10 @@ pub use error::{Error, Result, SHUTDOWN_HINT};
 
 use crate::image::{Access, BlockDev};
 use std::cell::{Cell, RefCell};
-use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::ffi::{c_int, c_uint, c_void, CString};
 use std::marker::PhantomData;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::AssertUnwindSafe;
 use std::ptr::NonNull;
-use std::sync::Once;
 
 use device::*;
 use log::*;

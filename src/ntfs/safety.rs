@@ -1,8 +1,13 @@
 //! The checks before a volume is trusted: an NTFS boot sector, no hibernation or
 //! Fast Startup, not marked dirty, and proof that a read-write mount really is one.
 
-use super::*;
-
+use super::{
+    take_log, BlockDev, Error, Result, Volume, VolumeState, FILE_LOGFILE, HIBERNATION_MAGICS,
+    NV_READ_ONLY, VOLUME_IS_DIRTY,
+};
+use crate::ntfs::sys;
+use std::ffi::c_void;
+use std::ffi::CStr;
 impl Volume<'_> {
     /// Proves a read-write mount is one by the first write it makes: the dirty
     /// flag. It stays set until [`Volume::close`] clears it after every other

@@ -1,8 +1,12 @@
 //! Writing through a mounted volume: files whole or streamed, ranges in place,
 //! folders, the dirty flag. Every write checks the volume was mounted writable.
 
-use super::*;
-
+use super::{
+    errno, take_log, to_utf16, DataAttr, Error, Inode, Result, Volume, FILE_ROOT, VOLUME_IS_DIRTY,
+};
+use crate::ntfs::sys;
+use std::ffi::c_void;
+use std::ptr::NonNull;
 impl Volume<'_> {
     pub(super) fn require_writable(&self) -> Result<()> {
         if self.writable {

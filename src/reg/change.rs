@@ -2,8 +2,8 @@
 //! before and after (kept as stored, rendered only when shown), and where the edit
 //! came from.
 
-use super::*;
-
+use super::{HiveName, RegValue};
+use serde::Serialize;
 /// A value as the plan shows it: type and bytes (hex in JSON), and a readable form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ValueView {

@@ -1,8 +1,10 @@
 //! What `inject` refuses before writing: edits that leave Windows without its
 //! control set, and writing into a golden version in place.
 
-use super::*;
-
+use super::{HiveName, Refusal, RegEdit};
+use crate::hive;
+use crate::reg;
+use std::path::Path;
 /// Refuses edits after which Windows cannot find its control set: `Select` gone,
 /// its `Current` or `Default` not a DWORD, or naming a `ControlSet00N` that is not
 /// there (deleting `CurrentControlSet` deletes the current set). The message names

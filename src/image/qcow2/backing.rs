@@ -1,8 +1,12 @@
 //! Backing chains as QEMU resolves them: names relative to the overlay's folder,
 //! formats probed or declared, loops told by identity.
 
-use super::*;
-
+use super::{Access, Error, Header, Image, Qcow2Image, Result, MAX_CHAIN_DEPTH};
+use crate::image::BlockDev;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::path::PathBuf;
 /// Reads from a base that may be shorter than the overlay: past its end is zeros.
 pub(super) fn read_base(base: &Image, offset: u64, buf: &mut [u8]) -> Result<()> {
     let avail = base.len().saturating_sub(offset).min(buf.len() as u64) as usize;

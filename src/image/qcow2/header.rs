@@ -2,8 +2,13 @@
 //! sees the file), and the scan of the L1, L2 and refcount tables that refuses
 //! what qcow2-rs would misread or damage.
 
-use super::*;
-
+use super::{
+    Access, Error, Incompat, Result, EXT_BACKING_FORMAT, EXT_END, MAX_CLUSTER_BITS,
+    MIN_CLUSTER_BITS, QCOW_MAGIC, SECTOR_SIZE,
+};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 /// The fields of a qcow2 header that wingold looks at (big-endian on disk).
 #[derive(Debug, Clone)]
 pub(crate) struct Header {

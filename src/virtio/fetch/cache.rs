@@ -1,8 +1,14 @@
 //! The content-addressed cache (objects by SHA-256, an index of URLs with their
 //! validators, partial downloads) and `wingold.lock`, the first-use pins.
 
-use super::*;
-
+use super::{io, Error};
+use serde::Deserialize;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::path::PathBuf;
 /// What the cache remembers of a URL.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct IndexEntry {

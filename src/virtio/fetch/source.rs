@@ -1,8 +1,8 @@
 //! Where the ISO comes from: stable, latest, a version (checked against the known
 //! table shipped in `assets/virtio-win-known.toml`) or a URL.
 
-use super::*;
-
+use super::{Error, DIRECT_DOWNLOADS, KNOWN};
+use serde::Deserialize;
 /// Where the ISO comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

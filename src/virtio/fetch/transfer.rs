@@ -2,8 +2,16 @@
 //! resume checks, hashing in the same pass, and URLs and messages with any
 //! credentials taken out.
 
-use super::*;
-
+use super::{io, Error, IndexEntry, PartialMeta, CHUNK};
+use sha2::Digest;
+use sha2::Sha256;
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::io::Seek;
+use std::io::SeekFrom;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
 /// What one HTTP attempt ended with.
 pub(super) enum Attempt {
     Done {
