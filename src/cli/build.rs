@@ -31,12 +31,15 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let cfg = build::load(&args.config)?;
     // `[publish]` is checked with the rest of the config, before anything is written.
     let p = &cfg.config.publish;
-    for to in &p.to {
-        crate::publish::registry::parse_reference(to).map_err(|reason| Invalid::PublishTo {
-            config: args.config.clone(),
-            reason,
-        })?;
-    }
+    let targets =
+        p.to.iter()
+            .map(|to| {
+                crate::publish::registry::parse_reference(to).map_err(|reason| Invalid::PublishTo {
+                    config: args.config.clone(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
     if let Some(t) = p
         .tags
         .iter()
@@ -52,10 +55,10 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let outcome = build::build(&cfg, args.force, progress)?;
     // An up-to-date build publishes too: only what a registry lacks is sent.
     let mut published = Vec::new();
-    for to in &p.to {
+    for to in targets {
         published.push(crate::publish::publish(&crate::publish::Options {
             golden: outcome.output.clone(),
-            to: Some(to.clone()),
+            to: Some(to),
             tags: p.tags.clone(),
             insecure: p.insecure,
             ca_cert: p.ca_cert.clone(),

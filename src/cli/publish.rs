@@ -79,7 +79,12 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     };
     let o = Options {
         golden: args.golden,
-        to: args.to,
+        to: args
+            .to
+            .as_deref()
+            .map(publish::registry::parse_reference)
+            .transpose()
+            .map_err(publish::Refusal::from)?,
         tags: args.tags,
         insecure: args.insecure,
         ca_cert: args.ca_cert,

@@ -32,7 +32,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 /// Which storage driver Windows boots from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Boot {
     /// virtio-blk (the run recipe's default disk).

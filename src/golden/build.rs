@@ -367,12 +367,7 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
     let tmp = fsutil::temp_name(out);
     let driver_request = c.drivers.inject.then(|| crate::drivers::Request {
         iso: iso.path.clone(),
-        boot: c
-            .drivers
-            .boot
-            .as_deref()
-            .and_then(crate::drivers::Boot::parse)
-            .unwrap_or_default(),
+        boot: c.drivers.boot.unwrap_or_default(),
         extra: c.drivers.extra.clone(),
     });
     let first_boot_request = c.firstboot.enable.then(|| crate::firstboot::Request {

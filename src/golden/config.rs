@@ -102,9 +102,10 @@ pub struct DriversConfig {
     /// Inject the ISO's drivers (default true).
     #[serde(default = "yes")]
     pub inject: bool,
-    /// The boot driver: `viostor` (virtio-blk, default) or `vioscsi`.
+    /// The boot driver: `viostor` (virtio-blk, default) or `vioscsi`; any
+    /// other word is refused by the parser with its line.
     #[serde(default)]
-    pub boot: Option<String>,
+    pub boot: Option<crate::drivers::Boot>,
     /// More driver folders by name.
     #[serde(default)]
     pub extra: Vec<String>,
@@ -282,18 +283,6 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         return Err(Refusal::Channel {
             config: path.to_owned(),
             channel: ch.to_owned(),
-        }
-        .into());
-    }
-    if let Some(b) = config
-        .drivers
-        .boot
-        .as_deref()
-        .filter(|b| crate::drivers::Boot::parse(b).is_none())
-    {
-        return Err(Refusal::Boot {
-            config: path.to_owned(),
-            boot: b.to_owned(),
         }
         .into());
     }

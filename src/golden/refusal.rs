@@ -95,9 +95,6 @@ pub enum Refusal {
     )]
     Channel { config: PathBuf, channel: String },
 
-    #[error("{}: [drivers] boot must be viostor or vioscsi, not {boot:?}", .config.display())]
-    Boot { config: PathBuf, boot: String },
-
     #[error(
         "{}: [golden] output: {}: a golden image needs a UTF-8 file name",
         .config.display(),

@@ -39,8 +39,8 @@ const LAYOUT_VERSION: u32 = 1;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub golden: PathBuf,
-    /// `docker://HOST[:PORT]/REPO[:TAG]`; None with only `--oci-layout`.
-    pub to: Option<String>,
+    /// `docker://HOST[:PORT]/REPO[:TAG]`, parsed; None with only `--oci-layout`.
+    pub to: Option<registry::Target>,
     pub tags: Vec<String>,
     pub insecure: bool,
     pub ca_cert: Option<PathBuf>,
@@ -257,11 +257,7 @@ fn record_published(golden: &Path, reference: &str) {
 /// Publishes (or, with `dry_run`, only computes) the image.
 pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
     let golden = &o.golden;
-    let target =
-        o.to.as_deref()
-            .map(registry::parse_reference)
-            .transpose()
-            .map_err(Refusal::from)?;
+    let target = o.to.clone();
     if target.is_none() && o.oci_layout.is_none() {
         return Err(Refusal::NoDestination.into());
     }
