@@ -8,7 +8,6 @@
 mod common;
 use common::*;
 
-use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -108,9 +107,22 @@ fn golden(path: &Path, size: u64, random: bool) {
             path: "virtio-win-0.1.999.iso".into(),
             drivers_injected: true,
         },
-        config: json!({}),
-        windows: json!({"product_name": "Windows Server 2022", "version": "10.0", "osinfo": "win2k22", "arch": "x64"}),
-        edits: json!([]),
+        config: wingold::golden::manifest::ConfigRecord {
+            path: "wingold.toml".into(),
+            sha256: String::new(),
+            profiles: Vec::new(),
+            regfiles: Vec::new(),
+            compress: false,
+        },
+        windows: wingold::golden::inject::WindowsSummary {
+            product_name: "Windows Server 2022".into(),
+            version: "10.0".into(),
+            osinfo: "win2k22".into(),
+            arch: "x64".into(),
+            family: wingold::reg::profiles::Family::Nt6,
+            control_sets: vec!["ControlSet001".into()],
+        },
+        edits: Vec::new(),
         first_boot_commands: Vec::new(),
         drivers: None,
         first_boot: None,
@@ -125,7 +137,13 @@ fn golden(path: &Path, size: u64, random: bool) {
             virtual_size: size,
             compressed: false,
         },
-        timings_ms: json!({}),
+        timings_ms: wingold::golden::manifest::Timings {
+            fetch: 0,
+            inject: 0,
+            finalize: 0,
+            verify: 0,
+            total: 0,
+        },
     };
     let manifest = serde_json::to_string(&manifest).unwrap();
     let mut name = path.file_name().unwrap().to_owned();

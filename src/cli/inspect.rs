@@ -110,7 +110,7 @@ fn print_partitions(r: &Report) {
 /// How the disk boots.
 fn print_boot(r: &Report) {
     if let Some(b) = &r.boot {
-        let line = match b.firmware {
+        let line = match b.firmware.as_str() {
             "uefi" => format!(
                 "boots with UEFI: EFI system partition {}, Windows' loader \\{} {}",
                 b.esp.unwrap_or_default(),
@@ -250,7 +250,7 @@ fn print_manifest(r: &Report) {
         );
         println!(
             "  {} registry change(s); output sha256 {}",
-            m.edits.as_array().map(|a| a.len()).unwrap_or(0),
+            m.edits.len(),
             m.output.sha256
         );
     }

@@ -73,7 +73,7 @@ pub struct Request {
 const DEFAULT_DRIVERS: [&str; 2] = ["NetKVM", "Balloon"];
 
 /// One file copied from the ISO into the guest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FileCopy {
     pub driver: String,
     /// Path on the ISO.
@@ -100,7 +100,7 @@ pub const HELD_MAX: u64 = 4 << 20;
 const PE_HEAD: u64 = 64 << 10;
 
 /// One driver and where it came from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DriverReport {
     pub name: String,
     /// ISO folder, e.g. `viostor/2k22/amd64`.
@@ -113,11 +113,30 @@ pub struct DriverReport {
     /// DriverVer of the INF this replaces, when the guest had another one.
     pub replaces_driver_ver: Option<String>,
     /// `boot` (registered to start with Windows) or `staged` (left for PnP).
-    pub role: &'static str,
+    pub role: Role,
+}
+
+/// A driver's part in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Registered to start with Windows.
+    Boot,
+    /// Left for PnP to install.
+    Staged,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Boot => "boot",
+            Role::Staged => "staged",
+        })
+    }
 }
 
 /// The plan, minus the edits (which go into the registry engine).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     pub iso: PathBuf,
     pub iso_volume_id: String,
@@ -430,9 +449,9 @@ pub fn plan(
             replaces_driver_ver: previous.filter(|v| Some(v) != parsed.driver_ver.as_ref()),
             driver_ver: parsed.driver_ver.clone(),
             role: if is_boot && pnp.is_none() {
-                "boot"
+                Role::Boot
             } else {
-                "staged"
+                Role::Staged
             },
         });
     }

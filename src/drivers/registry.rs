@@ -81,7 +81,7 @@ impl BootDriver {
 }
 
 /// How Windows is told which driver a boot controller needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Registration {
     /// NT 5.x to 6.1: `Control\CriticalDeviceDatabase`.
     CriticalDeviceDatabase,

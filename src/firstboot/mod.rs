@@ -170,7 +170,7 @@ impl Request {
 }
 
 /// One file to put into the guest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GuestFile {
     /// Path on the Windows volume (`Windows\wingold\firstboot\firstboot.cmd`).
     pub to: String,
@@ -191,7 +191,7 @@ pub struct GuestFile {
 }
 
 /// A queued script.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Queued {
     /// `2000-pnp-drivers.cmd`.
     pub name: String,
@@ -200,17 +200,17 @@ pub struct Queued {
 }
 
 /// The service that starts the runner.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ServiceReport {
-    pub name: &'static str,
+    pub name: String,
     pub binary: PathBuf,
     pub binary_sha256: String,
     /// Debian's rhsrvany package, what virt-v2v installs.
-    pub binary_origin: &'static str,
+    pub binary_origin: String,
 }
 
 /// What the first-boot plan does; the manifest and `inject --json` carry it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     /// `C:\Windows\wingold\firstboot`, as the guest sees it.
     pub folder: String,
@@ -509,10 +509,10 @@ pub fn plan(
         );
         service_edits(&mut edits, &guest_dir);
         Some(ServiceReport {
-            name: SERVICE,
+            name: SERVICE.into(),
             binary,
             binary_sha256: sha,
-            binary_origin: "Debian package rhsrvany (what virt-v2v installs)",
+            binary_origin: "Debian package rhsrvany (what virt-v2v installs)".into(),
         })
     };
     if service.is_some() {

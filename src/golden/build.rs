@@ -12,7 +12,9 @@ use super::config::{first_boot_inputs, Loaded};
 use super::finalize;
 use super::inject::{self, Mode, SourceSpec};
 use super::manifest::{manifest_path, read_manifest};
-use super::manifest::{BaseRecord, Identity, Manifest, OutputRecord, VirtioRecord};
+use super::manifest::{
+    BaseRecord, ConfigRecord, EditRecord, Identity, Manifest, OutputRecord, Timings, VirtioRecord,
+};
 use super::versions::Layout;
 use crate::error::unreadable;
 use crate::fsutil::{self, FileKey, Place};
@@ -459,33 +461,21 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 path: iso.path.clone(),
                 drivers_injected: plan.report.drivers.is_some(),
             },
-            config: serde_json::json!({
-                "path": cfg.path,
-                "sha256": identity.config_sha256,
-                "profiles": c.golden.profiles,
-                "regfiles": identity.regfiles,
-                "compress": c.golden.compress,
-            }),
-            windows: serde_json::to_value(&plan.report.windows)?,
-            edits: serde_json::to_value(&plan.report.changes)?,
+            config: ConfigRecord {
+                path: cfg.path.clone(),
+                sha256: identity.config_sha256.clone(),
+                profiles: c.golden.profiles.clone(),
+                regfiles: identity.regfiles.clone(),
+                compress: c.golden.compress,
+            },
+            windows: plan.report.windows.clone(),
+            edits: plan.report.changes.iter().map(EditRecord::from).collect(),
             first_boot_commands: plan.report.first_boot_commands.clone(),
-            drivers: plan
-                .report
-                .drivers
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()?,
-            first_boot: plan
-                .report
-                .first_boot
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()?,
+            drivers: plan.report.drivers.clone(),
+            first_boot: plan.report.first_boot.clone(),
             boot: image::open(&c.base.image, image::Access::ReadOnly)
                 .ok()
-                .and_then(|img| crate::guest::boot(&img, &c.base.image).ok())
-                .map(serde_json::to_value)
-                .transpose()?,
+                .and_then(|img| crate::guest::boot(&img, &c.base.image).ok()),
             output: OutputRecord {
                 path: version.clone(),
                 stable: Some(out.clone()),
@@ -496,13 +486,13 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 virtual_size: stats.virtual_size,
                 compressed: c.golden.compress,
             },
-            timings_ms: serde_json::json!({
-                "fetch": ms(t_fetch),
-                "inject": ms(t_inject - t_fetch),
-                "finalize": ms(t_finalize - t_inject),
-                "verify": ms(t_verify - t_finalize),
-                "total": ms(t0.elapsed()),
-            }),
+            timings_ms: Timings {
+                fetch: ms(t_fetch),
+                inject: ms(t_inject - t_fetch),
+                finalize: ms(t_finalize - t_inject),
+                verify: ms(t_verify - t_finalize),
+                total: ms(t0.elapsed()),
+            },
         };
         let manifest_file = manifest_path(&version);
         fsutil::write_file(

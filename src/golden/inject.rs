@@ -94,12 +94,12 @@ pub struct Report {
     pub nothing_written: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WindowsSummary {
     pub product_name: String,
     pub version: String,
     pub osinfo: String,
-    pub arch: &'static str,
+    pub arch: String,
     pub family: profiles::Family,
     pub control_sets: Vec<String>,
 }
@@ -358,7 +358,7 @@ pub fn plan(
             product_name: w.product_name.clone(),
             version: w.version.clone(),
             osinfo: w.osinfo.clone(),
-            arch: w.arch,
+            arch: w.arch.to_owned(),
             family,
             control_sets: sets,
         },

@@ -1,6 +1,8 @@
 //! The manifest beside each golden version: what went into it (base, ISO,
 //! drivers, first boot, every edit) and what came out.
 
+use super::inject::WindowsSummary;
+use crate::reg::{Action, Change, HiveName, ValueView};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -61,24 +63,72 @@ pub struct Manifest {
     pub identity: Identity,
     pub base: BaseRecord,
     pub virtio_win: VirtioRecord,
-    pub config: serde_json::Value,
-    pub windows: serde_json::Value,
-    pub edits: serde_json::Value,
+    pub config: ConfigRecord,
+    pub windows: WindowsSummary,
+    pub edits: Vec<EditRecord>,
     pub first_boot_commands: Vec<String>,
     /// The virtio drivers put into the image: per driver its ISO folder and
     /// DriverVer, every file (guest path, sha256); the registry edits are in `edits`.
     #[serde(default)]
-    pub drivers: Option<serde_json::Value>,
+    pub drivers: Option<crate::drivers::Report>,
     /// The first-boot queue: the service (binary and its sha256), every queued
     /// script, every file written (guest path, sha256), copied-in trees included.
     #[serde(default)]
-    pub first_boot: Option<serde_json::Value>,
-    /// How the golden boots (`guest::Boot`: UEFI with its EFI system partition,
-    /// or BIOS): clones and their recipes follow it.
+    pub first_boot: Option<crate::firstboot::Report>,
+    /// How the golden boots (UEFI with its EFI system partition, or BIOS):
+    /// clones and their recipes follow it.
     #[serde(default)]
-    pub boot: Option<serde_json::Value>,
+    pub boot: Option<crate::guest::Boot>,
     pub output: OutputRecord,
-    pub timings_ms: serde_json::Value,
+    pub timings_ms: Timings,
+}
+
+/// The config a golden image was built from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub profiles: Vec<String>,
+    /// Each .reg file and its SHA-256.
+    pub regfiles: Vec<(String, String)>,
+    pub compress: bool,
+}
+
+/// One registry change, as `inject --json` shows it (`reg::Change`, its values
+/// rendered, its source as `file:line`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EditRecord {
+    pub hive: HiveName,
+    pub key: String,
+    pub value: Option<String>,
+    pub action: Action,
+    pub old: Option<ValueView>,
+    pub new: Option<ValueView>,
+    pub source: String,
+}
+
+impl From<&Change> for EditRecord {
+    fn from(c: &Change) -> EditRecord {
+        EditRecord {
+            hive: c.hive,
+            key: c.key.clone(),
+            value: c.value.clone(),
+            action: c.action,
+            old: c.old.as_ref().map(ValueView::from),
+            new: c.new.as_ref().map(ValueView::from),
+            source: c.source.to_string(),
+        }
+    }
+}
+
+/// How long each phase of the build took, in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timings {
+    pub fetch: u64,
+    pub inject: u64,
+    pub finalize: u64,
+    pub verify: u64,
+    pub total: u64,
 }
 
 /// The virtio-win ISO a build used.

@@ -8,7 +8,7 @@ use serde::Serialize;
 pub const STAGING: &str = "Drivers\\VirtIO";
 
 /// What happens to one guest file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileAction {
     /// Not there yet.

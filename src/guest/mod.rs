@@ -714,11 +714,11 @@ const ESP_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 pub const UEFI_LOADER: &str = "EFI\\Microsoft\\Boot\\bootmgfw.efi";
 
 /// How a disk boots, as far as its partitions tell.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Boot {
     /// `uefi` (an EFI system partition), `bios` (an MBR partition marked active)
     /// or `unknown`.
-    pub firmware: &'static str,
+    pub firmware: String,
     /// The EFI system partition's number.
     pub esp: Option<u32>,
     /// Whether Windows' UEFI loader (`\EFI\Microsoft\Boot\bootmgfw.efi`) is on it.
@@ -743,18 +743,18 @@ pub fn boot(img: &dyn BlockDev, path: &Path) -> Result<Boot> {
         .iter()
         .find(|p| table.kind == image::TableKind::Mbr && p.bootable);
     let mut out = Boot {
-        firmware: "unknown",
+        firmware: "unknown".into(),
         esp: esp.map(|p| p.number),
         uefi_loader: None,
         active: active.map(|p| p.number),
         bios_loader: None,
     };
     if let Some(p) = esp {
-        out.firmware = "uefi";
+        out.firmware = "uefi".into();
         let view = PartitionView::new(img, p.start, p.size)?;
         out.uefi_loader = image::fat::file_exists(&view, UEFI_LOADER)?;
     } else if let Some(p) = active {
-        out.firmware = "bios";
+        out.firmware = "bios".into();
         let view = PartitionView::new(img, p.start, p.size)?;
         if probe_filesystem(&view)? == "ntfs" {
             let name = format!("{}: partition {}", path.display(), p.number);

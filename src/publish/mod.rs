@@ -122,31 +122,20 @@ fn settings_sha256(id: &crate::golden::manifest::Identity) -> String {
 /// The deterministic part of a golden manifest: nothing that names a host path,
 /// an inode or a time.
 fn provenance(m: &Manifest) -> Value {
-    let strip_paths = |files: &Value| -> Value {
-        Value::Array(
-            files
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|f| json!({"to": f["to"], "sha256": f["sha256"], "size": f["size"]}))
-                .collect(),
-        )
-    };
+    // A file as provenance keeps it: where it goes, its digest and size.
+    let strip =
+        |to: &str, sha256: &str, size: u64| json!({"to": to, "sha256": sha256, "size": size});
     let file_name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
     let edits: Vec<Value> = m
         .edits
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|e| {
             let mut e = e.clone();
             // `file:line` of an edit: a host path keeps only its file name.
-            if let Some(src) = e["source"].as_str() {
-                if src.starts_with('/') {
-                    e["source"] = Value::String(file_name(src));
-                }
+            if e.source.starts_with('/') {
+                e.source = file_name(&e.source);
             }
-            e
+            json!(e)
         })
         .collect();
     let regfiles: Vec<Value> = m
@@ -176,13 +165,13 @@ fn provenance(m: &Manifest) -> Value {
         "edits": edits,
         "first_boot_commands": m.first_boot_commands,
         "drivers": m.drivers.as_ref().map(|d| json!({
-            "boot": d["boot"], "registration": d["registration"], "drivers": d["drivers"],
-            "files": strip_paths(&d["files"]),
+            "boot": d.boot, "registration": d.registration, "drivers": d.drivers,
+            "files": d.files.iter().map(|f| strip(&f.to, &f.sha256, f.size)).collect::<Vec<_>>(),
         })),
         "first_boot": m.first_boot.as_ref().map(|f| json!({
-            "queue": f["queue"].as_array().map(|q| q.iter().map(|x| x["name"].clone()).collect::<Vec<_>>()),
-            "service_binary_sha256": f["service"]["binary_sha256"],
-            "files": strip_paths(&f["files"]),
+            "queue": f.queue.iter().map(|q| q.name.clone()).collect::<Vec<_>>(),
+            "service_binary_sha256": f.service.as_ref().map(|s| s.binary_sha256.clone()),
+            "files": f.files.iter().map(|g| strip(&g.to, &g.sha256, g.size)).collect::<Vec<_>>(),
         })),
         "output": {
             "sha256": out.sha256,
@@ -313,11 +302,6 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
 
     // Annotations and labels, from the deterministic part only.
     let w = &m.windows;
-    let s = |v: &Value| {
-        v.as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.to_string())
-    };
     let title = version
         .file_stem()
         .map(|n| n.to_string_lossy().into_owned())
@@ -338,8 +322,8 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
         "org.opencontainers.image.description",
         format!(
             "{} {} golden image (wingold)",
-            s(&w["product_name"]),
-            s(&w["version"])
+            w.product_name.clone(),
+            w.version.clone()
         ),
     );
     if let Some(c) = &o.created {
@@ -364,10 +348,10 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
             "virtio-win.drivers-injected",
             m.virtio_win.drivers_injected.to_string(),
         ),
-        ("windows.product-name", s(&w["product_name"])),
-        ("windows.version", s(&w["version"])),
-        ("windows.osinfo", s(&w["osinfo"])),
-        ("windows.arch", s(&w["arch"])),
+        ("windows.product-name", w.product_name.clone()),
+        ("windows.version", w.version.clone()),
+        ("windows.osinfo", w.osinfo.clone()),
+        ("windows.arch", w.arch.clone()),
     ];
     for (label, value) in from_manifest {
         put(&format!("io.wingold.{label}"), value);
@@ -378,7 +362,7 @@ pub fn publish(o: &Options) -> anyhow::Result<Outcome> {
     );
     let virtio = m.virtio_win.drivers_injected;
     let pref = match o.preference.as_str() {
-        "" | "auto" => preference_for(w["osinfo"].as_str().unwrap_or(""), virtio),
+        "" | "auto" => preference_for(&w.osinfo, virtio),
         "none" => None,
         name => Some(name.to_owned()),
     };

@@ -5,7 +5,7 @@
 use super::{HiveName, RegValue};
 use serde::Serialize;
 /// A value as the plan shows it: type and bytes (hex in JSON), and a readable form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ValueView {
     #[serde(rename = "type")]
     pub kind: String,
@@ -92,7 +92,7 @@ fn display(v: &RegValue) -> Option<String> {
 }
 
 /// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     KeyAdded,

@@ -48,6 +48,16 @@ impl HiveName {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for HiveName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        HiveName::ALL
+            .into_iter()
+            .find(|h| h.name() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("no hive {name:?}")))
+    }
+}
+
 impl std::fmt::Display for HiveName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

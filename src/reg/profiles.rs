@@ -7,7 +7,7 @@ use super::{parse, ParseError, RegEdit};
 
 /// Windows families whose settings differ (NT 5.x against NT 6 and later: the
 /// values each profile's .reg files set, with the sources named in them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     /// NT 5.x: XP, Server 2003 / 2003 R2.
