@@ -1086,3 +1086,57 @@ fn a_nul_in_a_config_path_is_refused() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!site.dir.join("golden").exists());
 }
+
+/// `[firstboot] guest_agent = true`: the fetched ISO's agent is in the golden
+/// image and its manifest, turning it on changes the build's identity (a
+/// rebuild), and the NIC watchdog's settings too.
+#[test]
+fn the_guest_agent_and_the_watchdog_are_part_of_the_build() {
+    let site = site(false);
+    let (out, first) = build(&site, &[]);
+    ok(&out);
+    let cfg = site.dir.join("wingold.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + "\n[firstboot]\nguest_agent = true\nnic_watchdog = true\n";
+    std::fs::write(&cfg, text).unwrap();
+    let (out, second) = build(&site, &[]);
+    ok(&out);
+    assert_eq!(second["up_to_date"], false, "the agent changes the build");
+    assert_ne!(second["version"], first["version"]);
+    let m = manifest_of(&site.golden);
+    let queue = m["first_boot"]["queue"].to_string();
+    assert!(
+        queue.contains("3000-guest-agent.cmd") && queue.contains("5200-nic-watchdog.cmd"),
+        "{queue}"
+    );
+    let msi = m["first_boot"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["to"] == "Windows\\wingold\\qemu-ga-x86_64.msi")
+        .cloned()
+        .expect("the agent's MSI in the manifest");
+    // The same bytes as the ISO holds, as xorriso extracts them.
+    let extracted = site.dir.join("qemu-ga.msi");
+    run(
+        "xorriso",
+        &[
+            "-osirrox",
+            "on",
+            "-indev",
+            s(&site.dir.join("virtio-win-0.1.999.iso")),
+            "-extract",
+            "/guest-agent/qemu-ga-x86_64.msi",
+            s(&extracted),
+        ],
+    );
+    assert_eq!(
+        msi["sha256"],
+        wingold::fsutil::sha256_hex(&std::fs::read(&extracted).unwrap()),
+        "{msi}"
+    );
+    assert!(m["drivers"]["drivers"]
+        .to_string()
+        .to_ascii_lowercase()
+        .contains("vioserial"));
+}
