@@ -198,7 +198,6 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
             failures: args.watchdog_failures,
         }),
         guest_agent_iso: args.guest_agent.then(|| args.drivers.clone()).flatten(),
-        guest_agent: None,
     });
     let mut plan = inject::plan(
         &image_path,

@@ -121,10 +121,9 @@ pub struct Request {
     /// The NIC watchdog (opt-in).
     pub nic_watchdog: Option<Watchdog>,
     /// The virtio-win ISO whose QEMU guest agent is installed silently at
-    /// first boot (opt-in); the caller reads the MSI into `guest_agent`.
+    /// first boot (opt-in); the caller reads the MSI off it and hands it to
+    /// [`plan`].
     pub guest_agent_iso: Option<PathBuf>,
-    /// The guest agent's MSI, as read from `guest_agent_iso`.
-    pub guest_agent: Option<AgentMsi>,
 }
 
 /// The guest agent's installer as the virtio-win ISO holds it.
@@ -164,7 +163,6 @@ impl Request {
             && self.scripts.is_empty()
             && self.copy_in.is_empty()
             && self.nic_watchdog.is_none()
-            && self.guest_agent.is_none()
             && self.guest_agent_iso.is_none()
     }
 }
@@ -280,10 +278,12 @@ fn mtime(meta: &std::fs::Metadata) -> Option<i64> {
     Some(meta.mtime())
 }
 
-/// Computes the plan; refusals are bad input naming the file.
+/// Computes the plan; refusals are bad input naming the file. `agent`: the
+/// guest agent's MSI, read by the caller off `req.guest_agent_iso`.
 pub fn plan(
     w: &Windows,
     req: &Request,
+    agent: Option<AgentMsi>,
     software: &[u8],
     read_guest: &ReadGuest,
     hash_guest: &HashGuest,
@@ -385,13 +385,13 @@ pub fn plan(
             None,
         ));
     }
-    if let Some(msi) = &req.guest_agent {
+    if let Some(msi) = agent {
         refuse_guest_agent(w)?;
         add(
             &mut files,
             format!("{root}\\wingold\\{}", msi.name),
-            msi.from.clone(),
-            msi.data.clone(),
+            msi.from,
+            msi.data,
             None,
         );
         entries.push((

@@ -389,7 +389,6 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
                 failures: c.firstboot.watchdog_failures.unwrap_or(3),
             }),
         guest_agent_iso: c.firstboot.guest_agent.then(|| iso.path.clone()),
-        guest_agent: None,
     });
     let mut plan = inject::plan(
         &c.base.image,

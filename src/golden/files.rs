@@ -188,14 +188,11 @@ pub(super) fn plan_first_boot(
     let read = guest_reader(vol);
     let hash = guest_hasher(vol);
     let fold = |name: &str| vol.upcase(name);
-    let mut with_agent;
-    let mut req = req;
-    if let Some(iso) = &req.guest_agent_iso {
-        with_agent = req.clone();
-        with_agent.guest_agent = Some(agent_msi(iso, w)?);
-        req = &with_agent;
-    }
-    let mut p = firstboot::plan(w, req, &hives.software, &read, &hash, &fold)?;
+    let agent = match &req.guest_agent_iso {
+        Some(iso) => Some(agent_msi(iso, w)?),
+        None => None,
+    };
+    let mut p = firstboot::plan(w, req, agent, &hives.software, &read, &hash, &fold)?;
     if f.time == 0 {
         // No ISO to take a date from: the newest of the user's files, else the
         // time Windows last wrote its SYSTEM hive (base block, FILETIME at 12).

@@ -127,21 +127,6 @@ pub struct Plan {
     checked: Option<crate::ntfs::Checked>,
 }
 
-/// What [`plan`] gathers while the volume is mounted.
-struct Planned {
-    checked: crate::ntfs::Checked,
-    w: Windows,
-    family: profiles::Family,
-    sources: Vec<Source>,
-    edits: Vec<RegEdit>,
-    first_boot: Vec<String>,
-    results: Vec<reg::HiveResult>,
-    files: Option<FilePlan>,
-    driver_report: Option<drivers::Report>,
-    identity_report: Option<identity::Report>,
-    first_boot_report: Option<firstboot::Report>,
-}
-
 /// Parses every source, finds Windows, checks it is safe to write, and runs the
 /// edits on copies of its hives. Writes nothing.
 pub fn plan(
@@ -192,7 +177,7 @@ pub fn plan(
     let input = image::open(image_path, Access::ReadOnly)?;
     // One read-only mount, the one Windows was found on: refuse an unsafe volume
     // before any output exists, then plan from the hives detection read.
-    let planned = guest::with_windows(&input, image_path, partition, |found| {
+    guest::with_windows(&input, image_path, partition, |found| {
         let guest::Found {
             windows: w,
             vol,
@@ -287,100 +272,74 @@ pub fn plan(
             }
         }
         files::refuse_full_volume(vol, &w, image_path, bytes_needed)?;
-        anyhow::Ok(Planned {
-            checked,
-            w,
-            family,
+        if !force {
+            refuse_unbootable(&edits, &results)?;
+        }
+        // The changes move into the report (a large .reg makes hundreds of thousands).
+        let mut results = results;
+        let changes: Vec<Change> = results
+            .iter_mut()
+            .flat_map(|r| std::mem::take(&mut r.changes))
+            .collect();
+        let sets: Vec<String> = w
+            .control_sets
+            .edited()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        // The dirty hives the edits reach were read through their logs.
+        let logs_replayed = results
+            .iter()
+            .filter(|r| r.bytes.is_some())
+            .filter_map(|r| match &w.hive_file(r.hive)?.log_state {
+                guest::LogState::Replayable(rp) => Some(LogsReplayed {
+                    hive: w.hive_path(r.hive),
+                    logs: rp
+                        .logs
+                        .iter()
+                        .filter(|l| l.applied > 0)
+                        .map(|l| l.name.clone())
+                        .collect(),
+                    entries: rp.applied,
+                    first_sequence: rp.first_sequence,
+                    last_sequence: rp.last_sequence,
+                }),
+                _ => None,
+            })
+            .collect();
+        let report = Report {
+            image: image_path.to_owned(),
+            output: None,
+            in_place: false,
+            dry_run: true,
+            windows: WindowsSummary {
+                product_name: w.product_name.clone(),
+                version: w.version.clone(),
+                osinfo: w.osinfo.clone(),
+                arch: w.arch.to_owned(),
+                family,
+                control_sets: sets,
+            },
             sources,
-            edits,
-            first_boot,
+            changes,
+            hives_written: Vec::new(),
+            logs_replayed,
+            logs_truncated: Vec::new(),
+            first_boot_commands: first_boot,
+            drivers: driver_report,
+            first_boot: first_boot_report,
+            identity: identity_report,
+            verified: false,
+            nothing_written: false,
+        };
+        anyhow::Ok(Plan {
+            windows: w,
+            report,
             results,
+            forced: force,
             files,
-            driver_report,
-            identity_report,
-            first_boot_report,
+            checked: Some(checked),
         })
-    })?;
-    let Planned {
-        checked,
-        w,
-        family,
-        sources,
-        edits,
-        first_boot,
-        results,
-        files,
-        driver_report,
-        identity_report,
-        first_boot_report,
-    } = planned;
-    if !force {
-        refuse_unbootable(&edits, &results)?;
-    }
-    // The changes move into the report (a large .reg makes hundreds of thousands).
-    let mut results = results;
-    let changes: Vec<Change> = results
-        .iter_mut()
-        .flat_map(|r| std::mem::take(&mut r.changes))
-        .collect();
-    let sets: Vec<String> = w
-        .control_sets
-        .edited()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    // The dirty hives the edits reach were read through their logs.
-    let logs_replayed = results
-        .iter()
-        .filter(|r| r.bytes.is_some())
-        .filter_map(|r| match &w.hive_file(r.hive)?.log_state {
-            guest::LogState::Replayable(rp) => Some(LogsReplayed {
-                hive: w.hive_path(r.hive),
-                logs: rp
-                    .logs
-                    .iter()
-                    .filter(|l| l.applied > 0)
-                    .map(|l| l.name.clone())
-                    .collect(),
-                entries: rp.applied,
-                first_sequence: rp.first_sequence,
-                last_sequence: rp.last_sequence,
-            }),
-            _ => None,
-        })
-        .collect();
-    let report = Report {
-        image: image_path.to_owned(),
-        output: None,
-        in_place: false,
-        dry_run: true,
-        windows: WindowsSummary {
-            product_name: w.product_name.clone(),
-            version: w.version.clone(),
-            osinfo: w.osinfo.clone(),
-            arch: w.arch.to_owned(),
-            family,
-            control_sets: sets,
-        },
-        sources,
-        changes,
-        hives_written: Vec::new(),
-        logs_replayed,
-        logs_truncated: Vec::new(),
-        first_boot_commands: first_boot,
-        drivers: driver_report,
-        first_boot: first_boot_report,
-        identity: identity_report,
-        verified: false,
-        nothing_written: false,
-    };
-    Ok(Plan {
-        windows: w,
-        report,
-        results,
-        forced: force,
-        files,
-        checked: Some(checked),
     })
 }
 
@@ -503,14 +462,11 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
                 }
             }
             r.output = Some(out.clone());
-            if !read_back {
-                r.dry_run = false;
-                return Ok(());
-            }
         }
     }
     r.dry_run = false;
-    r.verified = true;
+    // A work overlay is read back by its caller, on what it makes of it.
+    r.verified = !matches!(mode, Mode::WorkOverlay(_));
     Ok(())
 }
 

@@ -632,9 +632,6 @@ fn log_rank(name: &str) -> u8 {
     }
 }
 
-/// Reads hive `file` in folder `config` through its transaction logs `logs`
-/// (file names in the same folder): a dirty hive is replayed in memory, as
-/// Windows would when it loads it; a clean one is read as it is.
 /// The bytes detection looks at: those already known, else those it read.
 fn known_or_read<'b>(known: Option<&'b [u8]>, read: &'b Option<HiveBytes>) -> &'b [u8] {
     known
@@ -642,6 +639,9 @@ fn known_or_read<'b>(known: Option<&'b [u8]>, read: &'b Option<HiveBytes>) -> &'
         .unwrap_or_default()
 }
 
+/// Reads hive `file` in folder `config` through its transaction logs `logs`
+/// (file names in the same folder): a dirty hive is replayed in memory, as
+/// Windows would when it loads it; a clean one is read as it is.
 fn read_through_logs(vol: &Volume, config: &str, file: &str, logs: &[String]) -> Result<HiveBytes> {
     let path = format!("{config}\\{file}");
     let mut bytes = vol.read_file(&path)?;

@@ -154,10 +154,8 @@ impl<'a> Volume<'a> {
         if !dev.is_writable() {
             return Err(Error::ReadOnly);
         }
-        Self::mount(dev, name, false)?.refuse_unsafe()?;
-        let vol = Self::mount(dev, name, true)?;
-        vol.mark_dirty()?;
-        Ok(vol)
+        let checked = Self::mount(dev, name, false)?.refuse_unsafe()?;
+        Self::open_checked(dev, name, checked)
     }
 
     /// A read-write open of bytes a read-only mount has just checked
