@@ -309,15 +309,15 @@ pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
     }
     let list = wanted(&args)?;
     // The recipes are checked (MAC, paths) before anything is written.
+    // A clone boots as its golden does, unless told: the golden is looked at once.
+    let golden_uefi = args.vm.firmware == super::launch::FirmwareArg::Auto
+        && super::launch::boots_uefi(&args.golden);
     let vms = list
         .iter()
         .map(|w| {
             let (disk, script) = vm::clone_paths(&args.dir, w.id);
             let mut recipe = super::launch::vm(w.id, &disk, None, &args.vm)?;
-            // A clone boots as its golden does, unless told.
-            if args.vm.firmware == super::launch::FirmwareArg::Auto
-                && super::launch::boots_uefi(&args.golden)
-            {
+            if golden_uefi {
                 let abs = std::path::absolute(&disk)?;
                 recipe.uefi = Some(crate::launch::Uefi::beside(&abs));
             }

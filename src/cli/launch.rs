@@ -86,13 +86,24 @@ pub enum FirmwareArg {
     Uefi,
 }
 
-/// Whether the disk `image` boots with UEFI (it has an EFI system partition);
-/// a disk that is not there yet, or cannot be read, boots with BIOS.
+/// Whether the disk `image` boots with UEFI (it has an EFI system partition).
+/// A disk that is not there yet (a clone about to be made) or holds no
+/// partition table yet (the installer's blank disk) boots with BIOS. An image
+/// that cannot be opened (a running VM holds it) is taken as BIOS too, and said,
+/// so that a recipe can still be printed for a running VM.
 pub fn boots_uefi(image: &Path) -> bool {
-    let Ok(img) = crate::image::open(image, crate::image::Access::ReadOnly) else {
+    if !image.exists() {
         return false;
-    };
-    crate::guest::boot(&img, image).is_ok_and(|b| b.firmware == "uefi")
+    }
+    match crate::image::open(image, crate::image::Access::ReadOnly) {
+        Ok(img) => crate::guest::boot(&img, image).is_ok_and(|b| b.firmware == "uefi"),
+        Err(e) => {
+            crate::note::say(format!(
+                "{e}: cannot tell its firmware, so the recipe is for BIOS; give --firmware uefi if it boots with UEFI"
+            ));
+            false
+        }
+    }
 }
 
 #[derive(Debug, Args)]
