@@ -1,5 +1,12 @@
 //! One question every layer's errors answer — whose move is it? — and so the exit
-//! code. `cli::exit_code` asks it of the first cause in an error chain that knows.
+//! code. [`kind_of`] asks it of the first cause in an error chain that knows.
+//!
+//! A type answers by implementing [`Classify`] inside [`classify!`], which also
+//! enters it in [`CLASSIFIERS`], a table the linker gathers from every module:
+//! there is no list to keep by hand, and a hand-written `impl Classify` does not
+//! compile (the trait is sealed by the macro).
+
+#![deny(unsafe_code)]
 
 use std::io;
 
@@ -25,8 +32,65 @@ impl Kind {
 }
 
 /// An error that knows its [`Kind`]; wrappers answer with their source's.
-pub trait Classify {
+/// Implemented only through [`classify!`].
+pub trait Classify: registered::Sealed {
     fn kind(&self) -> Kind;
+}
+
+#[doc(hidden)]
+pub mod registered {
+    /// Implemented by [`classify!`](crate::error::classify) beside `Classify`, so
+    /// that a type cannot classify without being entered in the table.
+    pub trait Sealed {}
+}
+
+/// Asks `cause` for its kind if it is an `E`.
+pub type Ask = fn(&(dyn std::error::Error + 'static)) -> Option<Kind>;
+
+/// One [`Ask`] per type that classifies, entered by [`classify!`].
+#[linkme::distributed_slice]
+pub static CLASSIFIERS: [Ask];
+
+/// The [`Ask`] for `E`.
+pub fn ask<E: Classify + std::error::Error + 'static>(
+    cause: &(dyn std::error::Error + 'static),
+) -> Option<Kind> {
+    cause.downcast_ref::<E>().map(Classify::kind)
+}
+
+/// Implements [`Classify`] for a type and enters it in [`CLASSIFIERS`]:
+///
+/// ```ignore
+/// classify! {
+///     impl Classify for Refusal {
+///         fn kind(&self) -> Kind {
+///             Kind::BadInput
+///         }
+///     }
+/// }
+/// ```
+macro_rules! classify {
+    (impl Classify for $ty:ty { $($body:tt)* }) => {
+        impl $crate::error::Classify for $ty { $($body)* }
+        impl $crate::error::registered::Sealed for $ty {}
+        const _: () = {
+            // linkme's entry is a `#[link_section]` static, which the unsafe_code
+            // lint counts as unsafe: the one allowance outside ntfs, hive and
+            // interrupt (tests/layers.rs checks there is no other).
+            #[allow(unsafe_code)]
+            #[::linkme::distributed_slice($crate::error::CLASSIFIERS)]
+            static ASK: $crate::error::Ask = $crate::error::ask::<$ty>;
+        };
+    };
+}
+pub(crate) use classify;
+
+/// The kind of the first cause in `err`'s chain that has one (an error of one of
+/// the layers; wrappers answer for what they wrap); a failure when none does.
+pub fn kind_of(err: &anyhow::Error) -> Kind {
+    err.chain()
+        .find_map(|cause| CLASSIFIERS.iter().find_map(|ask| ask(cause)))
+        .unwrap_or(Kind::Failure)
 }
 
 /// Opening a file the user named: a path that leads nowhere is bad input; an open
@@ -53,9 +117,11 @@ pub struct Unreadable {
     pub source: io::Error,
 }
 
-impl Classify for Unreadable {
-    fn kind(&self) -> Kind {
-        open_kind(&self.source)
+classify! {
+    impl Classify for Unreadable {
+        fn kind(&self) -> Kind {
+            open_kind(&self.source)
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! write under a temporary name beside the target, fsync, then move into place
 //! (replacing the old file atomically, or refusing to replace anything).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -2,9 +2,9 @@
 //! (opening a FIFO blocks until a writer comes; `/dev/zero` never ends), and text
 //! inputs are read up to a cap that no real one comes near.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
-use crate::error::{open_kind, Classify, Kind};
+use crate::error::{open_kind, Kind};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -67,11 +67,13 @@ pub enum Error {
     },
 }
 
-impl Classify for Error {
-    fn kind(&self) -> Kind {
-        match self {
-            Error::NotAFile { .. } | Error::TooLarge { .. } => Kind::BadInput,
-            Error::Unreadable { source, .. } => open_kind(source),
+crate::error::classify! {
+    impl Classify for Error {
+        fn kind(&self) -> Kind {
+            match self {
+                Error::NotAFile { .. } | Error::TooLarge { .. } => Kind::BadInput,
+                Error::Unreadable { source, .. } => open_kind(source),
+            }
         }
     }
 }
@@ -146,6 +148,7 @@ pub fn read(path: &Path, cap: Cap) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Classify;
 
     #[test]
     fn device_files_fifos_and_folders_are_refused_unopened() {

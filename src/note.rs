@@ -4,6 +4,8 @@
 //! line, which installed the sink, decides how it reaches the terminal. With no
 //! sink (the library used on its own) notes are dropped.
 
+#![deny(unsafe_code)]
+
 use std::sync::OnceLock;
 
 type Sink = Box<dyn Fn(&str) + Send + Sync>;

@@ -206,3 +206,41 @@ fn only_the_command_line_prints() {
     printing.retain(|p| !p.starts_with("ntfs/log.rs:"));
     assert!(printing.is_empty(), "lower layers print: {printing:?}");
 }
+
+#[test]
+fn unsafe_code_stays_where_the_map_puts_it() {
+    // Every module but the FFI layers denies unsafe code at its top; the one
+    // `allow` is the link-time table entry `error::classify!` writes.
+    let ffi = ["ntfs", "hive", "interrupt"];
+    let mut missing = Vec::new();
+    let mut allowed = Vec::new();
+    let mut tops = vec![src().join("main.rs"), src().join("cli/mod.rs")];
+    for layer in MAY_USE.iter().map(|(l, _)| *l).chain(["cli"]) {
+        let file = src().join(format!("{layer}.rs"));
+        let top = if file.exists() {
+            file
+        } else {
+            src().join(layer).join("mod.rs")
+        };
+        if !ffi.contains(&layer) && layer != "cli" {
+            tops.push(top);
+        }
+        for f in files_of(layer) {
+            let text = code(&std::fs::read_to_string(&f).unwrap());
+            if text.contains("allow(unsafe_code)") && !f.ends_with("src/error.rs") {
+                allowed.push(f.display().to_string());
+            }
+        }
+    }
+    for top in tops {
+        let text = std::fs::read_to_string(&top).unwrap();
+        if !text.contains("#![deny(unsafe_code)]") && !text.contains("#![forbid(unsafe_code)]") {
+            missing.push(top.display().to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "no unsafe_code lint at the top of: {missing:?}"
+    );
+    assert!(allowed.is_empty(), "unsafe code allowed in: {allowed:?}");
+}

@@ -34,18 +34,20 @@ pub enum Invalid {
     PublishTag { config: PathBuf, tag: String },
 }
 
-impl crate::error::Classify for Invalid {
-    fn kind(&self) -> crate::error::Kind {
-        use crate::error::Kind;
-        match self {
-            Invalid::ForSpec(_)
-            | Invalid::InjectMode
-            | Invalid::CopyInSpec(_)
-            | Invalid::InstallIsos => Kind::Usage,
-            Invalid::NoPassword
-            | Invalid::LongPassword
-            | Invalid::PublishTo { .. }
-            | Invalid::PublishTag { .. } => Kind::BadInput,
+crate::error::classify! {
+    impl Classify for Invalid {
+        fn kind(&self) -> crate::error::Kind {
+            use crate::error::Kind;
+            match self {
+                Invalid::ForSpec(_)
+                | Invalid::InjectMode
+                | Invalid::CopyInSpec(_)
+                | Invalid::InstallIsos => Kind::Usage,
+                Invalid::NoPassword
+                | Invalid::LongPassword
+                | Invalid::PublishTo { .. }
+                | Invalid::PublishTag { .. } => Kind::BadInput,
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 //! `mlcustomize/inject_virtio_win.ml`), per family in `registry.rs`. Knows nothing of images
 //! or NTFS: guest files are read through a closure.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod inf;
 pub mod pe;

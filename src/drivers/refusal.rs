@@ -115,8 +115,10 @@ fn listed(folders: &[String]) -> String {
     }
 }
 
-impl crate::error::Classify for Refusal {
-    fn kind(&self) -> crate::error::Kind {
-        crate::error::Kind::BadInput
+crate::error::classify! {
+    impl Classify for Refusal {
+        fn kind(&self) -> crate::error::Kind {
+            crate::error::Kind::BadInput
+        }
     }
 }

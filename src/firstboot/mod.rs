@@ -13,7 +13,7 @@
 //! Like `drivers`, this knows nothing of images or NTFS: guest files come through
 //! a closure.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod copy_in;
 mod refusal;

@@ -100,13 +100,15 @@ pub enum Refusal {
     },
 }
 
-impl crate::error::Classify for Refusal {
-    fn kind(&self) -> crate::error::Kind {
-        match self {
-            // The default binary missing is a host without rhsrvany; a named one, a
-            // path that leads nowhere.
-            Refusal::NoServiceBinary { source, .. } => crate::error::open_kind(source),
-            _ => crate::error::Kind::BadInput,
+crate::error::classify! {
+    impl Classify for Refusal {
+        fn kind(&self) -> crate::error::Kind {
+            match self {
+                // The default binary missing is a host without rhsrvany; a named one, a
+                // path that leads nowhere.
+                Refusal::NoServiceBinary { source, .. } => crate::error::open_kind(source),
+                _ => crate::error::Kind::BadInput,
+            }
         }
     }
 }

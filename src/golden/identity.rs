@@ -10,7 +10,7 @@
 //!   zone in the specialize pass, the administrator password (encoded as
 //!   Windows encodes it) and the OOBE pages skipped in oobeSystem.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use super::Refusal;
 use crate::guest::Windows;

@@ -1,7 +1,7 @@
 //! The pipeline: golden builds (config, fetch, inject, finalize, manifest,
 //! rebuild-on-change) and clones. Built on every layer below.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod build;
 pub mod config;

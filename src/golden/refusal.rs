@@ -192,8 +192,10 @@ pub enum Refusal {
     },
 }
 
-impl crate::error::Classify for Refusal {
-    fn kind(&self) -> crate::error::Kind {
-        crate::error::Kind::BadInput
+crate::error::classify! {
+    impl Classify for Refusal {
+        fn kind(&self) -> crate::error::Kind {
+            crate::error::Kind::BadInput
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! little- and big-endian path tables for each; one extent per directory and per
 //! file, file data shared by both trees.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use serde::Serialize;
 use std::collections::BTreeMap;

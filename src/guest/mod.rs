@@ -5,7 +5,7 @@
 //! temporary copies. Version naming follows libguestfs' inspection
 //! (`inspect-fs-windows.c`, `inspect-osinfo.c`).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod files;
 pub mod names;
@@ -44,16 +44,18 @@ pub enum Error {
     NoArch { path: String, what: String },
 }
 
-impl crate::error::Classify for Error {
-    fn kind(&self) -> crate::error::Kind {
-        match self {
-            Error::Image(e) => e.kind(),
-            Error::Ntfs(e) => e.kind(),
-            Error::Hive(e) => e.kind(),
-            Error::NoWindows { .. }
-            | Error::Missing { .. }
-            | Error::NoArch { .. }
-            | Error::BitLocker { .. } => crate::error::Kind::BadInput,
+crate::error::classify! {
+    impl Classify for Error {
+        fn kind(&self) -> crate::error::Kind {
+            match self {
+                Error::Image(e) => e.kind(),
+                Error::Ntfs(e) => e.kind(),
+                Error::Hive(e) => e.kind(),
+                Error::NoWindows { .. }
+                | Error::Missing { .. }
+                | Error::NoArch { .. }
+                | Error::BitLocker { .. } => crate::error::Kind::BadInput,
+            }
         }
     }
 }

@@ -102,25 +102,27 @@ pub enum Error {
     ReadOnly { name: String },
 }
 
-impl crate::error::Classify for Error {
-    fn kind(&self) -> crate::error::Kind {
-        let bad_input = matches!(
-            self,
-            Error::NotAHive { .. }
-                | Error::Open { .. }
-                | Error::Dirty { .. }
-                | Error::LogReplay { .. }
-                | Error::NeedsRepair { .. }
-                | Error::Damaged { .. }
-                | Error::Index { .. }
-                | Error::NulInName { .. }
-                | Error::RootDelete { .. }
-                | Error::ValueTooLarge { .. }
-        );
-        if bad_input {
-            crate::error::Kind::BadInput
-        } else {
-            crate::error::Kind::Failure
+crate::error::classify! {
+    impl Classify for Error {
+        fn kind(&self) -> crate::error::Kind {
+            let bad_input = matches!(
+                self,
+                Error::NotAHive { .. }
+                    | Error::Open { .. }
+                    | Error::Dirty { .. }
+                    | Error::LogReplay { .. }
+                    | Error::NeedsRepair { .. }
+                    | Error::Damaged { .. }
+                    | Error::Index { .. }
+                    | Error::NulInName { .. }
+                    | Error::RootDelete { .. }
+                    | Error::ValueTooLarge { .. }
+            );
+            if bad_input {
+                crate::error::Kind::BadInput
+            } else {
+                crate::error::Kind::Failure
+            }
         }
     }
 }

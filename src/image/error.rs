@@ -1,6 +1,6 @@
 //! Errors of the image layer. Each names the file and what is wrong with it.
 
-use crate::error::{Classify, Kind};
+use crate::error::Kind;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -113,24 +113,26 @@ impl Error {
     }
 }
 
-impl Classify for Error {
-    fn kind(&self) -> Kind {
-        match self {
-            Error::Open { source, .. } => crate::error::open_kind(source),
-            Error::Backing { source, .. } => source.kind(),
-            // Writing through a read-only handle is wingold's mistake, not the user's.
-            Error::Io { .. }
-            | Error::Qcow2 { .. }
-            | Error::OutOfRange { .. }
-            | Error::ReadOnly { .. } => Kind::Failure,
-            Error::NotAnImage { .. }
-            | Error::Corrupt { .. }
-            | Error::Unsupported { .. }
-            | Error::Locked { .. }
-            | Error::Exists { .. }
-            | Error::NoPartitionTable { .. }
-            | Error::BadPartitionTable { .. }
-            | Error::BadSize { .. } => Kind::BadInput,
+crate::error::classify! {
+    impl Classify for Error {
+        fn kind(&self) -> Kind {
+            match self {
+                Error::Open { source, .. } => crate::error::open_kind(source),
+                Error::Backing { source, .. } => source.kind(),
+                // Writing through a read-only handle is wingold's mistake, not the user's.
+                Error::Io { .. }
+                | Error::Qcow2 { .. }
+                | Error::OutOfRange { .. }
+                | Error::ReadOnly { .. } => Kind::Failure,
+                Error::NotAnImage { .. }
+                | Error::Corrupt { .. }
+                | Error::Unsupported { .. }
+                | Error::Locked { .. }
+                | Error::Exists { .. }
+                | Error::NoPartitionTable { .. }
+                | Error::BadPartitionTable { .. }
+                | Error::BadSize { .. } => Kind::BadInput,
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! The single entry point is [`open`], which sniffs the magic and picks the format.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod create;
 mod error;

@@ -5,7 +5,7 @@
 //!
 //! Plain data in, text out: nothing here starts a process or touches an image.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -26,10 +26,12 @@ pub enum Error {
     IdTooLarge(u32),
 }
 
-impl crate::error::Classify for Error {
-    /// Every launch error is a value the user gave.
-    fn kind(&self) -> crate::error::Kind {
-        crate::error::Kind::BadInput
+crate::error::classify! {
+    impl Classify for Error {
+        /// Every launch error is a value the user gave.
+        fn kind(&self) -> crate::error::Kind {
+            crate::error::Kind::BadInput
+        }
     }
 }
 

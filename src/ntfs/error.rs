@@ -73,22 +73,24 @@ pub enum Error {
     Image(#[from] crate::image::Error),
 }
 
-impl crate::error::Classify for Error {
-    /// The input being wrong or unsafe to use is bad input; the rest failures.
-    fn kind(&self) -> crate::error::Kind {
-        use crate::error::Kind;
-        match self {
-            Error::NotNtfs { .. }
-            | Error::Hibernated { .. }
-            | Error::Dirty { .. }
-            | Error::NeedsRepair { .. }
-            | Error::Mount { .. }
-            | Error::NotFound { .. }
-            | Error::NotADirectory { .. }
-            | Error::NotAFile { .. }
-            | Error::BadPath { .. } => Kind::BadInput,
-            Error::Image(e) => e.kind(),
-            Error::NotWritable { .. } | Error::Op { .. } | Error::ReadOnly => Kind::Failure,
+crate::error::classify! {
+    impl Classify for Error {
+        /// The input being wrong or unsafe to use is bad input; the rest failures.
+        fn kind(&self) -> crate::error::Kind {
+            use crate::error::Kind;
+            match self {
+                Error::NotNtfs { .. }
+                | Error::Hibernated { .. }
+                | Error::Dirty { .. }
+                | Error::NeedsRepair { .. }
+                | Error::Mount { .. }
+                | Error::NotFound { .. }
+                | Error::NotADirectory { .. }
+                | Error::NotAFile { .. }
+                | Error::BadPath { .. } => Kind::BadInput,
+                Error::Image(e) => e.kind(),
+                Error::NotWritable { .. } | Error::Op { .. } | Error::ReadOnly => Kind::Failure,
+            }
         }
     }
 }

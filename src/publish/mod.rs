@@ -7,7 +7,7 @@
 //! which never changes) and streamed to the registry; blobs the registry has are
 //! skipped. `--oci-layout DIR` writes the same image as an OCI image layout.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod auth;
 mod refusal;

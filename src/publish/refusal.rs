@@ -79,14 +79,18 @@ pub enum Refusal {
     NotALayout { index: PathBuf },
 }
 
-impl crate::error::Classify for Refusal {
-    fn kind(&self) -> crate::error::Kind {
-        crate::error::Kind::BadInput
+crate::error::classify! {
+    impl Classify for Refusal {
+        fn kind(&self) -> crate::error::Kind {
+            crate::error::Kind::BadInput
+        }
     }
 }
 
-impl crate::error::Classify for BadReference {
-    fn kind(&self) -> crate::error::Kind {
-        crate::error::Kind::BadInput
+crate::error::classify! {
+    impl Classify for BadReference {
+        fn kind(&self) -> crate::error::Kind {
+            crate::error::Kind::BadInput
+        }
     }
 }

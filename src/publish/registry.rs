@@ -181,22 +181,24 @@ impl Error {
     }
 }
 
-impl crate::error::Classify for Error {
-    fn kind(&self) -> crate::error::Kind {
-        use crate::error::Kind;
-        match self {
-            Error::NeedsCredentials { .. }
-            | Error::CredentialsRefused { .. }
-            | Error::NotAllowed { .. }
-            | Error::Plaintext { .. }
-            | Error::Tls { .. }
-            | Error::CaCert { .. } => Kind::BadInput,
-            Error::TokenRefused { status, .. }
-                if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN =>
-            {
-                Kind::BadInput
+crate::error::classify! {
+    impl Classify for Error {
+        fn kind(&self) -> crate::error::Kind {
+            use crate::error::Kind;
+            match self {
+                Error::NeedsCredentials { .. }
+                | Error::CredentialsRefused { .. }
+                | Error::NotAllowed { .. }
+                | Error::Plaintext { .. }
+                | Error::Tls { .. }
+                | Error::CaCert { .. } => Kind::BadInput,
+                Error::TokenRefused { status, .. }
+                    if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN =>
+                {
+                    Kind::BadInput
+                }
+                _ => Kind::Failure,
             }
-            _ => Kind::Failure,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! This module sees hives as bytes (through `hive`); it knows nothing of NTFS or
 //! images.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod change;
 mod edits;
@@ -113,14 +113,16 @@ impl Error {
     }
 }
 
-impl crate::error::Classify for Error {
-    fn kind(&self) -> crate::error::Kind {
-        match self {
-            Error::Root { .. } => crate::error::Kind::BadInput,
-            // What wingold wrote is wrong, whatever the hive layer thinks of it.
-            Error::Unreadable { .. } | Error::Mismatch(_) => crate::error::Kind::Failure,
-            Error::Hive { source, .. } | Error::Open(source) => source.kind(),
-            Error::Load { kind, .. } => *kind,
+crate::error::classify! {
+    impl Classify for Error {
+        fn kind(&self) -> crate::error::Kind {
+            match self {
+                Error::Root { .. } => crate::error::Kind::BadInput,
+                // What wingold wrote is wrong, whatever the hive layer thinks of it.
+                Error::Unreadable { .. } | Error::Mismatch(_) => crate::error::Kind::Failure,
+                Error::Hive { source, .. } | Error::Open(source) => source.kind(),
+                Error::Load { kind, .. } => *kind,
+            }
         }
     }
 }

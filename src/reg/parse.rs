@@ -19,9 +19,11 @@ pub struct ParseError {
     pub message: String,
 }
 
-impl crate::error::Classify for ParseError {
-    fn kind(&self) -> crate::error::Kind {
-        crate::error::Kind::BadInput
+crate::error::classify! {
+    impl Classify for ParseError {
+        fn kind(&self) -> crate::error::Kind {
+            crate::error::Kind::BadInput
+        }
     }
 }
 

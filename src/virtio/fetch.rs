@@ -66,19 +66,21 @@ pub enum Error {
     },
 }
 
-impl crate::error::Classify for Error {
-    /// Bad input: a wrong pin, a refused download, a bad argument.
-    fn kind(&self) -> crate::error::Kind {
-        match self {
-            Error::BadVersion(_)
-            | Error::BadUrl(_)
-            | Error::BadSha256(_)
-            | Error::NotCached { .. }
-            | Error::LockFile { .. }
-            | Error::Refused { .. } => crate::error::Kind::BadInput,
-            Error::Local { source, .. } => crate::error::open_kind(source),
-            Error::Input(e) => crate::error::Classify::kind(e),
-            Error::Network { .. } | Error::Io { .. } => crate::error::Kind::Failure,
+crate::error::classify! {
+    impl Classify for Error {
+        /// Bad input: a wrong pin, a refused download, a bad argument.
+        fn kind(&self) -> crate::error::Kind {
+            match self {
+                Error::BadVersion(_)
+                | Error::BadUrl(_)
+                | Error::BadSha256(_)
+                | Error::NotCached { .. }
+                | Error::LockFile { .. }
+                | Error::Refused { .. } => crate::error::Kind::BadInput,
+                Error::Local { source, .. } => crate::error::open_kind(source),
+                Error::Input(e) => crate::error::Classify::kind(e),
+                Error::Network { .. } | Error::Io { .. } => crate::error::Kind::Failure,
+            }
         }
     }
 }

@@ -32,13 +32,15 @@ pub enum Error {
     },
 }
 
-impl crate::error::Classify for Error {
-    /// A file that is no ISO, or a damaged one, is bad input; a failed read is not.
-    fn kind(&self) -> crate::error::Kind {
-        match self {
-            Error::NotIso { .. } | Error::Damaged { .. } => crate::error::Kind::BadInput,
-            Error::Io { .. } => crate::error::Kind::Failure,
-            Error::Input(e) => crate::error::Classify::kind(e),
+crate::error::classify! {
+    impl Classify for Error {
+        /// A file that is no ISO, or a damaged one, is bad input; a failed read is not.
+        fn kind(&self) -> crate::error::Kind {
+            match self {
+                Error::NotIso { .. } | Error::Damaged { .. } => crate::error::Kind::BadInput,
+                Error::Io { .. } => crate::error::Kind::Failure,
+                Error::Input(e) => crate::error::Classify::kind(e),
+            }
         }
     }
 }

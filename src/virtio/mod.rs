@@ -3,7 +3,7 @@
 //!
 //! Knows nothing of disk images or NTFS.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod drivers;
 pub mod fetch;

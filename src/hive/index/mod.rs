@@ -10,7 +10,7 @@
 //! Cells: a size (negative when allocated) then the record; offsets inside records
 //! are relative to the start of the hive bins data (file offset − 4096).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod reader;
 mod view;
