@@ -132,3 +132,75 @@ pub fn unreadable<E: Into<io::Error>>(path: &std::path::Path) -> impl FnOnce(E) 
         source: e.into(),
     }
 }
+
+macro_rules! settings {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// A setting the user gives, as a layer's message names it (what to give,
+        /// what to leave out) without knowing how the front end spells it: the
+        /// command line installs `--NAME` ([`set_spelling`]); used on its own the
+        /// library shows the bare name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Setting {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Setting {
+            /// Every setting, for the front end's test that it spells them all.
+            pub const ALL: &'static [Setting] = &[$(Setting::$variant,)*];
+
+            /// The setting's name, the words a front end spells as it likes.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Setting::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    AdminPassword = "admin-password-file",
+    CaCert = "ca-cert",
+    Chunked = "chunked",
+    CopyIn = "copy-in",
+    Created = "created",
+    DomainJoin = "domain-join-blob",
+    Drivers = "drivers",
+    Firstboot = "firstboot",
+    Force = "force",
+    Format = "format",
+    GuestAgent = "guest-agent",
+    Image = "image",
+    Insecure = "insecure",
+    ListProfiles = "list-profiles",
+    NicWatchdog = "nic-watchdog",
+    OciLayout = "oci-layout",
+    Offline = "offline",
+    Output = "output",
+    PasswordStdin = "password-stdin",
+    Profile = "profile",
+    Reg = "reg",
+    Sha256 = "sha256",
+    Tag = "tag",
+    Timezone = "timezone",
+    Username = "username",
+    WatchdogFailures = "watchdog-failures",
+    WatchdogTarget = "watchdog-target",
+}
+
+static SPELLING: std::sync::OnceLock<fn(Setting) -> String> = std::sync::OnceLock::new();
+
+/// How settings appear in messages from now on (the command line: `--NAME`).
+/// The first call wins.
+pub fn set_spelling(spell: fn(Setting) -> String) {
+    let _ = SPELLING.set(spell);
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match SPELLING.get() {
+            Some(spell) => f.write_str(&spell(*self)),
+            None => f.write_str(self.name()),
+        }
+    }
+}

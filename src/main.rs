@@ -26,6 +26,9 @@ fn main() {
             wingold::cli::terminal_safe(&text.replace('\n', "\\n"))
         );
     });
+    // Settings that lower layers name in their messages are this command line's
+    // options.
+    wingold::error::set_spelling(wingold::cli::spell);
     let matches = wingold::cli::Cli::command().get_matches();
     let args = match wingold::cli::Cli::from_arg_matches(&matches) {
         Ok(args) => args,

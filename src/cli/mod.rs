@@ -93,6 +93,11 @@ pub fn kind(err: &anyhow::Error) -> Kind {
     crate::error::kind_of(err)
 }
 
+/// How a setting is given on this command line: `--NAME`.
+pub fn spell(setting: crate::error::Setting) -> String {
+    format!("--{}", setting.name())
+}
+
 /// The exit code for `err`: 2 for usage and bad input, 1 for a failure.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     kind(err).exit_code()
@@ -173,6 +178,25 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use crate::error::Kind;
+
+    /// Every setting a lower layer can name in a message is an option of some
+    /// subcommand, under the name [`super::spell`] gives it.
+    #[test]
+    fn every_setting_is_an_option() {
+        use clap::CommandFactory;
+        let cli = super::Cli::command();
+        let mut longs = std::collections::BTreeSet::new();
+        let mut stack = vec![&cli];
+        while let Some(cmd) = stack.pop() {
+            longs.extend(cmd.get_arguments().filter_map(|a| a.get_long()));
+            stack.extend(cmd.get_subcommands());
+        }
+        let missing: Vec<_> = crate::error::Setting::ALL
+            .iter()
+            .filter(|s| !longs.contains(s.name()))
+            .collect();
+        assert!(missing.is_empty(), "no such option: {missing:?}");
+    }
 
     /// The table the linker gathers holds the types of layers this module never
     /// names, wrapped as the commands wrap them.

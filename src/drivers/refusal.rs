@@ -1,12 +1,15 @@
 //! Why a driver plan is refused: the ISO, its folders or the Windows found do not
 //! fit. Each is bad input: nothing has been written when one is returned.
 
+use crate::error::Setting;
+
 /// A refused driver plan; `iso` is the ISO as the user named it.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error(
         "{product}: driver injection into ARM64 Windows is not supported (nobody has \
-         boot-tested it); leave out --drivers"
+         boot-tested it); leave out {drivers}",
+        drivers = Setting::Drivers
     )]
     Arm64 { product: String },
 

@@ -95,7 +95,7 @@ fn owned_by_windows_or_wingold(root: &str, to: &str) -> Option<&'static str> {
         return Some("wingold's first-boot folder, which wingold writes itself");
     }
     if inside(&format!("{root}\\{}", crate::guest::files::STAGING)) {
-        return Some("wingold's driver staging folder, which --drivers writes");
+        return Some("wingold's driver staging folder, which driver injection writes");
     }
     None
 }

@@ -1,6 +1,8 @@
 //! Why a first-boot or copy-in request is refused: the scripts, the files or the
 //! Windows found do not fit. Found before anything is written.
 
+use crate::error::Setting;
+
 use crate::guest::names::Problem;
 use std::path::PathBuf;
 
@@ -8,25 +10,33 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error(
-        "--nic-watchdog: {product} has no built-in way to reset a network adapter (no \
+        "{watchdog}: {product} has no built-in way to reset a network adapter (no \
          Network Connections folder to script; devcon is a separate Microsoft tool): not \
-         installed"
+         installed",
+        watchdog = Setting::NicWatchdog
     )]
     NoAdapterReset { product: String },
 
     #[error(
-        "--guest-agent: QEMU's guest agent targets Windows 8 / Server 2012 and later (QEMU's \
-         supported build platforms); {product} is older: not installed"
+        "{agent}: QEMU's guest agent targets Windows 8 / Server 2012 and later (QEMU's \
+         supported build platforms); {product} is older: not installed",
+        agent = Setting::GuestAgent
     )]
     NoGuestAgent { product: String },
 
-    #[error("--guest-agent: the virtio-win ISO has no guest agent for {arch} Windows")]
+    #[error(
+        "{agent}: the virtio-win ISO has no guest agent for {arch} Windows",
+        agent = Setting::GuestAgent
+    )]
     NoAgentMsi { arch: String },
 
-    #[error("--watchdog-target {target:?}: give an IP address or a host name")]
+    #[error(
+        "{option} {target:?}: give an IP address or a host name",
+        option = Setting::WatchdogTarget
+    )]
     WatchdogTarget { target: String },
 
-    #[error("--watchdog-failures {failures}: give 1 to 100")]
+    #[error("{option} {failures}: give 1 to 100", option = Setting::WatchdogFailures)]
     WatchdogFailures { failures: u32 },
 
     #[error(

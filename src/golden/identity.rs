@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 use super::Refusal;
+use crate::error::Setting;
 use crate::guest::Windows;
 use crate::hive::{types, View};
 use crate::reg::{Op, RegEdit};
@@ -343,9 +344,9 @@ pub fn plan(
             // NT 5's sysprep.inf takes a password only as LM/NT hashes and a time
             // zone only as an index: those stay as the golden's sysprep.inf has them.
             let not_here = [
-                req.admin_password.as_ref().map(|_| "--admin-password-file"),
-                req.timezone.as_ref().map(|_| "--timezone"),
-                req.domain_join.as_ref().map(|_| "--domain-join-blob"),
+                req.admin_password.as_ref().map(|_| Setting::AdminPassword),
+                req.timezone.as_ref().map(|_| Setting::Timezone),
+                req.domain_join.as_ref().map(|_| Setting::DomainJoin),
             ];
             if let Some(what) = not_here.into_iter().flatten().next() {
                 return Err(Refusal::Nt5Answer { what }.into());
@@ -362,9 +363,9 @@ pub fn plan(
         }
         Seal::Unsealed => {
             let needs_answer = [
-                req.admin_password.as_ref().map(|_| "--admin-password-file"),
-                req.timezone.as_ref().map(|_| "--timezone"),
-                req.domain_join.as_ref().map(|_| "--domain-join-blob"),
+                req.admin_password.as_ref().map(|_| Setting::AdminPassword),
+                req.timezone.as_ref().map(|_| Setting::Timezone),
+                req.domain_join.as_ref().map(|_| Setting::DomainJoin),
             ];
             if let Some(what) = needs_answer.into_iter().flatten().next() {
                 return Err(Refusal::NeedsSealedGolden { what }.into());

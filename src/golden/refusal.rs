@@ -1,6 +1,8 @@
 //! Why the golden layer refuses a job: its config, its paths or what it would do
 //! to the image are wrong. Each is bad input, found before anything is written.
 
+use crate::error::Setting;
+
 use std::path::PathBuf;
 
 /// A refused build, inject or clone.
@@ -17,8 +19,9 @@ pub enum Refusal {
 
     #[error(
         "hostname {name:?} is already the name of the clone {} in this folder: choose \
-         another, or give --force to allow two machines of one name",
-        .other.display()
+         another, or give {force} to allow two machines of one name",
+        .other.display(),
+        force = Setting::Force
     )]
     HostnameTaken { name: String, other: PathBuf },
 
@@ -34,7 +37,7 @@ pub enum Refusal {
          reads no answer file at its next boot; seal the golden, or set it in the golden \
          itself"
     )]
-    NeedsSealedGolden { what: &'static str },
+    NeedsSealedGolden { what: Setting },
 
     #[error(
         "{what}: the golden is a Windows NT 5 sysprep image, whose sysprep.inf takes a \
@@ -42,7 +45,7 @@ pub enum Refusal {
          set them in the golden's own C:\\sysprep\\sysprep.inf (wingold sets the computer \
          name there)"
     )]
-    Nt5Answer { what: &'static str },
+    Nt5Answer { what: Setting },
 
     #[error("{}: {why}: a password file holds the password alone, on one line", .file.display())]
     Secret { file: PathBuf, why: &'static str },
@@ -57,10 +60,11 @@ pub enum Refusal {
     Spec { spec: PathBuf, message: String },
 
     #[error(
-        "--format kubevirt needs a sealed golden (`sysprep /generalize /oobe`): KubeVirt \
+        "{format} kubevirt needs a sealed golden (`sysprep /generalize /oobe`): KubeVirt \
          starts every VM from the containerDisk itself, so a clone's name can only reach \
          Windows through the answer file of a sysprep volume, which only a sealed Windows \
-         reads"
+         reads",
+        format = Setting::Format
     )]
     KubevirtUnsealed,
 
@@ -72,9 +76,11 @@ pub enum Refusal {
     NoOvmf { path: PathBuf, reason: String },
 
     #[error(
-        "--format kubevirt: this golden version was never published (no {}): publish it \
-         first, or give the containerDisk with --image REF",
-        .record.display()
+        "{format} kubevirt: this golden version was never published (no {}): publish it \
+         first, or give the containerDisk with {image} REF",
+        .record.display(),
+        format = Setting::Format,
+        image = Setting::Image
     )]
     NotPublished { record: PathBuf },
 
@@ -138,9 +144,10 @@ pub enum Refusal {
 
     #[error(
         "{}: is the golden version {}; clones rest on its bytes and it is never rewritten: \
-         inject into an overlay (--output) or build a new version",
+         inject into an overlay ({output}) or build a new version",
         .image.display(),
-        .version.display()
+        .version.display(),
+        output = Setting::Output
     )]
     GoldenVersion { image: PathBuf, version: PathBuf },
 
@@ -151,12 +158,20 @@ pub enum Refusal {
     NoGolden { golden: PathBuf },
 
     #[error(
-        "nothing to apply: give --profile NAME, --reg FILE, --drivers ISO, --firstboot \
-         SCRIPT and/or --copy-in LOCAL:GUEST"
+        "nothing to apply: give {} NAME, {} FILE, {} ISO, {} SCRIPT and/or {} LOCAL:GUEST",
+        Setting::Profile,
+        Setting::Reg,
+        Setting::Drivers,
+        Setting::Firstboot,
+        Setting::CopyIn
     )]
     NothingToApply,
 
-    #[error("unknown profile {name:?}; known: {}, all (see --list-profiles)", .known.join(", "))]
+    #[error(
+        "unknown profile {name:?}; known: {}, all (see {list})",
+        .known.join(", "),
+        list = Setting::ListProfiles
+    )]
     UnknownProfile {
         name: String,
         known: Vec<&'static str>,
@@ -164,8 +179,9 @@ pub enum Refusal {
 
     /// `culprit` is `file:line` of the edit that did it, when one did.
     #[error(
-        "{}this edit would leave Windows unbootable: {problem}; give --force if you mean it",
-        .culprit.as_deref().map(|c| format!("{c}: ")).unwrap_or_default()
+        "{}this edit would leave Windows unbootable: {problem}; give {force} if you mean it",
+        .culprit.as_deref().map(|c| format!("{c}: ")).unwrap_or_default(),
+        force = Setting::Force
     )]
     Unbootable {
         culprit: Option<String>,

@@ -291,8 +291,11 @@ impl Qcow2Image {
             return Err(Error::unsupported(
                 path,
                 "writing an image that holds compressed clusters",
-                "write an overlay instead (`inject --output`), or make an uncompressed \
-                 copy with `qemu-img convert -O qcow2 IN OUT`",
+                format!(
+                    "write an overlay instead (inject's {}), or make an uncompressed copy \
+                     with `qemu-img convert -O qcow2 IN OUT`",
+                    crate::error::Setting::Output
+                ),
             ));
         }
 

@@ -1,6 +1,8 @@
 //! Why a publish is refused: the reference, the options or the image given are
 //! wrong. Found before anything is uploaded or written.
 
+use crate::error::Setting;
+
 use std::path::PathBuf;
 
 /// A `docker://HOST[:PORT]/REPO[:TAG]` that does not parse.
@@ -15,8 +17,10 @@ pub enum BadReference {
     #[error("{text}: {tag:?} is no valid tag")]
     Tag { text: String, tag: String },
     #[error(
-        "{shown}: no user name or password in the reference; give --username and \
-         --password-stdin, or log in with podman or docker"
+        "{shown}: no user name or password in the reference; give {user} and {pass}, or \
+         log in with podman or docker",
+        user = Setting::Username,
+        pass = Setting::PasswordStdin
     )]
     Userinfo { shown: String },
     #[error(
@@ -39,13 +43,16 @@ pub enum Refusal {
         problem: String,
     },
 
-    #[error("give docker://HOST/REPO[:TAG] and/or --oci-layout DIR")]
+    #[error("give docker://HOST/REPO[:TAG] and/or {} DIR", Setting::OciLayout)]
     NoDestination,
 
-    #[error("--tag {0:?}: not a valid tag")]
+    #[error("{tag} {0:?}: not a valid tag", tag = Setting::Tag)]
     Tag(String),
 
-    #[error("--created {0:?}: give an RFC 3339 time, e.g. 2026-11-30T12:00:00Z")]
+    #[error(
+        "{created} {0:?}: give an RFC 3339 time, e.g. 2026-11-30T12:00:00Z",
+        created = Setting::Created
+    )]
     Created(String),
 
     #[error(
@@ -73,8 +80,9 @@ pub enum Refusal {
     SizeDiffers { golden: PathBuf },
 
     #[error(
-        "{}: not an OCI image index; give --oci-layout an empty folder or an OCI layout",
-        .index.display()
+        "{}: not an OCI image index; give {layout} an empty folder or an OCI layout",
+        .index.display(),
+        layout = Setting::OciLayout
     )]
     NotALayout { index: PathBuf },
 }

@@ -3,6 +3,8 @@
 //! chunks), put a manifest; with anonymous, basic and bearer-token access, TLS by
 //! default and plain HTTP only for the host `--insecure` names.
 
+use crate::error::Setting;
+
 use super::BadReference;
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
@@ -103,7 +105,7 @@ pub enum Error {
     Tls {
         host: String,
         what: String,
-        hint: &'static str,
+        hint: String,
     },
 
     /// An answer wingold cannot go on from.
@@ -116,13 +118,16 @@ pub enum Error {
 
     #[error(
         "{host}: {what}: 413 — a proxy in front of the registry limits request sizes; \
-         try --chunked"
+         try {chunked}",
+        chunked = Setting::Chunked
     )]
     TooLarge { host: String, what: String },
 
     #[error(
-        "{host}: the registry wants a user name and password (--username, \
-         --password-stdin, or a containers/docker auth file)"
+        "{host}: the registry wants a user name and password ({user}, {pass}, or a \
+         containers/docker auth file)",
+        user = Setting::Username,
+        pass = Setting::PasswordStdin
     )]
     NeedsCredentials { host: String },
 
@@ -154,8 +159,9 @@ pub enum Error {
     /// The registry sent wingold to plain HTTP while TLS was asked for.
     #[error(
         "{host}: the registry sends {what} to {url}, in clear; wingold sends nothing \
-         there without TLS (--insecure allows it, for a registry you trust on this \
-         network)"
+         there without TLS ({insecure} allows it, for a registry you trust on this \
+         network)",
+        insecure = Setting::Insecure
     )]
     Plaintext {
         host: String,
@@ -163,7 +169,7 @@ pub enum Error {
         url: String,
     },
 
-    #[error("--ca-cert: not a PEM certificate ({reason})")]
+    #[error("{ca}: not a PEM certificate ({reason})", ca = Setting::CaCert)]
     CaCert { reason: String },
 
     #[error("the HTTP client: {reason}")]
@@ -425,17 +431,19 @@ impl Registry {
     fn connection(&self, what: &str, e: &reqwest::Error) -> Error {
         let reason = plain(e);
         let hint = if reason.contains("UnknownIssuer") || reason.contains("CaUsedAsEndEntity") {
-            Some(
+            Some(format!(
                 "its certificate is signed by no authority wingold trusts: give the \
-                 registry's CA, or its self-signed certificate, with --ca-cert FILE",
-            )
+                 registry's CA, or its self-signed certificate, with {} FILE",
+                Setting::CaCert
+            ))
         } else if reason.contains("InvalidContentType") || reason.contains("CorruptMessage") {
-            Some(
+            Some(format!(
                 "it does not speak TLS here: for a registry on plain HTTP that you trust \
-                 on this network, use --insecure",
-            )
+                 on this network, use {}",
+                Setting::Insecure
+            ))
         } else if reason.contains("NotValidForName") {
-            Some("its certificate is for another name: publish to the name it was made for")
+            Some("its certificate is for another name: publish to the name it was made for".into())
         } else {
             None
         };

@@ -4,6 +4,8 @@
 //! size, the pinned SHA-256) before it is accepted, and cached by content. A second
 //! fetch sends one conditional request and transfers nothing when nothing changed.
 
+use crate::error::Setting;
+
 mod cache;
 mod local;
 mod source;
@@ -36,11 +38,12 @@ pub enum Error {
     BadVersion(String),
     #[error("unsupported URL {0:?}: use http://, https:// or file://")]
     BadUrl(String),
-    #[error("--sha256 {0:?} is not a SHA-256 (64 hex digits)")]
+    #[error("{sha} {0:?} is not a SHA-256 (64 hex digits)", sha = Setting::Sha256)]
     BadSha256(String),
     #[error(
-        "{url}: not in the cache {} and --offline forbids downloading; fetch it once online",
-        cache.display()
+        "{url}: not in the cache {} and {offline} forbids downloading; fetch it once online",
+        cache.display(),
+        offline = Setting::Offline
     )]
     NotCached { url: String, cache: PathBuf },
     #[error(transparent)]
@@ -110,7 +113,7 @@ pub enum PinnedBy {
 impl std::fmt::Display for PinnedBy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            PinnedBy::Flag => "--sha256",
+            PinnedBy::Flag => return Setting::Sha256.fmt(f),
             PinnedBy::Lock => "wingold.lock",
             PinnedBy::KnownTable => "the known-versions table",
             PinnedBy::FirstUse => "first use",
