@@ -17,6 +17,7 @@ pub mod image;
 pub mod input;
 pub mod interrupt;
 pub mod launch;
+pub mod net;
 pub mod note;
 pub mod ntfs;
 pub mod publish;

@@ -13,12 +13,13 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("fsutil", &[]),
     ("input", &[]),
     ("interrupt", &[]),
+    ("net", &[]),
     ("image", &["fsutil"]),
     ("ntfs", &["image"]),
     ("hive", &["fsutil"]),
     ("reg", &["hive"]),
     ("guest", &["image", "ntfs", "hive", "reg"]),
-    ("virtio", &["fsutil", "input"]),
+    ("virtio", &["fsutil", "input", "net"]),
     ("drivers", &["fsutil", "guest", "hive", "reg", "virtio"]),
     ("launch", &[]),
     ("firstboot", &["fsutil", "guest", "hive", "input", "reg"]),
@@ -39,7 +40,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "firstboot",
         ],
     ),
-    ("publish", &["fsutil", "input", "image", "golden"]),
+    ("publish", &["fsutil", "input", "net", "image", "golden"]),
 ];
 
 fn src() -> PathBuf {

@@ -4,6 +4,7 @@
 //! default and plain HTTP only for the host `--insecure` names.
 
 use crate::error::Setting;
+use crate::net::{one_line, with_backoff, Stop, Try};
 
 use super::BadReference;
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
@@ -11,6 +12,9 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use std::io::Read;
 use std::time::Duration;
+
+/// The wait before the first retry; it doubles each time.
+const FIRST_WAIT: Duration = Duration::from_millis(500);
 
 /// Where to push: `HOST[:PORT]` and `REPO`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,7 +282,9 @@ impl Registry {
             reason: format!("{base} is no URL"),
         })?;
         Ok(Registry {
-            client: b.build().map_err(|e| Error::Client { reason: plain(&e) })?,
+            client: b.build().map_err(|e| Error::Client {
+                reason: one_line(&e),
+            })?,
             base,
             origin,
             insecure,
@@ -429,7 +435,7 @@ impl Registry {
     }
 
     fn connection(&self, what: &str, e: &reqwest::Error) -> Error {
-        let reason = plain(e);
+        let reason = one_line(e);
         let hint = if reason.contains("UnknownIssuer") || reason.contains("CaUsedAsEndEntity") {
             Some(format!(
                 "its certificate is signed by no authority wingold trusts: give the \
@@ -519,24 +525,25 @@ impl Registry {
         chunk: Option<usize>,
         open: &dyn Fn() -> anyhow::Result<Box<dyn Read + Send>>,
     ) -> anyhow::Result<()> {
-        let mut wait = Duration::from_millis(500);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.upload_once(digest, len, chunk, open) {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt <= self.retries && is_transient(&e) => {
-                    crate::note::say(format!(
-                        "{}: upload of {digest} failed ({e:#}); retrying in {} ms",
-                        self.target.host,
-                        wait.as_millis()
-                    ));
-                    std::thread::sleep(wait);
-                    wait *= 2;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        with_backoff(
+            self.retries,
+            FIRST_WAIT,
+            || match self.upload_once(digest, len, chunk, open) {
+                Ok(()) => Try::Done(()),
+                Err(e) if is_transient(&e) => Try::Again(e),
+                Err(e) => Try::Fail(e),
+            },
+            |e, wait| {
+                crate::note::say(format!(
+                    "{}: upload of {digest} failed ({e:#}); retrying in {} ms",
+                    self.target.host,
+                    wait.as_millis()
+                ))
+            },
+        )
+        .map_err(|stop| match stop {
+            Stop::GaveUp(e) | Stop::Failed(e) => e,
+        })
     }
 
     fn upload_once(
@@ -645,18 +652,22 @@ impl Registry {
         what: &str,
         send: impl Fn() -> reqwest::Result<Response>,
     ) -> Result<Response, Error> {
-        let mut wait = Duration::from_millis(500);
-        for attempt in 0.. {
-            match send() {
-                Ok(r) if r.status().is_server_error() && attempt < self.retries => {}
-                Ok(r) => return Ok(r),
-                Err(e) if attempt >= self.retries => return Err(self.connection(what, &e)),
-                Err(_) => {}
-            }
-            std::thread::sleep(wait);
-            wait *= 2;
+        // A 5xx answer is retried; the last one is returned as it came.
+        let sent: Result<_, Stop<_, std::convert::Infallible>> = with_backoff(
+            self.retries,
+            FIRST_WAIT,
+            || match send() {
+                Ok(r) if r.status().is_server_error() => Try::Again(Ok(r)),
+                Ok(r) => Try::Done(r),
+                Err(e) => Try::Again(Err(e)),
+            },
+            |_, _| {},
+        );
+        match sent {
+            Ok(r) | Err(Stop::GaveUp(Ok(r))) => Ok(r),
+            Err(Stop::GaveUp(Err(e))) => Err(self.connection(what, &e)),
+            Err(Stop::Failed(never)) => match never {},
         }
-        unreachable!("the loop returns")
     }
 }
 
@@ -665,16 +676,4 @@ impl Registry {
 fn is_transient(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|c| c.downcast_ref::<Error>().is_some_and(Error::is_transient))
-}
-
-/// A reqwest error with its causes, on one line (wingold's URLs carry no
-/// credentials: they go in headers).
-fn plain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        text = format!("{text}: {s}");
-        src = s.source();
-    }
-    text
 }

@@ -5,6 +5,7 @@
 //! fetch sends one conditional request and transfers nothing when nothing changed.
 
 use crate::error::Setting;
+use crate::net::{Stop, Try};
 
 mod cache;
 mod local;
@@ -312,7 +313,7 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
         .build()
         .map_err(|e| Error::Network {
             url: url.clone(),
-            reason: describe(&e),
+            reason: crate::net::one_line(&e),
         })?;
     let (partial, meta_path) = cache.partial(&url);
     let have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
@@ -336,43 +337,42 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
         have,
         progress,
     };
-    let mut delay = opts.backoff;
-    let mut last_problem = String::new();
-    let mut outcome = None;
-    for attempt in 0..=opts.retries {
-        if attempt > 0 {
+    let result = crate::net::with_backoff(
+        opts.retries,
+        opts.backoff,
+        || match t.attempt(cached.as_ref()) {
+            Ok(Attempt::Retry(why)) => Try::Again(scrub(&why, &request_url)),
+            Ok(done) => Try::Done(done),
+            Err(e) => Try::Fail(e),
+        },
+        |why, wait| {
             if !opts.progress {
                 crate::note::say(format!(
-                    "{url}: {last_problem}; retrying in {:.1} s",
-                    delay.as_secs_f64()
+                    "{url}: {why}; retrying in {:.1} s",
+                    wait.as_secs_f64()
                 ));
             }
-            std::thread::sleep(delay);
-            delay *= 2;
-        }
-        match t.attempt(cached.as_ref()) {
-            Ok(Attempt::Retry(why)) => last_problem = scrub(&why, &request_url),
-            Ok(done) => {
-                outcome = Some(done);
-                break;
-            }
-            Err(e) => {
-                discard(&partial, &meta_path);
-                return Err(e);
-            }
-        }
-    }
+        },
+    );
     if let Some(p) = &t.progress {
         p.finish_and_clear();
     }
-    let Some(outcome) = outcome else {
-        return Err(Error::Network {
-            url,
-            reason: format!(
-                "{last_problem} (gave up after {} attempts; the partial file is kept to resume)",
-                opts.retries + 1
-            ),
-        });
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(Stop::Failed(e)) => {
+            discard(&partial, &meta_path);
+            return Err(e);
+        }
+        Err(Stop::GaveUp(last_problem)) => {
+            return Err(Error::Network {
+                url,
+                reason: format!(
+                    "{last_problem} (gave up after {} attempts; the partial file is kept to \
+                     resume)",
+                    opts.retries + 1
+                ),
+            })
+        }
     };
     let (final_url, etag, last_modified) = match outcome {
         Attempt::NotModified => {
@@ -386,7 +386,7 @@ pub fn fetch(opts: &Options) -> Result<Fetched, Error> {
             etag,
             last_modified,
         } => (final_url, etag, last_modified),
-        Attempt::Retry(_) => unreachable!("retries end the loop"),
+        Attempt::Retry(_) => unreachable!("with_backoff returns no retry"),
     };
     let sha256 = format!("{:x}", t.hasher.finalize_reset());
     let downloaded = Downloaded {

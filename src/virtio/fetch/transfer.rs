@@ -76,7 +76,7 @@ impl Transfer {
         }
         let mut resp = match req.send() {
             Ok(r) => r,
-            Err(e) => return Ok(Attempt::Retry(describe(&e.without_url()))),
+            Err(e) => return Ok(Attempt::Retry(crate::net::one_line(&e.without_url()))),
         };
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() && !resuming {
@@ -245,16 +245,6 @@ pub(super) fn scrub(text: &str, request_url: &str) -> String {
         }
     }
     out
-}
-
-pub(super) fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s += &format!(": {inner}");
-        src = inner.source();
-    }
-    s
 }
 
 pub(super) fn discard(partial: &Path, meta: &Path) {
