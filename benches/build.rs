@@ -8,8 +8,7 @@
 mod common;
 use common::*;
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use wingold_test_support as support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -12,8 +12,7 @@
 mod common;
 use common::*;
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use wingold_test_support as support;
 
 use std::path::Path;
 use std::process::Command;

@@ -7,8 +7,7 @@
 //! mkntfs and ntfs-3g (FUSE, as root), sgdisk/sfdisk, hivexregedit, qemu-img, and
 //! the hive corpus in ../shared/corpus or $WINGOLD_CORPUS.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use wingold_test_support as support;
 
 use support::fixtures;
 

@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo=${CARGO:-cargo}
-"$cargo" fmt --check
-"$cargo" clippy --all-targets --release --features test-hooks -- -D warnings
+"$cargo" fmt --all --check
+"$cargo" clippy --workspace --all-targets --release --features test-hooks -- -D warnings
 
 bad=()
 while IFS= read -r -d '' f; do

@@ -1,7 +1,7 @@
 //! Bad input: every case is one line on stderr naming the file and the reason,
 //! exit code 2, no panic, and nothing written.
 
-mod support;
+use wingold_test_support as support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! hivexget; byte-identical across builds; "up to date" without writing; rebuilt
 //! when the ISO changes; never half-written when killed; cloned in constant time.
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use std::os::unix::fs::MetadataExt;

@@ -3,7 +3,7 @@
 //! wingold), its answer file checked with `xmllint --schema` against the unattend
 //! envelope schema (tests/fixtures/unattend, MIT), the golden's bytes unchanged.
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! before anything is written — with `--output` and with `--in-place` alike; each
 //! accepted case is read back with ntfs-3g's own `ntfscat`.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::{Path, PathBuf};
 use support::fixtures::{self, Entry, PhonyWindows, WIN2K22_X64};

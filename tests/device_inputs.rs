@@ -3,7 +3,7 @@
 //! FIFO, nothing reads `/dev/zero` until memory or the disk runs out — and nothing
 //! is written. The cases are data; each run is killed if it outlives its bound.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

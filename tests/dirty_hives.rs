@@ -6,7 +6,7 @@
 //! (still brought up to date by its logs), as it should be, or visibly dirty —
 //! never logs that would replay over a half-written body.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::Path;
 use support::fixtures::{self, Entry, PhonyWindows, WIN2K22_X64};

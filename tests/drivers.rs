@@ -2,7 +2,7 @@
 //! back with tools that are not ours (ntfscat, hivexget, ntfssecaudit, ntfsfix,
 //! qemu-img), and every refusal of issue "Offline virtio driver injection".
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //!
 //! virt-v2v boots a helper VM under TCG (minutes): one run per fixture.
 
-mod support;
+use wingold_test_support as support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

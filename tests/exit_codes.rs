@@ -2,7 +2,7 @@
 //! bad input exit 2, a failure on good input 1 — whatever layer it comes from and
 //! however deep in a chain of wrappers and contexts.
 
-mod support;
+use wingold_test_support as support;
 
 use anyhow::Context;
 use std::io;

@@ -1,7 +1,7 @@
 //! wingold fetch against a loopback server that misbehaves on demand, serving a
 //! fixture ISO with the real virtio-win layout.
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! finalize against QEMU: the flattened qcow2 (plain and compressed) passes
 //! `qemu-img check`, has no backing file, and holds exactly the chain's data.
 
-mod support;
+use wingold_test_support as support;
 
 use support::*;
 use wingold::golden::finalize::write_qcow2;

@@ -2,7 +2,7 @@
 //! (an EFI system partition made by mkfs.vfat and filled by mtools, not wingold),
 //! and a partition whose boot sector says BitLocker.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::Path;
 use support::fixtures::{self, Part, Table, MIB, WIN2K22_X64, WIN2K3R2_X86};

@@ -2,7 +2,7 @@
 //! (Wine's), and what `inject` writes for it read back with ntfs-3g's tools and
 //! hivexget: service, runner, steps, scripts, copied-in trees and their security.
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

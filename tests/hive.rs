@@ -1,6 +1,6 @@
 //! Hive reading against hivexget, on real hives from the shared corpus.
 
-mod support;
+use wingold_test_support as support;
 
 use support::*;
 use wingold::hive::{HeaderState, Hive};

@@ -2,7 +2,7 @@
 //! indexes Windows wrote in the corpus hives and read back with libhivex's own
 //! tools (hivexsh, hivexget, hivexregedit), which are not ours.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::Path;
 use support::*;

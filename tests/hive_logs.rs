@@ -2,7 +2,7 @@
 //! yarp's dirty hives (shared corpus `logs/`) and the hives Windows 10 and
 //! Windows 7 wrote after recovering them.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::Path;
 use support::*;

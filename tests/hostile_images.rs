@@ -1,7 +1,7 @@
 //! Images that qemu made or damaged, as qemu's own checks see them: wingold never
 //! writes a wrong byte into them and refuses what qemu refuses.
 
-mod support;
+use wingold_test_support as support;
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;

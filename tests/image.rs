@@ -1,7 +1,7 @@
 //! The image layer against QEMU's own tools: what we write, qemu reads; what qemu
 //! writes, we read; overlays never touch their base.
 
-mod support;
+use wingold_test_support as support;
 
 use support::*;
 use wingold::image::{self, create_overlay, Access, BlockDev};

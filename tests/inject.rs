@@ -1,7 +1,7 @@
 //! `wingold inject` end to end: every setting reads back with hivexget from the hive
 //! that ntfscat extracts from the output; the input is never written.
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! first MFT records were cut apart is marked dirty (or complete) and repairable, and
 //! qemu-img finds no corruption.
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! What inject refuses: exit code 2, one line naming the file and the reason, no
 //! output (not even a temporary file), the input byte-identical.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::{Path, PathBuf};
 use support::fixtures::{self, Entry, WindowsSpec, WIN2K22_X64};

@@ -1,6 +1,6 @@
 //! `wingold inspect` on phony Windows disks built from .reg text and the corpus.
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use support::fixtures::{self, Entry, WIN2K22_X64, WIN2K3R2_X86};

@@ -2,7 +2,7 @@
 //! they ask for (checked over QMP), virt-xml-validate accepts the libvirt XML, and
 //! the sh recipe passes hostile file names through intact.
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};

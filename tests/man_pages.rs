@@ -1,7 +1,7 @@
 //! `make man`: man pages made from the CLI's own help by help2man, one per
 //! subcommand, each holding that subcommand's options.
 
-mod support;
+use wingold_test_support as support;
 
 use support::*;
 

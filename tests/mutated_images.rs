@@ -2,7 +2,7 @@
 //! (header, refcount table and block, L1, L2) and MBR/GPT sectors with random damage
 //! must give a clean exit (0, 1 or 2) with a one-line message, never a panic.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::Path;
 use support::fixtures;

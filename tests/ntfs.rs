@@ -2,7 +2,7 @@
 //! inside a qcow2 overlay, `ntfscat` reads back byte-identical and `ntfsfix -n`
 //! finds nothing to fix; the base image is never touched.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::{Path, PathBuf};
 use support::fixtures::{self, Entry, Part, Table, MIB};

@@ -1,7 +1,7 @@
 //! Volumes that are unsafe to write are refused before anything is written, with
 //! what to do in Windows; the image stays byte-identical.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::Path;
 use support::fixtures::{self, Entry, Part, Table, MIB};

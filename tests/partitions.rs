@@ -1,6 +1,6 @@
 //! Partition scanning against sfdisk's own reading of disks laid out by sfdisk and sgdisk.
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use support::fixtures;

@@ -3,7 +3,7 @@
 //! — checked by clients that are not ours: skopeo (inspect, copy) and umoci
 //! (unpack, as a container runtime would).
 
-mod support;
+use wingold_test_support as support;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,7 +3,7 @@
 //! for "another host". Each case checks the exit code, the time taken, and that no
 //! secret reached a listener it was not meant for, nor the output.
 
-mod support;
+use wingold_test_support as support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

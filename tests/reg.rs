@@ -2,7 +2,7 @@
 //! export, UTF-16 files as regedit saves them, a differential test against
 //! `hivexregedit --merge`, and a bounded mutation fuzz run.
 
-mod support;
+use wingold_test_support as support;
 
 use std::path::{Path, PathBuf};
 use support::*;

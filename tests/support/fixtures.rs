@@ -271,9 +271,7 @@ pub const MACHINE_AMD64: u16 = 0x8664;
 fn system_hive(dir: &Path, spec: &WindowsSpec) -> Vec<u8> {
     let hive = super::corpus_hive(dir, spec.system_hive);
     if let Some(reg) = spec.system_reg {
-        let reg_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(reg);
+        let reg_path = super::repo().join("tests/fixtures").join(reg);
         run(
             "hivexregedit",
             &[
@@ -410,9 +408,7 @@ fn fixture_inf(path: &str, parts: &[&str], machine: u16, version: &str) -> Strin
 pub fn hive_from_reg(dir: &Path, reg: &str, prefix: &str) -> Vec<u8> {
     let out = dir.join(format!("{reg}.hive"));
     std::fs::write(&out, hivex::EMPTY_HIVE_TEMPLATE).unwrap();
-    let reg_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(reg);
+    let reg_path = super::repo().join("tests/fixtures").join(reg);
     run(
         "hivexregedit",
         &["--merge", "--prefix", prefix, s(&out), s(&reg_path)],
@@ -533,8 +529,9 @@ fn built_once<T: Clone + Send + Sync + 'static>(key: &str, build: impl FnOnce(&P
 fn shared_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let root = option_env!("CARGO_TARGET_TMPDIR")
-            .map(PathBuf::from)
+        let root = super::profile_dir()
+            .parent()
+            .map(|target| target.join("tmp"))
             .unwrap_or_else(std::env::temp_dir)
             .join("wingold-shared-fixtures");
         if let Ok(entries) = std::fs::read_dir(&root) {
@@ -877,7 +874,7 @@ pub fn virtio_iso_with(
 ) -> PathBuf {
     let shared = std::env::var_os("WINGOLD_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+        .unwrap_or_else(|| super::repo().join("../shared"));
     let list = shared.join("reference/virtio-win-iso-list.txt");
     let text = std::fs::read_to_string(&list).unwrap_or_else(|e| {
         panic!(

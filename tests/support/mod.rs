@@ -3,11 +3,11 @@
 //!
 //! A missing tool is a loud failure that names the package to install (`make test`
 //! installs them all), never a silent pass.
-
-#![allow(dead_code)]
+//!
+//! A dev-only crate (`wingold-test-support`), built once for every test, bench
+//! and example that uses it.
 
 pub mod fixtures;
-#[cfg(test)]
 pub mod golden;
 pub mod http;
 
@@ -47,11 +47,32 @@ pub fn run_json(tool: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("tool printed JSON")
 }
 
-/// The wingold binary built for this test run (integration tests only; the
-/// phony_windows example shares this module without it).
-#[cfg(test)]
+/// The repository's top folder.
+pub fn repo() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    here.canonicalize().unwrap_or(here)
+}
+
+/// The folder of the cargo profile this process was built in (`target/release`):
+/// tests and benches run from its `deps/`, examples from its `examples/`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the running test's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives two folders below the target folder")
+        .to_owned()
+}
+
+/// The wingold binary cargo built beside this test (cargo builds a package's
+/// binaries before its integration tests and benches).
 pub fn wingold() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wingold"))
+    let bin = profile_dir().join("wingold");
+    assert!(
+        bin.is_file(),
+        "TEST CANNOT RUN: {} is missing; run the tests through cargo (make test)",
+        bin.display()
+    );
+    Command::new(bin)
 }
 
 /// Runs `cmd`, failing the test with its stderr unless it succeeds.
@@ -106,7 +127,6 @@ pub fn run_bounded(
 
 /// `wingold SUB ARGS… --json`: its exit code, its JSON output (Null when stdout is
 /// not JSON) and its stderr.
-#[cfg(test)]
 pub fn wingold_json(sub: &str, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
     let out = wingold()
         .arg(sub)
@@ -206,7 +226,7 @@ pub fn corpus_log(dir: &Path, path: &str) -> Vec<u8> {
 pub fn corpus_hive(dir: &Path, name: &str) -> PathBuf {
     let root = std::env::var_os("WINGOLD_CORPUS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+        .unwrap_or_else(|| repo().join("../shared/corpus"));
     let xz = root.join(format!("{name}.xz"));
     assert!(
         xz.exists(),
