@@ -7,6 +7,7 @@
 //! only then create the output (a qcow2 overlay under a temporary name), write the
 //! changed hives, verify them by reading the output back, and move it into place.
 
+mod plan;
 mod refuse;
 
 use super::files::{self, FilePlan};
@@ -24,6 +25,7 @@ use anyhow::Context;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+pub use plan::plan;
 pub use refuse::refuse_golden_version;
 use refuse::refuse_unbootable;
 
@@ -125,222 +127,6 @@ pub struct Plan {
     /// The volume passed the safety check when planned: an overlay made on the
     /// same bytes is mounted read-write without checking again.
     checked: Option<crate::ntfs::Checked>,
-}
-
-/// Parses every source, finds Windows, checks it is safe to write, and runs the
-/// edits on copies of its hives. Writes nothing.
-pub fn plan(
-    image_path: &Path,
-    specs: &[SourceSpec],
-    partition: Option<u32>,
-    force: bool,
-    driver_request: Option<&drivers::Request>,
-    first_boot_request: Option<&firstboot::Request>,
-    identity_request: Option<&identity::Request>,
-) -> anyhow::Result<Plan> {
-    if specs.is_empty()
-        && identity_request.is_none()
-        && driver_request.is_none()
-        && first_boot_request.is_none_or(|r| r.is_empty())
-    {
-        return Err(Refusal::NothingToApply.into());
-    }
-    // Syntax first, before touching any image (the family only picks profile
-    // variants): each .reg file is read and parsed once, here.
-    let mut parsed = Vec::new();
-    for src in specs {
-        if let SourceSpec::Reg(path) = src {
-            let bytes = crate::input::read(path, crate::input::REG)?;
-            let (_, edits) = reg::parse(&bytes, &path.display().to_string())?;
-            parsed.push(edits);
-        }
-    }
-    // The guest agent talks through the vioserial driver: staged with it.
-    let with_vioserial;
-    let mut driver_request = driver_request;
-    if let (Some(req), Some(_)) = (
-        driver_request,
-        first_boot_request.and_then(|f| f.guest_agent_iso.as_ref()),
-    ) {
-        if !req
-            .extra
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case("vioserial"))
-        {
-            with_vioserial = drivers::Request {
-                extra: [req.extra.clone(), vec!["vioserial".to_owned()]].concat(),
-                ..req.clone()
-            };
-            driver_request = Some(&with_vioserial);
-        }
-    }
-    let input = image::open(image_path, Access::ReadOnly)?;
-    // One read-only mount, the one Windows was found on: refuse an unsafe volume
-    // before any output exists, then plan from the hives detection read.
-    guest::with_windows(&input, image_path, partition, |found| {
-        let guest::Found {
-            windows: w,
-            vol,
-            system,
-            software,
-        } = found;
-        let family = profiles::Family::of(w.major_version);
-        let (sources, mut edits, first_boot) = load_sources(specs, family, parsed)?;
-        reg::check_roots(&edits, &w.control_sets)?;
-        let checked = vol.refuse_unsafe()?;
-        // The agent's own refusal before the drivers it would bring along.
-        if first_boot_request.is_some_and(|r| r.guest_agent_iso.is_some()) {
-            firstboot::refuse_guest_agent(&w)?;
-        }
-        let mut files = None;
-        let mut driver_report = None;
-        let mut identity_report = None;
-        let mut first_boot_report = None;
-        let mut f = FilePlan::empty();
-        // The planners and the edits below share the one read of each hive.
-        let (mut system, mut software) = (Some(system), Some(software));
-        let mut hives = None;
-        if driver_request.is_some() || first_boot_request.is_some() || identity_request.is_some() {
-            let take = |h: &mut Option<guest::HiveBytes>, name| {
-                guest::to_edit(&w, name, h.take().expect("not taken yet"))
-            };
-            hives = Some(files::Hives {
-                system: take(&mut system, HiveName::System)?,
-                software: take(&mut software, HiveName::Software)?,
-            });
-        }
-        if let (Some(req), Some(h)) = (identity_request, &hives) {
-            let system = hive::View::open(HiveName::System.name(), &h.system)?;
-            let software = hive::View::open(HiveName::Software.name(), &h.software)?;
-            // NT 5's mini-setup answer file, when the folder is there.
-            let sysprep = match vol.lookup("sysprep")? {
-                None => None,
-                Some(_) => Some(match vol.lookup(identity::SYSPREP_INF)? {
-                    Some(_) => vol.read_file(identity::SYSPREP_INF)?,
-                    None => Vec::new(),
-                }),
-            };
-            let p = identity::plan(&w, &system, &software, sysprep.as_deref(), req)?;
-            edits.extend(p.edits);
-            if let Some((path, data)) = p.answer_file {
-                if f.time == 0 {
-                    f.time = files::hive_time(&h.system);
-                }
-                files::plan_answer_file(vol, &path, data, &mut f)?;
-            }
-            identity_report = Some(p.report);
-        }
-        if let (Some(req), Some(h)) = (driver_request, &hives) {
-            let p = files::plan_drivers(vol, &w, h, req, &mut f)?;
-            edits.extend(p.edits);
-            driver_report = Some(p.report);
-        }
-        if let (Some(req), Some(h)) = (first_boot_request, &hives) {
-            let mut req = req.clone();
-            let tcpip = sources
-                .iter()
-                .any(|s| matches!(s, Source::Profile { name, .. } if name == "tcpip"));
-            req.steps = files::builtin_steps(&w, tcpip, driver_report.as_ref());
-            if !req.is_empty() {
-                let p = files::plan_first_boot(vol, &w, h, &req, &mut f)?;
-                edits.extend(p.edits);
-                first_boot_report = Some(p.report);
-            }
-        }
-        let mut bytes_needed = 0;
-        if !f.writes.is_empty() || !f.folders.is_empty() {
-            bytes_needed = f.bytes_needed();
-            files = Some(f);
-        }
-        let results = reg::apply(&edits, &w.control_sets, |hive| {
-            let cached = match (hive, hives.as_mut()) {
-                (HiveName::System, Some(h)) => Some(Ok(std::mem::take(&mut h.system))),
-                (HiveName::Software, Some(h)) => Some(Ok(std::mem::take(&mut h.software))),
-                (HiveName::System, None) => system.take().map(|b| guest::to_edit(&w, hive, b)),
-                (HiveName::Software, None) => software.take().map(|b| guest::to_edit(&w, hive, b)),
-                _ => None,
-            };
-            cached
-                .unwrap_or_else(|| guest::read_hive_to_edit(vol, &w, hive))
-                .map_err(|e| reg::Error::load(hive, e))
-        })?;
-        // The hives grow in place too: what they gain counts with the files.
-        for r in &results {
-            if let Some(new) = &r.bytes {
-                let old = vol.file_size(&w.hive_path(r.hive))?;
-                bytes_needed += (new.len() as u64).saturating_sub(old).div_ceil(4096) * 4096;
-            }
-        }
-        files::refuse_full_volume(vol, &w, image_path, bytes_needed)?;
-        if !force {
-            refuse_unbootable(&edits, &results)?;
-        }
-        // The changes move into the report (a large .reg makes hundreds of thousands).
-        let mut results = results;
-        let changes: Vec<Change> = results
-            .iter_mut()
-            .flat_map(|r| std::mem::take(&mut r.changes))
-            .collect();
-        let sets: Vec<String> = w
-            .control_sets
-            .edited()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        // The dirty hives the edits reach were read through their logs.
-        let logs_replayed = results
-            .iter()
-            .filter(|r| r.bytes.is_some())
-            .filter_map(|r| match &w.hive_file(r.hive)?.log_state {
-                guest::LogState::Replayable(rp) => Some(LogsReplayed {
-                    hive: w.hive_path(r.hive),
-                    logs: rp
-                        .logs
-                        .iter()
-                        .filter(|l| l.applied > 0)
-                        .map(|l| l.name.clone())
-                        .collect(),
-                    entries: rp.applied,
-                    first_sequence: rp.first_sequence,
-                    last_sequence: rp.last_sequence,
-                }),
-                _ => None,
-            })
-            .collect();
-        let report = Report {
-            image: image_path.to_owned(),
-            output: None,
-            in_place: false,
-            dry_run: true,
-            windows: WindowsSummary {
-                product_name: w.product_name.clone(),
-                version: w.version.clone(),
-                osinfo: w.osinfo.clone(),
-                arch: w.arch.to_owned(),
-                family,
-                control_sets: sets,
-            },
-            sources,
-            changes,
-            hives_written: Vec::new(),
-            logs_replayed,
-            logs_truncated: Vec::new(),
-            first_boot_commands: first_boot,
-            drivers: driver_report,
-            first_boot: first_boot_report,
-            identity: identity_report,
-            verified: false,
-            nothing_written: false,
-        };
-        anyhow::Ok(Plan {
-            windows: w,
-            report,
-            results,
-            forced: force,
-            files,
-            checked: Some(checked),
-        })
-    })
 }
 
 impl Plan {
@@ -468,50 +254,6 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
     // A work overlay is read back by its caller, on what it makes of it.
     r.verified = !matches!(mode, Mode::WorkOverlay(_));
     Ok(())
-}
-
-/// The edits of every source in order: profiles for `family`, `.reg` files from
-/// `parsed` (parsed before the image was opened, in the same order); a bad profile
-/// name is bad input.
-fn load_sources(
-    order: &[SourceSpec],
-    family: profiles::Family,
-    parsed: Vec<Vec<RegEdit>>,
-) -> anyhow::Result<(Vec<Source>, Vec<RegEdit>, Vec<String>)> {
-    let mut parsed = parsed.into_iter();
-    let mut sources = Vec::new();
-    let mut edits = Vec::new();
-    let mut first_boot = Vec::new();
-    for src in order {
-        match src {
-            SourceSpec::Profile(name) => {
-                let chosen: Vec<&profiles::Profile> = if name == profiles::ALL {
-                    profiles::PROFILES.iter().collect()
-                } else {
-                    vec![profiles::find(name).ok_or_else(|| Refusal::UnknownProfile {
-                        name: name.clone(),
-                        known: profiles::PROFILES.iter().map(|p| p.name).collect(),
-                    })?]
-                };
-                for p in chosen {
-                    edits.extend(
-                        p.edits(family)
-                            .context("a built-in profile does not parse")?,
-                    );
-                    first_boot.extend(p.first_boot(family).iter().map(|s| s.to_string()));
-                    sources.push(Source::Profile {
-                        name: p.name.to_owned(),
-                        file: p.regfile(family).0.to_owned(),
-                    });
-                }
-            }
-            SourceSpec::Reg(path) => {
-                edits.extend(parsed.next().context("a .reg file was not parsed first")?);
-                sources.push(Source::Reg { file: path.clone() });
-            }
-        }
-    }
-    Ok((sources, edits, first_boot))
 }
 
 /// How hives reach the image.
