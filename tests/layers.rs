@@ -245,3 +245,18 @@ fn unsafe_code_stays_where_the_map_puts_it() {
     );
     assert!(allowed.is_empty(), "unsafe code allowed in: {allowed:?}");
 }
+
+#[test]
+fn no_source_file_is_over_600_lines() {
+    // A file that long holds more than one idea: split it at its seams.
+    let mut long = Vec::new();
+    for layer in MAY_USE.iter().map(|(l, _)| *l).chain(["cli"]) {
+        for f in files_of(layer) {
+            let lines = std::fs::read_to_string(&f).unwrap().lines().count();
+            if lines > 600 {
+                long.push(format!("{} ({lines})", f.display()));
+            }
+        }
+    }
+    assert!(long.is_empty(), "over 600 lines: {long:?}");
+}
