@@ -119,10 +119,11 @@ fn versus_fuse(dir: &Path, w: &fixtures::PhonyWindows, wingold: &Path) {
         let disk = dir.join("round.raw");
         fresh(&raw, &disk);
         ours.push(secs(|| {
-            run(Command::new(wingold)
-                .arg("inject")
-                .arg(&disk)
-                .args(["--in-place", "--copy-in", &spec]));
+            run(Command::new(wingold).arg("inject").arg(&disk).args([
+                "--in-place",
+                "--copy-in",
+                &spec,
+            ]));
         }));
         std::fs::remove_file(&disk).unwrap();
         let v = dir.join("round.ntfs");
