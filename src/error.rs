@@ -160,12 +160,14 @@ macro_rules! settings {
 
 settings! {
     AdminPassword = "admin-password-file",
+    Arch = "arch",
     CaCert = "ca-cert",
     Chunked = "chunked",
     CopyIn = "copy-in",
     Created = "created",
     DomainJoin = "domain-join-blob",
     Drivers = "drivers",
+    Firmware = "firmware",
     Firstboot = "firstboot",
     Force = "force",
     Format = "format",

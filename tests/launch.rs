@@ -518,3 +518,67 @@ fn run_vm_on_virtio_scsi() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_unattended_install_attaches_its_answer_medium() {
+    // The answer medium beside the disk (written by `disks --unattended`) is the
+    // install VM's third CD-ROM, in QEMU and in the libvirt XML.
+    let f = files("unattended");
+    std::fs::write(f.dir.join("pw"), "Pw-for-the-medium-1\n").unwrap();
+    let medium = f.dir.join("vm_9.unattend.iso");
+    succeeds(
+        wingold()
+            .args([
+                "disks",
+                "--id",
+                "9",
+                "--dir",
+                s(&f.dir),
+                "--hda-size",
+                "64M",
+            ])
+            .args(["--no-hdb", "--unattended", "--os", "win2k22"])
+            .args(["--admin-password-file", s(&f.dir.join("pw"))]),
+    );
+    let hda = f.dir.join("vm_9.qcow2");
+    let install = |format: &str| {
+        let out = succeeds(
+            wingold()
+                .args(["launch", s(&hda), "--id", "9", "--net", "user"])
+                .args(["--accel", "tcg", "--vnc", "none", "--format", format])
+                .args(["--install", "--windows-iso", s(&f.win_iso)])
+                .args(["--virtio-iso", s(&f.virtio_iso)]),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let recipe = f.dir.join("install-9.sh");
+    std::fs::write(&recipe, install("sh")).unwrap();
+    let mut q = Qemu::start(&recipe, &f.dir.join("qmp.sock"));
+    let blocks = q.cmd("query-block");
+    let cds: Vec<&Value> = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["removable"] == true && b["inserted"].is_object())
+        .collect();
+    assert_eq!(cds.len(), 3, "Windows, virtio-win and the answer: {blocks}");
+    let answer = cds
+        .iter()
+        .find(|b| b["inserted"]["file"] == s(&medium))
+        .unwrap_or_else(|| panic!("no CD-ROM holds {}: {blocks}", medium.display()));
+    assert_eq!(answer["inserted"]["ro"], true);
+    drop(q);
+    let xml = f.dir.join("install-9.xml");
+    std::fs::write(&xml, install("libvirt")).unwrap();
+    assert!(std::fs::read_to_string(&xml).unwrap().contains(s(&medium)));
+    let out = Command::new("virt-xml-validate")
+        .args([s(&xml), "domain"])
+        .output()
+        .expect("TEST CANNOT RUN: virt-xml-validate missing (Debian libvirt-clients)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -162,6 +162,11 @@ pub fn vm(
             },
             windows_iso: absolute(&windows_iso)?,
             virtio_iso: absolute(&virtio_iso)?,
+            // What `disks --unattended` wrote beside the system disk.
+            answer: Some(crate::golden::vm::answer_path(hda))
+                .filter(|a| a.is_file())
+                .map(|a| absolute(&a))
+                .transpose()?,
         }),
     };
     Ok(Vm {

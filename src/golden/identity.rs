@@ -465,8 +465,8 @@ pub fn plan(
 
 #[cfg(test)]
 mod tests {
-    use super::answer::base64;
     use super::*;
+    use crate::unattend::base64;
 
     #[test]
     fn names_windows_refuses() {

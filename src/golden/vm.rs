@@ -28,16 +28,26 @@ pub fn disk_paths(dir: &Path, id: u32) -> (PathBuf, PathBuf) {
     )
 }
 
+/// The answer medium of an unattended install beside system disk `hda`
+/// (`vm_N.qcow2` → `vm_N.unattend.iso`), which `launch --install` attaches.
+pub fn answer_path(hda: &Path) -> PathBuf {
+    hda.with_extension("unattend.iso")
+}
+
 /// Makes the installer's disks: `hda` of `hda_size` bytes, and `hdb` of
-/// `hdb_size` bytes when given; writes `script` (the install recipe) when given.
-/// Every output is checked to be new before anything is written.
+/// `hdb_size` bytes when given; writes the answer medium (`answer`: its bytes,
+/// readable by the owner only: it holds the encoded administrator password) and
+/// `script` (the install recipe) when given. Every output is checked to be new
+/// before anything is written; a failure removes what was made.
 pub fn create_disks(
     hda: (&Path, u64),
     hdb: Option<(&Path, u64)>,
+    answer: Option<(&Path, &[u8])>,
     script: Option<(&Path, &str)>,
 ) -> anyhow::Result<Vec<Disk>> {
     let mut outputs = vec![hda.0];
     outputs.extend(hdb.map(|h| h.0));
+    outputs.extend(answer.map(|a| a.0));
     outputs.extend(script.map(|s| s.0));
     refuse_existing(&outputs)?;
     create_parent(hda.0)?;
@@ -50,10 +60,22 @@ pub fn create_disks(
         }
         disks.push(disk("hdb", hdb));
     }
+    let undo = |disks: &[Disk]| {
+        for d in disks {
+            let _ = std::fs::remove_file(&d.path);
+        }
+    };
+    if let Some((path, bytes)) = answer {
+        if let Err(e) = write_new(path, bytes, 0o600) {
+            undo(&disks);
+            return Err(e);
+        }
+    }
     if let Some((path, text)) = script {
-        if let Err(e) = write_script(path, text) {
-            for d in &disks {
-                let _ = std::fs::remove_file(&d.path);
+        if let Err(e) = write_new(path, text.as_bytes(), 0o755) {
+            undo(&disks);
+            if let Some((a, _)) = answer {
+                let _ = std::fs::remove_file(a);
             }
             return Err(e);
         }
@@ -249,7 +271,7 @@ pub fn clone(
             return Err(anyhow::Error::new(e).context(format!("{}: cannot write", path.display())));
         }
     }
-    if let Err(e) = write_script(script, &vm.sh()) {
+    if let Err(e) = write_new(script, vm.sh().as_bytes(), 0o755) {
         undo();
         if let Some(r) = &record {
             let _ = std::fs::remove_file(r);
@@ -289,8 +311,8 @@ fn refuse_existing(paths: &[&Path]) -> anyhow::Result<()> {
 
 /// Writes an executable script under a temporary name, then moves it into place;
 /// an existing file is never replaced.
-fn write_script(path: &Path, text: &str) -> anyhow::Result<()> {
-    fsutil::write_file(path, text.as_bytes(), 0o755, Place::NoReplace).map_err(|e| match e.kind() {
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    fsutil::write_file(path, bytes, mode, Place::NoReplace).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => image::Error::Exists {
             path: path.to_owned(),
         }

@@ -74,6 +74,9 @@ pub struct Install {
     /// The temporary virtio disk (HDB) and its format; None installs without one
     /// (the drivers are injected offline by `wingold build` / `inject --drivers`).
     pub hdb: Option<(PathBuf, String)>,
+    /// The answer medium of an unattended install (`vm_N.unattend.iso`), a third
+    /// CD-ROM Setup reads `autounattend.xml` from.
+    pub answer: Option<PathBuf>,
 }
 
 /// UEFI with Secure Boot and a TPM 2.0, as Windows 11 requires: OVMF's
@@ -259,7 +262,9 @@ impl Vm {
                     a.extend(["-drive".into(), drive("hdb", hdb, format)]);
                     a.extend(["-device".into(), "virtio-blk-pci,drive=hdb".into()]);
                 }
-                for (id, n, iso) in [("cd0", 2, &inst.windows_iso), ("cd1", 3, &inst.virtio_iso)] {
+                let answer = inst.answer.as_ref().map(|a| ("cd2", 1, a));
+                let cds = [("cd0", 2, &inst.windows_iso), ("cd1", 3, &inst.virtio_iso)];
+                for (id, n, iso) in cds.into_iter().chain(answer) {
                     a.extend([
                         "-drive".into(),
                         format!(
@@ -451,10 +456,10 @@ impl Vm {
             );
         };
         // IDE on the pc machine, SATA (AHCI) on q35.
-        let (legacy, [hd, cd0, cd1]) = if self.uefi.is_some() {
-            ("sata", ["sda", "sdc", "sdd"])
+        let (legacy, [hd, cd0, cd1, cd2]) = if self.uefi.is_some() {
+            ("sata", ["sda", "sdc", "sdd", "sdb"])
         } else {
-            ("ide", ["hda", "hdc", "hdd"])
+            ("ide", ["hda", "hdc", "hdd", "hdb"])
         };
         match &self.install {
             Some(inst) => {
@@ -462,7 +467,9 @@ impl Vm {
                 if let Some((hdb, format)) = &inst.hdb {
                     disk(&mut x, hdb, format, "vda", "virtio");
                 }
-                for (dev, iso) in [(cd0, &inst.windows_iso), (cd1, &inst.virtio_iso)] {
+                let answer = inst.answer.as_ref().map(|a| (cd2, a));
+                let cds = [(cd0, &inst.windows_iso), (cd1, &inst.virtio_iso)];
+                for (dev, iso) in cds.into_iter().chain(answer) {
                     let _ = write!(
                         x,
                         "    <disk type='file' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='{dev}' bus='{legacy}'/>\n      <readonly/>\n    </disk>\n",

@@ -4,41 +4,12 @@
 //! key set in NT 5's `sysprep.inf`.
 
 use super::Request;
+use crate::unattend::{encode_password, xml_text};
 
 /// The administrator password as an answer file holds it with `PlainText`
-/// false: base64 of UTF-16LE(password + "AdministratorPassword"). An encoding,
-/// not encryption: anyone who reads the file can undo it.
+/// false (`unattend::encode_password`).
 pub fn encode_admin_password(password: &str) -> String {
-    let units: Vec<u8> = format!("{password}AdministratorPassword")
-        .encode_utf16()
-        .flat_map(|u| u.to_le_bytes())
-        .collect();
-    base64(&units)
-}
-
-pub(super) fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn xml_text(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    encode_password(password, "AdministratorPassword")
 }
 
 /// The answer file of a sealed golden's clone: specialize sets the computer name
