@@ -447,3 +447,38 @@ fn the_floppy_writer_makes_a_fat12_floppy_mtools_and_fsck_read() {
     let note = run("mtype", &["-i", s(&path), "::NOTE.TXT"]);
     assert_eq!(note.stdout, b"note");
 }
+
+#[test]
+fn a_medium_left_from_an_earlier_vm_is_not_attached_to_a_new_install() {
+    // `disks` without --unattended next to a stale vm_N.unattend.iso: the
+    // recipe must not attach it (Setup would wipe the new VM's disk by it).
+    let tmp = tempdir();
+    let dir = tmp.path();
+    std::fs::write(dir.join("vm_6.unattend.iso"), b"stale").unwrap();
+    let iso = dir.join("win.iso");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("README.TXT"), "x").unwrap();
+    run(
+        "xorriso",
+        &["-as", "mkisofs", "-quiet", "-o", s(&iso), s(&src)],
+    );
+    let out = succeeds(
+        wingold()
+            .args([
+                "disks",
+                "--id",
+                "6",
+                "--no-hdb",
+                "--hda-size",
+                "64M",
+                "--dir",
+            ])
+            .arg(dir)
+            .args(["--iso", s(&iso), "--virtio-iso", s(&iso), "--json"]),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let argv = json["install_recipe"].to_string();
+    assert!(!argv.contains("unattend.iso"), "{argv}");
+    assert!(json["answer"].is_null());
+}

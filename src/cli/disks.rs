@@ -129,8 +129,8 @@ fn answer_medium(
         })?;
     }
     let secret = |p: &Option<PathBuf>| {
-        p.as_ref()
-            .map(|p| crate::golden::identity::read_secret(p).map(|s| unattend::Secret(s.0)))
+        p.as_deref()
+            .map(crate::golden::identity::read_secret)
             .transpose()
     };
     let req = unattend::Request {
@@ -172,9 +172,10 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    // The medium is attached though it is written only below.
-    if let (Some(install), Some(a)) = (recipe.as_mut().and_then(|r| r.install.as_mut()), &answer) {
-        install.answer = Some(std::path::absolute(a)?);
+    // The recipe attaches this run's medium (written only below), and no other:
+    // a `vm_N.unattend.iso` left from an earlier VM N would wipe this one's disk.
+    if let Some(install) = recipe.as_mut().and_then(|r| r.install.as_mut()) {
+        install.answer = answer.as_deref().map(std::path::absolute).transpose()?;
     }
     let sh = recipe.as_ref().map(|vm| vm.sh());
     let script = args.script.as_deref().zip(sh.as_deref());

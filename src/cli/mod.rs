@@ -14,7 +14,6 @@ mod invalid;
 mod launch;
 mod publish;
 
-use crate::error::Kind;
 use clap::{Parser, Subcommand};
 pub use invalid::Invalid;
 
@@ -88,11 +87,6 @@ pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
     }
 }
 
-/// The kind of `err`, as [`crate::error::kind_of`] tells it.
-pub fn kind(err: &anyhow::Error) -> Kind {
-    crate::error::kind_of(err)
-}
-
 /// How a setting is given on this command line: `--NAME`.
 pub fn spell(setting: crate::error::Setting) -> String {
     format!("--{}", setting.name())
@@ -100,7 +94,7 @@ pub fn spell(setting: crate::error::Setting) -> String {
 
 /// The exit code for `err`: 2 for usage and bad input, 1 for a failure.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    kind(err).exit_code()
+    crate::error::kind_of(err).exit_code()
 }
 
 /// Text on its way to a terminal with its control characters escaped (`\u{1b}`),
@@ -206,11 +200,11 @@ mod tests {
             zone: "Mars/Olympus".into(),
         };
         let err = anyhow::Error::new(refusal).context("building");
-        assert_eq!(super::kind(&err), Kind::BadInput);
+        assert_eq!(crate::error::kind_of(&err), Kind::BadInput);
         let usage = anyhow::Error::new(super::Invalid::InjectMode).context("inject");
-        assert_eq!(super::kind(&usage), Kind::Usage);
+        assert_eq!(crate::error::kind_of(&usage), Kind::Usage);
         let plain = anyhow::anyhow!("something else");
-        assert_eq!(super::kind(&plain), Kind::Failure);
+        assert_eq!(crate::error::kind_of(&plain), Kind::Failure);
         assert!(crate::error::CLASSIFIERS.len() >= 18);
     }
 }

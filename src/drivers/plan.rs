@@ -57,15 +57,17 @@ pub fn plan(
     };
     let mut files: Vec<FileCopy> = Vec::new();
     let mut drivers = Vec::new();
-    let mut claim = BootClaim::default();
+    // The boot folder is always among the chosen (`choose` refuses otherwise).
+    let mut claim = None;
     for p in &chosen {
         let is_boot = p.driver.eq_ignore_ascii_case(boot.folder);
         let (inf_path, parsed) = ctx.stage(p, is_boot, &mut files, &mut notes)?;
         if is_boot {
-            claim = ctx.check_boot(boot, p, &inf_path, &parsed, &files, &mut notes)?;
+            let c = ctx.check_boot(boot, p, &inf_path, &parsed, &files, &mut notes)?;
             if pnp.is_none() {
-                files.push(claim.installed_copy(&root, boot));
+                files.push(c.installed_copy(&root, boot));
             }
+            claim = Some(c);
         }
         drivers.push(ctx.report(p, &inf_path, parsed, is_boot && pnp.is_none(), read_guest)?);
     }
@@ -76,15 +78,16 @@ pub fn plan(
             notes.push(format!("{}: replacing {old} with {new}", d.name));
         }
     }
+    let (devices, parameters) = claim.map(|c| (c.devices, c.parameters)).unwrap_or_default();
     let mut edits = Edits::new(format!("virtio-win {}", boot_folder(&chosen, boot)));
     if pnp.is_none() {
-        registry::service(&mut edits, boot, &claim.parameters);
+        registry::service(&mut edits, boot, &parameters);
         match registration {
             Registration::CriticalDeviceDatabase => {
-                registry::critical_device_database(&mut edits, boot, &claim.devices)
+                registry::critical_device_database(&mut edits, boot, &devices)
             }
             Registration::DriverDatabase => {
-                registry::driver_database(&mut edits, boot, w.arch, &claim.devices)
+                registry::driver_database(&mut edits, boot, w.arch, &devices)
             }
             Registration::InstalledByWindows => {}
         }
@@ -102,7 +105,7 @@ pub fn plan(
             folders: vec![format!("{root}\\Drivers"), ctx.staging.clone()],
             bytes_needed,
             pci_ids: if pnp.is_none() {
-                boot.ids(&claim.devices)
+                boot.ids(&devices)
             } else {
                 Vec::new()
             },
@@ -216,20 +219,18 @@ struct Staging<'a> {
 }
 
 /// What the boot driver's INF claims, and its driver file.
-#[derive(Default)]
 struct BootClaim {
     devices: Vec<&'static str>,
     parameters: Vec<(String, String, u32)>,
-    sys_file: Option<FileCopy>,
+    sys_file: FileCopy,
 }
 
 impl BootClaim {
     /// The boot driver's copy in `System32\drivers`, where the service loads it.
     fn installed_copy(&self, root: &str, boot: &BootDriver) -> FileCopy {
-        let sys_file = self.sys_file.clone().expect("check_boot found the .sys");
         FileCopy {
             to: format!("{root}\\System32\\drivers\\{}.sys", boot.service),
-            ..sys_file
+            ..self.sys_file.clone()
         }
     }
 }
@@ -386,7 +387,7 @@ impl Staging<'_> {
         Ok(BootClaim {
             devices,
             parameters: parsed.parameters.clone(),
-            sys_file: Some(sys_file.clone()),
+            sys_file: sys_file.clone(),
         })
     }
 

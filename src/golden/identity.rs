@@ -55,15 +55,8 @@ pub struct Request {
     pub domain_join: Option<Secret>,
 }
 
-/// A secret read from a file: kept out of every message, report and `Debug`.
-#[derive(Clone, Default)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secret({} characters)", self.0.chars().count())
-    }
-}
+/// A secret read from a file: the one type every answer file takes.
+pub use crate::unattend::Secret;
 
 /// Reads a secret from `path` (`-`: standard input), up to its cap: UTF-8, one
 /// line (a final newline dropped), not empty. The message of a refusal names the

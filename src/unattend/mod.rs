@@ -112,13 +112,14 @@ pub enum Firmware {
     Uefi,
 }
 
-/// A secret read from a file: never shown, never serialized.
-#[derive(Clone)]
+/// A secret read from a file (`golden::identity::read_secret`): kept out of
+/// every message, report and `Debug`.
+#[derive(Clone, Default)]
 pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
+        write!(f, "Secret({} characters)", self.0.chars().count())
     }
 }
 
