@@ -1,14 +1,19 @@
 //! A plain (uncompressed) golden image in one pass: the layout from the
 //! allocation map alone, then three stages at once — read, write, hash.
 
-use super::{
-    io_error, write_all_vectored_at, Stats, Tail, BATCH, CLUSTER, L2_ENTRIES, OFLAG_COPIED,
-};
+use super::{io_error, write_all_vectored_at, Stats, Tail, CLUSTER, L2_ENTRIES, OFLAG_COPIED};
 use crate::image::{BlockDev, Error as ImageError};
 use std::fs::File;
 use std::io::IoSlice;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+/// Clusters read, written and hashed together: 4 MiB.
+const BATCH: u64 = 64;
+/// What direct I/O asks of a buffer's address, an offset and a length.
+const ALIGN: usize = 4096;
 
 /// A plain image in one pass, hashed as it is written. Its layout follows from the
 /// allocation map alone (one slot per cluster allocated anywhere in the chain, in
@@ -17,6 +22,12 @@ use std::path::Path;
 /// data slots, and a hasher takes the file's SHA-256 in file order; buffers go
 /// round from reader to writer to hasher and back. A slot whose cluster reads as
 /// zeros is left as a hole (unreferenced, refcount 0).
+///
+/// The data slots are written with direct I/O where the file system allows it:
+/// the device reads them from our buffers, and the processor is left for the
+/// reading and the hashing (a copy into the page cache costs as much as the
+/// hashing on the two-core machines this runs on). Header and tables go through
+/// the page cache; `sync_all` makes both durable.
 pub(super) fn write_plain(
     src: &dyn BlockDev,
     out: &Path,
@@ -43,12 +54,12 @@ pub(super) fn write_plain(
     let header = tail.header(size);
 
     // The hasher takes buffers in file order and hands them back for reuse.
-    let (to_hasher, hasher_in) = mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+    let (to_hasher, hasher_in) = mpsc::sync_channel::<(Vec<u8>, Range<usize>)>(2);
     let (back, spare) = mpsc::channel::<Vec<u8>>();
     let hasher = std::thread::spawn(move || {
         let mut h = Sha256::new();
-        for (buf, len) in hasher_in {
-            h.update(&buf[..len]);
+        for (buf, part) in hasher_in {
+            h.update(&buf[part]);
             let _ = back.send(buf);
         }
         format!("{:x}", h.finalize())
@@ -57,8 +68,9 @@ pub(super) fn write_plain(
         let hashing_stopped = || std::io::Error::other("the hashing thread stopped");
         let w = File::create(out).map_err(io("creating"))?;
         w.write_all_at(&header, 0).map_err(io("writing"))?;
+        let direct = open_direct(out).map_err(io("opening"))?;
         to_hasher
-            .send((header, CLUSTER as usize))
+            .send((header, 0..CLUSTER as usize))
             .map_err(|_| io("hashing")(hashing_stopped()))?;
         let mut refs: Vec<u16> = vec![1];
         refs.resize((tail.start / CLUSTER) as usize, 0);
@@ -69,12 +81,14 @@ pub(super) fn write_plain(
         };
         std::thread::scope(|scope| -> Result<(), ImageError> {
             let (to_writer, writer_in) = mpsc::sync_channel::<Batch>(1);
-            let (w, to_hasher) = (&w, to_hasher.clone());
+            let data_file = direct.as_ref().unwrap_or(&w);
+            let to_hasher = to_hasher.clone();
             let writer = scope.spawn(move || -> std::io::Result<()> {
                 for b in writer_in {
-                    b.write(w)?;
+                    b.write(data_file)?;
+                    let part = b.start..b.start + b.filled * CLUSTER as usize;
                     to_hasher
-                        .send((b.buf, b.filled * CLUSTER as usize))
+                        .send((b.buf, part))
                         .map_err(|_| hashing_stopped())?;
                 }
                 Ok(())
@@ -99,10 +113,13 @@ pub(super) fn write_plain(
         w.write_all_at(&meta, tail.start).map_err(io("writing"))?;
         let len = meta.len();
         to_hasher
-            .send((meta, len))
+            .send((meta, 0..len))
             .map_err(|_| io("hashing")(hashing_stopped()))?;
         w.set_len(tail.end).map_err(io("sizing"))?;
         w.sync_all().map_err(io("fsync"))?;
+        if let Some(direct) = &direct {
+            direct.sync_all().map_err(io("fsync"))?;
+        }
         stats.file_size = tail.end;
         Ok(stats)
     })();
@@ -119,8 +136,11 @@ pub(super) fn write_plain(
 /// Up to `BATCH` allocated clusters read into consecutive slots of one buffer,
 /// from the file offset `first_slot` on; `holes` are the slots that read as
 /// zeros (not written: they read back as zeros, and the buffer holds zeros).
+/// The clusters start at `start` in `buf`, the first address there aligned for
+/// direct I/O.
 struct Batch {
     buf: Vec<u8>,
+    start: usize,
     first_slot: u64,
     filled: usize,
     holes: Vec<usize>,
@@ -138,7 +158,7 @@ impl Batch {
         {
             if end > start {
                 let mut parts: Vec<IoSlice> = self.buf
-                    [start * CLUSTER as usize..end * CLUSTER as usize]
+                    [self.start + start * CLUSTER as usize..self.start + end * CLUSTER as usize]
                     .chunks(CLUSTER as usize)
                     .map(IoSlice::new)
                     .collect();
@@ -178,8 +198,10 @@ fn read_batches(
     while g < nclusters {
         let whole = (BATCH * CLUSTER) as usize;
         let mut buf = std::iter::from_fn(|| spare.try_recv().ok())
-            .find(|b| b.len() == whole)
-            .unwrap_or_else(|| vec![0u8; whole]);
+            .find(|b| b.len() == whole + ALIGN)
+            .unwrap_or_else(|| vec![0u8; whole + ALIGN]);
+        let start = buf.as_ptr().align_offset(ALIGN);
+        let data = &mut buf[start..start + whole];
         let first_slot = slot;
         let mut filled = 0usize;
         let mut holes = Vec::new();
@@ -200,11 +222,11 @@ fn read_batches(
             let off = g * CLUSTER;
             let len = (run * CLUSTER).min(size - off) as usize;
             let span =
-                &mut buf[filled * CLUSTER as usize..(filled + run as usize) * CLUSTER as usize];
+                &mut data[filled * CLUSTER as usize..(filled + run as usize) * CLUSTER as usize];
             src.read_at(off, &mut span[..len])?;
             span[len..].fill(0);
             for _ in 0..run {
-                let chunk = &buf[filled * CLUSTER as usize..(filled + 1) * CLUSTER as usize];
+                let chunk = &data[filled * CLUSTER as usize..(filled + 1) * CLUSTER as usize];
                 if chunk[..] == zero[..] {
                     holes.push(filled);
                     stats.skipped_clusters += 1;
@@ -220,6 +242,7 @@ fn read_batches(
         }
         let batch = Batch {
             buf,
+            start,
             first_slot,
             filled,
             holes,
@@ -230,4 +253,24 @@ fn read_batches(
         progress((g * CLUSTER).min(size));
     }
     Ok(())
+}
+
+/// A second handle on `out` for direct I/O, or none where the file system does
+/// not take it (tmpfs, some FUSE file systems): then the data go through the page
+/// cache like the rest. Test hook (feature `test-hooks` only):
+/// `WINGOLD_TEST_NO_DIRECT_IO` takes that second path on any file system.
+fn open_direct(out: &Path) -> std::io::Result<Option<File>> {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var_os("WINGOLD_TEST_NO_DIRECT_IO").is_some() {
+        return Ok(None);
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(out)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
