@@ -23,5 +23,6 @@ pub mod note;
 pub mod ntfs;
 pub mod publish;
 pub mod reg;
+pub mod registry;
 pub mod unattend;
 pub mod virtio;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use support::*;
 use wingold::cli::exit_code;
 use wingold::{cli, drivers, error, firstboot, golden, publish};
-use wingold::{guest, hive, image, launch, ntfs, reg, virtio};
+use wingold::{guest, hive, image, launch, ntfs, reg, registry, virtio};
 
 fn path() -> PathBuf {
     PathBuf::from("disk.qcow2")
@@ -171,7 +171,7 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         // virtio
         (
             "virtio: not an ISO",
-            virtio::iso::Error::NotIso {
+            virtio::Error::NotIso {
                 path: path(),
                 reason: "no volume descriptor".into(),
             }
@@ -180,8 +180,9 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         ),
         (
             "virtio: an ISO read fails",
-            virtio::iso::Error::Io {
+            virtio::Error::Io {
                 path: path(),
+                op: "reading",
                 source: io::Error::from_raw_os_error(libc::EIO),
             }
             .into(),
@@ -189,7 +190,7 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         ),
         (
             "virtio: a download refused (wrong pin)",
-            virtio::fetch::Error::Refused {
+            virtio::Error::Refused {
                 url: "https://x/y.iso".into(),
                 reason: "sha256 differs".into(),
             }
@@ -198,7 +199,7 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         ),
         (
             "virtio: the network fails",
-            virtio::fetch::Error::Network {
+            virtio::Error::Network {
                 url: "https://x/y.iso".into(),
                 reason: "reset".into(),
             }
@@ -260,13 +261,17 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         ),
         (
             "publish: a reference that does not parse",
-            publish::Refusal::from(publish::registry::parse_reference("http://x/y").unwrap_err())
-                .into(),
+            registry::Error::from(registry::parse_reference("http://x/y").unwrap_err()).into(),
+            2,
+        ),
+        (
+            "publish: no destination given",
+            publish::Refusal::NoDestination.into(),
             2,
         ),
         (
             "publish: credentials the registry refuses",
-            publish::registry::Error::CredentialsRefused {
+            registry::Error::CredentialsRefused {
                 host: "registry.example".into(),
             }
             .into(),
@@ -274,7 +279,7 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         ),
         (
             "publish: a registry that cannot be reached",
-            publish::registry::Error::Connection {
+            registry::Error::Connection {
                 host: "registry.example".into(),
                 what: "asking /v2/".into(),
                 reason: "connection refused".into(),

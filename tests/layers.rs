@@ -44,7 +44,11 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "unattend",
         ],
     ),
-    ("publish", &["fsutil", "input", "net", "image", "golden"]),
+    ("registry", &["input", "net"]),
+    (
+        "publish",
+        &["fsutil", "input", "image", "golden", "registry"],
+    ),
 ];
 
 fn src() -> PathBuf {
@@ -263,4 +267,33 @@ fn no_source_file_is_over_600_lines() {
         }
     }
     assert!(long.is_empty(), "over 600 lines: {long:?}");
+}
+
+/// One error type per layer answers `Classify` (and so the exit code): the
+/// layer's `Error` or `Refusal`. Other error-like types of a layer are payloads
+/// carried inside that one (`reg::Syntax`, `registry::BadReference`, …).
+#[test]
+fn each_layer_classifies_one_error_type() {
+    let mut wrong = BTreeMap::new();
+    for (layer, _) in MAY_USE.iter().chain([("cli", &[][..])].iter()) {
+        let types: Vec<String> = files_of(layer)
+            .iter()
+            .flat_map(|f| {
+                let text = code(&std::fs::read_to_string(f).unwrap());
+                text.split("impl Classify for ")
+                    .skip(1)
+                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
+                    // The macro's own pattern in `error`.
+                    .filter(|name| !name.starts_with('$'))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if types.len() > 1 {
+            wrong.insert(*layer, types);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "layers with more than one error type: {wrong:?}"
+    );
 }

@@ -410,7 +410,7 @@ fn basic_auth_works_and_a_wrong_password_is_one_clear_line() {
         format!(
             "{{\"auths\":{{\"127.0.0.1:{}\":{{\"auth\":\"{}\"}}}}}}",
             reg.port,
-            wingold::publish::base64(b"builder:s3cret-Pa55")
+            wingold::registry::base64(b"builder:s3cret-Pa55")
         ),
     )
     .unwrap();

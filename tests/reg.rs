@@ -317,8 +317,9 @@ fn syntax_errors_name_line_and_column() {
     ];
     for (text, line, col, needle) in cases {
         let err = reg::parse(text.as_bytes(), "t.reg").expect_err(text);
-        assert_eq!((err.line, err.column), (*line, *col), "{text:?}: {err}");
-        assert!(err.message.contains(needle), "{text:?}: {err}");
+        let at = err.syntax().expect("a syntax error");
+        assert_eq!((at.line, at.column), (*line, *col), "{text:?}: {err}");
+        assert!(at.message.contains(needle), "{text:?}: {err}");
         assert!(err
             .to_string()
             .starts_with(&format!("t.reg:{line}:{col}: ")));
@@ -516,8 +517,9 @@ fn names_windows_cannot_hold_are_refused_with_their_line() {
         ),
     ] {
         let err = reg::parse(text.as_bytes(), "t.reg").expect_err(needle);
-        assert_eq!(err.line, line, "{err}");
-        assert!(err.message.contains(needle), "{err}");
+        let at = err.syntax().expect("a syntax error");
+        assert_eq!(at.line, line, "{err}");
+        assert!(at.message.contains(needle), "{err}");
     }
 }
 

@@ -34,17 +34,13 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let targets =
         p.to.iter()
             .map(|to| {
-                crate::publish::registry::parse_reference(to).map_err(|reason| Invalid::PublishTo {
+                crate::registry::parse_reference(to).map_err(|reason| Invalid::PublishTo {
                     config: args.config.clone(),
                     reason,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-    if let Some(t) = p
-        .tags
-        .iter()
-        .find(|t| !crate::publish::registry::valid_tag(t))
-    {
+    if let Some(t) = p.tags.iter().find(|t| !crate::registry::valid_tag(t)) {
         return Err(Invalid::PublishTag {
             config: args.config.clone(),
             tag: t.clone(),

@@ -27,7 +27,7 @@ pub enum Invalid {
     #[error("{}: [publish] to: {reason}", .config.display())]
     PublishTo {
         config: PathBuf,
-        reason: crate::publish::BadReference,
+        reason: crate::registry::BadReference,
     },
 
     #[error("{}: [publish] tags: {tag:?} is no valid tag", .config.display())]

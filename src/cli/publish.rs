@@ -1,7 +1,8 @@
 //! `wingold publish`: arguments and output; the work is `publish`.
 
 use super::Invalid;
-use crate::publish::{self, registry::Credentials, Options};
+use crate::publish::{self, Options};
+use crate::registry::Credentials;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -82,9 +83,9 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         to: args
             .to
             .as_deref()
-            .map(publish::registry::parse_reference)
+            .map(crate::registry::parse_reference)
             .transpose()
-            .map_err(publish::Refusal::from)?,
+            .map_err(crate::registry::Error::from)?,
         tags: args.tags,
         insecure: args.insecure,
         ca_cert: args.ca_cert,

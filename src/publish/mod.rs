@@ -9,21 +9,16 @@
 
 #![deny(unsafe_code)]
 
-mod auth;
 mod image;
 mod layout;
 mod refusal;
-pub mod registry;
 pub mod tar;
-mod tls;
 
-pub use refusal::{BadReference, Refusal};
-
-pub use auth::{base64, credentials_from_files, unbase64};
+pub use refusal::Refusal;
 
 use crate::error::unreadable;
 use crate::golden::manifest::{self, Manifest, Unloadable};
-use registry::{Credentials, Registry};
+use crate::registry::{self, base64, credentials_from_files, Credentials, Registry};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::Read;
@@ -340,28 +335,4 @@ pub fn kubevirt_vm(name: &str, image: &str, memory_mib: u64, cpus: u32, unattend
          secret:\n            name: {secret}\n",
         base64(unattend)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_round_trips() {
-        for s in ["", "f", "fo", "foo", "user:pa:ss wörd"] {
-            assert_eq!(unbase64(&base64(s.as_bytes())).unwrap(), s.as_bytes());
-        }
-        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
-    }
-
-    #[test]
-    fn references_parse() {
-        let t = registry::parse_reference("docker://127.0.0.1:5000/windows/win2k22:v1").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.repo.as_str(), t.tag.as_deref()),
-            ("127.0.0.1:5000", "windows/win2k22", Some("v1"))
-        );
-        assert!(registry::parse_reference("docker://host/Upper").is_err());
-        assert!(registry::parse_reference("http://host/repo").is_err());
-    }
 }

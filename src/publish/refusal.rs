@@ -1,48 +1,12 @@
-//! Why a publish is refused: the reference, the options or the image given are
-//! wrong. Found before anything is uploaded or written.
+//! Why a publish is refused: the options or the image given are wrong. Found before anything is uploaded or written.
 
 use crate::error::Setting;
 
 use std::path::PathBuf;
 
-/// A `docker://HOST[:PORT]/REPO[:TAG]` that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadReference {
-    #[error("{text}: give docker://HOST[:PORT]/REPO[:TAG]")]
-    Shape { text: String },
-    #[error("{text}: no repository after the host")]
-    NoRepository { text: String },
-    #[error("{text}: a repository is lower-case letters, digits, '.', '_', '-' and '/'")]
-    Repository { text: String },
-    #[error("{text}: {tag:?} is no valid tag")]
-    Tag { text: String, tag: String },
-    #[error(
-        "{shown}: no user name or password in the reference; give {user} and {pass}, or \
-         log in with podman or docker",
-        user = Setting::Username,
-        pass = Setting::PasswordStdin
-    )]
-    Userinfo { shown: String },
-    #[error(
-        "{text}: a digest names an image that exists; publish pushes to a tag: give REPO[:TAG]"
-    )]
-    Digest { text: String },
-    #[error("{text}: more than one ':' after the repository; give REPO[:TAG]")]
-    TwoTags { text: String },
-}
-
 /// A refused publish.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error(transparent)]
-    Reference(#[from] BadReference),
-
-    #[error("{}: {problem}; fix or remove it (podman login rewrites it)", .path.display())]
-    AuthFile {
-        path: std::path::PathBuf,
-        problem: String,
-    },
-
     #[error("give docker://HOST/REPO[:TAG] and/or {} DIR", Setting::OciLayout)]
     NoDestination,
 
@@ -89,14 +53,6 @@ pub enum Refusal {
 
 crate::error::classify! {
     impl Classify for Refusal {
-        fn kind(&self) -> crate::error::Kind {
-            crate::error::Kind::BadInput
-        }
-    }
-}
-
-crate::error::classify! {
-    impl Classify for BadReference {
         fn kind(&self) -> crate::error::Kind {
             crate::error::Kind::BadInput
         }

@@ -16,7 +16,7 @@ pub mod profiles;
 pub use change::{type_name, Action, Change, Source, ValueView};
 pub use edits::Edits;
 pub use hive_name::HiveName;
-pub use parse::{parse, utf16z, ParseError, Version};
+pub use parse::{parse, utf16z, Syntax, Version};
 
 use crate::hive::{self, Hive, RegValue, View};
 use serde::Serialize;
@@ -64,6 +64,9 @@ impl Op {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The text is no `.reg` file regedit would take.
+    #[error("{0}")]
+    Syntax(Syntax),
     #[error("{file}:{line}: {key}: {reason}")]
     Root {
         file: String,
@@ -100,6 +103,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// Where the syntax goes wrong, when that is the error.
+    pub fn syntax(&self) -> Option<&Syntax> {
+        match self {
+            Error::Syntax(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// A hive that could not be read, for the loaders `apply` and `settings` take.
     pub fn load<E>(hive: HiveName, source: E) -> Error
     where
@@ -117,7 +128,7 @@ crate::error::classify! {
     impl Classify for Error {
         fn kind(&self) -> crate::error::Kind {
             match self {
-                Error::Root { .. } => crate::error::Kind::BadInput,
+                Error::Syntax(_) | Error::Root { .. } => crate::error::Kind::BadInput,
                 // What wingold wrote is wrong, whatever the hive layer thinks of it.
                 Error::Unreadable { .. } | Error::Mismatch(_) => crate::error::Kind::Failure,
                 Error::Hive { source, .. } | Error::Open(source) => source.kind(),

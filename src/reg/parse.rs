@@ -9,21 +9,23 @@
 use super::{Op, RegEdit};
 use crate::hive::types::{REG_BINARY, REG_DWORD, REG_SZ};
 
-/// A syntax error, with where it is and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct ParseError {
+/// Where a `.reg` file's syntax goes wrong and what was expected there: the payload
+/// of `reg::Error::Syntax`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Syntax {
     pub file: String,
     pub line: usize,
     pub column: usize,
     pub message: String,
 }
 
-crate::error::classify! {
-    impl Classify for ParseError {
-        fn kind(&self) -> crate::error::Kind {
-            crate::error::Kind::BadInput
-        }
+impl std::fmt::Display for Syntax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -44,10 +46,10 @@ pub enum Version {
 }
 
 /// Decodes the file's bytes: UTF-16LE with BOM, UTF-8 (BOM optional), else Latin-1.
-fn decode(bytes: &[u8], file: &str) -> Result<String, ParseError> {
+fn decode(bytes: &[u8], file: &str) -> Result<String, Syntax> {
     if let Some(rest) = bytes.strip_prefix(&[0xff, 0xfe]) {
         if rest.len() % 2 != 0 {
-            return Err(ParseError {
+            return Err(Syntax {
                 file: file.to_owned(),
                 line: 1,
                 column: 1,
@@ -58,7 +60,7 @@ fn decode(bytes: &[u8], file: &str) -> Result<String, ParseError> {
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
-        return String::from_utf16(&units).map_err(|_| ParseError {
+        return String::from_utf16(&units).map_err(|_| Syntax {
             file: file.to_owned(),
             line: 1,
             column: 1,
@@ -182,9 +184,9 @@ const MAX_KEY_NAME: usize = 255;
 const MAX_VALUE_NAME: usize = 16_383;
 
 impl Parser<'_> {
-    fn err(&self, l: &Logical, idx: usize, message: impl Into<String>) -> ParseError {
+    fn err(&self, l: &Logical, idx: usize, message: impl Into<String>) -> Syntax {
         let (line, column) = l.at(idx);
-        ParseError {
+        Syntax {
             file: self.file.to_owned(),
             line,
             column,
@@ -193,7 +195,7 @@ impl Parser<'_> {
     }
 
     /// `[KEY]` or `[-KEY]`.
-    fn key_line(&self, l: &Logical, start: usize) -> Result<(bool, String), ParseError> {
+    fn key_line(&self, l: &Logical, start: usize) -> Result<(bool, String), Syntax> {
         let t = &l.text;
         let end = t
             .iter()
@@ -239,7 +241,7 @@ impl Parser<'_> {
     /// A quoted string starting at `t[i] == '"'`; returns the text and the index
     /// after the closing quote. `\\` and `\"` are escapes (and `\n` a newline, as
     /// Wine reads it); any other `\x` is taken literally, as hivex does.
-    fn quoted(&self, l: &Logical, i: usize) -> Result<(String, usize), ParseError> {
+    fn quoted(&self, l: &Logical, i: usize) -> Result<(String, usize), Syntax> {
         let t = &l.text;
         let mut out = String::new();
         let mut j = i + 1;
@@ -276,7 +278,7 @@ impl Parser<'_> {
         i
     }
 
-    fn expect_end(&self, l: &Logical, i: usize) -> Result<(), ParseError> {
+    fn expect_end(&self, l: &Logical, i: usize) -> Result<(), Syntax> {
         let j = Self::skip_ws(&l.text, i);
         if j < l.text.len() {
             return Err(self.err(l, j, "unexpected text after the value"));
@@ -285,7 +287,7 @@ impl Parser<'_> {
     }
 
     /// Comma-separated hex bytes from `i` to the end of the line.
-    fn hex_bytes(&self, l: &Logical, i: usize) -> Result<Vec<u8>, ParseError> {
+    fn hex_bytes(&self, l: &Logical, i: usize) -> Result<Vec<u8>, Syntax> {
         let t = &l.text;
         let mut out = Vec::new();
         let mut j = Self::skip_ws(t, i);
@@ -319,7 +321,7 @@ impl Parser<'_> {
     }
 
     /// `"name"=…` or `@=…` under `key`.
-    fn value_line(&self, l: &Logical, start: usize, key: &str) -> Result<Op, ParseError> {
+    fn value_line(&self, l: &Logical, start: usize, key: &str) -> Result<Op, Syntax> {
         let t = &l.text;
         let (name, mut i) = if t[start] == '@' {
             (String::new(), start + 1)
@@ -427,13 +429,17 @@ pub fn utf16z(text: &str) -> Vec<u8> {
 }
 
 /// Parses a whole `.reg` file. `file` names it in errors.
-pub fn parse(bytes: &[u8], file: &str) -> Result<(Version, Vec<RegEdit>), ParseError> {
+pub fn parse(bytes: &[u8], file: &str) -> Result<(Version, Vec<RegEdit>), super::Error> {
+    parse_text(bytes, file).map_err(super::Error::Syntax)
+}
+
+fn parse_text(bytes: &[u8], file: &str) -> Result<(Version, Vec<RegEdit>), Syntax> {
     let text = decode(bytes, file)?;
     let lines = logical_lines(&text);
     let mut iter = lines
         .iter()
         .filter(|l| l.text.iter().any(|c| !c.is_whitespace()));
-    let header = iter.next().ok_or_else(|| ParseError {
+    let header = iter.next().ok_or_else(|| Syntax {
         file: file.to_owned(),
         line: 1,
         column: 1,
@@ -444,7 +450,7 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<(Version, Vec<RegEdit>), ParseE
         HEADER_V5 => Version::V5,
         HEADER_V4 => Version::V4,
         _ => {
-            return Err(ParseError {
+            return Err(Syntax {
                 file: file.to_owned(),
                 line: header.line,
                 column: 1,

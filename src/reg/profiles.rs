@@ -3,7 +3,7 @@
 //! lists them from this table, so `--help`, `--list-profiles` and the files can't
 //! drift apart.
 
-use super::{parse, ParseError, RegEdit};
+use super::{parse, Error, RegEdit};
 
 /// Windows families whose settings differ (NT 5.x against NT 6 and later: the
 /// values each profile's .reg files set, with the sources named in them).
@@ -97,7 +97,7 @@ impl Profile {
     }
 
     /// The edits for a family.
-    pub fn edits(&self, family: Family) -> Result<Vec<RegEdit>, ParseError> {
+    pub fn edits(&self, family: Family) -> Result<Vec<RegEdit>, Error> {
         let (name, text) = self.regfile(family);
         Ok(parse(text.as_bytes(), name)?.1)
     }

@@ -4,7 +4,6 @@
 //! size, the pinned SHA-256) before it is accepted, and cached by content. A second
 //! fetch sends one conditional request and transfers nothing when nothing changed.
 
-use crate::error::Setting;
 use crate::net::{Stop, Try};
 
 mod cache;
@@ -12,7 +11,8 @@ mod local;
 mod source;
 mod transfer;
 
-use super::iso;
+use super::{iso, Error};
+use crate::error::Setting;
 use cache::*;
 pub use cache::{LockEntry, LockFile};
 use serde::{Deserialize, Serialize};
@@ -32,62 +32,6 @@ pub const DIRECT_DOWNLOADS: &str =
     "https://fedorapeople.org/groups/virt/virtio-win/direct-downloads";
 const KNOWN: &str = include_str!("../../assets/virtio-win-known.toml");
 const CHUNK: usize = 256 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid virtio-win version {0:?}: expected 0.1.NNN")]
-    BadVersion(String),
-    #[error("unsupported URL {0:?}: use http://, https:// or file://")]
-    BadUrl(String),
-    #[error("{sha} {0:?} is not a SHA-256 (64 hex digits)", sha = Setting::Sha256)]
-    BadSha256(String),
-    #[error(
-        "{url}: not in the cache {} and {offline} forbids downloading; fetch it once online",
-        cache.display(),
-        offline = Setting::Offline
-    )]
-    NotCached { url: String, cache: PathBuf },
-    #[error(transparent)]
-    Input(#[from] crate::input::Error),
-    #[error("{}", path.display())]
-    Local {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {reason}", path.display())]
-    LockFile { path: PathBuf, reason: String },
-    #[error("{url}: {reason}")]
-    Refused { url: String, reason: String },
-    #[error("{url}: {reason}")]
-    Network { url: String, reason: String },
-    #[error("{}: {op} failed", path.display())]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-crate::error::classify! {
-    impl Classify for Error {
-        /// Bad input: a wrong pin, a refused download, a bad argument.
-        fn kind(&self) -> crate::error::Kind {
-            match self {
-                Error::BadVersion(_)
-                | Error::BadUrl(_)
-                | Error::BadSha256(_)
-                | Error::NotCached { .. }
-                | Error::LockFile { .. }
-                | Error::Refused { .. } => crate::error::Kind::BadInput,
-                Error::Local { source, .. } => crate::error::open_kind(source),
-                Error::Input(e) => crate::error::Classify::kind(e),
-                Error::Network { .. } | Error::Io { .. } => crate::error::Kind::Failure,
-            }
-        }
-    }
-}
 
 fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error::Io {

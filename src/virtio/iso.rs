@@ -3,6 +3,7 @@
 //! since virtio-win-pkg-scripts commit eb194b9). Bounds-checked throughout: a damaged ISO is an
 //! error, never a panic.
 
+use super::Error;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -15,35 +16,6 @@ const ISO_MAGIC: &[u8; 5] = b"CD001";
 const MAX_DEPTH: usize = 16;
 /// Entries listed at most, against loops in a damaged image.
 const MAX_ENTRIES: usize = 200_000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{}: not an ISO 9660 image ({reason})", path.display())]
-    NotIso { path: PathBuf, reason: String },
-    #[error("{}: damaged ISO 9660 image: {reason}", path.display())]
-    Damaged { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Input(#[from] crate::input::Error),
-    #[error("{}: read failed", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-crate::error::classify! {
-    impl Classify for Error {
-        /// A file that is no ISO, or a damaged one, is bad input; a failed read is not.
-        fn kind(&self) -> crate::error::Kind {
-            match self {
-                Error::NotIso { .. } | Error::Damaged { .. } => crate::error::Kind::BadInput,
-                Error::Io { .. } => crate::error::Kind::Failure,
-                Error::Input(e) => crate::error::Classify::kind(e),
-            }
-        }
-    }
-}
 
 /// One file or folder in the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +65,7 @@ impl Iso {
     pub fn open(path: &Path) -> Result<Iso, Error> {
         let io = |source| Error::Io {
             path: path.to_owned(),
+            op: "reading",
             source,
         };
         let file = crate::input::open(path, true)?;
@@ -150,6 +123,7 @@ impl Iso {
             .read_exact_at(&mut buf, entry.offset)
             .map_err(|source| Error::Io {
                 path: self.path.clone(),
+                op: "reading",
                 source,
             })?;
         Ok(buf)
@@ -179,6 +153,7 @@ impl Iso {
                 .read_exact_at(&mut buf[..n], entry.offset + at)
                 .map_err(|source| Error::Io {
                     path: self.path.clone(),
+                    op: "reading",
                     source,
                 })?;
             h.update(&buf[..n]);
@@ -205,6 +180,7 @@ impl Iso {
             .read_exact_at(&mut dir, offset)
             .map_err(|source| Error::Io {
                 path: self.path.clone(),
+                op: "reading",
                 source,
             })?;
         let mut at = 0usize;

@@ -6,9 +6,11 @@
 #![deny(unsafe_code)]
 
 pub mod drivers;
+mod error;
 pub mod fetch;
 pub mod iso;
 
+pub use error::Error;
 pub use fetch::{fetch, Fetched, Options, PinnedBy, Source};
 
 /// The `<Driver>/<os>/<arch>` folders of a virtio-win ISO.

@@ -1,15 +1,21 @@
 //! The five calls of the OCI distribution API wingold needs, on the reqwest it
 //! already has: check a blob, upload one (one streamed monolithic PUT, or PATCH
 //! chunks), put a manifest; with anonymous, basic and bearer-token access, TLS by
-//! default and plain HTTP only for the host `--insecure` names.
+//! default and plain HTTP only for the host `--insecure` names. Knows nothing of
+//! golden images, manifests or OCI image layouts: `publish` builds the image, this
+//! layer moves its blobs.
+
+#![deny(unsafe_code)]
 
 use crate::error::Setting;
 use crate::net::{one_line, with_backoff, Stop, Try};
 
-use super::BadReference;
-
+mod auth;
 mod error;
-pub use error::Error;
+mod tls;
+
+pub use auth::{base64, credentials_from_files, unbase64};
+pub use error::{BadReference, Error};
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
@@ -154,7 +160,7 @@ impl Registry {
             .timeout(None::<Duration>)
             .user_agent(concat!("wingold/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = ca_cert {
-            let tls = super::tls::with_pinned(pem).map_err(|reason| Error::CaCert { reason })?;
+            let tls = tls::with_pinned(pem).map_err(|reason| Error::CaCert { reason })?;
             b = b.use_preconfigured_tls(tls);
         }
         let scheme = if insecure { "http" } else { "https" };
@@ -233,7 +239,7 @@ impl Registry {
         let creds = self.creds.clone();
         if challenge.to_ascii_lowercase().starts_with("basic") {
             let c = creds.ok_or_else(|| Error::NeedsCredentials { host: self.host() })?;
-            let token = crate::publish::base64(format!("{}:{}", c.username, c.password).as_bytes());
+            let token = base64(format!("{}:{}", c.username, c.password).as_bytes());
             self.auth = Some(format!("Basic {token}"));
             let check = self
                 .request(Method::GET, &url)
@@ -557,4 +563,18 @@ impl Registry {
 fn is_transient(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|c| c.downcast_ref::<Error>().is_some_and(Error::is_transient))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn references_parse() {
+        let t = super::parse_reference("docker://127.0.0.1:5000/windows/win2k22:v1").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.repo.as_str(), t.tag.as_deref()),
+            ("127.0.0.1:5000", "windows/win2k22", Some("v1"))
+        );
+        assert!(super::parse_reference("docker://host/Upper").is_err());
+        assert!(super::parse_reference("http://host/repo").is_err());
+    }
 }

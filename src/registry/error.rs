@@ -1,13 +1,26 @@
-//! What a registry push can run into, each with whose move it is.
+//! The registry layer's one error type: what a push can run into, each with whose
+//! move it is.
 
 use crate::error::Setting;
 use reqwest::StatusCode;
+use std::path::PathBuf;
 
 /// What went wrong talking to a registry. Credentials the registry will not take
 /// are the user's to fix (bad input); the rest is the network's or the
 /// registry's (failures).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A reference that does not parse.
+    #[error(transparent)]
+    Reference(#[from] BadReference),
+
+    /// An auth file that is there but broken (never what it holds).
+    #[error("{}: {problem}; fix or remove it (podman login rewrites it)", .path.display())]
+    AuthFile { path: PathBuf, problem: String },
+
+    #[error(transparent)]
+    Input(#[from] crate::input::Error),
+
     /// No answer at all: DNS, a refused or dropped connection, TLS.
     #[error("{host}: {what}: {reason}")]
     Connection {
@@ -108,7 +121,10 @@ crate::error::classify! {
         fn kind(&self) -> crate::error::Kind {
             use crate::error::Kind;
             match self {
-                Error::NeedsCredentials { .. }
+                Error::Input(e) => crate::error::Classify::kind(e),
+                Error::Reference(_)
+                | Error::AuthFile { .. }
+                | Error::NeedsCredentials { .. }
                 | Error::CredentialsRefused { .. }
                 | Error::NotAllowed { .. }
                 | Error::Plaintext { .. }
@@ -123,4 +139,31 @@ crate::error::classify! {
             }
         }
     }
+}
+
+/// A `docker://HOST[:PORT]/REPO[:TAG]` that does not parse.
+/// The payload of `Error::Reference`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadReference {
+    #[error("{text}: give docker://HOST[:PORT]/REPO[:TAG]")]
+    Shape { text: String },
+    #[error("{text}: no repository after the host")]
+    NoRepository { text: String },
+    #[error("{text}: a repository is lower-case letters, digits, '.', '_', '-' and '/'")]
+    Repository { text: String },
+    #[error("{text}: {tag:?} is no valid tag")]
+    Tag { text: String, tag: String },
+    #[error(
+        "{shown}: no user name or password in the reference; give {user} and {pass}, or \
+         log in with podman or docker",
+        user = Setting::Username,
+        pass = Setting::PasswordStdin
+    )]
+    Userinfo { shown: String },
+    #[error(
+        "{text}: a digest names an image that exists; publish pushes to a tag: give REPO[:TAG]"
+    )]
+    Digest { text: String },
+    #[error("{text}: more than one ':' after the repository; give REPO[:TAG]")]
+    TwoTags { text: String },
 }

@@ -1,8 +1,7 @@
 //! Registry credentials: base64 for the `Authorization` header, and the auth
 //! files skopeo and podman keep.
 
-use super::registry::Credentials;
-use super::Refusal;
+use super::{Credentials, Error};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -70,7 +69,7 @@ fn key_names(key: &str, host: &str) -> bool {
 /// `~/.docker/config.json` (`auths.<host>.auth` = base64 of `user:password`). A
 /// file that is missing is passed over; one that is there but broken is named
 /// with its problem (never with what it holds).
-pub fn credentials_from_files(host: &str) -> anyhow::Result<Option<Credentials>> {
+pub fn credentials_from_files(host: &str) -> Result<Option<Credentials>, Error> {
     let mut files = Vec::new();
     if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
         files.push(PathBuf::from(f));
@@ -86,7 +85,7 @@ pub fn credentials_from_files(host: &str) -> anyhow::Result<Option<Credentials>>
             continue;
         }
         let bytes = crate::input::read(&f, crate::input::SMALL)?;
-        let bad = |problem: &str| Refusal::AuthFile {
+        let bad = |problem: &str| Error::AuthFile {
             path: f.clone(),
             problem: problem.to_owned(),
         };
@@ -124,7 +123,15 @@ pub fn credentials_from_files(host: &str) -> anyhow::Result<Option<Credentials>>
 
 #[cfg(test)]
 mod tests {
-    use super::key_names;
+    use super::{base64, key_names, unbase64};
+
+    #[test]
+    fn base64_round_trips() {
+        for s in ["", "f", "fo", "foo", "user:pa:ss wörd"] {
+            assert_eq!(unbase64(&base64(s.as_bytes())).unwrap(), s.as_bytes());
+        }
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+    }
 
     #[test]
     fn keys_name_the_host_as_skopeo_podman_and_docker_write_them() {
