@@ -16,6 +16,7 @@ PACKAGES=(
   strace                             # kills and signals at a chosen write (inject_crash)
   libvirt-clients libxml2-utils      # virt-xml-validate (+ xmllint) for the libvirt recipes
   help2man                           # make man: man pages from the CLI's own help
+  genisoimage wimtools               # installer-like ISOs (UDF, install.wim hidden from ISO 9660), test WIMs
 )
 
 missing=()

@@ -14,7 +14,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("input", &[]),
     ("interrupt", &[]),
     ("net", &[]),
-    ("media", &["fsutil"]),
+    ("media", &["fsutil", "input"]),
     ("unattend", &["media"]),
     ("image", &["fsutil"]),
     ("ntfs", &["image"]),

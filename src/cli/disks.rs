@@ -2,6 +2,7 @@
 
 use crate::golden::vm;
 use crate::image;
+use crate::media::wim::Image;
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -9,8 +10,8 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 pub struct DisksArgs {
     /// The VM's id: the disks are named vm_N.qcow2 and temp_N.qcow2.
-    #[arg(long)]
-    id: u32,
+    #[arg(long, required_unless_present = "list_editions")]
+    id: Option<u32>,
     /// Where to create them.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
@@ -25,15 +26,25 @@ pub struct DisksArgs {
     /// (or `inject --drivers`) puts the virtio drivers into the image offline.
     #[arg(long, conflicts_with = "hdb_size")]
     no_hdb: bool,
-    /// The Windows installation ISO: with --virtio-iso, the install recipe is printed.
-    #[arg(long, requires = "virtio_iso")]
+    /// The Windows installation ISO: with --virtio-iso, the install recipe is
+    /// printed; with --unattended, the edition and architecture are checked
+    /// against the images its install.wim holds.
+    #[arg(long, visible_alias = "windows-iso")]
     iso: Option<PathBuf>,
     /// The virtio-win ISO.
     #[arg(long, requires = "iso")]
     virtio_iso: Option<PathBuf>,
     /// Write the install recipe to this sh script instead of printing it.
-    #[arg(long, requires = "iso")]
+    #[arg(long, requires_all = ["iso", "virtio_iso"])]
     script: Option<PathBuf>,
+    /// List the images (editions) the Windows ISO's install.wim holds, read
+    /// without mounting it, and write nothing.
+    #[arg(
+        long,
+        requires = "iso",
+        conflicts_with_all = ["unattended", "virtio_iso", "script", "id"]
+    )]
+    list_editions: bool,
     #[command(flatten)]
     unattended: UnattendedArgs,
     #[command(flatten)]
@@ -82,17 +93,19 @@ pub struct UnattendedArgs {
     locale: String,
 }
 
-/// The answer medium the arguments ask for, refused before anything is written.
+/// The answer medium the arguments ask for, and the image of the Windows ISO it
+/// installs (when the ISO is given), refused before anything is written.
 fn answer_medium(
     a: &UnattendedArgs,
     vm: &super::launch::VmArgs,
-) -> anyhow::Result<Option<Vec<u8>>> {
+    iso: Option<&std::path::Path>,
+) -> anyhow::Result<Option<(Vec<u8>, Option<Image>)>> {
     use crate::unattend::{self, Arch, Edition, Firmware, Refusal};
     if !a.unattended {
         return Ok(None);
     }
     let os = a.os.as_deref().unwrap_or_default();
-    let arch = match a.arch.as_deref() {
+    let mut arch = match a.arch.as_deref() {
         None => None,
         Some(text) => Some(Arch::parse(text).ok_or_else(|| Refusal::Value {
             what: "--arch",
@@ -105,8 +118,6 @@ fn answer_medium(
         super::launch::FirmwareArg::Uefi => Firmware::Uefi,
         _ => Firmware::Bios,
     };
-    let (os, arch) = unattend::check(os, arch, firmware)?;
-    unattend::check_locale(&a.locale)?;
     let edition = match (&a.edition, a.image_index) {
         (Some(name), _) => Edition::Name(name.clone()),
         (None, Some(0)) => {
@@ -120,6 +131,19 @@ fn answer_medium(
         (None, Some(n)) => Edition::Index(n),
         (None, None) => Edition::Index(1),
     };
+    // With the ISO, the edition must be one of its images, and the
+    // architecture is the image's.
+    let image = match iso {
+        None => None,
+        Some(iso) => {
+            let (file, images) = crate::media::installer_images(iso)?;
+            let (image, found) = unattend::pick_image(iso, file, &images, &edition, arch)?;
+            arch = found;
+            Some(image.clone())
+        }
+    };
+    let (os, arch) = unattend::check(os, arch, firmware)?;
+    unattend::check_locale(&a.locale)?;
     if let Some(name) = &a.hostname {
         crate::golden::identity::check_hostname(name).map_err(|why| {
             crate::golden::Refusal::Hostname {
@@ -144,7 +168,49 @@ fn answer_medium(
         timezone: a.timezone.clone(),
         locale: a.locale.clone(),
     };
-    Ok(Some(unattend::medium(&req)))
+    Ok(Some((unattend::medium(&req), image)))
+}
+
+/// `disks --list-editions --json`.
+#[derive(Debug, Serialize)]
+struct Editions<'a> {
+    iso: &'a std::path::Path,
+    /// `sources/install.wim` or `sources/install.esd`.
+    file: &'a str,
+    images: &'a [Image],
+}
+
+fn list_editions(iso: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let (file, images) = crate::media::installer_images(iso)?;
+    if json {
+        return super::print_json(&Editions {
+            iso,
+            file,
+            images: &images,
+        });
+    }
+    println!("{}: {file}, {} images", iso.display(), images.len());
+    for i in &images {
+        let arch = match i.arch {
+            Some(a) => crate::unattend::wim_arch(a)
+                .map(|a| a.name().to_owned())
+                .unwrap_or_else(|| format!("arch {a}")),
+            None => "-".into(),
+        };
+        let shown = i.display_name.as_deref().unwrap_or(&i.name);
+        println!(
+            "{:>3}  {arch:<6}  {:<24}  {:?}{}",
+            i.index,
+            i.edition_id.as_deref().unwrap_or("-"),
+            i.name,
+            if shown != i.name {
+                format!("  ({shown})")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
 }
 
 /// `disks --json`.
@@ -156,16 +222,25 @@ struct Made<'a> {
     script: Option<&'a std::path::Path>,
     /// The answer medium, with --unattended.
     answer: Option<&'a std::path::Path>,
+    /// The image of the Windows ISO it installs, with --unattended --iso.
+    image: Option<&'a Image>,
 }
 
 pub fn run(args: DisksArgs) -> anyhow::Result<()> {
-    let (hda, hdb) = vm::disk_paths(&args.dir, args.id);
+    let id = match (args.list_editions, args.iso.as_deref(), args.id) {
+        (true, Some(iso), _) => return list_editions(iso, args.json),
+        (false, _, Some(id)) => id,
+        // clap requires --iso with --list-editions and --id without it.
+        _ => anyhow::bail!("give --id N, or --list-editions with --iso"),
+    };
+    let (hda, hdb) = vm::disk_paths(&args.dir, id);
     let hdb = (!args.no_hdb).then_some(hdb);
-    let medium = answer_medium(&args.unattended, &args.vm)?;
+    let (medium, image) = answer_medium(&args.unattended, &args.vm, args.iso.as_deref())?
+        .map_or((None, None), |(m, i)| (Some(m), i));
     let answer = medium.as_ref().map(|_| vm::answer_path(&hda));
     let mut recipe = match (&args.iso, &args.virtio_iso) {
         (Some(iso), Some(virtio)) => Some(super::launch::vm(
-            args.id,
+            id,
             &hda,
             Some((iso.clone(), virtio.clone(), hdb.clone())),
             &args.vm,
@@ -191,6 +266,7 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
             install_recipe: recipe.as_ref().map(|vm| vm.argv()),
             script: args.script.as_deref(),
             answer: answer.as_deref(),
+            image: image.as_ref(),
         });
     }
     for d in &disks {
@@ -206,8 +282,13 @@ pub fn run(args: DisksArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(a) = &answer {
+        let installs = image
+            .as_ref()
+            .map(|i| format!(", installs image {} {:?}", i.index, i.name))
+            .unwrap_or_default();
         println!(
-            "{}: answer medium (autounattend.xml; the VM powers off when Windows is installed)",
+            "{}: answer medium (autounattend.xml{installs}; the VM powers off when Windows is \
+             installed)",
             a.display()
         );
     }

@@ -8,10 +8,12 @@
 //! block; two FATs of 9 sectors; a root folder of 224 entries (14 sectors);
 //! data clusters of one sector from sector 33 (cluster 2).
 
+use super::Error;
+
 const SECTOR: usize = 512;
 const SECTORS: usize = 2880;
 const FAT_SECTORS: usize = 9;
-const ROOT_ENTRIES: usize = 224;
+pub(super) const ROOT_ENTRIES: usize = 224;
 const ROOT_AT: usize = 1 + 2 * FAT_SECTORS;
 const DATA_AT: usize = ROOT_AT + ROOT_ENTRIES * 32 / SECTOR;
 /// Clusters 2 to the last data sector.
@@ -20,17 +22,6 @@ const CLUSTERS: usize = SECTORS - DATA_AT;
 const MEDIA: u8 = 0xf0;
 /// DOS date of 1980-01-01 (day 1, month 1, year 0).
 const DOS_DATE: u16 = (1 << 5) | 1;
-
-/// Why files do not fit a floppy.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    #[error("{name:?}: not an 8.3 name of letters, digits and _-")]
-    Name { name: String },
-    #[error("{count} files: a floppy's root folder holds {ROOT_ENTRIES} entries with its label")]
-    TooMany { count: usize },
-    #[error("{bytes} bytes: more than a 1.44 MB floppy holds")]
-    TooLarge { bytes: usize },
-}
 
 /// The 11-byte directory name of `name` (`WINNT.SIF` → `WINNT   SIF`).
 fn short_name(name: &str) -> Result<[u8; 11], Error> {

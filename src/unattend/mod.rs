@@ -172,6 +172,34 @@ pub enum Refusal {
          does not write yet; install it by hand"
     )]
     Nt5 { os: &'static str },
+    #[error("{iso}: no image {edition} in {file}; it holds {}", listed(.images))]
+    NoEdition {
+        iso: String,
+        file: &'static str,
+        edition: String,
+        images: Vec<(u32, String)>,
+    },
+    #[error(
+        "{iso}: image {index} ({name}) is {found} media, not {asked}; leave out {arch} to take \
+         the image's",
+        arch = Setting::Arch
+    )]
+    ArchDiffers {
+        iso: String,
+        index: u32,
+        name: String,
+        found: &'static str,
+        asked: &'static str,
+    },
+    #[error(
+        "{iso}: image {index} ({name}) is for processor architecture {arch}, not x86 or amd64"
+    )]
+    UnknownArch {
+        iso: String,
+        index: u32,
+        name: String,
+        arch: String,
+    },
     #[error("locale {locale:?}: give a language tag such as en-US or de-DE")]
     Locale { locale: String },
     #[error("{what} {value:?}: {why}")]
@@ -187,6 +215,70 @@ crate::error::classify! {
         fn kind(&self) -> crate::error::Kind {
             crate::error::Kind::BadInput
         }
+    }
+}
+
+fn listed(images: &[(u32, String)]) -> String {
+    images
+        .iter()
+        .map(|(i, n)| format!("{i} {n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `WINDOWS/ARCH` of a WIM image as an answer file's architecture: 0 x86, 9 x64
+/// (PROCESSOR_ARCHITECTURE_INTEL, _AMD64); None for any other.
+pub fn wim_arch(arch: u32) -> Option<Arch> {
+    match arch {
+        0 => Some(Arch::X86),
+        9 => Some(Arch::Amd64),
+        _ => None,
+    }
+}
+
+/// The image of the installer ISO `iso` (its images `images`, in `file`) that
+/// `edition` names, and its architecture checked against the one asked for:
+/// taken from the image when none was (never guessed).
+pub fn pick_image<'a>(
+    iso: &std::path::Path,
+    file: &'static str,
+    images: &'a [crate::media::wim::Image],
+    edition: &Edition,
+    asked: Option<Arch>,
+) -> Result<(&'a crate::media::wim::Image, Option<Arch>), Refusal> {
+    let image = images
+        .iter()
+        .find(|i| match edition {
+            Edition::Name(n) => i.name == *n,
+            Edition::Index(n) => i.index == *n,
+        })
+        .ok_or_else(|| Refusal::NoEdition {
+            iso: iso.display().to_string(),
+            file,
+            edition: match edition {
+                Edition::Name(n) => format!("{n:?}"),
+                Edition::Index(n) => format!("with index {n}"),
+            },
+            images: images.iter().map(|i| (i.index, i.name.clone())).collect(),
+        })?;
+    let found = match image.arch {
+        None => return Ok((image, asked)),
+        Some(a) => wim_arch(a).ok_or_else(|| Refusal::UnknownArch {
+            iso: iso.display().to_string(),
+            index: image.index,
+            name: image.name.clone(),
+            arch: a.to_string(),
+        })?,
+    };
+    match asked {
+        Some(a) if a != found => Err(Refusal::ArchDiffers {
+            iso: iso.display().to_string(),
+            index: image.index,
+            name: image.name.clone(),
+            found: found.name(),
+            asked: a.name(),
+        }),
+        _ => Ok((image, Some(found))),
     }
 }
 

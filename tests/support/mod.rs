@@ -22,6 +22,11 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("sfdisk", "fdisk"),
     ("sgdisk", "gdisk"),
     ("mkntfs", "ntfs-3g"),
+    ("genisoimage", "genisoimage"),
+    ("wimcapture", "wimtools"),
+    ("wimappend", "wimtools"),
+    ("wiminfo", "wimtools"),
+    ("wimexport", "wimtools"),
 ];
 
 /// Runs `tool args…`, panicking with its stderr when it fails.
