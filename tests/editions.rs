@@ -453,3 +453,51 @@ fn damaged_isos_are_errors_not_panics() {
         "{errors} errors, {answers} answers"
     );
 }
+
+/// A real install.wim is 4-5 GiB, more than one UDF extent holds (2^30 bytes):
+/// its XML, at the end, is found through the file's later extents. The WIM here
+/// is a wimlib WIM's header and XML with the XML moved past 1.3 GiB (the rest a
+/// hole: nothing between is read), which genisoimage records as two extents.
+#[test]
+fn an_install_image_past_the_first_gibibyte_is_read() {
+    let tmp = tempdir();
+    let small = wim(tmp.path(), "install.wim");
+    let bytes = std::fs::read(&small).unwrap();
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let (offset, len) = (u64_at(0x50) as usize, u64_at(0x58) as usize);
+    let mut header = bytes[..208].to_vec();
+    let far: u64 = (1 << 30) + (300 << 20) + 12_345;
+    header[0x50..0x58].copy_from_slice(&far.to_le_bytes());
+    let root = tmp.path().join("big");
+    std::fs::create_dir_all(root.join("sources")).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(root.join("sources/install.wim")).unwrap();
+        f.write_all_at(&header, 0).unwrap();
+        f.write_all_at(&bytes[offset..offset + len], far).unwrap();
+    }
+    let iso = tmp.path().join("big.iso");
+    run(
+        "genisoimage",
+        &[
+            "-quiet",
+            "-udf",
+            "-hide",
+            "install.wim",
+            "-o",
+            s(&iso),
+            s(&root),
+        ],
+    );
+    let names: Vec<String> = listed(&iso)["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = wiminfo(&small)
+        .into_iter()
+        .map(|(_, f)| f[0].clone())
+        .collect();
+    assert_eq!(names, want);
+}
