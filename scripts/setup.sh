@@ -17,6 +17,7 @@ PACKAGES=(
   libvirt-clients libxml2-utils      # virt-xml-validate (+ xmllint) for the libvirt recipes
   help2man                           # make man: man pages from the CLI's own help
   genisoimage wimtools               # installer-like ISOs (UDF, install.wim hidden from ISO 9660), test WIMs
+  libosinfo-bin                      # osinfo-install-script: osinfo-db's answer files as a reference
 )
 
 missing=()

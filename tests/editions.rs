@@ -287,19 +287,6 @@ fn the_chosen_image_gives_the_architecture() {
 fn wrong_editions_and_media_are_refused_before_anything_is_written() {
     let tmp = tempdir();
     let iso = installer_iso(tmp.path(), "install.wim");
-    // An ISO 9660 image without UDF, holding an install.wim where Setup looks.
-    let plain_root = tmp.path().join("plain");
-    std::fs::create_dir_all(plain_root.join("sources")).unwrap();
-    std::fs::copy(
-        tmp.path().join("iso/sources/install.wim"),
-        plain_root.join("sources/install.wim"),
-    )
-    .unwrap();
-    let plain = tmp.path().join("plain.iso");
-    run(
-        "xorriso",
-        &["-as", "mkisofs", "-quiet", "-o", s(&plain), s(&plain_root)],
-    );
     // UDF, but no install image; and an install.wim that is no WIM.
     let empty_root = tmp.path().join("empty");
     std::fs::create_dir_all(empty_root.join("sources")).unwrap();
@@ -317,6 +304,10 @@ fn wrong_editions_and_media_are_refused_before_anything_is_written() {
         "genisoimage",
         &["-quiet", "-udf", "-o", s(&bogus), s(&bogus_root)],
     );
+
+    // A file that is no disc image at all.
+    let junk = tmp.path().join("junk.iso");
+    std::fs::write(&junk, pattern(5, 600 * 1024)).unwrap();
 
     let cases: Vec<(&Path, Vec<&str>, &str)> = vec![
         (
@@ -349,7 +340,7 @@ fn wrong_editions_and_media_are_refused_before_anything_is_written() {
             vec!["--os", "win10", "--image-index", "4"],
             "processor architecture 12",
         ),
-        (&plain, vec!["--os", "win2k22"], "no UDF file system"),
+        (&junk, vec!["--os", "win2k22"], "not an ISO 9660 image"),
         (&empty, vec!["--os", "win2k22"], "no sources/install.wim"),
         (
             &bogus,
@@ -371,7 +362,10 @@ fn wrong_editions_and_media_are_refused_before_anything_is_written() {
         assert!(left.is_empty(), "{extra:?}: written {left:?}");
     }
     // The listing refuses the same media with the same words.
-    for (medium, needle) in [(&plain, "no UDF"), (&empty, "no sources/install.wim")] {
+    for (medium, needle) in [
+        (&junk, "not an ISO 9660"),
+        (&empty, "no sources/install.wim"),
+    ] {
         let out = wingold()
             .args(["disks", "--list-editions", "--iso"])
             .arg(medium)
@@ -379,6 +373,40 @@ fn wrong_editions_and_media_are_refused_before_anything_is_written() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains(needle));
+    }
+}
+
+/// A Windows ISO repacked by xorriso (ISO 9660 with Rock Ridge, no UDF, as Linux
+/// users make one to add files) is read through its ISO 9660 tree; so is one
+/// without Rock Ridge (8.3 names, upper case).
+#[test]
+fn a_repacked_iso_without_udf_is_read_through_iso9660() {
+    let tmp = tempdir();
+    let wim = wim(tmp.path(), "install.wim");
+    let want: Vec<String> = wiminfo(&wim)
+        .into_iter()
+        .map(|(_, f)| f[0].clone())
+        .collect();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("sources")).unwrap();
+    std::fs::copy(&wim, root.join("sources/install.wim")).unwrap();
+    for rock_ridge in [true, false] {
+        let iso = tmp.path().join(format!("repacked-{rock_ridge}.iso"));
+        let mut args = vec!["-as", "mkisofs", "-quiet"];
+        if rock_ridge {
+            args.push("-r");
+        }
+        args.extend(["-o", s(&iso), s(&root)]);
+        run("xorriso", &args);
+        let json = listed(&iso);
+        assert_eq!(json["file"], "sources/install.wim");
+        let names: Vec<String> = json["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, want, "rock ridge {rock_ridge}");
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use support::*;
 use wingold::cli::exit_code;
 use wingold::{cli, drivers, error, firstboot, golden, publish};
-use wingold::{guest, hive, image, launch, ntfs, reg, registry, virtio};
+use wingold::{guest, hive, image, launch, media, ntfs, reg, registry, virtio};
 
 fn path() -> PathBuf {
     PathBuf::from("disk.qcow2")
@@ -171,20 +171,19 @@ fn each_kind_of_error_has_one_exit_code_whatever_its_layer() {
         // virtio
         (
             "virtio: not an ISO",
-            virtio::Error::NotIso {
+            virtio::Error::from(media::Error::NotIso {
                 path: path(),
                 reason: "no volume descriptor".into(),
-            }
+            })
             .into(),
             2,
         ),
         (
             "virtio: an ISO read fails",
-            virtio::Error::Io {
+            virtio::Error::from(media::Error::Io {
                 path: path(),
-                op: "reading",
                 source: io::Error::from_raw_os_error(libc::EIO),
-            }
+            })
             .into(),
             1,
         ),

@@ -21,7 +21,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("hive", &["fsutil"]),
     ("reg", &["hive"]),
     ("guest", &["image", "ntfs", "hive", "reg"]),
-    ("virtio", &["fsutil", "input", "net"]),
+    ("virtio", &["fsutil", "input", "net", "media"]),
     ("drivers", &["fsutil", "guest", "hive", "reg", "virtio"]),
     ("launch", &[]),
     ("firstboot", &["fsutil", "guest", "hive", "input", "reg"]),

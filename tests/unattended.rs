@@ -239,19 +239,31 @@ fn a_bios_server_install_answers_every_pass() {
 #[test]
 fn a_uefi_install_partitions_gpt_and_the_recipe_attaches_the_medium() {
     let tmp = tempdir();
+    // A Windows ISO as xorriso repacks one (ISO 9660 and Rock Ridge, no UDF),
+    // its install.wim holding one x64 image.
     let iso = tmp.path().join("win.iso");
     let src = tmp.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("README.TXT"), "x").unwrap();
+    std::fs::create_dir_all(src.join("sources")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("tree")).unwrap();
+    std::fs::write(tmp.path().join("tree/setup.exe"), "x").unwrap();
+    let wim = src.join("sources/install.wim");
+    run(
+        "wimcapture",
+        &[s(&tmp.path().join("tree")), s(&wim), "Windows 11 Pro"],
+    );
+    run(
+        "wiminfo",
+        &[s(&wim), "1", "--image-property", "WINDOWS/ARCH=9"],
+    );
     run(
         "xorriso",
-        &["-as", "mkisofs", "-quiet", "-o", s(&iso), s(&src)],
+        &["-as", "mkisofs", "-quiet", "-r", "-o", s(&iso), s(&src)],
     );
     let (_t, dir, out) = disks(&[
         "--os",
         "win11",
         "--image-index",
-        "6",
+        "1",
         "--firmware",
         "uefi",
         "--accel",
@@ -481,4 +493,111 @@ fn a_medium_left_from_an_earlier_vm_is_not_attached_to_a_new_install() {
     let argv = json["install_recipe"].to_string();
     assert!(!argv.contains("unattend.iso"), "{argv}");
     assert!(json["answer"].is_null());
+}
+
+/// Each element that holds a value, as a path of element names (namespace
+/// prefixes dropped), `settings` and `component` named by their pass and name:
+/// `settings[oobeSystem]/component[Microsoft-Windows-Shell-Setup]/…/Value`.
+fn leaf_paths(xml: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = xml;
+    while let Some(lt) = rest.find('<') {
+        let text = &rest[..lt];
+        if !text.trim().is_empty() && !stack.is_empty() {
+            out.insert(stack.join("/"));
+        }
+        let end = rest[lt..].find('>').expect("a closed tag") + lt;
+        let tag = &rest[lt + 1..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if tag.starts_with('/') {
+            stack.pop();
+            continue;
+        }
+        let empty = tag.ends_with('/');
+        let tag = tag.trim_end_matches('/');
+        let name = tag.split_whitespace().next().unwrap();
+        let name = name.rsplit(':').next().unwrap();
+        let attr = |key: &str| {
+            tag.split(&format!(" {key}=\""))
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .map(str::to_owned)
+        };
+        let segment = match (name, attr("pass"), attr("name")) {
+            ("settings", Some(pass), _) => format!("settings[{pass}]"),
+            ("component", _, Some(c)) => format!("component[{c}]"),
+            _ => name.to_owned(),
+        };
+        stack.push(segment);
+        if empty {
+            out.insert(stack.join("/"));
+            stack.pop();
+        }
+    }
+    out
+}
+
+/// libosinfo's own answer file for the same request (`osinfo-install-script`,
+/// osinfo-db's jeos template) as a reference for where Windows reads each
+/// setting: every setting both files write sits in the same pass, component
+/// and element path in ours. (Values differ on purpose: osinfo writes the
+/// password in plain text, wingold encoded.)
+#[test]
+fn settings_sit_where_osinfo_puts_them() {
+    let keys = tempdir();
+    let key = keys.path().join("key");
+    std::fs::write(&key, "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE\n").unwrap();
+    let (_t, dir, out) = disks(&[
+        "--os",
+        "win10",
+        "--arch",
+        "amd64",
+        "--product-key-file",
+        s(&key),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, ours) = answer_file(&dir.join("vm_5.unattend.iso"));
+    let osinfo_dir = dir.join("osinfo");
+    std::fs::create_dir(&osinfo_dir).unwrap();
+    run(
+        "osinfo-install-script",
+        &[
+            "--profile=jeos",
+            "--config=admin-password=not-a-secret",
+            "--config=reg-product-key=AAAAA-BBBBB-CCCCC-DDDDD-EEEEE",
+            "--config=hardware-arch=x86_64",
+            "--config=l10n-language=en-US",
+            &format!("--output-dir={}", s(&osinfo_dir)),
+            "win10",
+        ],
+    );
+    let theirs = std::fs::read_to_string(osinfo_dir.join("autounattend.xml")).unwrap();
+    let (ours, theirs) = (leaf_paths(&ours), leaf_paths(&theirs));
+    // A setting both write: the same last two path segments.
+    let tail = |p: &str| {
+        let parts: Vec<&str> = p.rsplitn(3, '/').collect();
+        format!("{}/{}", parts[1], parts[0])
+    };
+    let theirs_tails: std::collections::BTreeSet<String> = theirs.iter().map(|p| tail(p)).collect();
+    let shared: Vec<&String> = ours
+        .iter()
+        .filter(|p| theirs_tails.contains(&tail(p)))
+        .collect();
+    assert!(
+        shared.len() >= 8,
+        "too few settings in common to compare: {shared:?}"
+    );
+    let misplaced: Vec<&&String> = shared.iter().filter(|p| !theirs.contains(**p)).collect();
+    assert!(
+        misplaced.is_empty(),
+        "placed unlike osinfo: {misplaced:?}\nosinfo's: {theirs:#?}"
+    );
 }

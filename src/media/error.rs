@@ -12,6 +12,10 @@ pub enum Error {
     TooMany { count: usize },
     #[error("{bytes} bytes: more than a 1.44 MB floppy holds")]
     TooLarge { bytes: usize },
+    #[error("{}: not an ISO 9660 image ({reason})", path.display())]
+    NotIso { path: PathBuf, reason: String },
+    #[error("{}: damaged ISO 9660 image: {reason}", path.display())]
+    DamagedIso { path: PathBuf, reason: String },
     #[error("{}: no UDF file system ({reason}): not a Windows Vista or later installer ISO", path.display())]
     NotUdf { path: PathBuf, reason: String },
     #[error("{}: damaged UDF file system: {reason}", path.display())]

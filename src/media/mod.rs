@@ -21,26 +21,85 @@ const INSTALL_IMAGES: [&str; 2] = ["sources/install.wim", "sources/install.esd"]
 
 /// The images of the Windows installer ISO at `iso`: which file holds them
 /// (`sources/install.wim` or `.esd`) and what each is, read without mounting
-/// anything: the UDF file system, the WIM header, its XML.
+/// anything: the UDF file system (Microsoft's ISOs keep install.wim only there)
+/// or, on a disc without UDF (one repacked by xorriso or mkisofs), the ISO 9660
+/// tree, then the WIM header and its XML.
 pub fn installer_images(iso: &Path) -> Result<(&'static str, Vec<wim::Image>), Error> {
-    let udf = udf::Udf::open(iso)?;
-    for name in INSTALL_IMAGES {
-        let Some(file) = udf.find(name)? else {
-            continue;
-        };
-        let named = iso.join(name);
-        if file.is_dir || file.size < wim::HEADER as u64 {
-            return Err(Error::NotWim {
-                path: named,
-                reason: format!("{} bytes", file.size),
-            });
-        }
-        let header = udf.read(&file, 0, wim::HEADER as u64)?;
-        let (offset, len) = wim::xml_extent(&header, file.size, &named)?;
-        let xml = udf.read(&file, offset, len)?;
-        return Ok((name, wim::images(&xml, &named)?));
+    let found = match udf::Udf::open(iso) {
+        Ok(udf) => from_udf(udf)?,
+        Err(Error::NotUdf { .. }) => from_iso9660(iso)?,
+        Err(e) => return Err(e),
+    };
+    let Some((name, size, read)) = found else {
+        return Err(Error::NoInstallImage {
+            path: iso.to_owned(),
+        });
+    };
+    let named = iso.join(name);
+    if size < wim::HEADER as u64 {
+        return Err(Error::NotWim {
+            path: named,
+            reason: format!("{size} bytes"),
+        });
     }
-    Err(Error::NoInstallImage {
-        path: iso.to_owned(),
-    })
+    let header = read(0, wim::HEADER as u64)?;
+    let (offset, len) = wim::xml_extent(&header, size, &named)?;
+    let xml = read(offset, len)?;
+    Ok((name, wim::images(&xml, &named)?))
+}
+
+/// Reads `len` bytes of the install image from an offset.
+type Reader = Box<dyn Fn(u64, u64) -> Result<Vec<u8>, Error>>;
+
+/// The install image's name, size and reader, through UDF.
+fn from_udf(udf: udf::Udf) -> Result<Option<(&'static str, u64, Reader)>, Error> {
+    for name in INSTALL_IMAGES {
+        if let Some(file) = udf.find(name)?.filter(|f| !f.is_dir) {
+            let size = file.size;
+            return Ok(Some((
+                name,
+                size,
+                Box::new(move |at, len| udf.read(&file, at, len)),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The install image's name, size and reader, through the ISO 9660 tree (Rock
+/// Ridge names where present); a file over 4 GiB is several extents, each its
+/// own directory record of the same name, in order (ECMA-119 multi-extent).
+fn from_iso9660(iso: &Path) -> Result<Option<(&'static str, u64, Reader)>, Error> {
+    let image = iso9660::Iso::open(iso)?;
+    let entries = image.list()?;
+    for name in INSTALL_IMAGES {
+        let parts: Vec<iso9660::Entry> = entries
+            .iter()
+            .filter(|e| !e.is_dir && e.path.eq_ignore_ascii_case(name))
+            .cloned()
+            .collect();
+        if parts.is_empty() {
+            continue;
+        }
+        let size = parts.iter().map(|p| p.size).sum();
+        let read = move |at: u64, len: u64| -> Result<Vec<u8>, Error> {
+            let mut out = Vec::with_capacity(len as usize);
+            let (mut start, end) = (0u64, at + len);
+            for p in &parts {
+                let (from, to) = (at.max(start), end.min(start + p.size));
+                if from < to {
+                    let piece = iso9660::Entry {
+                        offset: p.offset + (from - start),
+                        size: to - from,
+                        ..p.clone()
+                    };
+                    out.extend(image.read(&piece)?);
+                }
+                start += p.size;
+            }
+            Ok(out)
+        };
+        return Ok(Some((name, size, Box::new(read))));
+    }
+    Ok(None)
 }

@@ -32,10 +32,8 @@ pub enum Error {
     Refused { url: String, reason: String },
     #[error("{url}: {reason}")]
     Network { url: String, reason: String },
-    #[error("{}: not an ISO 9660 image ({reason})", path.display())]
-    NotIso { path: PathBuf, reason: String },
-    #[error("{}: damaged ISO 9660 image: {reason}", path.display())]
-    Damaged { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Media(#[from] crate::media::Error),
     #[error("{}: {op} failed", path.display())]
     Io {
         path: PathBuf,
@@ -47,8 +45,8 @@ pub enum Error {
 
 crate::error::classify! {
     impl Classify for Error {
-        /// Bad input: a wrong pin, a refused download, a bad argument, a file that
-        /// is no ISO or a damaged one; failures: the network's, a read's, a write's.
+        /// Bad input: a wrong pin, a refused download, a bad argument (and what the
+        /// ISO reader says of the file); failures: the network's, a read's, a write's.
         fn kind(&self) -> crate::error::Kind {
             match self {
                 Error::BadVersion(_)
@@ -56,9 +54,8 @@ crate::error::classify! {
                 | Error::BadSha256(_)
                 | Error::NotCached { .. }
                 | Error::LockFile { .. }
-                | Error::Refused { .. }
-                | Error::NotIso { .. }
-                | Error::Damaged { .. } => crate::error::Kind::BadInput,
+                | Error::Refused { .. } => crate::error::Kind::BadInput,
+                Error::Media(e) => crate::error::Classify::kind(e),
                 Error::Local { source, .. } => crate::error::open_kind(source),
                 Error::Input(e) => crate::error::Classify::kind(e),
                 Error::Network { .. } | Error::Io { .. } => crate::error::Kind::Failure,

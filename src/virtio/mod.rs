@@ -8,7 +8,11 @@
 pub mod drivers;
 mod error;
 pub mod fetch;
-pub mod iso;
+
+/// The ISO 9660 reader (`media`'s), under the name the drivers know it by.
+pub mod iso {
+    pub use crate::media::iso9660::{volume_id, Entry, Iso};
+}
 
 pub use error::Error;
 pub use fetch::{fetch, Fetched, Options, PinnedBy, Source};

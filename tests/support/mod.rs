@@ -27,6 +27,7 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("wimappend", "wimtools"),
     ("wiminfo", "wimtools"),
     ("wimexport", "wimtools"),
+    ("osinfo-install-script", "libosinfo-bin"),
 ];
 
 /// Runs `tool args…`, panicking with its stderr when it fails.

@@ -5,6 +5,9 @@
 //! terminator; little- and big-endian path tables for each; one extent per
 //! directory and per file, file data shared by both trees.
 
+mod read;
+
+pub use read::{volume_id, Entry, Iso};
 use std::collections::BTreeMap;
 
 pub const SECTOR: usize = 2048;

@@ -1,9 +1,10 @@
 //! Reading an ISO 9660 image without mounting it: the primary volume descriptor and
 //! the directory tree, with Rock Ridge names (the virtio-win ISO has no Joliet
-//! since virtio-win-pkg-scripts commit eb194b9). Bounds-checked throughout: a damaged ISO is an
+//! since virtio-win-pkg-scripts commit eb194b9; a Windows ISO repacked by
+//! xorriso or mkisofs has them). Bounds-checked throughout: a damaged ISO is an
 //! error, never a panic.
 
-use super::Error;
+use crate::media::Error;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -65,7 +66,6 @@ impl Iso {
     pub fn open(path: &Path) -> Result<Iso, Error> {
         let io = |source| Error::Io {
             path: path.to_owned(),
-            op: "reading",
             source,
         };
         let file = crate::input::open(path, true)?;
@@ -100,7 +100,7 @@ impl Iso {
     }
 
     fn damaged(&self, reason: &str) -> Error {
-        Error::Damaged {
+        Error::DamagedIso {
             path: self.path.clone(),
             reason: reason.into(),
         }
@@ -123,7 +123,6 @@ impl Iso {
             .read_exact_at(&mut buf, entry.offset)
             .map_err(|source| Error::Io {
                 path: self.path.clone(),
-                op: "reading",
                 source,
             })?;
         Ok(buf)
@@ -153,7 +152,6 @@ impl Iso {
                 .read_exact_at(&mut buf[..n], entry.offset + at)
                 .map_err(|source| Error::Io {
                     path: self.path.clone(),
-                    op: "reading",
                     source,
                 })?;
             h.update(&buf[..n]);
@@ -180,7 +178,6 @@ impl Iso {
             .read_exact_at(&mut dir, offset)
             .map_err(|source| Error::Io {
                 path: self.path.clone(),
-                op: "reading",
                 source,
             })?;
         let mut at = 0usize;
