@@ -13,7 +13,7 @@ PACKAGES=(
   dosfstools mtools                  # EFI system partitions (mkfs.vfat, mmd, mcopy) for tests
   ovmf swtpm swtpm-tools             # UEFI with Secure Boot and a TPM 2.0 for Windows 11 recipes
   time                               # /usr/bin/time: peak memory in make bench
-  strace                             # kills and signals at a chosen write (inject_crash)
+  strace                             # kills and signals at a chosen write (inject_crash); the confined worker watched
   libvirt-clients libxml2-utils      # virt-xml-validate (+ xmllint) for the libvirt recipes
   help2man                           # make man: man pages from the CLI's own help
   genisoimage wimtools               # installer-like ISOs (UDF, install.wim hidden from ISO 9660), test WIMs

@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod confine;
 pub mod drivers;
 pub mod error;
 pub mod firstboot;

@@ -46,16 +46,12 @@ fn main() {
         wingold::cli::run(args, Some(&matches))
     }));
     match result {
-        Ok(Ok(())) => {}
-        // A reader that stopped reading ends the output quietly, text or JSON.
-        Ok(Err(err)) if wingold::cli::is_closed_stdout(&err) => {}
-        Ok(Err(err)) => {
-            // One line, whatever names the error quotes (control characters in a
-            // file name are shown escaped).
-            let text = format!("{err:#}").replace('\n', "\\n");
-            eprintln!("wingold: {}", wingold::cli::terminal_safe(&text));
-            std::process::exit(wingold::cli::exit_code(&err));
-        }
+        // One line for an error (a reader that stopped reading ends the output
+        // quietly, text or JSON); the exit code from its kind.
+        Ok(result) => match wingold::cli::finish(result) {
+            0 => {}
+            code => std::process::exit(code),
+        },
         Err(_) => std::process::exit(wingold::error::Kind::Failure.exit_code()),
     }
 }

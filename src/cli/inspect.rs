@@ -15,7 +15,28 @@ pub struct InspectArgs {
     json: bool,
 }
 
+/// Inspects in a confined worker (`confine`): it may read the image, the files
+/// it rests on and the folders they are in (manifests and clone records lie
+/// beside them), write nothing, and reach no network.
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let mut read = Vec::new();
+    for file in image::chain_files(&args.image) {
+        if let Some(dir) = std::path::absolute(&file)
+            .ok()
+            .and_then(|f| f.parent().map(|d| d.to_owned()))
+        {
+            read.push(dir);
+        }
+        read.push(file);
+    }
+    let policy = crate::confine::Policy::reading(read);
+    match crate::confine::in_worker(&policy, || super::finish(show(args)))? {
+        0 => Ok(()),
+        code => Err(super::Reported(code).into()),
+    }
+}
+
+fn show(args: InspectArgs) -> anyhow::Result<()> {
     let r = report(&args.image)?;
     if args.json {
         return super::print_json(&r);

@@ -97,6 +97,29 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     crate::error::kind_of(err).exit_code()
 }
 
+/// A command's end already reported (by a confined worker, on its own stderr):
+/// exit with its code, print nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("exit {0}")]
+pub struct Reported(pub i32);
+
+/// How a command ends: nothing on success or when its reader stopped reading,
+/// else its error on one line (control characters escaped); the exit code.
+pub fn finish(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(err) if is_closed_stdout(&err) => 0,
+        Err(err) => {
+            if let Some(Reported(code)) = err.downcast_ref::<Reported>() {
+                return *code;
+            }
+            let text = format!("{err:#}").replace('\n', "\\n");
+            eprintln!("wingold: {}", terminal_safe(&text));
+            exit_code(&err)
+        }
+    }
+}
+
 /// Text on its way to a terminal with its control characters escaped (`\u{1b}`),
 /// line ends kept: names from guests, ISOs and users' files cannot move the
 /// cursor, recolour or retitle a terminal.

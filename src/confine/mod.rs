@@ -1,0 +1,206 @@
+//! The confined worker: code that parses bytes wingold did not write (qcow2
+//! tables, partition tables, NTFS through libntfs-3g, hives through libhivex)
+//! runs in a forked child that restricts itself before it reads a byte. Landlock
+//! (the kernel's unprivileged access control) lets it read only what the command
+//! names and write nowhere but where the policy says, with no TCP; a seccomp
+//! allow-list (`seccompiler`, Firecracker's, pure Rust: no libseccomp) kills it
+//! on any other system call — no sockets, no exec, no ptrace, no mounts; rlimits
+//! cap its memory and processor time. The parent waits: a worker killed by a
+//! signal is one line, exit 1. Where the kernel lacks Landlock or seccomp the
+//! worker runs anyway and says once that it is not confined.
+//!
+//! `landlock` (the Landlock maintainers' crate) is best effort across kernel
+//! ABIs and reports what it enforced; `seccompiler` compiles a BPF filter from
+//! syscall numbers without C. Both were picked for having no C dependency.
+
+use std::path::PathBuf;
+
+mod seccomp;
+
+/// What a worker may touch.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Files, and folders with everything beneath them, it may read.
+    pub read: Vec<PathBuf>,
+    /// Folders it may create, write and remove files in.
+    pub write: Vec<PathBuf>,
+    /// Address space, bytes.
+    pub memory: u64,
+    /// Processor time, seconds.
+    pub cpu_seconds: u64,
+}
+
+impl Policy {
+    /// Reading `read`, writing nowhere, 16 GiB of address space and an hour
+    /// of processor time.
+    pub fn reading(read: Vec<PathBuf>) -> Policy {
+        Policy {
+            read,
+            write: Vec::new(),
+            memory: 16 << 30,
+            cpu_seconds: 3600,
+        }
+    }
+}
+
+/// How far a worker is confined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confinement {
+    /// Landlock (files, and TCP where the kernel's ABI has it) and seccomp.
+    Full { landlock_abi: i32 },
+    /// Some of it: what is missing, and why.
+    Partial(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the worker reading the image was killed by {signal}{why}; nothing was written")]
+    Killed { signal: String, why: &'static str },
+    #[error("could not start the worker that reads the image: {0}")]
+    Start(String),
+}
+
+crate::error::classify! {
+    impl Classify for Error {
+        /// A worker that dies is wingold's failure (or the kernel's), not the user's.
+        fn kind(&self) -> crate::error::Kind {
+            crate::error::Kind::Failure
+        }
+    }
+}
+
+/// Runs `work` in a confined child and returns its exit code. `work` reports
+/// its own errors (it returns the code to exit with); the parent only waits.
+pub fn in_worker(policy: &Policy, work: impl FnOnce() -> i32) -> Result<i32, Error> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: the child runs only `confine` and `work`, then exits without
+    // returning into the parent's code. wingold forks before it starts any
+    // thread of its own, so no lock is held by a thread the child lacks.
+    #[allow(unsafe_code)]
+    let fork = unsafe { fork() };
+    match fork.map_err(|e| Error::Start(e.to_string()))? {
+        ForkResult::Child => {
+            match confine(policy) {
+                Ok(Confinement::Full { .. }) => {}
+                Ok(Confinement::Partial(why)) => {
+                    crate::note::say(format!("not fully confined: {why}"))
+                }
+                Err(why) => {
+                    eprintln!("wingold: could not confine the worker reading the image: {why}");
+                    std::process::exit(crate::error::Kind::Failure.exit_code());
+                }
+            }
+            #[cfg(feature = "test-hooks")]
+            test_hook();
+            let code = work();
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    use nix::sys::signal::Signal;
+                    let why = match signal {
+                        Signal::SIGSYS => {
+                            " (a system call outside its allow-list: a damaged or hostile \
+                             image, or a wingold bug)"
+                        }
+                        Signal::SIGXCPU => " (its processor-time limit)",
+                        Signal::SIGKILL => " (out of memory, or killed from outside)",
+                        Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGABRT => {
+                            " (a crash: a damaged or hostile image, or a bug)"
+                        }
+                        _ => "",
+                    };
+                    return Err(Error::Killed {
+                        signal: signal.as_str().to_owned(),
+                        why,
+                    });
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::Start(e.to_string())),
+                Ok(_) => continue,
+            }
+        },
+    }
+}
+
+/// Restricts this process: limits, then Landlock, then seccomp (last: it
+/// forbids the calls the others make).
+fn confine(policy: &Policy) -> Result<Confinement, String> {
+    use nix::sys::resource::{setrlimit, Resource};
+    setrlimit(Resource::RLIMIT_AS, policy.memory, policy.memory)
+        .map_err(|e| format!("memory limit: {e}"))?;
+    setrlimit(
+        Resource::RLIMIT_CPU,
+        policy.cpu_seconds,
+        policy.cpu_seconds + 5,
+    )
+    .map_err(|e| format!("processor limit: {e}"))?;
+    let mut missing = Vec::new();
+    let abi = match landlock(policy)? {
+        Some(abi) => abi,
+        None => {
+            missing.push("the kernel has no Landlock".to_owned());
+            0
+        }
+    };
+    if let Err(why) = seccomp::apply() {
+        missing.push(format!("no seccomp filter ({why})"));
+    }
+    if missing.is_empty() {
+        Ok(Confinement::Full { landlock_abi: abi })
+    } else {
+        Ok(Confinement::Partial(missing.join("; ")))
+    }
+}
+
+/// The Landlock ruleset of `policy`, enforced; the kernel's ABI, or None where
+/// it has no Landlock.
+fn landlock(policy: &Policy) -> Result<Option<i32>, String> {
+    use landlock::{
+        path_beneath_rules, Access, AccessFs, AccessNet, LandlockStatus, Ruleset, RulesetAttr,
+        RulesetCreatedAttr, RulesetStatus, ABI,
+    };
+    let abi = ABI::V5;
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .and_then(|r| r.handle_access(AccessNet::from_all(abi)))
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rules(path_beneath_rules(&policy.read, AccessFs::from_read(abi))))
+        .and_then(|r| r.add_rules(path_beneath_rules(&policy.write, AccessFs::from_all(abi))))
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| format!("Landlock: {e}"))?;
+    Ok(match (status.ruleset, status.landlock) {
+        (RulesetStatus::NotEnforced, _) => None,
+        (_, LandlockStatus::Available { effective_abi, .. }) => Some(effective_abi as i32),
+        _ => None,
+    })
+}
+
+/// Test hook (feature `test-hooks` only): `WINGOLD_TEST_WORKER=read:PATH` has
+/// the confined worker try to read PATH and say on stderr what happened;
+/// `WINGOLD_TEST_WORKER=connect` has it open a TCP socket (a call outside its
+/// allow-list).
+#[cfg(feature = "test-hooks")]
+fn test_hook() {
+    let Some(what) = std::env::var_os("WINGOLD_TEST_WORKER") else {
+        return;
+    };
+    let what = what.to_string_lossy().into_owned();
+    if let Some(path) = what.strip_prefix("read:") {
+        match std::fs::read(path) {
+            Ok(_) => eprintln!("worker: {path}: read"),
+            Err(e) => eprintln!("worker: {path}: {e}"),
+        }
+    } else if what == "connect" {
+        let _ = std::net::TcpStream::connect("127.0.0.1:9");
+        eprintln!("worker: connect returned");
+    }
+}
