@@ -17,10 +17,12 @@ pub struct InspectArgs {
 
 /// Inspects in a confined worker (`confine`): it may read the image, the files
 /// it rests on and the folders they are in (manifests and clone records lie
-/// beside them), write nothing, and reach no network.
+/// beside them), write nothing, and reach no network. Which files those are
+/// comes from the qcow2 headers alone (`image::backing_files`).
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let mut read = Vec::new();
-    for file in image::chain_files(&args.image) {
+    let chain = std::iter::once(args.image.clone()).chain(image::backing_files(&args.image));
+    for file in chain {
         if let Some(dir) = std::path::absolute(&file)
             .ok()
             .and_then(|f| f.parent().map(|d| d.to_owned()))

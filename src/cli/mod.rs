@@ -7,6 +7,7 @@
 
 mod build;
 mod disks;
+mod doctor;
 mod fetch;
 mod inject;
 mod inspect;
@@ -52,6 +53,9 @@ pub enum Command {
     Gc(build::GcArgs),
     /// Publish a golden image to an OCI registry as a KubeVirt containerDisk.
     Publish(publish::PublishArgs),
+    /// What this host can do for wingold (QEMU, KVM, OVMF, swtpm, rhsrvany, the
+    /// libraries, free space), and the image reader's confinement proven live.
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script (e.g. `wingold completions bash > /etc/bash_completion.d/wingold`).
     Completions {
         /// The shell: bash, zsh, fish, elvish or powershell.
@@ -74,6 +78,7 @@ pub fn run(cli: Cli, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
         Command::Clone(args) => build::run_clone(args),
         Command::Gc(args) => build::run_gc(args),
         Command::Publish(args) => publish::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -80,7 +80,6 @@ pub fn in_worker(policy: &Policy, work: impl FnOnce() -> i32) -> Result<i32, Err
     // SAFETY: the child runs only `confine` and `work`, then exits without
     // returning into the parent's code. wingold forks before it starts any
     // thread of its own, so no lock is held by a thread the child lacks.
-    #[allow(unsafe_code)]
     let fork = unsafe { fork() };
     match fork.map_err(|e| Error::Start(e.to_string()))? {
         ForkResult::Child => {
@@ -90,7 +89,9 @@ pub fn in_worker(policy: &Policy, work: impl FnOnce() -> i32) -> Result<i32, Err
                     crate::note::say(format!("not fully confined: {why}"))
                 }
                 Err(why) => {
-                    eprintln!("wingold: could not confine the worker reading the image: {why}");
+                    crate::note::say(format!(
+                        "could not confine the worker reading the image: {why}"
+                    ));
                     std::process::exit(crate::error::Kind::Failure.exit_code());
                 }
             }
@@ -196,11 +197,72 @@ fn test_hook() {
     let what = what.to_string_lossy().into_owned();
     if let Some(path) = what.strip_prefix("read:") {
         match std::fs::read(path) {
-            Ok(_) => eprintln!("worker: {path}: read"),
-            Err(e) => eprintln!("worker: {path}: {e}"),
+            Ok(_) => crate::note::say(format!("worker: {path}: read")),
+            Err(e) => crate::note::say(format!("worker: {path}: {e}")),
         }
     } else if what == "connect" {
         let _ = std::net::TcpStream::connect("127.0.0.1:9");
-        eprintln!("worker: connect returned");
+        crate::note::say("worker: connect returned");
+    }
+}
+
+/// The kernel's Landlock ABI version, or None without Landlock
+/// (`landlock_create_ruleset` with its VERSION flag, which changes nothing).
+pub fn landlock_abi() -> Option<i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with the VERSION flag the call reads no memory (attr NULL, size 0).
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    (v > 0).then_some(v as i32)
+}
+
+/// What a confined worker is refused, tried live.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Proof {
+    pub landlock_abi: Option<i32>,
+    /// A worker allowed to read nothing opened `path`: refused (EACCES)?
+    pub read_refused: bool,
+    pub read: String,
+    /// A worker opened a TCP socket: killed by its filter (SIGSYS)?
+    pub socket_killed: bool,
+    pub socket: String,
+}
+
+/// Runs two workers: one reads `path` (outside its policy), one opens a TCP
+/// socket (outside its allow-list); says what happened to each.
+pub fn prove(path: &std::path::Path) -> Proof {
+    let nothing = Policy::reading(Vec::new());
+    let (read_refused, read) = match in_worker(&nothing, || match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => 0,
+        Ok(_) => 3,
+        Err(_) => 4,
+    }) {
+        Ok(0) => (true, format!("{}: refused (EACCES)", path.display())),
+        Ok(3) => (false, format!("{}: read (no Landlock)", path.display())),
+        Ok(_) => (false, format!("{}: failed otherwise", path.display())),
+        Err(e) => (false, e.to_string()),
+    };
+    let (socket_killed, socket) = match in_worker(&nothing, || {
+        let _ = std::net::TcpStream::connect("127.0.0.1:9");
+        0
+    }) {
+        Err(Error::Killed { signal, .. }) if signal == "SIGSYS" => {
+            (true, "killed by its filter (SIGSYS)".to_owned())
+        }
+        Ok(_) => (false, "the call was made (no seccomp filter)".to_owned()),
+        Err(e) => (false, e.to_string()),
+    };
+    Proof {
+        landlock_abi: landlock_abi(),
+        read_refused,
+        read,
+        socket_killed,
+        socket,
     }
 }

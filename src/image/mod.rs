@@ -190,47 +190,6 @@ pub(crate) fn file_size(file: &std::fs::File, path: &Path) -> Result<u64> {
     Ok(meta.len())
 }
 
-/// The files an image rests on, itself first, from each qcow2 header's backing
-/// file name alone (two bounded reads a layer, nothing else parsed): what a
-/// confined reader of the image must be let read. Stops at a file that is no
-/// qcow2, a name it cannot read, or 16 layers.
-pub fn chain_files(path: &Path) -> Vec<std::path::PathBuf> {
-    use std::os::unix::fs::FileExt;
-    let mut out = vec![path.to_owned()];
-    let mut here = path.to_owned();
-    for _ in 0..16 {
-        // Only a regular file is opened here: a FIFO would block the open, a
-        // device never end. The worker names what else it finds.
-        if !std::fs::metadata(&here).is_ok_and(|m| m.is_file()) {
-            break;
-        }
-        let Ok(file) = std::fs::File::open(&here) else {
-            break;
-        };
-        let mut head = [0u8; 20];
-        if file.read_exact_at(&mut head, 0).is_err() || !head.starts_with(qcow2::QCOW_MAGIC) {
-            break;
-        }
-        let offset = u64::from_be_bytes(head[8..16].try_into().expect("8 bytes"));
-        let len = u32::from_be_bytes(head[16..20].try_into().expect("4 bytes")) as usize;
-        if offset == 0 || len == 0 || len > 1023 {
-            break;
-        }
-        let mut name = vec![0u8; len];
-        if file.read_exact_at(&mut name, offset).is_err() {
-            break;
-        }
-        let Ok(name) = String::from_utf8(name) else {
-            break;
-        };
-        // A relative name is relative to the folder of the image naming it.
-        let next = here.parent().unwrap_or(Path::new(".")).join(name);
-        out.push(next.clone());
-        here = next;
-    }
-    out
-}
-
 /// VDI's image signature 0xbeda107f, little-endian, at offset 0x40.
 const VDI_SIGNATURE: [u8; 4] = [0x7f, 0x10, 0xda, 0xbe];
 
