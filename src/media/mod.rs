@@ -82,24 +82,46 @@ fn from_iso9660(iso: &Path) -> Result<Option<(&'static str, u64, Reader)>, Error
             continue;
         }
         let size = parts.iter().map(|p| p.size).sum();
-        let read = move |at: u64, len: u64| -> Result<Vec<u8>, Error> {
-            let mut out = Vec::with_capacity(len as usize);
-            let (mut start, end) = (0u64, at + len);
-            for p in &parts {
-                let (from, to) = (at.max(start), end.min(start + p.size));
-                if from < to {
-                    let piece = iso9660::Entry {
-                        offset: p.offset + (from - start),
-                        size: to - from,
-                        ..p.clone()
-                    };
-                    out.extend(image.read(&piece)?);
-                }
-                start += p.size;
-            }
-            Ok(out)
+        let runs: Vec<(Option<u64>, u64)> =
+            parts.iter().map(|p| (Some(p.offset), p.size)).collect();
+        let whole = parts[0].clone();
+        let read = move |at: u64, len: u64| {
+            read_runs(&runs, at, len, |offset, size| {
+                image.read(&iso9660::Entry {
+                    offset,
+                    size,
+                    ..whole.clone()
+                })
+            })
         };
         return Ok(Some((name, size, Box::new(read))));
     }
     Ok(None)
+}
+
+/// `len` bytes from `offset` of a file laid out in `runs` (where each run is in
+/// the image, None for a hole that reads as zeros, and how long), read through
+/// `bytes(image offset, length)`.
+fn read_runs(
+    runs: &[(Option<u64>, u64)],
+    offset: u64,
+    len: u64,
+    bytes: impl Fn(u64, u64) -> Result<Vec<u8>, Error>,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(len as usize);
+    let (mut at, end) = (0u64, offset + len);
+    for &(place, run) in runs {
+        let (from, to) = (offset.max(at), end.min(at + run));
+        if from < to {
+            match place {
+                Some(base) => out.extend(bytes(base + (from - at), to - from)?),
+                None => out.resize(out.len() + (to - from) as usize, 0),
+            }
+        }
+        at += run;
+        if at >= end {
+            break;
+        }
+    }
+    Ok(out)
 }

@@ -280,24 +280,7 @@ impl Udf {
         }
         match &f.data {
             Data::Embedded(b) => Ok(b[offset as usize..(offset + len) as usize].to_vec()),
-            Data::Extents(runs) => {
-                let mut out = Vec::with_capacity(len as usize);
-                let (mut at, end) = (0u64, offset + len);
-                for &(where_, run) in runs {
-                    let (from, to) = (offset.max(at), end.min(at + run));
-                    if from < to {
-                        match where_ {
-                            Some(base) => out.extend(self.bytes(base + (from - at), to - from)?),
-                            None => out.resize(out.len() + (to - from) as usize, 0),
-                        }
-                    }
-                    at += run;
-                    if at >= end {
-                        break;
-                    }
-                }
-                Ok(out)
-            }
+            Data::Extents(runs) => super::read_runs(runs, offset, len, |at, n| self.bytes(at, n)),
         }
     }
 
