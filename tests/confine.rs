@@ -139,3 +139,43 @@ fn a_call_outside_the_allow_list_kills_the_worker_and_the_parent_says_so() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("killed by SIGSYS"), "{err}");
 }
+
+/// A worker whose parent is killed stops too, instead of reading on with no one
+/// to report to.
+#[test]
+fn a_worker_dies_with_its_parent() {
+    landlock_abi();
+    let tmp = tempdir();
+    let image = phony(tmp.path());
+    let mut parent = wingold()
+        .env("WINGOLD_TEST_WORKER", "sleep")
+        .args(["inspect"])
+        .arg(&image)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let children = format!("/proc/{0}/task/{0}/children", parent.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let worker = loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next() {
+            break pid.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no worker started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // Gone, or a zombie waiting for init to reap it.
+    while std::fs::read_to_string(format!("/proc/{worker}/stat"))
+        .is_ok_and(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker {worker} outlived its parent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

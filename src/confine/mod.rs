@@ -77,12 +77,19 @@ pub fn in_worker(policy: &Policy, work: impl FnOnce() -> i32) -> Result<i32, Err
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    let parent = nix::unistd::getpid();
     // SAFETY: the child runs only `confine` and `work`, then exits without
     // returning into the parent's code. wingold forks before it starts any
     // thread of its own, so no lock is held by a thread the child lacks.
     let fork = unsafe { fork() };
     match fork.map_err(|e| Error::Start(e.to_string()))? {
         ForkResult::Child => {
+            // A worker whose parent is gone (killed, say) stops too, instead of
+            // reading on with no one to report to.
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            if nix::unistd::getppid() != parent {
+                std::process::exit(crate::error::Kind::Failure.exit_code());
+            }
             match confine(policy) {
                 Ok(Confinement::Full { .. }) => {}
                 Ok(Confinement::Partial(why)) => {
@@ -188,7 +195,7 @@ fn landlock(policy: &Policy) -> Result<Option<i32>, String> {
 /// Test hook (feature `test-hooks` only): `WINGOLD_TEST_WORKER=read:PATH` has
 /// the confined worker try to read PATH and say on stderr what happened;
 /// `WINGOLD_TEST_WORKER=connect` has it open a TCP socket (a call outside its
-/// allow-list).
+/// allow-list); `=sleep` has it wait a minute first.
 #[cfg(feature = "test-hooks")]
 fn test_hook() {
     let Some(what) = std::env::var_os("WINGOLD_TEST_WORKER") else {
@@ -200,6 +207,8 @@ fn test_hook() {
             Ok(_) => crate::note::say(format!("worker: {path}: read")),
             Err(e) => crate::note::say(format!("worker: {path}: {e}")),
         }
+    } else if what == "sleep" {
+        std::thread::sleep(std::time::Duration::from_secs(60));
     } else if what == "connect" {
         let _ = std::net::TcpStream::connect("127.0.0.1:9");
         crate::note::say("worker: connect returned");
