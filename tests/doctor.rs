@@ -68,3 +68,24 @@ fn doctor_fails_when_the_cache_cannot_be_written() {
     assert_eq!(code, Some(1), "{json:#}");
     assert_eq!(json["ready"], false);
 }
+
+#[test]
+fn a_relative_cache_folder_is_looked_for_from_the_current_one() {
+    // `--cache not-yet/cache` where neither exists: the nearest folder is `.`.
+    let tmp = tempdir();
+    let out = wingold()
+        .current_dir(tmp.path())
+        .args(["doctor", "--json", "--cache", "not-yet/cache"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cache = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "cache")
+        .unwrap()
+        .clone();
+    assert_eq!(cache["ok"], true, "{cache}");
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -191,11 +191,12 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
 /// Free space in `dir` (or the nearest folder above it that exists), and
 /// whether it can be written.
 fn free_space(dir: &Path) -> (bool, String) {
-    let mut at = dir.to_owned();
+    // A relative folder's nearest existing ancestor may be the current one.
+    let mut at = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
     while !at.exists() {
         match at.parent() {
-            Some(p) if !p.as_os_str().is_empty() => at = p.to_owned(),
-            _ => {
+            Some(p) => at = p.to_owned(),
+            None => {
                 return (
                     false,
                     format!("{}: no folder above it exists", dir.display()),

@@ -43,15 +43,6 @@ impl Policy {
     }
 }
 
-/// How far a worker is confined.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Confinement {
-    /// Landlock (files, and TCP where the kernel's ABI has it) and seccomp.
-    Full { landlock_abi: i32 },
-    /// Some of it: what is missing, and why.
-    Partial(String),
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the worker reading the image was killed by {signal}{why}; nothing was written")]
@@ -90,17 +81,11 @@ pub fn in_worker(policy: &Policy, work: impl FnOnce() -> i32) -> Result<i32, Err
             if nix::unistd::getppid() != parent {
                 std::process::exit(crate::error::Kind::Failure.exit_code());
             }
-            match confine(policy) {
-                Ok(Confinement::Full { .. }) => {}
-                Ok(Confinement::Partial(why)) => {
-                    crate::note::say(format!("not fully confined: {why}"))
-                }
-                Err(why) => {
-                    crate::note::say(format!(
-                        "could not confine the worker reading the image: {why}"
-                    ));
-                    std::process::exit(crate::error::Kind::Failure.exit_code());
-                }
+            // What the kernel cannot give is said once, never a failure.
+            if let Some(missing) = confine(policy) {
+                crate::note::say(format!(
+                    "the worker reading the image is not fully confined: {missing}"
+                ));
             }
             #[cfg(feature = "test-hooks")]
             test_hook();
@@ -140,41 +125,35 @@ pub fn in_worker(policy: &Policy, work: impl FnOnce() -> i32) -> Result<i32, Err
 }
 
 /// Restricts this process: limits, then Landlock, then seccomp (last: it
-/// forbids the calls the others make).
-fn confine(policy: &Policy) -> Result<Confinement, String> {
+/// forbids the calls the others make). Each that cannot be had is skipped and
+/// named in what this returns (None: all of it).
+fn confine(policy: &Policy) -> Option<String> {
     use nix::sys::resource::{setrlimit, Resource};
-    setrlimit(Resource::RLIMIT_AS, policy.memory, policy.memory)
-        .map_err(|e| format!("memory limit: {e}"))?;
-    setrlimit(
+    let mut missing = Vec::new();
+    if let Err(e) = setrlimit(Resource::RLIMIT_AS, policy.memory, policy.memory) {
+        missing.push(format!("no memory limit ({e})"));
+    }
+    if let Err(e) = setrlimit(
         Resource::RLIMIT_CPU,
         policy.cpu_seconds,
         policy.cpu_seconds + 5,
-    )
-    .map_err(|e| format!("processor limit: {e}"))?;
-    let mut missing = Vec::new();
-    let abi = match landlock(policy)? {
-        Some(abi) => abi,
-        None => {
-            missing.push("the kernel has no Landlock".to_owned());
-            0
-        }
-    };
+    ) {
+        missing.push(format!("no processor limit ({e})"));
+    }
+    if let Err(why) = landlock(policy) {
+        missing.push(why);
+    }
     if let Err(why) = seccomp::apply() {
         missing.push(format!("no seccomp filter ({why})"));
     }
-    if missing.is_empty() {
-        Ok(Confinement::Full { landlock_abi: abi })
-    } else {
-        Ok(Confinement::Partial(missing.join("; ")))
-    }
+    (!missing.is_empty()).then(|| missing.join("; "))
 }
 
-/// The Landlock ruleset of `policy`, enforced; the kernel's ABI, or None where
-/// it has no Landlock.
-fn landlock(policy: &Policy) -> Result<Option<i32>, String> {
+/// The Landlock ruleset of `policy`, enforced, or why not.
+fn landlock(policy: &Policy) -> Result<(), String> {
     use landlock::{
-        path_beneath_rules, Access, AccessFs, AccessNet, LandlockStatus, Ruleset, RulesetAttr,
-        RulesetCreatedAttr, RulesetStatus, ABI,
+        path_beneath_rules, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr,
+        RulesetStatus, ABI,
     };
     let abi = ABI::V5;
     let status = Ruleset::default()
@@ -184,12 +163,11 @@ fn landlock(policy: &Policy) -> Result<Option<i32>, String> {
         .and_then(|r| r.add_rules(path_beneath_rules(&policy.read, AccessFs::from_read(abi))))
         .and_then(|r| r.add_rules(path_beneath_rules(&policy.write, AccessFs::from_all(abi))))
         .and_then(|r| r.restrict_self())
-        .map_err(|e| format!("Landlock: {e}"))?;
-    Ok(match (status.ruleset, status.landlock) {
-        (RulesetStatus::NotEnforced, _) => None,
-        (_, LandlockStatus::Available { effective_abi, .. }) => Some(effective_abi as i32),
-        _ => None,
-    })
+        .map_err(|e| format!("no Landlock ruleset ({e})"))?;
+    match status.ruleset {
+        RulesetStatus::NotEnforced => Err("the kernel has no Landlock".into()),
+        _ => Ok(()),
+    }
 }
 
 /// Test hook (feature `test-hooks` only): `WINGOLD_TEST_WORKER=read:PATH` has
