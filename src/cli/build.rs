@@ -48,7 +48,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         .into());
     }
     let progress = std::io::stderr().is_terminal() && !args.json;
-    let outcome = build::build(&cfg, args.force, progress)?;
+    let outcome = confined_build(&cfg, args.force, progress)?;
     // An up-to-date build publishes too: only what a registry lacks is sent.
     let mut published = Vec::new();
     for to in targets {
@@ -99,6 +99,46 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Locks the output and fetches virtio-win here; the rest (the base's bytes,
+/// the ISO's, hives, NTFS, the new image) in a confined worker that may read
+/// the inputs the config names, write in the output's folder and the temporary
+/// folder, and reach no network. A worker that dies leaves no temporary file.
+fn confined_build(
+    cfg: &build::Loaded,
+    force: bool,
+    progress: bool,
+) -> anyhow::Result<build::Outcome> {
+    let started = build::start(cfg, force, progress)?;
+    let mut write = started.writes();
+    write.push(std::env::temp_dir());
+    let policy = crate::confine::Policy {
+        read: started.reads(),
+        write,
+        // A build's processor time grows with the image (deflate, SHA-256):
+        // hours only for a spinning worker.
+        cpu_seconds: 6 * 3600,
+        ..crate::confine::Policy::reading(Vec::new())
+    };
+    let made = crate::confine::returning(&policy, || {
+        started.rest().map_err(|e| match super::finish(Err(e)) {
+            0 => crate::error::Kind::Failure.exit_code(),
+            code => code,
+        })
+    });
+    match made {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(code)) => {
+            started.clear_leftovers();
+            Err(super::Reported(code).into())
+        }
+        Err(e) => {
+            started.clear_leftovers();
+            let out = &cfg.config.golden.output;
+            Err(anyhow::Error::from(e).context(format!("{}: not changed", out.display())))
+        }
+    }
 }
 
 #[derive(Debug, Args)]

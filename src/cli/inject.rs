@@ -136,6 +136,11 @@ fn list_profiles(json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Injects in a confined worker (`confine`): it may read the image and the
+/// files it rests on, the .reg files, the ISO, the scripts and trees named, and
+/// the service binary; write only the output's folder (or, in place, the image
+/// itself) and the temporary folder; and reach no network. A worker that dies
+/// leaves no output.
 pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()> {
     if args.list_profiles {
         return list_profiles(args.json);
@@ -148,36 +153,73 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
         _ => return Err(Invalid::InjectMode.into()),
     };
     let specs = ordered_sources(&args, matches);
-    if let Some(out) = &args.output {
-        let mut inputs = vec![("the image", image_path.clone())];
-        for layer in crate::image::backing_files(&image_path) {
-            inputs.push(("a backing file of the image", layer));
-        }
-        for spec in &specs {
-            if let inject::SourceSpec::Reg(r) = spec {
-                inputs.push(("a .reg file", r.clone()));
-            }
-        }
-        crate::golden::build::refuse_output_among(out, &inputs)?;
-        if out.exists() {
-            return Err(crate::image::Error::Exists { path: out.clone() }.into());
-        }
-    }
-    if args.in_place && !args.dry_run {
-        inject::refuse_golden_version(&image_path)?;
-    }
-    let driver_request = args.drivers.as_ref().map(|iso| crate::drivers::Request {
-        iso: iso.clone(),
-        boot: match args.boot {
-            BootArg::Viostor => crate::drivers::Boot::Viostor,
-            BootArg::Vioscsi => crate::drivers::Boot::Vioscsi,
-        },
-        extra: args.driver.clone(),
+    let copy_in = copy_in_specs(&args.copy_in)?;
+    let policy = policy(&args, &image_path, &mode, &specs, &copy_in);
+    let code = crate::confine::in_worker(&policy, || {
+        super::finish(inject(&args, &image_path, &mode, &specs, copy_in))
     });
+    match code {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(super::Reported(code).into()),
+        Err(e) => Err(match &mode {
+            Mode::Overlay(out) => {
+                crate::fsutil::clear_dead_temps(&folder_of(out), Some(out));
+                anyhow::Error::from(e).context(format!("{}: not written", out.display()))
+            }
+            Mode::InPlace => anyhow::Error::from(e).context(format!(
+                "{}: the write in place was cut short (wingold inspect tells what it left)",
+                image_path.display()
+            )),
+            Mode::DryRun | Mode::WorkOverlay(_) => e.into(),
+        }),
+    }
+}
+
+/// The folder a file is (to be) in: `.` for a bare name.
+fn folder_of(path: &std::path::Path) -> PathBuf {
+    match std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+    {
+        Some(dir) => dir,
+        None => PathBuf::from("."),
+    }
+}
+
+/// What an inject's worker may read and write.
+fn policy(
+    args: &InjectArgs,
+    image: &std::path::Path,
+    mode: &Mode,
+    specs: &[SourceSpec],
+    copy_in: &[(PathBuf, String)],
+) -> crate::confine::Policy {
+    let mut read = super::image_reads(image);
+    read.extend(specs.iter().filter_map(|s| match s {
+        SourceSpec::Reg(r) => Some(r.clone()),
+        SourceSpec::Profile(_) => None,
+    }));
+    read.extend(args.drivers.iter().cloned());
+    read.extend(args.firstboot.iter().cloned());
+    read.extend(copy_in.iter().map(|(local, _)| local.clone()));
+    read.push(PathBuf::from(crate::firstboot::RHSRVANY));
+    let mut write = vec![std::env::temp_dir()];
+    match mode {
+        Mode::Overlay(out) => write.push(folder_of(out)),
+        Mode::InPlace => write.push(image.to_owned()),
+        Mode::DryRun | Mode::WorkOverlay(_) => {}
+    }
+    crate::confine::Policy {
+        write,
+        ..crate::confine::Policy::reading(read)
+    }
+}
+
+/// `--copy-in LOCAL:GUEST` — the guest part starts at the first ':' followed
+/// by a drive path or a backslash; a local path may hold ':' itself.
+fn copy_in_specs(specs: &[String]) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let mut copy_in = Vec::new();
-    for spec in &args.copy_in {
-        // LOCAL:GUEST — the guest part starts at the first ':' followed by a drive
-        // path or a backslash; a local path may hold ':' itself.
+    for spec in specs {
         let split = spec
             .match_indices(':')
             .map(|(i, _)| i)
@@ -188,6 +230,43 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
             .ok_or_else(|| Invalid::CopyInSpec(spec.clone()))?;
         copy_in.push((PathBuf::from(&spec[..split]), spec[split + 1..].to_owned()));
     }
+    Ok(copy_in)
+}
+
+/// The inject itself (in the worker).
+fn inject(
+    args: &InjectArgs,
+    image_path: &std::path::Path,
+    mode: &Mode,
+    specs: &[SourceSpec],
+    copy_in: Vec<(PathBuf, String)>,
+) -> anyhow::Result<()> {
+    if let Some(out) = &args.output {
+        let mut inputs = vec![("the image", image_path.to_owned())];
+        for layer in crate::image::backing_files(image_path) {
+            inputs.push(("a backing file of the image", layer));
+        }
+        for spec in specs {
+            if let inject::SourceSpec::Reg(r) = spec {
+                inputs.push(("a .reg file", r.clone()));
+            }
+        }
+        crate::golden::build::refuse_output_among(out, &inputs)?;
+        if out.exists() {
+            return Err(crate::image::Error::Exists { path: out.clone() }.into());
+        }
+    }
+    if args.in_place && !args.dry_run {
+        inject::refuse_golden_version(image_path)?;
+    }
+    let driver_request = args.drivers.as_ref().map(|iso| crate::drivers::Request {
+        iso: iso.clone(),
+        boot: match args.boot {
+            BootArg::Viostor => crate::drivers::Boot::Viostor,
+            BootArg::Vioscsi => crate::drivers::Boot::Vioscsi,
+        },
+        extra: args.driver.clone(),
+    });
     let first_boot_request = (!args.no_firstboot).then(|| crate::firstboot::Request {
         steps: Vec::new(),
         scripts: args.firstboot.clone(),
@@ -200,15 +279,15 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
         guest_agent_iso: args.guest_agent.then(|| args.drivers.clone()).flatten(),
     });
     let mut plan = inject::plan(
-        &image_path,
-        &specs,
+        image_path,
+        specs,
         args.partition,
         args.force,
         driver_request.as_ref(),
         first_boot_request.as_ref(),
         None,
     )?;
-    inject::write(&mut plan, &mode)?;
+    inject::write(&mut plan, mode)?;
     print_report(&plan.report, args.json)
 }
 

@@ -20,17 +20,7 @@ pub struct InspectArgs {
 /// beside them), write nothing, and reach no network. Which files those are
 /// comes from the qcow2 headers alone (`image::backing_files`).
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let mut read = Vec::new();
-    let chain = std::iter::once(args.image.clone()).chain(image::backing_files(&args.image));
-    for file in chain {
-        if let Some(dir) = std::path::absolute(&file)
-            .ok()
-            .and_then(|f| f.parent().map(|d| d.to_owned()))
-        {
-            read.push(dir);
-        }
-        read.push(file);
-    }
+    let read = super::image_reads(&args.image);
     let policy = crate::confine::Policy::reading(read);
     match crate::confine::in_worker(&policy, || super::finish(show(args)))? {
         0 => Ok(()),

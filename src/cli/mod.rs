@@ -102,6 +102,24 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     crate::error::kind_of(err).exit_code()
 }
 
+/// What a confined worker may read of an image: the image, the files it rests
+/// on and the folders they are in (manifests and clone records lie beside
+/// them). Which files those are comes from the qcow2 headers alone
+/// (`image::backing_files`).
+pub fn image_reads(image: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut read = Vec::new();
+    for file in std::iter::once(image.to_owned()).chain(crate::image::backing_files(image)) {
+        if let Some(dir) = std::path::absolute(&file)
+            .ok()
+            .and_then(|f| f.parent().map(|d| d.to_owned()))
+        {
+            read.push(dir);
+        }
+        read.push(file);
+    }
+    read
+}
+
 /// A command's end already reported (by a confined worker, on its own stderr):
 /// exit with its code, print nothing more.
 #[derive(Debug, thiserror::Error)]

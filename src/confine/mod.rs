@@ -45,7 +45,7 @@ impl Policy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the worker reading the image was killed by {signal}{why}; nothing was written")]
+    #[error("the worker reading the image was killed by {signal}{why}")]
     Killed { signal: String, why: &'static str },
     #[error("could not start the worker that reads the image: {0}")]
     Start(String),
@@ -63,18 +63,39 @@ crate::error::classify! {
 /// Runs `work` in a confined child and returns its exit code. `work` reports
 /// its own errors (it returns the code to exit with); the parent only waits.
 pub fn in_worker(policy: &Policy, work: impl FnOnce() -> i32) -> Result<i32, Error> {
-    use nix::sys::wait::{waitpid, WaitStatus};
+    let answer = returning::<()>(policy, || match work() {
+        0 => Ok(()),
+        code => Err(code),
+    })?;
+    Ok(answer.err().unwrap_or(0))
+}
+
+/// Runs `work` in a confined child and hands back what it made (sent over a
+/// pipe as JSON), or the exit code it chose after reporting its own error.
+///
+/// Meanwhile the parent passes Ctrl-C, `kill` and a closed terminal on to the
+/// worker instead of dying of them: a worker writing in place holds those
+/// signals until its write is whole (`interrupt`), and a parent gone would take
+/// it down mid-write. A worker that ends by such a signal ends the parent by the
+/// same signal, as the user asked.
+pub fn returning<T: serde::Serialize + serde::de::DeserializeOwned>(
+    policy: &Policy,
+    work: impl FnOnce() -> Result<T, i32>,
+) -> Result<Result<T, i32>, Error> {
     use nix::unistd::{fork, ForkResult};
-    use std::io::Write;
+    use std::io::{Read, Write};
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let parent = nix::unistd::getpid();
+    let (reader, writer) = nix::unistd::pipe().map_err(|e| Error::Start(e.to_string()))?;
     // SAFETY: the child runs only `confine` and `work`, then exits without
     // returning into the parent's code. wingold forks before it starts any
-    // thread of its own, so no lock is held by a thread the child lacks.
+    // thread of its own (a download's thread has been joined by then), so no
+    // lock is held by a thread the child lacks.
     let fork = unsafe { fork() };
     match fork.map_err(|e| Error::Start(e.to_string()))? {
         ForkResult::Child => {
+            drop(reader);
             // A worker whose parent is gone (killed, say) stops too, instead of
             // reading on with no one to report to.
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
@@ -89,38 +110,155 @@ pub fn in_worker(policy: &Policy, work: impl FnOnce() -> i32) -> Result<i32, Err
             }
             #[cfg(feature = "test-hooks")]
             test_hook();
-            let code = work();
+            let code = match work() {
+                Ok(made) => {
+                    let mut pipe = std::fs::File::from(writer);
+                    match serde_json::to_writer(&mut pipe, &made) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            crate::note::say(format!(
+                                "the worker could not hand back its result: {e}"
+                            ));
+                            crate::error::Kind::Failure.exit_code()
+                        }
+                    }
+                }
+                Err(code) => code,
+            };
             let _ = std::io::stdout().flush();
             let _ = std::io::stderr().flush();
             std::process::exit(code);
         }
-        ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    use nix::sys::signal::Signal;
-                    let why = match signal {
-                        Signal::SIGSYS => {
-                            " (a system call outside its allow-list: a damaged or hostile \
-                             image, or a wingold bug)"
-                        }
-                        Signal::SIGXCPU => " (its processor-time limit)",
-                        Signal::SIGKILL => " (out of memory, or killed from outside)",
-                        Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGABRT => {
-                            " (a crash: a damaged or hostile image, or a bug)"
-                        }
-                        _ => "",
-                    };
-                    return Err(Error::Killed {
-                        signal: signal.as_str().to_owned(),
-                        why,
-                    });
+        ForkResult::Parent { child } => {
+            drop(writer);
+            let forwarding = Forwarding::start(child);
+            let mut sent = Vec::new();
+            let read = std::fs::File::from(reader).read_to_end(&mut sent);
+            let status = wait(child);
+            drop(forwarding);
+            match status.map_err(|e| Error::Start(e.to_string()))? {
+                End::Killed(signal) => Err(killed(signal)),
+                End::Exited(0) => {
+                    read.map_err(|e| Error::Start(format!("reading the worker's result: {e}")))?;
+                    serde_json::from_slice(&sent)
+                        .map(Ok)
+                        .map_err(|e| Error::Start(format!("reading the worker's result: {e}")))
                 }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(Error::Start(e.to_string())),
-                Ok(_) => continue,
+                End::Exited(code) => Ok(Err(code)),
             }
-        },
+        }
+    }
+}
+
+/// The termination signals a parent passes on to its worker.
+const FORWARDED: [nix::sys::signal::Signal; 4] = {
+    use nix::sys::signal::Signal;
+    [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ]
+};
+
+/// The worker the parent is waiting for (0: none).
+static WORKER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = WORKER.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// While alive, termination signals sent to the parent go to the worker
+/// instead; an ignored one (nohup) stays ignored.
+struct Forwarding {
+    previous: Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)>,
+}
+
+impl Forwarding {
+    fn start(child: nix::unistd::Pid) -> Forwarding {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+        WORKER.store(child.as_raw(), std::sync::atomic::Ordering::SeqCst);
+        let action = SigAction::new(
+            SigHandler::Handler(forward),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        let previous = FORWARDED
+            .iter()
+            .filter_map(|&sig| {
+                // SAFETY: `forward` only reads an atomic and calls kill(2).
+                let old = unsafe { sigaction(sig, &action) }.ok()?;
+                if old.handler() == SigHandler::SigIgn {
+                    // SAFETY: puts back the disposition that was in place.
+                    let _ = unsafe { sigaction(sig, &old) };
+                    return None;
+                }
+                Some((sig, old))
+            })
+            .collect();
+        Forwarding { previous }
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        for (sig, old) in &self.previous {
+            // SAFETY: puts back the disposition that was in place before.
+            let _ = unsafe { nix::sys::signal::sigaction(*sig, old) };
+        }
+        WORKER.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How a worker ended.
+enum End {
+    Exited(i32),
+    Killed(nix::sys::signal::Signal),
+}
+
+fn wait(child: nix::unistd::Pid) -> nix::Result<End> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(End::Exited(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(End::Killed(signal)),
+            Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What a worker killed by `signal` comes to. A termination signal (passed on
+/// by the parent, or sent to the worker itself) ends the parent by the same
+/// signal, as the user asked; the parent's own disposition is back by then, so
+/// this returns only when that signal is ignored or caught.
+fn killed(signal: nix::sys::signal::Signal) -> Error {
+    use nix::sys::signal::Signal;
+    if FORWARDED.contains(&signal) {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let _ = nix::sys::signal::raise(signal);
+    }
+    let why = match signal {
+        Signal::SIGSYS => {
+            " (a system call outside its allow-list: a damaged or hostile image, \
+             or a wingold bug)"
+        }
+        Signal::SIGXCPU => " (its processor-time limit)",
+        Signal::SIGKILL => " (out of memory, or killed from outside)",
+        Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGABRT => {
+            " (a crash: a damaged or hostile image, or a bug)"
+        }
+        _ => "",
+    };
+    Error::Killed {
+        signal: signal.as_str().to_owned(),
+        why,
     }
 }
 
@@ -156,18 +294,45 @@ fn landlock(policy: &Policy) -> Result<(), String> {
         RulesetStatus, ABI,
     };
     let abi = ABI::V5;
+    // A path not there cannot be opened either way; leaving it out keeps the
+    // rest of the ruleset.
+    let there = |paths: &[PathBuf]| -> Vec<PathBuf> {
+        paths.iter().filter(|p| p.exists()).cloned().collect()
+    };
+    let mut read = there(&policy.read);
+    read.extend(system_reads());
+    let write = there(&policy.write);
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .and_then(|r| r.handle_access(AccessNet::from_all(abi)))
         .and_then(|r| r.create())
-        .and_then(|r| r.add_rules(path_beneath_rules(&policy.read, AccessFs::from_read(abi))))
-        .and_then(|r| r.add_rules(path_beneath_rules(&policy.write, AccessFs::from_all(abi))))
+        .and_then(|r| r.add_rules(path_beneath_rules(&read, AccessFs::from_read(abi))))
+        .and_then(|r| r.add_rules(path_beneath_rules(&write, AccessFs::from_all(abi))))
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("no Landlock ruleset ({e})"))?;
     match status.ruleset {
         RulesetStatus::NotEnforced => Err("the kernel has no Landlock".into()),
         _ => Ok(()),
     }
+}
+
+/// What every worker reads of the system: glibc's character-set converters
+/// (libhivex converts key and value names between UTF-16 and UTF-8 with iconv,
+/// which loads its modules on first use). Nothing there is the user's.
+fn system_reads() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = ["/usr/lib/gconv", "/usr/lib64/gconv", "/lib64/gconv"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    // Debian's multiarch folders: /usr/lib/x86_64-linux-gnu/gconv and kin.
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.flatten().map(|e| e.path().join("gconv")));
+    }
+    if let Some(more) = std::env::var_os("GCONV_PATH") {
+        dirs.extend(std::env::split_paths(&more));
+    }
+    dirs.retain(|d| d.is_dir());
+    dirs
 }
 
 /// Test hook (feature `test-hooks` only): `WINGOLD_TEST_WORKER=read:PATH` has

@@ -13,7 +13,7 @@ mod output;
 pub use super::config::load;
 pub use inputs::refuse_output_among;
 
-use super::config::Loaded;
+pub use super::config::Loaded;
 use super::finalize;
 use super::inject::{self, Mode};
 use super::manifest::{manifest_path, read_manifest, Timings};
@@ -27,8 +27,8 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// What `build` did.
-#[derive(Debug, Serialize)]
+/// What `build` did (handed from the worker to the parent as JSON).
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub up_to_date: bool,
     /// The stable name (a symlink to `version`).
@@ -64,16 +64,31 @@ fn phase(name: &str) {
     }
 }
 
-/// Runs the whole chain; `force` rebuilds even when nothing changed.
-pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcome> {
+/// A build locked and fetched: what is left reads and writes guest bytes, and
+/// needs no network (the CLI runs it in a confined worker).
+pub struct Started<'a> {
+    cfg: &'a Loaded,
+    force: bool,
+    progress: bool,
+    layout: Layout,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    iso: fetch::Fetched,
+    t0: Instant,
+    t_fetch: std::time::Duration,
+}
+
+/// The steps that need the network or the output's lock: the output folder
+/// locked and cleared of leftovers, virtio-win fetched (verified; a
+/// conditional request when it is cached). `Started::rest` does the others;
+/// `force` rebuilds even when nothing changed.
+pub fn start(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Started<'_>> {
     let t0 = Instant::now();
     let c = &cfg.config;
     let out = &c.golden.output;
     let layout = Layout::new(out)?;
     // Nothing is written before the inputs are known not to be the output.
     refuse_aliases(cfg)?;
-    let _lock = output::lock(&layout)?;
-    let current = layout.current()?;
+    let lock = output::lock(&layout)?;
     output::clear_leftovers(out);
     fsutil::clear_dead_temps(layout.dir(), None);
     phase("locked");
@@ -83,55 +98,110 @@ pub fn build(cfg: &Loaded, force: bool, progress: bool) -> anyhow::Result<Outcom
     refuse_output_among(out, &[("the cached virtio-win ISO", iso.path.clone())])?;
     let t_fetch = t0.elapsed();
     phase("fetched");
-
-    // 2. Has anything changed?
-    let previous = current.as_deref().and_then(read_manifest);
-    let mut inputs = Inputs::read(cfg, &iso, previous.as_ref(), force, progress)?;
-    if let Some(done) = inputs.up_to_date(previous.as_ref(), current.as_deref(), force) {
-        return Ok(Outcome {
-            up_to_date: true,
-            output: out.clone(),
-            manifest: manifest_path(&done.version),
-            version: done.version,
-            sha256: done.sha256,
-            changes: 0,
-            virtio_win_version: iso.version,
-        });
-    }
-    // A rebuild hashes the base on the second core only when asked to record it.
-    inputs.hashing = (c.base.hash && inputs.base.sha256.is_none())
-        .then(|| output::hash_in_background(&c.base.image));
-
-    // 3. Inject into an overlay of the base.
-    let (drivers, first_boot) = inputs::requests(c, &iso);
-    let mut plan = inject::plan(
-        &c.base.image,
-        &inputs::specs(c),
-        c.base.partition,
-        false,
-        drivers.as_ref(),
-        first_boot.as_ref(),
-        None,
-    )?;
-    let name = out.file_name().unwrap_or_default().to_string_lossy();
-    let work = layout
-        .dir()
-        .join(format!(".{name}.wingold-work.{}", std::process::id()));
-    let tmp = fsutil::temp_name(out);
-    let run = Run {
+    Ok(Started {
         cfg,
-        layout: &layout,
-        iso: &iso,
+        force,
+        progress,
+        layout,
+        _lock: lock,
+        iso,
         t0,
         t_fetch,
-        progress,
-    };
-    let result = run.finish(&mut plan, inputs, &work, &tmp);
-    let _ = std::fs::remove_file(&work);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+impl Started<'_> {
+    /// What the rest of the build reads: the base and the files it rests on,
+    /// the fetched ISO, the .reg files, first-boot scripts and service binary,
+    /// the trees copied in.
+    pub fn reads(&self) -> Vec<PathBuf> {
+        let c = &self.cfg.config;
+        let mut read: Vec<PathBuf> = std::iter::once(c.base.image.clone())
+            .chain(image::backing_files(&c.base.image))
+            .collect();
+        read.push(self.iso.path.clone());
+        read.extend(c.golden.regfiles.iter().cloned());
+        read.extend(c.firstboot.scripts.iter().cloned());
+        read.push(
+            c.firstboot
+                .service_binary
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::firstboot::RHSRVANY)),
+        );
+        read.extend(c.files.iter().map(|f| f.from.clone()));
+        read
     }
-    result
+
+    /// Where the rest of the build writes: the output's folder (work overlay,
+    /// temporary image, versions, manifests, the stable name).
+    pub fn writes(&self) -> Vec<PathBuf> {
+        vec![self.layout.dir().to_owned()]
+    }
+
+    /// Clears what a build that died past `start` left in the output folder
+    /// (under the lock, still held).
+    pub fn clear_leftovers(&self) {
+        output::clear_leftovers(&self.cfg.config.golden.output);
+    }
+
+    /// Steps 2 to 5: nothing when no input changed; else inject, finalize,
+    /// verify, place, manifest, link.
+    pub fn rest(&self) -> anyhow::Result<Outcome> {
+        let (cfg, force, progress) = (self.cfg, self.force, self.progress);
+        let c = &cfg.config;
+        let out = &c.golden.output;
+        let (layout, iso) = (&self.layout, &self.iso);
+
+        // 2. Has anything changed?
+        let current = layout.current()?;
+        let previous = current.as_deref().and_then(read_manifest);
+        let mut inputs = Inputs::read(cfg, iso, previous.as_ref(), force, progress)?;
+        if let Some(done) = inputs.up_to_date(previous.as_ref(), current.as_deref(), force) {
+            return Ok(Outcome {
+                up_to_date: true,
+                output: out.clone(),
+                manifest: manifest_path(&done.version),
+                version: done.version,
+                sha256: done.sha256,
+                changes: 0,
+                virtio_win_version: iso.version.clone(),
+            });
+        }
+        // A rebuild hashes the base on the second core only when asked to record it.
+        inputs.hashing = (c.base.hash && inputs.base.sha256.is_none())
+            .then(|| output::hash_in_background(&c.base.image));
+
+        // 3. Inject into an overlay of the base.
+        let (drivers, first_boot) = inputs::requests(c, iso);
+        let mut plan = inject::plan(
+            &c.base.image,
+            &inputs::specs(c),
+            c.base.partition,
+            false,
+            drivers.as_ref(),
+            first_boot.as_ref(),
+            None,
+        )?;
+        let name = out.file_name().unwrap_or_default().to_string_lossy();
+        let work = layout
+            .dir()
+            .join(format!(".{name}.wingold-work.{}", std::process::id()));
+        let tmp = fsutil::temp_name(out);
+        let run = Run {
+            cfg,
+            layout,
+            iso,
+            t0: self.t0,
+            t_fetch: self.t_fetch,
+            progress,
+        };
+        let result = run.finish(&mut plan, inputs, &work, &tmp);
+        let _ = std::fs::remove_file(&work);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
 }
 
 /// A build past its inputs: what `finish` needs of it.
