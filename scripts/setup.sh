@@ -18,6 +18,7 @@ PACKAGES=(
   help2man                           # make man: man pages from the CLI's own help
   genisoimage wimtools               # installer-like ISOs (UDF, install.wim hidden from ISO 9660), test WIMs
   libosinfo-bin                      # osinfo-install-script: osinfo-db's answer files as a reference
+  afl++                              # make fuzz: afl-fuzz and its runtime (afl-compiler-rt.o)
 )
 
 missing=()
