@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/wingold
 DEMO_DIR ?= target/demo
 
-.PHONY: setup build test demo bench lint man clean
+.PHONY: setup build test demo bench lint man fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -29,6 +29,10 @@ bench: setup
 	$(CARGO) bench --bench drivers
 	$(CARGO) bench --bench copy_in
 	$(CARGO) bench --bench publish
+
+# Each fuzz target for FUZZ_SECONDS (default 60); findings go to tests/fixtures/fuzz.
+fuzz: setup
+	@CARGO="$(CARGO)" scripts/fuzz.sh
 
 man: build
 	@scripts/man.sh "$(BIN)" target/man

@@ -10,6 +10,9 @@
 //! (libhivex adds keys one by one: tens of seconds and a hive of over a gigabyte,
 //! so one round), and a 10 MB .reg.
 //!
+//! And the cost of confinement: the same inject with `WINGOLD_UNCONFINED=1` (the
+//! work in wingold's own process, no fork, Landlock or seccomp), in the same rounds.
+//!
 //! Median of several rounds, side by side; ratios reported.
 
 mod common;
@@ -83,11 +86,19 @@ fn main() {
     }
     std::fs::remove_file(&part).unwrap();
 
-    let (mut ours, mut floor) = (vec![], vec![]);
+    let (mut ours, mut floor, mut unconfined) = (vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         let out = dir.join(format!("golden{round}.qcow2"));
         ours.push(secs(|| {
             run(Command::new(&wingold)
+                .args(["inject", "--profile", "all", "--output"])
+                .arg(&out)
+                .arg(&w.image));
+        }));
+        std::fs::remove_file(&out).unwrap();
+        unconfined.push(secs(|| {
+            run(Command::new(&wingold)
+                .env("WINGOLD_UNCONFINED", "1")
                 .args(["inject", "--profile", "all", "--output"])
                 .arg(&out)
                 .arg(&w.image));
@@ -110,7 +121,7 @@ fn main() {
             }
         }));
     }
-    let (o, f) = (median(ours), median(floor));
+    let (o, f, u) = (median(ours), median(floor), median(unconfined));
     println!("inject --profile all into a 2 GiB qcow2 with the real 11 MiB SYSTEM hive (median of {ROUNDS}):");
     println!(
         "  wingold inject (whole process, overlay, NTFS, verify)   {:>7.1} ms",
@@ -123,6 +134,14 @@ fn main() {
     println!(
         "  ratio to the hivexregedit floor: {:.2}x   (target <= 1.5x)",
         o / f
+    );
+    println!(
+        "  the same unconfined (WINGOLD_UNCONFINED=1)              {:>7.1} ms",
+        u * 1000.0
+    );
+    println!(
+        "  confinement's cost: confined / unconfined = {:.3}x   (target <= 1.10x)",
+        o / u
     );
     let vwr = Command::new("virt-win-reg").arg("--version").output();
     match vwr {

@@ -4,8 +4,9 @@
 # time (WINGOLD_TEST_JOBS), longest first by the times the last run recorded in
 # target/test-times; the virt-v2v oracle (tests/drivers_v2v.rs: a libguestfs
 # helper VM under TCG for each fixture, about 3 minutes) runs beside them from the
-# start. Each binary's output is printed whole when it ends. Exits non-zero if
-# any fails.
+# start, and so does a 10-second smoke of every fuzz target (scripts/fuzz.sh:
+# an instrumented build, then AFL++; FUZZ_SECONDS overrides). Each binary's
+# output is printed whole when it ends. Exits non-zero if any fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo=${CARGO:-cargo}
@@ -54,6 +55,19 @@ while read -r _ i; do order+=("$i"); done < <(
     done | sort -rn
 )
 
+# The fuzz smoke, beside everything (its build first: it has a target folder
+# of its own). A finding fails make test and is kept for the regression test.
+fuzz_smoke() {
+    local start end rc=0
+    start=$(date +%s)
+    CARGO="$cargo" FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh >"$logs/fuzz.log" 2>&1 || rc=$?
+    end=$(date +%s)
+    echo "$rc" >"$logs/fuzz.rc"
+    printf '%-24s %s (%d s)\n' "fuzz smoke" "$([ "$rc" = 0 ] && echo ok || echo FAILED)" $((end - start))
+}
+fuzz_smoke &
+fuzz_pid=$!
+
 slow_pid=
 for i in "${!bins[@]}"; do
     if [ "$(name_of "${bins[$i]}")" = "$slow" ]; then
@@ -66,7 +80,7 @@ for i in "${order[@]}"; do
     while [ "$running" -ge "$jobs" ]; do
         done_pid=
         wait -n -p done_pid || true
-        [ "$done_pid" = "$slow_pid" ] || running=$((running - 1))
+        [ "$done_pid" = "$slow_pid" ] || [ "$done_pid" = "$fuzz_pid" ] || running=$((running - 1))
     done
     run_one "${bins[$i]}" "$i" &
     running=$((running + 1))
@@ -89,6 +103,12 @@ for i in "${!bins[@]}"; do
         failed+=("$(name_of "${bins[$i]}")")
     fi
 done
+echo "--- fuzz smoke ---"
+cat "$logs/fuzz.log" 2>/dev/null || true
+if [ "$(cat "$logs/fuzz.rc" 2>/dev/null)" != 0 ]; then
+    status=1
+    failed+=("fuzz-smoke")
+fi
 cat "$logs"/*.ms >"$times" 2>/dev/null || true
 if [ "$status" != 0 ]; then
     echo "test.sh: failed: ${failed[*]}" >&2

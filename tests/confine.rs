@@ -363,3 +363,35 @@ fn a_worker_dies_with_its_parent() {
     parent.wait().unwrap();
     assert!(gone(&worker), "the worker {worker} outlived its parent");
 }
+
+/// `WINGOLD_UNCONFINED=1` (for measuring what confinement costs, or a
+/// debugger): the work runs in wingold's own process, no worker restricts
+/// itself, and wingold says so once.
+#[test]
+fn unconfined_on_request_and_said_once() {
+    let tmp = tempdir();
+    let image = phony(tmp.path());
+    let trace = tmp.path().join("trace");
+    let out = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-e",
+            "trace=fork,clone,clone3,landlock_restrict_self,seccomp",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(support::profile_dir().join("wingold"))
+        .env("WINGOLD_UNCONFINED", "1")
+        .args(["inject", "--profile", "all", "-o", "out.qcow2"])
+        .arg(&image)
+        .current_dir(tmp.path())
+        .output()
+        .expect("TEST CANNOT RUN: strace (Debian package strace, make setup)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("WINGOLD_UNCONFINED is set").count(), 1, "{err}");
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    assert!(!trace.contains("landlock_restrict_self("), "{trace}");
+    assert!(!trace.contains("SECCOMP_SET_MODE_FILTER"), "{trace}");
+    assert!(tmp.path().join("out.qcow2").exists());
+}
