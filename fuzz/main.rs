@@ -74,7 +74,7 @@ mod afl {
     /// afl-fuzz looks for this text in the binary to run it in persistent mode.
     static PERSISTENT: &[u8] = b"##SIG_AFL_PERSISTENT##\0";
 
-    pub fn run(target: fn(&[u8])) {
+    pub fn run(target: super::targets::Target) {
         // Read once so that the linker keeps the marker.
         let _ = unsafe { std::ptr::read_volatile(&PERSISTENT) };
         let mut data = Vec::new();

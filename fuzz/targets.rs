@@ -10,8 +10,11 @@
 use std::path::{Path, PathBuf};
 use wingold::image::BlockDev;
 
+/// A fuzz target: bytes in, nothing out (it must only end).
+pub type Target = fn(&[u8]);
+
 /// Each target by the name `make fuzz` and the crash folders use.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("qcow2", qcow2),
     ("partitions", partitions),
     ("iso9660", iso9660),
@@ -25,7 +28,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 ];
 
 /// The target called `name`.
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
@@ -190,7 +193,9 @@ pub fn replay(data: &[u8]) {
         },
     ];
     let _ = wingold::hive::replay::log_marks(&logs);
-    let _ = wingold::hive::replay::in_progress_base_block(&bytes, &logs);
+    if let Some(head) = bytes.first_chunk() {
+        let _ = wingold::hive::replay::in_progress_base_block(head, &logs);
+    }
     if wingold::hive::replay::recover("SYSTEM", &mut bytes, &logs).is_ok() {
         let _ = wingold::hive::index::check_structure(&bytes);
     }

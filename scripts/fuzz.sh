@@ -68,7 +68,9 @@ if [ ! -f "$seeds/.made" ] || [ "$seeds/.made" -ot "$0" ]; then
     qemu-img create -q -f qcow2 -o cluster_size=4096 "$seeds/qcow2/empty.qcow2" 1M
     # The test fixture's virtio-win ISO: its INF, PE files, and a small disc
     # of one driver folder (Rock Ridge and Joliet; and plain ISO 9660).
-    "$cargo" run --release --quiet --example phony_windows -- "$tmp/phony" 2k22 0.1.999 >/dev/null
+    # (With the features make test builds: there, it is built already.)
+    "$cargo" build --release --quiet --features test-hooks --example phony_windows
+    target/release/examples/phony_windows "$tmp/phony" 2k22 0.1.999 >/dev/null
     xorriso -osirrox on -indev "$tmp/phony/virtio-win-0.1.999.iso" -extract / "$tmp/iso" >/dev/null 2>&1
     pick() { # first N distinct files (by content) matching a find -name
         find "$tmp/iso" -type f -name "$1" -print0 | xargs -0 sha256sum | sort -u -k1,1 |
@@ -161,8 +163,16 @@ for i in "${!pids[@]}"; do
     for kind in crashes hangs; do
         for f in "$work/out/$t/default/$kind"/id:*; do
             [ -f "$f" ] || continue
+            # Kept as small as it still fails (afl-tmin), else as found.
+            small=$work/out/$t/min
+            if [ "$kind" = crashes ] && AFL_MAP_SIZE=4194304 timeout 120 \
+                afl-tmin -i "$f" -o "$small" -- "$bin" "$t" >/dev/null 2>&1; then
+                f=$small
+            fi
             mkdir -p "tests/fixtures/fuzz/$t"
-            cp "$f" "tests/fixtures/fuzz/$t/${kind%es}-$(sha256sum "$f" | cut -c1-16)"
+            what=crash
+            [ "$kind" = hangs ] && what=hang
+            cp "$f" "tests/fixtures/fuzz/$t/$what-$(sha256sum <"$f" | cut -c1-16)"
             found=$((found + 1))
         done
     done

@@ -381,14 +381,17 @@ fn write_each_hive(
                 Ok((log_path, bytes))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if ordered && bytes.len() >= hive::BASE_BLOCK_LEN {
+        let head: Option<&[u8; hive::BASE_BLOCK_LEN]> = bytes
+            .get(..hive::BASE_BLOCK_LEN)
+            .and_then(|h| h.try_into().ok());
+        if let Some(head) = head.filter(|_| ordered) {
             let files: Vec<LogFile> = logs
                 .iter()
                 .map(|(name, bytes)| LogFile { name, bytes })
                 .collect();
             let mut first = bytes.clone();
             first[..hive::BASE_BLOCK_LEN]
-                .copy_from_slice(&replay::in_progress_base_block(bytes, &files));
+                .copy_from_slice(&replay::in_progress_base_block(head, &files));
             // Only the pages that differ, the marked header first.
             vol.write_changed(&path, &vol.read_file(&path)?, &first, HIVE_PAGE)?;
             drop(first);

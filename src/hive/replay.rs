@@ -507,14 +507,15 @@ pub fn log_marks(logs: &[LogFile]) -> (Option<u32>, Vec<u64>) {
     (highest, stamps)
 }
 
-/// The base block of `bytes` (a clean hive about to be written over a file whose
+/// The base block `head` (of a clean hive about to be written over a file whose
 /// transaction logs are `logs`) marked as a write in progress past every log:
 /// secondary sequence above anything the logs carry, primary one above that, a
 /// timestamp no old-format log shares. A kill while the body is written leaves a
 /// dirty hive to which no log applies — visibly needing repair, never a log's
-/// pages replayed over a half-new body.
-pub fn in_progress_base_block(bytes: &[u8], logs: &[LogFile]) -> Vec<u8> {
-    let mut head = bytes[..BASE_BLOCK_LEN].to_vec();
+/// pages replayed over a half-new body. (A whole base block by type: the fuzzer
+/// found the slice this once took cut short.)
+pub fn in_progress_base_block(head: &[u8; BASE_BLOCK_LEN], logs: &[LogFile]) -> Vec<u8> {
+    let mut head = head.to_vec();
     let (highest, stamps) = log_marks(logs);
     let own = u32_at(&head, SEQ1);
     let floor = match highest {
