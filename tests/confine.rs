@@ -136,11 +136,11 @@ fn inspect_confines_its_worker_before_it_reads_the_image() {
     parent_reads_the_header_only(&args, &parent, name);
 }
 
-/// `inject`, to an overlay and in place, and `build`: the process that reads
-/// the image (and the ISO) restricted itself first; the parent reads no more
-/// than the image's header.
+/// `inject`, to an overlay and in place, `build` and `clone`: the process that
+/// reads the image (and the ISO) restricted itself first; the parent reads no
+/// more than the image's header.
 #[test]
-fn inject_and_build_confine_their_worker_before_they_read_the_image() {
+fn inject_build_and_clone_confine_their_worker_before_they_read_the_image() {
     landlock_abi();
     let tmp = tempdir();
     let dir = tmp.path();
@@ -190,6 +190,11 @@ fn inject_and_build_confine_their_worker_before_they_read_the_image() {
     restricted_before_reading(args, &mine, "phony.qcow2");
     parent_reads_the_header_only(args, &parent, "phony.qcow2");
     assert!(dir.join("golden/win.qcow2").exists());
+    let args: &[&str] = &["clone", "golden/win.qcow2", "--id", "1", "--dir", "vms"];
+    let (mine, parent) = traced(dir, args);
+    restricted_before_reading(args, &mine, "win.qcow2");
+    parent_reads_the_header_only(args, &parent, "win.qcow2");
+    assert!(dir.join("vms/vm_1.qcow2").exists());
 }
 
 /// A worker that crashes while it writes the output (SIGABRT, delivered by

@@ -2,6 +2,7 @@
 
 use super::Invalid;
 use crate::golden::{build, identity, seed, vm, Refusal};
+use anyhow::Context;
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -339,11 +340,49 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
     Ok(list)
 }
 
+/// Clones in a confined worker (`confine`), once the user's own files (spec,
+/// secrets, seed data) are read here: it may read the golden, the files it
+/// rests on and their folders, the UEFI variable template and /dev/urandom; write only DIR
+/// and the temporary folder; and reach no network.
 pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
     if args.format == CloneFormat::Kubevirt {
         return kubevirt(&args);
     }
     let list = wanted(&args)?;
+    // Made here: a worker may write only in a folder that is there.
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("{}: cannot create", args.dir.display()))?;
+    let mut read = super::image_reads(&args.golden);
+    read.push(PathBuf::from(crate::launch::OVMF_VARS_TEMPLATE));
+    // New MachineGuids and the like.
+    read.push(PathBuf::from("/dev/urandom"));
+    let policy = crate::confine::Policy {
+        write: vec![args.dir.clone(), std::env::temp_dir()],
+        ..crate::confine::Policy::reading(read)
+    };
+    match crate::confine::in_worker(&policy, || super::finish(clone_all(&args, &list))) {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(super::Reported(code).into()),
+        Err(e) => {
+            for w in &list {
+                let (disk, script) = vm::clone_paths(&args.dir, w.id);
+                for made in [
+                    &disk,
+                    &script,
+                    &vm::record_path(&disk),
+                    &vm::seed_path(&disk),
+                ] {
+                    crate::fsutil::clear_dead_temps(&args.dir, Some(made));
+                }
+            }
+            let what = format!("{}: cloning stopped", args.dir.display());
+            Err(anyhow::Error::from(e).context(what))
+        }
+    }
+}
+
+/// Every wanted clone, made and reported (in the worker).
+fn clone_all(args: &CloneArgs, list: &[Wanted]) -> anyhow::Result<()> {
     // The recipes are checked (MAC, paths) before anything is written.
     // A clone boots as its golden does, unless told: the golden is looked at once.
     let golden_uefi = args.vm.firmware == super::launch::FirmwareArg::Auto
