@@ -39,7 +39,8 @@ done
 flags+=" -C debug-assertions -C overflow-checks -C link-arg=$rt"
 RUSTFLAGS="$flags" "$cargo" build --release --quiet -p wingold-fuzz --target-dir "$work/build"
 bin=$work/build/release/wingold-fuzz
-mapfile -t targets < <("$bin" 2>&1 | sed -n 's/^  //p')
+mapfile -t all < <("$bin" 2>&1 | sed -n 's/^  //p')
+targets=("${all[@]}")
 [ -n "${FUZZ_TARGETS:-}" ] && read -r -a targets <<<"$FUZZ_TARGETS"
 
 # 2. Seeds (made once per checkout of this script; AFL++ skips files over 1 MiB).
@@ -49,7 +50,7 @@ if [ ! -f "$seeds/.made" ] || [ "$seeds/.made" -ot "$0" ]; then
     tmp=$work/seed-work
     rm -rf "$tmp"
     mkdir -p "$tmp" "$seeds"
-    for t in "${targets[@]}"; do mkdir -p "$seeds/$t"; done
+    for t in "${all[@]}"; do mkdir -p "$seeds/$t"; done
     # Disks: MBR with a logical partition, GPT; raw and as qcow2 (plain,
     # compressed, version 2, an overlay, extended L2 entries).
     truncate -s 1M "$tmp/mbr.raw" "$tmp/gpt.raw"
@@ -119,7 +120,7 @@ if [ ! -f "$seeds/.made" ] || [ "$seeds/.made" -ot "$0" ]; then
     else
         echo "fuzz.sh: no hive corpus at $corpus (set WINGOLD_CORPUS): hive seeds are the .reg-made ones only" >&2
     fi
-    for t in "${targets[@]}"; do
+    for t in "${all[@]}"; do
         if [ -z "$(ls -A "$seeds/$t")" ]; then
             echo "fuzz.sh: no seed for $t" >&2
             exit 1

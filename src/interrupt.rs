@@ -32,45 +32,72 @@ extern "C" fn remember(sig: libc::c_int) {
     }
 }
 
+/// Signal handlers installed for a while: the dispositions they replaced come
+/// back when this is dropped. A signal that was ignored (nohup) stays ignored.
+pub struct Handlers {
+    previous: Vec<(Signal, SigAction)>,
+}
+
+impl Handlers {
+    /// Installs `handler` for each of `signals` (other signals blocked while it
+    /// runs when `block_all`).
+    pub fn install(
+        signals: &[Signal],
+        handler: extern "C" fn(libc::c_int),
+        block_all: bool,
+    ) -> Handlers {
+        let mask = if block_all {
+            SigSet::all()
+        } else {
+            SigSet::empty()
+        };
+        let action = SigAction::new(SigHandler::Handler(handler), SaFlags::SA_RESTART, mask);
+        let previous = signals
+            .iter()
+            .filter_map(|&sig| {
+                // SAFETY: the handlers given here (`remember`, `confine`'s
+                // forwarding one) only touch atomics and make async-signal-safe
+                // calls.
+                let old = unsafe { signal::sigaction(sig, &action) }.ok()?;
+                if old.handler() == SigHandler::SigIgn {
+                    // SAFETY: puts back the disposition that was in place.
+                    let _ = unsafe { signal::sigaction(sig, &old) };
+                    return None;
+                }
+                Some((sig, old))
+            })
+            .collect();
+        Handlers { previous }
+    }
+}
+
+impl Drop for Handlers {
+    fn drop(&mut self) {
+        for (sig, old) in &self.previous {
+            // SAFETY: puts back the disposition that was in place before.
+            let _ = unsafe { signal::sigaction(*sig, old) };
+        }
+    }
+}
+
 /// While alive, the termination signals above are remembered instead of acted on;
 /// when dropped, the dispositions come back and a remembered signal is raised again
 /// (so the process ends as the user asked, just later).
 pub struct Held {
-    previous: Vec<(Signal, SigAction)>,
+    handlers: Option<Handlers>,
 }
 
 /// Holds termination signals until the returned guard is dropped.
 pub fn hold() -> Held {
     PENDING.store(0, Ordering::SeqCst);
-    let action = SigAction::new(
-        SigHandler::Handler(remember),
-        SaFlags::SA_RESTART,
-        SigSet::all(),
-    );
-    let previous = HELD
-        .iter()
-        .filter_map(|&sig| {
-            // SAFETY: `remember` only touches an atomic and calls write(2), both
-            // async-signal-safe.
-            let old = unsafe { signal::sigaction(sig, &action) }.ok()?;
-            if old.handler() == SigHandler::SigIgn {
-                // Ignored before (nohup): stays ignored.
-                // SAFETY: puts back the disposition that was in place.
-                let _ = unsafe { signal::sigaction(sig, &old) };
-                return None;
-            }
-            Some((sig, old))
-        })
-        .collect();
-    Held { previous }
+    Held {
+        handlers: Some(Handlers::install(&HELD, remember, true)),
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        for (sig, old) in &self.previous {
-            // SAFETY: puts back the disposition that was in place before `hold`.
-            let _ = unsafe { signal::sigaction(*sig, old) };
-        }
+        drop(self.handlers.take());
         let pending = PENDING.swap(0, Ordering::SeqCst);
         if let Ok(sig) = Signal::try_from(pending) {
             // Acted on as it would have been (ignored, if it was ignored before).

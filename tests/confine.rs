@@ -245,15 +245,7 @@ fn a_signal_to_wingold_reaches_its_worker() {
     landlock_abi();
     let tmp = tempdir();
     let image = phony(tmp.path());
-    let mut parent = wingold()
-        .env("WINGOLD_TEST_WORKER", "sleep")
-        .args(["inspect"])
-        .arg(&image)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let worker = worker_of(parent.id());
+    let (mut parent, worker) = sleeping_inspect(&image);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(parent.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -267,6 +259,21 @@ fn a_signal_to_wingold_reaches_its_worker() {
         "wingold waited out its sleeping worker instead of passing the signal on"
     );
     assert!(gone(&worker), "the worker {worker} outlived the signal");
+}
+
+/// `wingold inspect IMAGE` whose worker sleeps a minute (test hook) before it
+/// reads: the running wingold and its worker's pid.
+fn sleeping_inspect(image: &Path) -> (std::process::Child, String) {
+    let parent = wingold()
+        .env("WINGOLD_TEST_WORKER", "sleep")
+        .args(["inspect"])
+        .arg(image)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let worker = worker_of(parent.id());
+    (parent, worker)
 }
 
 /// The pid of `parent`'s first child, waited for up to 10 s.
@@ -355,15 +362,7 @@ fn a_worker_dies_with_its_parent() {
     landlock_abi();
     let tmp = tempdir();
     let image = phony(tmp.path());
-    let mut parent = wingold()
-        .env("WINGOLD_TEST_WORKER", "sleep")
-        .args(["inspect"])
-        .arg(&image)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let worker = worker_of(parent.id());
+    let (mut parent, worker) = sleeping_inspect(&image);
     parent.kill().unwrap();
     parent.wait().unwrap();
     assert!(gone(&worker), "the worker {worker} outlived its parent");

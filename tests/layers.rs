@@ -13,7 +13,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("fsutil", &[]),
     ("input", &[]),
     ("interrupt", &[]),
-    ("confine", &[]),
+    ("confine", &["interrupt"]),
     ("net", &[]),
     ("media", &["fsutil", "input"]),
     ("unattend", &["media"]),

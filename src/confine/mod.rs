@@ -193,41 +193,24 @@ extern "C" fn forward(sig: libc::c_int) {
 /// While alive, termination signals sent to the parent go to the worker
 /// instead; an ignored one (nohup) stays ignored.
 struct Forwarding {
-    previous: Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)>,
+    handlers: Option<crate::interrupt::Handlers>,
 }
 
 impl Forwarding {
     fn start(child: nix::unistd::Pid) -> Forwarding {
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
         WORKER.store(child.as_raw(), std::sync::atomic::Ordering::SeqCst);
-        let action = SigAction::new(
-            SigHandler::Handler(forward),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        let previous = FORWARDED
-            .iter()
-            .filter_map(|&sig| {
-                // SAFETY: `forward` only reads an atomic and calls kill(2).
-                let old = unsafe { sigaction(sig, &action) }.ok()?;
-                if old.handler() == SigHandler::SigIgn {
-                    // SAFETY: puts back the disposition that was in place.
-                    let _ = unsafe { sigaction(sig, &old) };
-                    return None;
-                }
-                Some((sig, old))
-            })
-            .collect();
-        Forwarding { previous }
+        Forwarding {
+            handlers: Some(crate::interrupt::Handlers::install(
+                &FORWARDED, forward, false,
+            )),
+        }
     }
 }
 
 impl Drop for Forwarding {
     fn drop(&mut self) {
-        for (sig, old) in &self.previous {
-            // SAFETY: puts back the disposition that was in place before.
-            let _ = unsafe { nix::sys::signal::sigaction(*sig, old) };
-        }
+        // The handlers go first: a signal meanwhile still reaches the worker.
+        drop(self.handlers.take());
         WORKER.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 }
