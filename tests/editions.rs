@@ -233,20 +233,7 @@ fn unattended(iso: &Path, extra: &[&str]) -> (tempfile::TempDir, std::process::O
 
 /// The answer file on a medium, extracted by xorriso.
 fn answer(medium: &Path) -> String {
-    let out = medium.with_extension("xml");
-    run(
-        "xorriso",
-        &[
-            "-osirrox",
-            "on",
-            "-indev",
-            s(medium),
-            "-extract",
-            "/autounattend.xml",
-            s(&out),
-        ],
-    );
-    std::fs::read_to_string(out).unwrap()
+    text_in_iso(medium, "/autounattend.xml")
 }
 
 #[test]

@@ -44,22 +44,9 @@ fn disks(extra: &[&str]) -> (tempfile::TempDir, PathBuf, std::process::Output) {
 /// The answer file on the medium, extracted by xorriso, and the medium's list.
 fn answer_file(iso: &Path) -> (String, String) {
     let list = run("xorriso", &["-indev", s(iso), "-find", "/", "-type", "f"]);
-    let out = iso.with_extension("xml");
-    run(
-        "xorriso",
-        &[
-            "-osirrox",
-            "on",
-            "-indev",
-            s(iso),
-            "-extract",
-            "/autounattend.xml",
-            s(&out),
-        ],
-    );
     (
         String::from_utf8_lossy(&list.stdout).into_owned(),
-        std::fs::read_to_string(&out).unwrap(),
+        text_in_iso(iso, "/autounattend.xml"),
     )
 }
 

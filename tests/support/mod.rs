@@ -30,6 +30,20 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("osinfo-install-script", "libosinfo-bin"),
 ];
 
+/// The file `inside` (e.g. `/autounattend.xml`) of the ISO `iso`, extracted by
+/// xorriso beside it as `iso` with the extension `xml`, as text.
+pub fn text_in_iso(iso: &Path, inside: &str) -> String {
+    let out = iso.with_extension("xml");
+    let (iso_arg, out_arg) = (iso.to_str().unwrap(), out.to_str().unwrap());
+    run(
+        "xorriso",
+        &[
+            "-osirrox", "on", "-indev", iso_arg, "-extract", inside, out_arg,
+        ],
+    );
+    std::fs::read_to_string(out).unwrap()
+}
+
 /// Runs `tool args…`, panicking with its stderr when it fails.
 pub fn run(tool: &str, args: &[&str]) -> Output {
     let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
