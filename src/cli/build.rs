@@ -256,6 +256,13 @@ fn seed_request(
     }))
 }
 
+/// What clone `id` makes in `dir`: its disk, run recipe, record and seed media.
+fn files_of(dir: &std::path::Path, id: u32) -> [PathBuf; 4] {
+    let (disk, script) = vm::clone_paths(dir, id);
+    let (record, seed) = (vm::record_path(&disk), vm::seed_path(&disk));
+    [disk, script, record, seed]
+}
+
 fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
     let request = |id: u32,
                    hostname: Option<&String>,
@@ -322,15 +329,9 @@ fn wanted(args: &CloneArgs) -> anyhow::Result<Vec<Wanted>> {
     // Every clone checked before the first is made: paths free, names not taken
     // (a KubeVirt VM writes nothing here).
     for w in list.iter().filter(|_| args.format == CloneFormat::Files) {
-        let (disk, script) = vm::clone_paths(&args.dir, w.id);
-        for p in [
-            &disk,
-            &script,
-            &vm::record_path(&disk),
-            &vm::seed_path(&disk),
-        ] {
+        for p in files_of(&args.dir, w.id) {
             if p.exists() {
-                return Err(crate::image::Error::Exists { path: p.clone() }.into());
+                return Err(crate::image::Error::Exists { path: p }.into());
             }
         }
         if let (Some(req), false) = (&w.identity, args.force) {
@@ -365,14 +366,8 @@ pub fn run_clone(args: CloneArgs) -> anyhow::Result<()> {
         Ok(code) => Err(super::Reported(code).into()),
         Err(e) => {
             for w in &list {
-                let (disk, script) = vm::clone_paths(&args.dir, w.id);
-                for made in [
-                    &disk,
-                    &script,
-                    &vm::record_path(&disk),
-                    &vm::seed_path(&disk),
-                ] {
-                    crate::fsutil::clear_dead_temps(&args.dir, Some(made));
+                for made in files_of(&args.dir, w.id) {
+                    crate::fsutil::clear_dead_temps(&args.dir, Some(&made));
                 }
             }
             let what = format!("{}: cloning stopped", args.dir.display());
