@@ -118,7 +118,10 @@ if [ ! -f "$seeds/.made" ] || [ "$seeds/.made" -ot "$0" ]; then
             "$bin" --frame "$seeds/replay/$(basename "$d")" "${parts[@]}"
         done
     else
-        echo "fuzz.sh: no hive corpus at $corpus (set WINGOLD_CORPUS): hive seeds are the .reg-made ones only" >&2
+        # Without the corpus: a bare base block, from which AFL++ starts blind.
+        echo "fuzz.sh: no hive corpus at $corpus (set WINGOLD_CORPUS): the hive targets start from a bare header" >&2
+        { printf 'regf'; head -c 4092 /dev/zero; } >"$seeds/hive_index/bare"
+        "$bin" --frame "$seeds/replay/bare" "$seeds/hive_index/bare" /dev/null /dev/null
     fi
     for t in "${all[@]}"; do
         if [ -z "$(ls -A "$seeds/$t")" ]; then
