@@ -26,6 +26,11 @@ for tool in afl-fuzz qemu-img sfdisk sgdisk genisoimage wimcapture xorriso xz; d
         exit 1
     }
 done
+# The seeds' hives, and the fixture builder's, come from the shared corpus.
+[ -f "$corpus/SYSTEM.xz" ] || {
+    echo "fuzz.sh: the hive corpus is missing ($corpus/SYSTEM.xz); set WINGOLD_CORPUS to the folder holding it" >&2
+    exit 1
+}
 [ -f "$rt" ] || {
     echo "fuzz.sh: $rt is missing; install Debian's afl++ (make setup)" >&2
     exit 1
@@ -98,31 +103,24 @@ if [ ! -f "$seeds/.made" ] || [ "$seeds/.made" -ot "$0" ]; then
         [ "$(stat -c %s "$f")" -le 1048576 ] && cp "$f" "$seeds/reg/"
     done
     # Hives and their logs, from the shared corpus.
-    if [ -d "$corpus" ]; then
-        while IFS= read -r -d '' f; do
-            out=$seeds/hive_index/$(basename "$f" .xz)
-            xz -dc "$f" >"$out"
-            [ "$(stat -c %s "$out")" -le 1048576 ] || rm "$out"
-        done < <(find "$corpus" -name '*.xz' ! -name '*.LOG*' -print0)
-        for d in "$corpus"/logs/*/; do
-            hive=$(find "$d" -name '*.xz' ! -name '*.LOG*' ! -name 'Recovered*' | awk 'NR == 1')
-            [ -n "$hive" ] || continue
-            parts=("$tmp/h")
-            xz -dc "$hive" >"$tmp/h"
-            for n in 1 2; do
-                log=$(find "$d" -name "*.LOG$n.xz" | awk 'NR == 1')
-                : >"$tmp/l$n"
-                [ -n "$log" ] && xz -dc "$log" >"$tmp/l$n"
-                parts+=("$tmp/l$n")
-            done
-            "$bin" --frame "$seeds/replay/$(basename "$d")" "${parts[@]}"
+    while IFS= read -r -d '' f; do
+        out=$seeds/hive_index/$(basename "$f" .xz)
+        xz -dc "$f" >"$out"
+        [ "$(stat -c %s "$out")" -le 1048576 ] || rm "$out"
+    done < <(find "$corpus" -name '*.xz' ! -name '*.LOG*' -print0)
+    for d in "$corpus"/logs/*/; do
+        hive=$(find "$d" -name '*.xz' ! -name '*.LOG*' ! -name 'Recovered*' | awk 'NR == 1')
+        [ -n "$hive" ] || continue
+        parts=("$tmp/h")
+        xz -dc "$hive" >"$tmp/h"
+        for n in 1 2; do
+            log=$(find "$d" -name "*.LOG$n.xz" | awk 'NR == 1')
+            : >"$tmp/l$n"
+            [ -n "$log" ] && xz -dc "$log" >"$tmp/l$n"
+            parts+=("$tmp/l$n")
         done
-    else
-        # Without the corpus: a bare base block, from which AFL++ starts blind.
-        echo "fuzz.sh: no hive corpus at $corpus (set WINGOLD_CORPUS): the hive targets start from a bare header" >&2
-        { printf 'regf'; head -c 4092 /dev/zero; } >"$seeds/hive_index/bare"
-        "$bin" --frame "$seeds/replay/bare" "$seeds/hive_index/bare" /dev/null /dev/null
-    fi
+        "$bin" --frame "$seeds/replay/$(basename "$d")" "${parts[@]}"
+    done
     for t in "${all[@]}"; do
         if [ -z "$(ls -A "$seeds/$t")" ]; then
             echo "fuzz.sh: no seed for $t" >&2
