@@ -32,24 +32,42 @@ pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
-/// `data` as a file (the readers that take a path): one per process, in
-/// memory where the system has /dev/shm, rewritten for each input.
-fn as_file(data: &[u8], ext: &str) -> PathBuf {
-    let dir = Path::new("/dev/shm");
-    let dir = if dir.is_dir() {
-        dir.to_owned()
-    } else {
-        std::env::temp_dir()
-    };
-    let path = dir.join(format!("wingold-fuzz-{}.{ext}", std::process::id()));
-    std::fs::write(&path, data).expect("the fuzz input file can be written");
-    path
+/// `data` as a file (the readers that take a path): one per process, in memory
+/// where the system has /dev/shm, rewritten for each input. It is unlinked as
+/// soon as it is made and named through /proc/self/fd, so nothing is left
+/// behind however the process ends (afl-fuzz kills its last one).
+fn as_file(data: &[u8]) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    static FILE: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    let file = FILE.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            shm.to_owned()
+        } else {
+            std::env::temp_dir()
+        };
+        let path = dir.join(format!("wingold-fuzz-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("the fuzz input file can be made");
+        let _ = std::fs::remove_file(&path);
+        file
+    });
+    file.set_len(0).expect("the fuzz input file can be emptied");
+    file.write_all_at(data, 0)
+        .expect("the fuzz input file can be written");
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 /// A qcow2 (or raw) image: its header, backing chain, L1/L2 and refcount walk —
 /// reads spread over the whole disk, then its partition table.
 pub fn qcow2(data: &[u8]) {
-    let path = as_file(data, "qcow2");
+    let path = as_file(data);
     let _ = wingold::image::backing_files(&path);
     let Ok(img) = wingold::image::open(&path, wingold::image::Access::ReadOnly) else {
         return;
@@ -120,7 +138,7 @@ pub fn partitions(data: &[u8]) {
 /// A virtio-win ISO as wingold reads it: the ISO 9660 tree (Rock Ridge names,
 /// multi-extent files) and the head of every file.
 pub fn iso9660(data: &[u8]) {
-    let path = as_file(data, "iso");
+    let path = as_file(data);
     let _ = wingold::media::iso9660::volume_id(&path);
     let Ok(iso) = wingold::media::iso9660::Iso::open(&path) else {
         return;
@@ -134,7 +152,7 @@ pub fn iso9660(data: &[u8]) {
 
 /// A Windows installer disc: UDF (else ISO 9660), then the WIM header and XML.
 pub fn installer(data: &[u8]) {
-    let path = as_file(data, "iso");
+    let path = as_file(data);
     let _ = wingold::media::installer_images(&path);
 }
 

@@ -17,13 +17,19 @@ pub fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.wingold-tmp.{}", std::process::id()))
 }
 
+/// The folder `path` is (or is to be) in, absolute where the working folder can
+/// be known; `.` for a bare name otherwise.
+pub fn folder_of(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Makes a new directory entry durable; best effort.
 pub fn sync_parent(path: &Path) {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = std::fs::File::open(dir) {
+    if let Ok(d) = std::fs::File::open(folder_of(path)) {
         let _ = d.sync_all();
     }
 }

@@ -174,17 +174,7 @@ fn inject_build_and_clone_confine_their_worker_before_they_read_the_image() {
             );
         }
     }
-    std::fs::create_dir(dir.join("base")).unwrap();
-    std::fs::copy(&w.image, dir.join("base/phony.qcow2")).unwrap();
-    std::fs::write(
-        dir.join("wingold.toml"),
-        format!(
-            "[virtio_win]\niso = \"{iso}\"\ncache = \"cache\"\n\n\
-             [base]\nimage = \"base/phony.qcow2\"\n\n\
-             [golden]\noutput = \"golden/win.qcow2\"\nprofiles = [\"all\"]\n"
-        ),
-    )
-    .unwrap();
+    build_config(dir, &w.image, iso);
     let args: &[&str] = &["build", "-c", "wingold.toml"];
     let (mine, parent) = traced(dir, args);
     restricted_before_reading(args, &mine, "phony.qcow2");
@@ -195,6 +185,56 @@ fn inject_build_and_clone_confine_their_worker_before_they_read_the_image() {
     restricted_before_reading(args, &mine, "win.qcow2");
     parent_reads_the_header_only(args, &parent, "win.qcow2");
     assert!(dir.join("vms/vm_1.qcow2").exists());
+}
+
+/// `wingold.toml` in `dir`: the base `image` (copied to base/), the ISO `iso`
+/// beside it, the golden at golden/win.qcow2.
+fn build_config(dir: &Path, image: &Path, iso: &str) {
+    std::fs::create_dir(dir.join("base")).unwrap();
+    std::fs::copy(image, dir.join("base/phony.qcow2")).unwrap();
+    std::fs::write(
+        dir.join("wingold.toml"),
+        format!(
+            "[virtio_win]\niso = \"{iso}\"\ncache = \"cache\"\n\n\
+             [base]\nimage = \"base/phony.qcow2\"\n\n\
+             [golden]\noutput = \"golden/win.qcow2\"\nprofiles = [\"all\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// A build whose worker panics (test hook): the panic's one line, exit 1, no
+/// version linked and no temporary file left in the output folder.
+#[test]
+fn a_worker_that_panics_is_one_line_and_leaves_nothing() {
+    landlock_abi();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let w = fixtures::phony_windows(dir, &fixtures::WIN2K22_X64, vec![]);
+    fixtures::virtio_iso(dir, "0.1.999", 0);
+    build_config(dir, &w.image, "virtio-win-0.1.999.iso");
+    let out = wingold()
+        .env("WINGOLD_TEST_WORKER", "panic")
+        .args(["build", "-c", "wingold.toml"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("no known checksum"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("internal error") && lines[0].contains("WINGOLD_TEST_WORKER"),
+        "{err}"
+    );
+    let left: Vec<String> = listing(&dir.join("golden"))
+        .into_iter()
+        .filter(|n| !n.ends_with(".wingold-lock"))
+        .collect();
+    assert!(left.is_empty(), "left in golden/: {left:?}");
 }
 
 /// A worker that crashes while it writes the output (SIGABRT, delivered by

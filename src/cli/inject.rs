@@ -163,7 +163,7 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
         Ok(code) => Err(super::Reported(code).into()),
         Err(e) => Err(match &mode {
             Mode::Overlay(out) => {
-                crate::fsutil::clear_dead_temps(&folder_of(out), Some(out));
+                crate::fsutil::clear_dead_temps(&crate::fsutil::folder_of(out), Some(out));
                 anyhow::Error::from(e).context(format!("{}: not written", out.display()))
             }
             Mode::InPlace => anyhow::Error::from(e).context(format!(
@@ -172,17 +172,6 @@ pub fn run(args: InjectArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
             )),
             Mode::DryRun | Mode::WorkOverlay(_) => e.into(),
         }),
-    }
-}
-
-/// The folder a file is (to be) in: `.` for a bare name.
-fn folder_of(path: &std::path::Path) -> PathBuf {
-    match std::path::absolute(path)
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
-    {
-        Some(dir) => dir,
-        None => PathBuf::from("."),
     }
 }
 
@@ -205,7 +194,7 @@ fn policy(
     read.push(PathBuf::from(crate::firstboot::RHSRVANY));
     let mut write = vec![std::env::temp_dir()];
     match mode {
-        Mode::Overlay(out) => write.push(folder_of(out)),
+        Mode::Overlay(out) => write.push(crate::fsutil::folder_of(out)),
         Mode::InPlace => write.push(image.to_owned()),
         Mode::DryRun | Mode::WorkOverlay(_) => {}
     }

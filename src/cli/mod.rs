@@ -109,12 +109,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 pub fn image_reads(image: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut read = Vec::new();
     for file in std::iter::once(image.to_owned()).chain(crate::image::backing_files(image)) {
-        if let Some(dir) = std::path::absolute(&file)
-            .ok()
-            .and_then(|f| f.parent().map(|d| d.to_owned()))
-        {
-            read.push(dir);
-        }
+        read.push(crate::fsutil::folder_of(&file));
         read.push(file);
     }
     read

@@ -111,9 +111,16 @@ pub fn returning<T: serde::Serialize + serde::de::DeserializeOwned>(
                     "the worker reading the image is not fully confined: {missing}"
                 ));
             }
-            #[cfg(feature = "test-hooks")]
-            test_hook();
-            let code = match work() {
+            // A panic (its one line printed by the hook) ends the worker here:
+            // unwinding on into the parent's frames would run their destructors
+            // in this process too — a build's lock, shared with the parent,
+            // would be let go.
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                #[cfg(feature = "test-hooks")]
+                test_hook();
+                work()
+            }));
+            let code = match done.unwrap_or(Err(crate::error::Kind::Failure.exit_code())) {
                 Ok(made) => {
                     let mut pipe = std::fs::File::from(writer);
                     match serde_json::to_writer(&mut pipe, &made) {
@@ -337,7 +344,7 @@ fn system_reads() -> Vec<PathBuf> {
 /// Test hook (feature `test-hooks` only): `WINGOLD_TEST_WORKER=read:PATH` has
 /// the confined worker try to read PATH and say on stderr what happened;
 /// `WINGOLD_TEST_WORKER=connect` has it open a TCP socket (a call outside its
-/// allow-list); `=sleep` has it wait a minute first.
+/// allow-list); `=sleep` has it wait a minute first; `=panic` has it panic.
 #[cfg(feature = "test-hooks")]
 fn test_hook() {
     let Some(what) = std::env::var_os("WINGOLD_TEST_WORKER") else {
@@ -349,6 +356,8 @@ fn test_hook() {
             Ok(_) => crate::note::say(format!("worker: {path}: read")),
             Err(e) => crate::note::say(format!("worker: {path}: {e}")),
         }
+    } else if what == "panic" {
+        panic!("a panic asked for by WINGOLD_TEST_WORKER");
     } else if what == "sleep" {
         std::thread::sleep(std::time::Duration::from_secs(60));
     } else if what == "connect" {

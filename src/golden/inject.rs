@@ -217,14 +217,7 @@ pub fn write(plan: &mut Plan, mode: &Mode) -> anyhow::Result<()> {
         Mode::Overlay(out) | Mode::WorkOverlay(out) => {
             let read_back = matches!(mode, Mode::Overlay(_));
             // What a killed run left beside this output.
-            if let Some(dir) = out.parent() {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                crate::fsutil::clear_dead_temps(dir, Some(out));
-            }
+            crate::fsutil::clear_dead_temps(&crate::fsutil::folder_of(out), Some(out));
             if out.exists() {
                 return Err(image::Error::Exists { path: out.clone() }.into());
             }

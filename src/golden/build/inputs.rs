@@ -195,14 +195,7 @@ pub(super) fn refuse_aliases(cfg: &Loaded) -> anyhow::Result<()> {
     refuse_output_among(&c.golden.output, &inputs)?;
     // The output's folder (its versions, lock and temporary files go there)
     // inside a copied-in tree: the next build would copy the golden into the guest.
-    let out_dir = c.golden.output.parent().and_then(|d| {
-        std::fs::canonicalize(if d.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            d
-        })
-        .ok()
-    });
+    let out_dir = std::fs::canonicalize(crate::fsutil::folder_of(&c.golden.output)).ok();
     for f in &c.files {
         let tree = std::fs::canonicalize(&f.from).ok().filter(|t| t.is_dir());
         if let (Some(out), Some(tree)) = (&out_dir, tree) {

@@ -187,34 +187,14 @@ impl Started<'_> {
             .dir()
             .join(format!(".{name}.wingold-work.{}", std::process::id()));
         let tmp = fsutil::temp_name(out);
-        let run = Run {
-            cfg,
-            layout,
-            iso,
-            t0: self.t0,
-            t_fetch: self.t_fetch,
-            progress,
-        };
-        let result = run.finish(&mut plan, inputs, &work, &tmp);
+        let result = self.finish(&mut plan, inputs, &work, &tmp);
         let _ = std::fs::remove_file(&work);
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         result
     }
-}
 
-/// A build past its inputs: what `finish` needs of it.
-struct Run<'a> {
-    cfg: &'a Loaded,
-    layout: &'a Layout,
-    iso: &'a fetch::Fetched,
-    t0: Instant,
-    t_fetch: std::time::Duration,
-    progress: bool,
-}
-
-impl Run<'_> {
     /// Writes the plan into the work overlay, finalizes it into `tmp`, verifies
     /// it, moves it to its version, writes the manifest, and points the stable
     /// name at it.
@@ -257,7 +237,7 @@ impl Run<'_> {
         verified?;
         let t_verify = self.t0.elapsed();
         phase("verified");
-        let version = output::place_version(self.layout, tmp, &sha256)?;
+        let version = output::place_version(&self.layout, tmp, &sha256)?;
         phase("placed");
 
         // 5. The manifest beside the version, then the stable name moves to it.
@@ -279,7 +259,7 @@ impl Run<'_> {
             stats: &stats,
             timings,
         };
-        let manifest = output::manifest(self.cfg, self.iso, &inputs, plan, written)?;
+        let manifest = output::manifest(self.cfg, &self.iso, &inputs, plan, written)?;
         let manifest_file = manifest_path(&version);
         fsutil::write_file(
             &manifest_file,
